@@ -1,0 +1,194 @@
+"""The `callersync` command: up (the whole system), serve (one service), migrate, reconcile."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import asyncpg
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.billing.app import BILLING
+from services.routing.app import ROUTING
+from services.runtime import telemetry
+from services.runtime.config import Settings
+from services.runtime.db import migrate, redact
+from services.runtime.server import stop_on_signals
+from services.runtime.service import ServiceDef
+from services.wallet.app import WALLET
+from services.wallet.storage import reconcile as reconcile_wallets
+
+SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
+log = logging.getLogger("callersync")
+
+
+def run(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+async def migrate_all(database_url: str, names: list[str] | None = None) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for name in names or list(SERVICES):
+            service = SERVICES[name]
+            applied = await migrate(conn, service.schema, service.migrations)
+            for version in applied:
+                print(f"migrated {service.schema}: {version}", flush=True)
+    finally:
+        await conn.close()
+
+
+async def serve(name: str, port: int | None) -> None:
+    settings = Settings.from_env()
+    service = SERVICES[name]
+    telemetry.configure(name)
+    await migrate_all(settings.database_url, [name])
+    server = await service.build(settings, settings.port_of(name) if port is None else port)
+    bound = await server.start()
+    print(f"{name} listening on {settings.host}:{bound}", flush=True)
+    stopped = stop_on_signals([server], settings.shutdown_grace_s)
+    await stopped.wait()
+    telemetry.shutdown()
+
+
+async def reconcile(database_url: str) -> int:
+    conn = await asyncpg.connect(database_url)
+    try:
+        problems = await reconcile_wallets(conn)
+        wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
+        entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
+    finally:
+        await conn.close()
+    failed = {name: rows for name, rows in problems.items() if rows}
+    for name, rows in failed.items():
+        for row in rows:
+            print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+    checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
+    print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
+    return 1 if failed else 0
+
+
+def wait_healthy(target: str, deadline_s: float) -> bool:
+    end = time.monotonic() + deadline_s
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < end:
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return True
+            except grpc.RpcError:
+                time.sleep(0.2)
+    return False
+
+
+def up(data_dir: pathlib.Path) -> int:
+    """Runs the whole system in the foreground until Ctrl-C or SIGTERM."""
+    from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+
+    settings = Settings.from_env()
+    env = dict(os.environ)
+    embedded: list[EmbeddedPostgres | EmbeddedValkey] = []
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    code = 0
+    try:
+        if not settings.database_url:
+            pg = EmbeddedPostgres(data_dir)
+            embedded.append(pg)
+            env["CALLERSYNC_DATABASE_URL"] = pg.start()
+            print(f"PostgreSQL (embedded) at {env['CALLERSYNC_DATABASE_URL']}", flush=True)
+        if not settings.redis_url:
+            vk = EmbeddedValkey(data_dir)
+            embedded.append(vk)
+            env["CALLERSYNC_REDIS_URL"] = vk.start()
+            print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
+        run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
+        for name in SERVICES:
+            children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+        for name in SERVICES:
+            target = f"{settings.host}:{settings.port_of(name)}"
+            if not wait_healthy(target, 30):
+                print(f"{name} did not become healthy on {target}; stopping", file=sys.stderr)
+                return 1
+        print(
+            "CallerSync is up: "
+            + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
+            + f"\n  try: grpcurl -plaintext {settings.host}:{settings.wallet_port} list\n  Ctrl-C stops everything.",
+            flush=True,
+        )
+        while not stopping:
+            for name, child in children.items():
+                if child.poll() is not None:
+                    print(f"{name} exited with code {child.returncode}; stopping", file=sys.stderr)
+                    stopping, code = True, 1
+            time.sleep(0.2)
+        return code
+    finally:
+        for child in children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + settings.shutdown_grace_s + 2
+        for child in children.values():
+            try:
+                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.kill()
+        for server in reversed(embedded):
+            server.stop()
+        print("CallerSync stopped", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="callersync", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    up_cmd = commands.add_parser("up", help="run PostgreSQL and Valkey (embedded unless configured) and all services")
+    up_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help="where embedded servers keep data")
+    serve_cmd = commands.add_parser("serve", help="run one service (for deployments)")
+    serve_cmd.add_argument("service", choices=sorted(SERVICES))
+    serve_cmd.add_argument("--port", type=int, default=None)
+    commands.add_parser("migrate", help="apply every service's pending migrations")
+    commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("CALLERSYNC_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    settings = Settings.from_env()
+    if args.command == "up":
+        sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir)))
+    if args.command == "serve":
+        run(serve(args.service, args.port))
+        return
+    if not settings.database_url:
+        sys.exit("CALLERSYNC_DATABASE_URL is not set")
+    if args.command == "migrate":
+        run(migrate_all(settings.database_url))
+        print(f"migrations applied to {redact(settings.database_url)}")
+    elif args.command == "reconcile":
+        sys.exit(run(reconcile(settings.database_url)))
+
+
+if __name__ == "__main__":
+    main()

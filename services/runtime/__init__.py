@@ -1,0 +1,1 @@
+"""Code every CallerSync service shares: configuration, server bootstrap, storage clients, idempotency, events."""

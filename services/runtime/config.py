@@ -1,0 +1,77 @@
+"""Configuration read once from CALLERSYNC_* environment variables."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+
+SERVICE_PORTS = {"wallet": 50051, "billing": 50052, "routing": 50053}
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    # Empty means "start an embedded server" (callersync up) or "not configured" (serve).
+    database_url: str = ""
+    redis_url: str = ""
+    host: str = "127.0.0.1"
+    wallet_port: int = SERVICE_PORTS["wallet"]
+    billing_port: int = SERVICE_PORTS["billing"]
+    routing_port: int = SERVICE_PORTS["routing"]
+    wallet_target: str = ""  # where billing and routing find the wallet; default host:wallet_port
+    data_dir: str = ".callersync"
+    shutdown_grace_s: int = 10
+    db_pool_size: int = 8
+    max_concurrent_rpcs: int = 2000
+    # Wallet policy knobs.
+    top_up_max_cents: int = 1_000_000
+    idempotency_retention_s: int = 24 * 3600
+    reservation_default_ttl_s: int = 3600
+    # The relay that publishes the outbox (events to Redis Streams, alert emails over SMTP).
+    outbox_poll_ms: int = 200
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "alerts@callersync.local"
+
+    def port_of(self, service: str) -> int:
+        return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
+
+    def target_of_wallet(self) -> str:
+        return self.wallet_target or f"{self.host}:{self.wallet_port}"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        d = cls()
+        return cls(
+            database_url=env.get("CALLERSYNC_DATABASE_URL", d.database_url),
+            redis_url=env.get("CALLERSYNC_REDIS_URL", d.redis_url),
+            host=env.get("CALLERSYNC_HOST", d.host),
+            wallet_port=_int(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
+            billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
+            routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
+            wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
+            data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
+            shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
+            max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
+            top_up_max_cents=_int(env, "CALLERSYNC_TOP_UP_MAX_CENTS", d.top_up_max_cents),
+            idempotency_retention_s=_int(env, "CALLERSYNC_IDEMPOTENCY_RETENTION_S", d.idempotency_retention_s),
+            reservation_default_ttl_s=_int(
+                env, "CALLERSYNC_RESERVATION_DEFAULT_TTL_S", d.reservation_default_ttl_s
+            ),
+            outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
+            smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
+            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
+            smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
+        )

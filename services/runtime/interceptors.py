@@ -1,0 +1,90 @@
+"""Server interceptor: domain errors to gRPC statuses, one span and one latency sample per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from services.runtime import telemetry
+from services.runtime.errors import DomainError
+
+log = logging.getLogger("callersync.rpc")
+
+ERROR_DOMAIN = "callersync.dev"
+
+
+def status_details(err: DomainError) -> bytes:
+    """A google.rpc.Status with an ErrorInfo, for clients that branch on `reason`."""
+    info = error_details_pb2.ErrorInfo(reason=err.reason, domain=ERROR_DOMAIN, metadata=err.metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
+    return status.SerializeToString()
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, service_name: str) -> None:
+        self._tracer = telemetry.tracer(service_name)
+        self._latency = telemetry.rpc_latency_histogram(service_name)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        inner = handler.unary_unary
+        method = handler_call_details.method
+        tracer, latency = self._tracer, self._latency
+
+        async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = "OK"
+            with tracer.start_as_current_span(method, kind=telemetry.SERVER_KIND) as span:
+                try:
+                    return await inner(request, context)
+                except DomainError as err:
+                    code = err.code.name
+                    span.set_attribute("rpc.grpc.status_code", err.code.value[0])
+                    await context.abort(
+                        err.code,
+                        err.message,
+                        trailing_metadata=(("grpc-status-details-bin", status_details(err)),),
+                    )
+                except NotImplementedError:
+                    code = "UNIMPLEMENTED"
+                    await context.abort(
+                        grpc.StatusCode.UNIMPLEMENTED, f"{method} is in the v1 contract but not implemented yet"
+                    )
+                except (grpc.aio.AbortError, asyncio.CancelledError):
+                    code = "ABORTED_BY_HANDLER"
+                    raise
+                except Exception:
+                    code = "INTERNAL"
+                    # The caller gets no stack trace; the log has it, keyed by the trace id.
+                    trace_id = telemetry.current_trace_id()
+                    log.exception("unhandled error in %s trace_id=%s", method, trace_id)
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL,
+                        f"internal error in {method}; nothing was changed if the call moves money. "
+                        f"Report trace id {trace_id or 'n/a'} to the CallerSync on-call engineer.",
+                    )
+                finally:
+                    latency.record(
+                        (time.perf_counter() - started) * 1000.0, {"rpc.method": method, "rpc.status": code}
+                    )
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

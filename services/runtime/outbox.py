@@ -1,0 +1,101 @@
+"""Transactional outbox relay: rows written with the change that caused them are published after commit.
+
+A row is marked published in the same transaction that locked it, after its handler succeeded, so a crash
+before the mark republishes it (at least once; consumers dedupe by event id) and two relays never handle
+the same row at once (FOR UPDATE SKIP LOCKED)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+import asyncpg
+import redis.asyncio as redis
+
+log = logging.getLogger("callersync.outbox")
+
+Row = asyncpg.Record
+Handler = Callable[[Sequence[Row]], Awaitable[None]]
+
+
+class OutboxRelay:
+    def __init__(
+        self, pool: asyncpg.Pool, table: str, handlers: dict[str, Handler], poll_ms: int, batch_size: int = 200
+    ) -> None:
+        self._pool = pool
+        self._table = table
+        self._handlers = handlers
+        self._poll_s = poll_ms / 1000.0
+        self._batch_size = batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def relay_once(self, topic: str) -> int:
+        """Handles one batch of the topic's unpublished rows; returns how many."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                f"SELECT event_id, topic, payload, created_at FROM {self._table}"
+                " WHERE published_at IS NULL AND topic = $1 ORDER BY event_id LIMIT $2 FOR UPDATE SKIP LOCKED",
+                topic,
+                self._batch_size,
+            )
+            if not rows:
+                return 0
+            await self._handlers[topic](rows)
+            await conn.execute(
+                f"UPDATE {self._table} SET published_at = now() WHERE event_id = ANY($1::bigint[])",
+                [r["event_id"] for r in rows],
+            )
+            return len(rows)
+
+    async def drain(self) -> int:
+        total = 0
+        for topic in self._handlers:
+            while n := await self.relay_once(topic):
+                total += n
+        return total
+
+    def nudge(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._table}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.drain()
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # a down SMTP server or Redis must not kill the relay
+                log.warning("outbox relay %s: %s; will retry", self._table, err)
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            except TimeoutError:
+                pass
+
+
+def stream_publisher(
+    client: redis.Redis, stream: str, encode: Callable[[Row], dict[str, bytes | int | str]], maxlen: int = 1_000_000
+) -> Handler:
+    """Publishes outbox rows to a Redis stream in one pipeline; `encode` gives each entry's fields, which
+    carry the outbox event id so consumers can dedupe."""
+
+    async def publish(rows: Sequence[Row]) -> None:
+        pipe = client.pipeline(transaction=False)
+        for row in rows:
+            pipe.xadd(stream, encode(row), maxlen=maxlen, approximate=True)
+        await pipe.execute()
+
+    return publish

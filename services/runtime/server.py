@@ -1,0 +1,93 @@
+"""Server bootstrap shared by every service: health, reflection, interceptors, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.runtime.interceptors import ServerInterceptor
+
+log = logging.getLogger("callersync.server")
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+class GrpcServer:
+    """One service on one port. `cleanups` run after the last in-flight call finished, newest first."""
+
+    def __init__(
+        self,
+        name: str,
+        service_full_name: str,
+        add_servicer: Callable[[grpc.aio.Server], None],
+        *,
+        host: str,
+        port: int,
+        max_concurrent_rpcs: int = 2000,
+        cleanups: Sequence[Cleanup] = (),
+    ) -> None:
+        self.name = name
+        self.service_full_name = service_full_name
+        self._address = f"{host}:{port}"
+        self._cleanups = list(cleanups)
+        self._stopped = asyncio.Event()
+        self.health = health.aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[ServerInterceptor(name)],
+            # Shed load as RESOURCE_EXHAUSTED rather than queue into deadline expiries.
+            maximum_concurrent_rpcs=max_concurrent_rpcs,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        add_servicer(self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = 0
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(self._address)
+        if self.port == 0:
+            raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
+        await self.server.start()
+        for svc in ("", self.service_full_name):
+            await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        return self.port
+
+    async def stop(self, grace_s: float) -> None:
+        """Stop taking calls, let in-flight ones finish within grace_s, then close pools and relays."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        for cleanup in reversed(self._cleanups):
+            try:
+                await cleanup()
+            except Exception:
+                log.exception("%s: cleanup failed", self.name)
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+        await self.server.wait_for_termination()
+
+
+def stop_on_signals(servers: Sequence[GrpcServer], grace_s: float) -> asyncio.Event:
+    """SIGTERM or SIGINT stops every server gracefully; the event is set once all are stopped."""
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    async def shutdown(signame: str) -> None:
+        log.info("%s received: draining for up to %ss", signame, grace_s)
+        await asyncio.gather(*(s.stop(grace_s) for s in servers))
+        done.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(shutdown(s.name)))
+    return done

@@ -1,0 +1,55 @@
+"""Assembles the wallet server: pool, Redis, storage, outbox relays, servicer."""
+
+from __future__ import annotations
+
+import pathlib
+
+from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from services.runtime.config import Settings
+from services.runtime.db import create_pool
+from services.runtime.idempotency import IdempotencyCache
+from services.runtime.outbox import OutboxRelay, stream_publisher
+from services.runtime.redis_client import create_redis
+from services.runtime.server import GrpcServer
+from services.runtime.service import ServiceDef
+from services.wallet import alerts
+from services.wallet.servicer import WalletServicer
+from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
+
+SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
+
+
+async def build(settings: Settings, port: int) -> GrpcServer:
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    redis_client = create_redis(settings.redis_url)
+    store = WalletStore(pool)
+    idempotency = IdempotencyCache(redis_client, "wallet", settings.idempotency_retention_s)
+    events = OutboxRelay(
+        pool,
+        OUTBOX_TABLE,
+        {"wallet.pause_changed": stream_publisher(redis_client, alerts.EVENTS_STREAM, alerts.encode_pause)},
+        settings.outbox_poll_ms,
+    )
+    # One email per transaction: a failed send must not resend the emails already accepted in its batch.
+    emails = OutboxRelay(
+        pool,
+        OUTBOX_TABLE,
+        {"wallet.low_balance_email": alerts.email_sender(settings.smtp_host, settings.smtp_port, settings.smtp_sender)},
+        settings.outbox_poll_ms,
+        batch_size=1,
+    )
+    events.start()
+    emails.start()
+    servicer = WalletServicer(store, idempotency, settings)
+    return GrpcServer(
+        "wallet",
+        SERVICE_NAME,
+        lambda server: wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, server),
+        host=settings.host,
+        port=port,
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        cleanups=[pool.close, redis_client.aclose, events.stop, emails.stop],
+    )
+
+
+WALLET = ServiceDef("wallet", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

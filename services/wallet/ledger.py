@@ -1,0 +1,225 @@
+"""The wallet's rules as plain functions: what a valid request is, and what each storage outcome means."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import re
+
+from services.runtime.errors import (
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+
+# Policy: "You prepay any amount — $25 minimum top-up."
+MIN_TOP_UP_CENTS = 2500
+# No single movement above $1bn: keeps every sum far inside int64 whatever a client sends.
+MAX_AMOUNT_CENTS = 100_000_000_000
+MAX_ID_LEN = 128
+MAX_KEY_LEN = 200
+MAX_TEXT_LEN = 500
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 500
+MAX_RESERVATION_TTL_S = 86_400
+MAX_ROUTABILITY_BATCH = 1000
+
+_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
+# Deliberately plain: one @, a dot in the domain, no spaces. The SMTP server is the real judge.
+_EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryOp:
+    """One balance change for storage to append. amount_cents is always positive; kind gives the sign."""
+
+    kind: str  # top_up, charge, capture, refund
+    contractor_id: str
+    amount_cents: int
+    idempotency_key: str
+    request_hash: bytes
+    reference: str = ""
+    description: str = ""
+    refund_of_entry_id: int | None = None
+    reservation_id: str | None = None
+
+
+def require_id(name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
+    if not value:
+        raise InvalidArgument(f"{name} is required", reason="MISSING_FIELD", field=name)
+    if len(value) > max_len or not _PRINTABLE.match(value):
+        raise InvalidArgument(
+            f"{name} must be 1-{max_len} printable characters (no control characters)",
+            reason="MALFORMED_FIELD",
+            field=name,
+        )
+
+
+def require_text(name: str, value: str) -> None:
+    if len(value) > MAX_TEXT_LEN or "\x00" in value:
+        raise InvalidArgument(f"{name} must be at most {MAX_TEXT_LEN} characters without NUL bytes", field=name)
+
+
+def require_amount(name: str, cents: int, *, minimum: int = 1, maximum: int = MAX_AMOUNT_CENTS) -> None:
+    if cents < minimum:
+        what = "positive" if minimum == 1 else f"at least {minimum} cents"
+        raise InvalidArgument(f"{name} must be {what}; got {cents}", reason="AMOUNT_OUT_OF_RANGE", field=name)
+    if cents > maximum:
+        raise InvalidArgument(
+            f"{name} must be at most {maximum} cents; got {cents}", reason="AMOUNT_OUT_OF_RANGE", field=name
+        )
+
+
+def validate_top_up(contractor_id: str, amount_cents: int, payment_reference: str, key: str, max_cents: int) -> None:
+    require_id("contractor_id", contractor_id)
+    if amount_cents < MIN_TOP_UP_CENTS:
+        raise InvalidArgument(
+            f"a top-up must be at least {MIN_TOP_UP_CENTS} cents ($25.00); got {amount_cents}",
+            reason="TOP_UP_BELOW_MINIMUM",
+            field="amount_cents",
+        )
+    if amount_cents > max_cents:
+        raise InvalidArgument(
+            f"a top-up may be at most {max_cents} cents (${max_cents / 100:,.2f}) to catch typos; got "
+            f"{amount_cents}. Split a larger payment into several top-ups.",
+            reason="TOP_UP_ABOVE_MAXIMUM",
+            field="amount_cents",
+        )
+    require_id("payment_reference", payment_reference, MAX_KEY_LEN)
+    require_id("idempotency_key", key, MAX_KEY_LEN)
+
+
+def validate_email(email: str) -> None:
+    if not _EMAIL.match(email):
+        raise InvalidArgument(f"{email!r} is not an email address like name@example.com", field="email")
+
+
+def validate_alert(contractor_id: str, threshold_cents: int, email: str) -> None:
+    require_id("contractor_id", contractor_id)
+    if threshold_cents == 0:
+        return
+    require_amount("threshold_cents", threshold_cents)
+    validate_email(email)
+
+
+def reservation_ttl_s(expires_in_s: int, default_s: int) -> int:
+    if expires_in_s == 0:
+        return default_s
+    if not 1 <= expires_in_s <= MAX_RESERVATION_TTL_S:
+        raise InvalidArgument(
+            f"expires_in_s must be between 1 and {MAX_RESERVATION_TTL_S} (0 for the default {default_s})",
+            field="expires_in_s",
+        )
+    return expires_in_s
+
+
+def reservation_state(state: str, expires_at: dt.datetime, now: dt.datetime) -> str:
+    """An open reservation past its expiry holds nothing: it reads as expired without anyone sweeping it."""
+    if state == "open" and expires_at <= now:
+        return "expired"
+    return state
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument("page_size must not be negative", field="page_size")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def encode_page_token(last_entry_id: int) -> str:
+    return base64.urlsafe_b64encode(f"e:{last_entry_id}".encode()).decode()
+
+
+def decode_page_token(token: str) -> int | None:
+    """The entry id the next page starts below; None for the first page."""
+    if not token:
+        return None
+    try:
+        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
+        if kind == "e" and int(value) > 0:
+            return int(value)
+    except (ValueError, UnicodeError):
+        pass
+    raise InvalidArgument("page_token is not one this service issued; start again without it", field="page_token")
+
+
+def routability(found: bool, paused: bool, available_cents: int, amount_cents: int) -> str:
+    """Why a contractor can or cannot take a call costing amount_cents right now."""
+    if not found:
+        return "no_wallet"
+    if paused:
+        return "paused"
+    if available_cents < amount_cents:
+        return "insufficient_available"
+    return "routable"
+
+
+def refusal(outcome: str, op: EntryOp, detail_cents: int | None, entry_id: int | None) -> DomainError:
+    """What a caller is told when storage wrote nothing for op."""
+    who = op.contractor_id
+    if outcome == "key_reused":
+        return AlreadyExists(
+            f"idempotency key {op.idempotency_key!r} was already used for a different request (entry "
+            f"{entry_id}); send a new key for a new request, or the original parameters to get the original answer",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    if outcome == "no_wallet":
+        return NotFound(f"contractor {who!r} has no wallet; it is created by the first top-up", reason="NO_WALLET")
+    if outcome == "no_reservation":
+        return NotFound(f"no reservation {op.reservation_id}", reason="NO_RESERVATION")
+    if outcome == "reservation_released":
+        return FailedPrecondition(
+            f"reservation {op.reservation_id} was released, so there is nothing to capture; "
+            "settle the call with Charge instead",
+            reason="RESERVATION_RELEASED",
+        )
+    if outcome == "reservation_captured":
+        return FailedPrecondition(
+            f"reservation {op.reservation_id} was already captured at {detail_cents} cents (entry {entry_id}); "
+            "a reservation settles once",
+            reason="RESERVATION_ALREADY_CAPTURED",
+        )
+    if outcome == "no_charge":
+        return NotFound(
+            f"entry {op.refund_of_entry_id} is not a charge or capture of a wallet; only debits can be refunded",
+            reason="NO_CHARGE",
+        )
+    if outcome == "already_refunded":
+        return FailedPrecondition(
+            f"charge {op.refund_of_entry_id} was already refunded by entry {entry_id}; a charge is refunded once",
+            reason="ALREADY_REFUNDED",
+        )
+    if outcome == "exceeds_charge":
+        return FailedPrecondition(
+            f"a refund of {op.amount_cents} cents exceeds charge {op.refund_of_entry_id} of {detail_cents} cents",
+            reason="REFUND_EXCEEDS_CHARGE",
+        )
+    return FailedPrecondition(f"{op.kind} was not applied: {outcome}")
+
+
+def reserve_refusal(outcome: str, contractor_id: str, call_id: str, available_cents: int | None,
+                    balance_cents: int | None, threshold_cents: int | None, amount_cents: int) -> DomainError:
+    if outcome == "no_wallet":
+        return NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+    if outcome == "paused":
+        return FailedPrecondition(
+            f"contractor {contractor_id!r} is paused: balance {balance_cents} cents is below the pause threshold "
+            f"{threshold_cents} cents; a top-up resumes calls",
+            reason="PAUSED",
+        )
+    if outcome == "insufficient_available":
+        return FailedPrecondition(
+            f"contractor {contractor_id!r} has {available_cents} cents available after open reservations, "
+            f"less than the {amount_cents} cents this call needs",
+            reason="INSUFFICIENT_AVAILABLE",
+        )
+    if outcome == "call_reserved":
+        return AlreadyExists(
+            f"call {call_id!r} already holds a reservation of a different amount on {contractor_id!r}; "
+            "a call reserves once per contractor",
+            reason="CALL_ALREADY_RESERVED",
+        )
+    return FailedPrecondition(f"reserve was not applied: {outcome}")

@@ -1,0 +1,197 @@
+"""All of the wallet's SQL. Balance changes are group-committed: a batch is one statement, one commit."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from services.runtime.db import storage_errors
+from services.runtime.group_commit import GroupCommitter
+from services.wallet.ledger import EntryOp
+
+SCHEMA = "wallet"
+OUTBOX_TABLE = "wallet.outbox"
+
+_POST_BATCH = """
+SELECT r.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[],
+                      $8::bigint[], $9::uuid[]) WITH ORDINALITY AS op(c, k, a, key, h, ref, d, rof, rid, ord)
+CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.d, op.rof, op.rid) AS r
+ORDER BY op.ord
+"""
+
+_WALLET = """
+SELECT w.*, coalesce(h.held, 0) AS reserved_cents
+FROM wallet.wallets w
+LEFT JOIN LATERAL (
+    SELECT sum(amount_cents)::bigint AS held FROM wallet.reservations
+    WHERE contractor_id = w.contractor_id AND state = 'open' AND expires_at > now()
+) h ON true
+"""
+
+_ENTRY_COLUMNS = (
+    "entry_id, contractor_id, kind, amount_cents, balance_after_cents, idempotency_key, reference, description,"
+    " refund_of_entry_id, reservation_id, created_at"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Posted:
+    """What storage did with one EntryOp: the entry (new or the original on a replay) or a refusal."""
+
+    outcome: str
+    row: asyncpg.Record
+
+
+class WalletStore:
+    def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 256) -> None:
+        self._pool = pool
+        self._committer: GroupCommitter[EntryOp, Posted] = GroupCommitter(self._post_batch, max_batch=max_batch)
+
+    async def post(self, op: EntryOp) -> Posted:
+        """Appends op's entry exactly once per idempotency key, sharing a commit with concurrent posts."""
+        return await self._committer.submit(op)
+
+    async def _post_batch(self, ops: list[EntryOp]) -> list[Posted]:
+        # Wallets are locked in one global order (contractor id), so concurrent batches cannot deadlock.
+        order = sorted(range(len(ops)), key=lambda i: ops[i].contractor_id)
+        ranked = [ops[i] for i in order]
+        async with storage_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                _POST_BATCH,
+                [o.contractor_id for o in ranked],
+                [o.kind for o in ranked],
+                [o.amount_cents for o in ranked],
+                [o.idempotency_key for o in ranked],
+                [o.request_hash for o in ranked],
+                [o.reference for o in ranked],
+                [o.description for o in ranked],
+                [o.refund_of_entry_id for o in ranked],
+                [uuid.UUID(o.reservation_id) if o.reservation_id else None for o in ranked],
+            )
+        results: list[Posted | None] = [None] * len(ops)
+        for i, row in zip(order, rows, strict=True):
+            results[i] = Posted(row["outcome"], row)
+        return results  # type: ignore[return-value]
+
+    async def reservation_owner(self, reservation_id: str) -> str | None:
+        async with storage_errors():
+            return await self._pool.fetchval(
+                "SELECT contractor_id FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
+            )
+
+    async def entry_owner(self, entry_id: int) -> str | None:
+        async with storage_errors():
+            return await self._pool.fetchval("SELECT contractor_id FROM wallet.entries WHERE entry_id = $1", entry_id)
+
+    async def reserve(
+        self, contractor_id: str, call_id: str, amount_cents: int, expires_in_s: int
+    ) -> asyncpg.Record:
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "SELECT * FROM wallet.reserve($1, $2, $3, $4, $5)",
+                contractor_id, call_id, amount_cents, expires_in_s, uuid.uuid4(),
+            )
+
+    async def release(self, reservation_id: str) -> asyncpg.Record | None:
+        """Frees an open reservation; returns the reservation as it now stands (None if unknown)."""
+        rid = uuid.UUID(reservation_id)
+        async with storage_errors():
+            released = await self._pool.fetchrow(
+                "UPDATE wallet.reservations SET state = 'released', settled_at = now()"
+                " WHERE reservation_id = $1 AND state = 'open' RETURNING *",
+                rid,
+            )
+            if released is not None:
+                return released
+            return await self.get_reservation(reservation_id)
+
+    async def get_reservation(self, reservation_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "SELECT * FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
+            )
+
+    async def get_wallet(self, contractor_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+
+    async def list_entries(self, contractor_id: str, before_entry_id: int | None, limit: int) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                f"SELECT {_ENTRY_COLUMNS} FROM wallet.entries"
+                " WHERE contractor_id = $1 AND ($2::bigint IS NULL OR entry_id < $2)"
+                " ORDER BY entry_id DESC LIMIT $3",
+                contractor_id, before_entry_id, limit,
+            )
+
+    async def routability(self, contractor_ids: Sequence[str]) -> list[asyncpg.Record]:
+        """One row per asked id, in order; wallet columns are NULL where there is no wallet."""
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT ask.id AS asked_id, w.contractor_id, w.balance_cents, w.paused, w.pause_threshold_cents,"
+                "       w.balance_cents - coalesce(h.held, 0) AS available_cents"
+                " FROM unnest($1::text[]) WITH ORDINALITY AS ask(id, ord)"
+                " LEFT JOIN wallet.wallets w ON w.contractor_id = ask.id"
+                " LEFT JOIN LATERAL (SELECT sum(amount_cents)::bigint AS held FROM wallet.reservations"
+                "    WHERE contractor_id = ask.id AND state = 'open' AND expires_at > now()) h ON true"
+                " ORDER BY ask.ord",
+                list(contractor_ids),
+            )
+
+    async def set_pause_threshold(self, contractor_id: str, threshold_cents: int) -> asyncpg.Record:
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT wallet.set_pause_threshold($1, $2)", contractor_id, threshold_cents)
+            return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+
+    async def set_low_balance_alert(self, contractor_id: str, threshold_cents: int, email: str) -> asyncpg.Record | None:
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                "SELECT (wallet.set_low_balance_alert($1, $2, $3)).contractor_id", contractor_id, threshold_cents, email
+            )
+            if found is None:
+                return None
+            return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+
+    async def now(self) -> dt.datetime:
+        async with storage_errors():
+            return await self._pool.fetchval("SELECT now()")
+
+
+# Each check returns the rows that break one invariant; reconcile passes when all are empty.
+RECONCILE_CHECKS = {
+    "balance differs from the sum of its ledger": """
+        SELECT w.contractor_id, w.balance_cents, coalesce(sum(e.amount_cents), 0) AS ledger_sum_cents
+        FROM wallet.wallets w LEFT JOIN wallet.entries e ON e.contractor_id = w.contractor_id
+        GROUP BY w.contractor_id, w.balance_cents
+        HAVING w.balance_cents <> coalesce(sum(e.amount_cents), 0)""",
+    "an entry's running balance is not the sum of the entries up to it": """
+        SELECT contractor_id, entry_id, balance_after_cents, running_cents FROM (
+            SELECT contractor_id, entry_id, balance_after_cents,
+                   sum(amount_cents) OVER (PARTITION BY contractor_id ORDER BY entry_id) AS running_cents
+            FROM wallet.entries) x
+        WHERE balance_after_cents <> running_cents""",
+    "a reservation captured more than once, or captured without its entry": """
+        SELECT r.contractor_id, r.reservation_id, count(e.entry_id) AS capture_entries
+        FROM wallet.reservations r LEFT JOIN wallet.entries e ON e.reservation_id = r.reservation_id
+        GROUP BY r.contractor_id, r.reservation_id, r.state
+        HAVING count(e.entry_id) > 1 OR (r.state = 'captured') <> (count(e.entry_id) = 1)""",
+    "a charge refunded more than once or for more than it cost": """
+        SELECT c.contractor_id, c.entry_id, -c.amount_cents AS charged_cents,
+               sum(f.amount_cents) AS refunded_cents, count(*) AS refunds
+        FROM wallet.entries c JOIN wallet.entries f ON f.refund_of_entry_id = c.entry_id
+        GROUP BY c.contractor_id, c.entry_id, c.amount_cents
+        HAVING count(*) > 1 OR sum(f.amount_cents) > -c.amount_cents""",
+    "paused flag disagrees with balance and threshold": """
+        SELECT contractor_id, balance_cents, pause_threshold_cents, paused FROM wallet.wallets
+        WHERE paused <> (balance_cents < pause_threshold_cents)""",
+}
+
+
+async def reconcile(conn: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
+    """Runs every invariant check in one snapshot, so concurrent traffic cannot produce a false alarm."""
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return {name: await conn.fetch(sql) for name, sql in RECONCILE_CHECKS.items()}
