@@ -1,0 +1,165 @@
+"""Real servers for the tests: PostgreSQL and Redis (embedded unless CALLERSYNC_DATABASE_URL /
+CALLERSYNC_REDIS_URL name servers), a fresh database per session, services in-process on free ports."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import socket
+import tempfile
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import grpc
+import pytest
+import redis.asyncio as redis
+
+from callersync.wallet.v1 import wallet_pb2_grpc
+from services.runtime.config import Settings
+from services.runtime.db import migrate
+from services.wallet.app import WALLET
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+@dataclasses.dataclass
+class Servers:
+    admin_url: str  # a database on the server we may create other databases from
+    redis_url: str
+    data_dir: pathlib.Path
+
+
+@pytest.fixture(scope="session")
+def servers() -> Iterator[Servers]:
+    from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="callersync-test-"))
+    started = []
+    db_url = os.environ.get("CALLERSYNC_DATABASE_URL", "")
+    redis_url = os.environ.get("CALLERSYNC_REDIS_URL", "")
+    if not db_url:
+        pg = EmbeddedPostgres(data_dir)
+        db_url = pg.start()
+        started.append(pg)
+    if not redis_url:
+        vk = EmbeddedValkey(data_dir)
+        redis_url = vk.start()
+        started.append(vk)
+    yield Servers(db_url, redis_url, data_dir)
+    for server in reversed(started):
+        server.stop()
+
+
+async def fresh_database(servers: Servers) -> str:
+    name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(servers.admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    url = with_database(servers.admin_url, name)
+    conn = await asyncpg.connect(url)
+    try:
+        await migrate(conn, WALLET.schema, WALLET.migrations)
+    finally:
+        await conn.close()
+    return url
+
+
+@pytest.fixture(scope="session")
+async def database_url(servers: Servers) -> str:
+    return await fresh_database(servers)
+
+
+@pytest.fixture(scope="session")
+async def db(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture(scope="session")
+async def redis_client(servers: Servers) -> AsyncIterator[redis.Redis]:
+    client = redis.Redis.from_url(servers.redis_url)
+    yield client
+    await client.aclose()
+
+
+class SmtpInbox:
+    """A real SMTP server (aiosmtpd) that keeps what it receives."""
+
+    def __init__(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.messages: list[bytes] = []
+        self.port = free_port()
+        inbox = self
+
+        class Handler:
+            async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
+                inbox.messages.append(envelope.content)
+                return "250 OK"
+
+        self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+
+    def start(self) -> None:
+        self._controller.start()
+
+    def stop(self) -> None:
+        self._controller.stop()
+
+    def to(self, address: str) -> list[bytes]:
+        return [m for m in self.messages if f"To: {address}".encode() in m]
+
+
+@pytest.fixture(scope="session")
+def smtp() -> Iterator[SmtpInbox]:
+    inbox = SmtpInbox()
+    inbox.start()
+    yield inbox
+    inbox.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, servers: Servers, smtp: SmtpInbox) -> Settings:
+    return dataclasses.replace(
+        Settings(),
+        database_url=database_url,
+        redis_url=servers.redis_url,
+        outbox_poll_ms=50,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
+        db_pool_size=6,
+    )
+
+
+@pytest.fixture(scope="session")
+async def wallet_target(settings: Settings) -> AsyncIterator[str]:
+    server = await WALLET.build(settings, 0)
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+
+
+@pytest.fixture(scope="session")
+async def wallet(wallet_target: str) -> AsyncIterator[wallet_pb2_grpc.WalletServiceStub]:
+    async with grpc.aio.insecure_channel(wallet_target) as channel:
+        yield wallet_pb2_grpc.WalletServiceStub(channel)
+
+
+@pytest.fixture
+def contractor() -> str:
+    """A contractor id no other test uses, so tests share one database without interfering."""
+    return f"ctr-{uuid.uuid4().hex[:12]}"

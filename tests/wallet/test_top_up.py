@@ -1,0 +1,71 @@
+"""TopUp: the $25 minimum, the typo maximum, and exactly-once under retries, concurrency and a Redis flush."""
+
+import asyncio
+import uuid
+
+import grpc
+
+from callersync.wallet.v1 import wallet_pb2 as pb
+from tests.wallet.support import balance, expect_error, ledger, top_up
+
+
+async def test_first_top_up_creates_the_wallet(wallet, db, contractor):
+    reply = await top_up(wallet, contractor, 2500)
+    assert reply.entry.kind == pb.ENTRY_KIND_TOP_UP
+    assert reply.entry.amount_cents == 2500 and reply.entry.balance_after_cents == 2500
+    w = await balance(wallet, contractor)
+    assert (w.balance_cents, w.available_cents, w.paused) == (2500, 2500, False)
+    assert await ledger(db, contractor) == (2500, 1, 2500)
+
+
+async def test_top_up_below_25_dollars_is_refused_and_writes_nothing(wallet, db, contractor):
+    err = await expect_error(top_up(wallet, contractor, 2499), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "2500" in err.details()
+    assert await ledger(db, contractor) == (None, 0, 0)
+
+
+async def test_top_up_above_the_maximum_is_refused_as_a_likely_typo(wallet, contractor):
+    err = await expect_error(top_up(wallet, contractor, 1_000_001), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "typo" in err.details()
+
+
+async def test_retry_with_the_same_key_returns_the_first_answer_and_moves_money_once(wallet, db, contractor):
+    first = await top_up(wallet, contractor, 5000, key=f"k-{contractor}")
+    again = await top_up(wallet, contractor, 5000, key=f"k-{contractor}")
+    assert again == first
+    assert await ledger(db, contractor) == (5000, 1, 5000)
+
+
+async def test_same_key_with_different_parameters_is_rejected(wallet, db, contractor):
+    await top_up(wallet, contractor, 5000, key=f"k-{contractor}")
+    err = await expect_error(top_up(wallet, contractor, 6000, key=f"k-{contractor}"), grpc.StatusCode.ALREADY_EXISTS)
+    assert "different request" in err.details()
+    assert await ledger(db, contractor) == (5000, 1, 5000)
+
+
+async def test_retry_after_redis_lost_every_key_still_moves_money_once(wallet, db, redis_client, contractor):
+    first = await top_up(wallet, contractor, 5000, key=f"k-{contractor}")
+    await redis_client.flushdb()
+    again = await top_up(wallet, contractor, 5000, key=f"k-{contractor}")
+    assert again == first
+    await redis_client.flushdb()
+    await expect_error(top_up(wallet, contractor, 7000, key=f"k-{contractor}"), grpc.StatusCode.ALREADY_EXISTS)
+    assert await ledger(db, contractor) == (5000, 1, 5000)
+
+
+async def test_200_concurrent_top_ups_with_50_repeated_keys_apply_exactly_150(wallet, db, contractor):
+    keys = [f"{contractor}-{i}" for i in range(150)]
+    sends = keys + keys[:50]  # 50 of the 200 repeat an earlier key
+    replies = await asyncio.gather(*(top_up(wallet, contractor, 2500, key=k) for k in sends))
+    by_key: dict[str, set[int]] = {}
+    for key, reply in zip(sends, replies):
+        by_key.setdefault(key, set()).add(reply.entry.entry_id)
+    assert all(len(ids) == 1 for ids in by_key.values()), "a repeated key got a second entry"
+    assert await ledger(db, contractor) == (150 * 2500, 150, 150 * 2500)
+
+
+async def test_the_same_key_from_two_contractors_is_caught(wallet, db, contractor):
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    await top_up(wallet, contractor, 2500, key=f"shared-{contractor}")
+    await expect_error(top_up(wallet, other, 2500, key=f"shared-{contractor}"), grpc.StatusCode.ALREADY_EXISTS)
+    assert await ledger(db, other) == (None, 0, 0)
