@@ -20,6 +20,7 @@ import redis.asyncio as redis
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime.config import Settings
 from services.runtime.db import migrate
+from services.cli import SERVICES
 from services.wallet.app import WALLET
 
 
@@ -72,7 +73,8 @@ async def fresh_database(servers: Servers) -> str:
     url = with_database(servers.admin_url, name)
     conn = await asyncpg.connect(url)
     try:
-        await migrate(conn, WALLET.schema, WALLET.migrations)
+        for service in SERVICES.values():
+            await migrate(conn, service.schema, service.migrations)
     finally:
         await conn.close()
     return url

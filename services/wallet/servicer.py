@@ -218,6 +218,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             )
         return pb.ReleaseResponse(reservation=reservation_message(row, await self._store.now()))
 
+    async def ListCallReservations(
+        self, request: pb.ListCallReservationsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListCallReservationsResponse:
+        ledger.require_id("call_id", request.call_id)
+        rows = await self._store.call_reservations(request.call_id)
+        now = await self._store.now()
+        return pb.ListCallReservationsResponse(reservations=[reservation_message(r, now) for r in rows])
+
     async def GetWallet(self, request: pb.GetWalletRequest, context: grpc.aio.ServicerContext) -> pb.GetWalletResponse:
         ledger.require_id("contractor_id", request.contractor_id)
         row = await self._store.get_wallet(request.contractor_id)

@@ -115,6 +115,12 @@ class WalletStore:
                 "SELECT * FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
             )
 
+    async def call_reservations(self, call_id: str) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT * FROM wallet.reservations WHERE call_id = $1 ORDER BY created_at, reservation_id", call_id
+            )
+
     async def get_wallet(self, contractor_id: str) -> asyncpg.Record | None:
         async with storage_errors():
             return await self._pool.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)

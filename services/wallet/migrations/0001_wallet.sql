@@ -173,11 +173,6 @@ BEGIN
         RETURN ROW('no_wallet', NULL, p_contractor_id, p_kind, NULL, NULL, p_idempotency_key,
                    NULL, NULL, NULL, NULL, NULL, NULL)::wallet.post_outcome;
     END IF;
-    -- A concurrent twin may have committed while we waited for the lock: its answer is ours.
-    SELECT * INTO e FROM wallet.entries WHERE idempotency_key = p_idempotency_key;
-    IF FOUND THEN
-        RETURN wallet.outcome_of(e, p_request_hash);
-    END IF;
     IF p_kind = 'capture' THEN
         SELECT * INTO r FROM wallet.reservations
          WHERE reservation_id = p_reservation_id AND contractor_id = p_contractor_id;

@@ -69,6 +69,11 @@ class WalletServiceStub:
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseRequest.SerializeToString,
                 response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseResponse.FromString,
                 _registered_method=True)
+        self.ListCallReservations = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/ListCallReservations',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsResponse.FromString,
+                _registered_method=True)
         self.Charge = channel.unary_unary(
                 '/callersync.wallet.v1.WalletService/Charge',
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeRequest.SerializeToString,
@@ -146,6 +151,14 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListCallReservations(self, request, context):
+        """Every reservation held for one call, across contractors (billing settles
+        a finished call with it: capture the payer's, release the others).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Charge(self, request, context):
         """Debits directly, for a service already delivered (an AI booking). Never
         refused for lack of funds.
@@ -215,6 +228,11 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.Release,
                     request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseRequest.FromString,
                     response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseResponse.SerializeToString,
+            ),
+            'ListCallReservations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCallReservations,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsResponse.SerializeToString,
             ),
             'Charge': grpc.unary_unary_rpc_method_handler(
                     servicer.Charge,
@@ -409,6 +427,33 @@ class WalletService:
             '/callersync.wallet.v1.WalletService/Release',
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseRequest.SerializeToString,
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.ReleaseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCallReservations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/ListCallReservations',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.ListCallReservationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

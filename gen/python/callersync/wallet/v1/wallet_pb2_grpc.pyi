@@ -50,6 +50,10 @@ class WalletServiceStub:
     """Settles a reservation at the final amount (a debit entry). At most once."""
     Release: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseRequest, _wallet_pb2.ReleaseResponse]
     """Frees a reservation without moving money."""
+    ListCallReservations: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListCallReservationsRequest, _wallet_pb2.ListCallReservationsResponse]
+    """Every reservation held for one call, across contractors (billing settles
+    a finished call with it: capture the payer's, release the others).
+    """
     Charge: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ChargeRequest, _wallet_pb2.ChargeResponse]
     """Debits directly, for a service already delivered (an AI booking). Never
     refused for lack of funds.
@@ -87,6 +91,10 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """Settles a reservation at the final amount (a debit entry). At most once."""
     Release: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ReleaseRequest, _wallet_pb2.ReleaseResponse]  # type: ignore[assignment]
     """Frees a reservation without moving money."""
+    ListCallReservations: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListCallReservationsRequest, _wallet_pb2.ListCallReservationsResponse]  # type: ignore[assignment]
+    """Every reservation held for one call, across contractors (billing settles
+    a finished call with it: capture the payer's, release the others).
+    """
     Charge: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ChargeRequest, _wallet_pb2.ChargeResponse]  # type: ignore[assignment]
     """Debits directly, for a service already delivered (an AI booking). Never
     refused for lack of funds.
@@ -157,6 +165,16 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.ReleaseResponse, _abc.Awaitable[_wallet_pb2.ReleaseResponse]]:
         """Frees a reservation without moving money."""
+
+    @_abc_1.abstractmethod
+    def ListCallReservations(
+        self,
+        request: _wallet_pb2.ListCallReservationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.ListCallReservationsResponse, _abc.Awaitable[_wallet_pb2.ListCallReservationsResponse]]:
+        """Every reservation held for one call, across contractors (billing settles
+        a finished call with it: capture the payer's, release the others).
+        """
 
     @_abc_1.abstractmethod
     def Charge(
