@@ -1,0 +1,78 @@
+"""The wallet's rules as plain functions, without a server."""
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.runtime.errors import InvalidArgument
+from services.wallet import ledger
+
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+
+
+def test_an_open_reservation_past_its_expiry_reads_as_expired():
+    assert ledger.reservation_state("open", NOW, NOW) == "expired"
+    assert ledger.reservation_state("open", NOW + dt.timedelta(milliseconds=1), NOW) == "open"
+    # Settled reservations keep their state whatever the clock says.
+    assert ledger.reservation_state("captured", NOW - dt.timedelta(days=1), NOW) == "captured"
+    assert ledger.reservation_state("released", NOW - dt.timedelta(days=1), NOW) == "released"
+
+
+@pytest.mark.parametrize(
+    ("found", "paused", "available", "amount", "reason"),
+    [
+        (False, False, 0, 100, "no_wallet"),
+        (True, True, 10_000, 100, "paused"),
+        (True, False, 99, 100, "insufficient_available"),
+        (True, False, 100, 100, "routable"),
+    ],
+)
+def test_routability_names_the_first_reason_a_contractor_cannot_take_a_call(found, paused, available, amount, reason):
+    assert ledger.routability(found, paused, available, amount) == reason
+
+
+@given(st.integers(min_value=1, max_value=2**63 - 1))
+def test_page_tokens_round_trip(entry_id):
+    assert ledger.decode_page_token(ledger.encode_page_token(entry_id)) == entry_id
+
+
+@given(st.text(min_size=1))
+def test_any_other_page_token_is_refused_with_invalid_argument_never_crashed_on(token):
+    try:
+        decoded = ledger.decode_page_token(token)
+    except InvalidArgument:
+        return
+    assert isinstance(decoded, int) and decoded > 0
+
+
+def test_top_up_bounds_are_inclusive():
+    ledger.validate_top_up("c", 2500, "ref", "key", 1_000_000)
+    ledger.validate_top_up("c", 1_000_000, "ref", "key", 1_000_000)
+    with pytest.raises(InvalidArgument):
+        ledger.validate_top_up("c", 2499, "ref", "key", 1_000_000)
+    with pytest.raises(InvalidArgument):
+        ledger.validate_top_up("c", 1_000_001, "ref", "key", 1_000_000)
+
+
+def test_reservation_ttl_defaults_and_bounds():
+    assert ledger.reservation_ttl_s(0, 3600) == 3600
+    assert ledger.reservation_ttl_s(1, 3600) == 1
+    assert ledger.reservation_ttl_s(86_400, 3600) == 86_400
+    for bad in (-1, 86_401):
+        with pytest.raises(InvalidArgument):
+            ledger.reservation_ttl_s(bad, 3600)
+
+
+def test_page_size_defaults_and_caps():
+    assert ledger.page_size(0) == ledger.DEFAULT_PAGE_SIZE
+    assert ledger.page_size(10_000) == ledger.MAX_PAGE_SIZE
+    with pytest.raises(InvalidArgument):
+        ledger.page_size(-1)
+
+
+def test_turning_an_alert_off_needs_no_email():
+    ledger.validate_alert("c", 0, "")
+    with pytest.raises(InvalidArgument):
+        ledger.validate_alert("c", 100, "")
