@@ -29,6 +29,13 @@ class Settings:
     billing_port: int = SERVICE_PORTS["billing"]
     routing_port: int = SERVICE_PORTS["routing"]
     wallet_target: str = ""  # where billing and routing find the wallet; default host:wallet_port
+    billing_target: str = ""  # where the gateway (and others) find billing; default host:billing_port
+    routing_target: str = ""  # where the gateway (and others) find routing; default host:routing_port
+    # The HTTP/JSON gateway: its port, the HS256 key(s) of bearer tokens (comma-separated: the first signs,
+    # all verify, so keys rotate without downtime) and the web origins allowed by CORS (comma-separated, or *).
+    gateway_port: int = 8080
+    jwt_secret: str = ""
+    cors_origins: str = ""
     data_dir: str = ".callersync"
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
@@ -49,6 +56,11 @@ class Settings:
     def target_of_wallet(self) -> str:
         return self.wallet_target or f"{self.host}:{self.wallet_port}"
 
+    def target_of(self, service: str) -> str:
+        """Where a gRPC client finds `service` (wallet, billing or routing)."""
+        configured = {"wallet": self.wallet_target, "billing": self.billing_target, "routing": self.routing_target}
+        return configured[service] or f"{self.host}:{self.port_of(service)}"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
@@ -61,6 +73,11 @@ class Settings:
             billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
             routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
             wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
+            billing_target=env.get("CALLERSYNC_BILLING_TARGET", d.billing_target),
+            routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
+            gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
+            jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
+            cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
             shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
