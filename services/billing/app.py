@@ -1,11 +1,17 @@
-"""Assembles the billing server. Its methods are specified in the contract and answer UNIMPLEMENTED for now."""
+"""Assembles the billing server: pool, Redis, wallet channel, storage, outbox relay, sweeper, servicer."""
 
 from __future__ import annotations
 
 import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.billing import events
+from services.billing.servicer import BillingServicer
+from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
 from services.runtime.config import Settings
+from services.runtime.db import create_pool
+from services.runtime.outbox import OutboxRelay, stream_publisher
+from services.runtime.redis_client import create_redis
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
@@ -13,7 +19,17 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 
 async def build(settings: Settings, port: int) -> GrpcServer:
-    servicer = billing_pb2_grpc.BillingServiceServicer()
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    redis_client = create_redis(settings.redis_url)
+    store = BillingStore(pool)
+    relay = OutboxRelay(
+        pool,
+        OUTBOX_TABLE,
+        {events.TOPIC: stream_publisher(redis_client, events.EVENTS_STREAM, events.encode)},
+        settings.outbox_poll_ms,
+    )
+    relay.start()
+    servicer = BillingServicer(store, on_event=relay.nudge)
     return GrpcServer(
         "billing",
         SERVICE_NAME,
@@ -21,7 +37,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        cleanups=[pool.close, redis_client.aclose, relay.stop],
     )
 
 
-BILLING = ServiceDef("billing", "billing", pathlib.Path(__file__).parent / "migrations", build)
+BILLING = ServiceDef("billing", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

@@ -1,0 +1,38 @@
+"""Billing's events: built as BillingEvent messages into the outbox, relayed to one Redis stream."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from callersync.billing.v1 import events_pb2
+from services.runtime.outbox import Row
+
+EVENTS_STREAM = "callersync.billing.events"
+TOPIC = "billing.event"
+
+_TYPES = {
+    "zip_rate_changed": "zip_rate_changed",
+    "booking_fee_changed": "booking_fee_changed",
+    "caller_block_requested": "caller_block_requested",
+    "call_rated": "call_rated",
+}
+
+
+def payload(event: events_pb2.BillingEvent) -> bytes:
+    """What the outbox row holds: the event without the id and time the row itself gives it."""
+    return event.SerializeToString(deterministic=True)
+
+
+def from_row(row: Row) -> events_pb2.BillingEvent:
+    event = events_pb2.BillingEvent.FromString(bytes(row["payload"]))
+    event.event_id = row["event_id"]
+    occurred_at = Timestamp()
+    occurred_at.FromDatetime(row["created_at"])
+    event.occurred_at.CopyFrom(occurred_at)
+    return event
+
+
+def encode(row: Row) -> dict[str, bytes | int | str]:
+    """One stream entry: the id consumers dedupe by, the kind for cheap filtering, the event itself."""
+    event = from_row(row)
+    return {"event_id": event.event_id, "type": event.WhichOneof("event") or "", "data": event.SerializeToString()}

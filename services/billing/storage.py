@@ -1,0 +1,388 @@
+"""All of billing's SQL: the rate card, decisions, bookings, charges, refund cases and the outbox."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import asyncpg
+
+from services.billing import events, ratecard
+from services.runtime.db import storage_errors
+
+SCHEMA = "billing"
+OUTBOX_TABLE = "billing.outbox"
+
+_RATE_VERSIONS = """
+SELECT zip, effective_from, rate_cents, set_by, created_at,
+       lead(effective_from) OVER (PARTITION BY zip ORDER BY effective_from) AS effective_until
+FROM billing.zip_rates WHERE ($1::text IS NULL OR zip = $1)
+"""
+_FEE_VERSIONS = """
+SELECT effective_from, fee_cents, set_by, created_at,
+       lead(effective_from) OVER (ORDER BY effective_from) AS effective_until
+FROM billing.booking_fees
+"""
+_RATE_AT = (
+    "SELECT rate_cents, effective_from FROM billing.zip_rates WHERE zip = $1 AND effective_from <= $2"
+    " ORDER BY effective_from DESC LIMIT 1"
+)
+_FEE_AT = (
+    "SELECT fee_cents, effective_from FROM billing.booking_fees WHERE effective_from <= $1"
+    " ORDER BY effective_from DESC LIMIT 1"
+)
+_OUTBOX = "INSERT INTO billing.outbox (topic, payload) VALUES ($1, $2)"
+
+
+def _lock_key(name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"billing:{name}".encode()).digest()[:8], "big", signed=True)
+
+
+# Setting a price takes the key exclusively; pricing a call or booking takes it shared, so a new version can
+# never slip in between reading the price and storing what was billed at it.
+FEE_LOCK = _lock_key("booking_fee")
+
+
+def zip_lock(zip_code: str) -> int:
+    return _lock_key(f"zip:{zip_code}")
+
+
+class BillingStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def now(self) -> dt.datetime:
+        async with storage_errors():
+            return await self._pool.fetchval("SELECT now()")
+
+    # ------------------------------------------------------------ rate card
+
+    async def set_zip_rate(
+        self, zip_code: str, rate_cents: int, effective_from: dt.datetime, set_by: str, event: Callable[[int], bytes]
+    ) -> asyncpg.Record:
+        """Stores a rate version and its ZipRateChanged event in one transaction; a same-rate repeat is a no-op."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", zip_lock(zip_code))
+            now = await conn.fetchval("SELECT now()")
+            existing = await conn.fetchrow(
+                "SELECT rate_cents FROM billing.zip_rates WHERE zip = $1 AND effective_from = $2", zip_code,
+                effective_from,
+            )
+            if existing is not None:
+                refusal = ratecard.version_conflict(
+                    f"ZIP {zip_code}'s rate", existing["rate_cents"], rate_cents, effective_from, now
+                )
+                if refusal:
+                    raise refusal
+            if existing is None or existing["rate_cents"] != rate_cents:
+                first = await conn.fetchval(
+                    "SELECT min(started_at) FROM billing.rated_calls WHERE zip = $1 AND started_at >= $2",
+                    zip_code, effective_from,
+                )
+                if first is not None:
+                    raise ratecard.repricing_refused(f"a rate for ZIP {zip_code}", effective_from, first)
+                previous = await conn.fetchval(
+                    "SELECT rate_cents FROM billing.zip_rates WHERE zip = $1 AND effective_from < $2"
+                    " ORDER BY effective_from DESC LIMIT 1",
+                    zip_code, effective_from,
+                )
+                await conn.execute(
+                    "INSERT INTO billing.zip_rates (zip, effective_from, rate_cents, set_by) VALUES ($1, $2, $3, $4)"
+                    " ON CONFLICT (zip, effective_from) DO UPDATE"
+                    " SET rate_cents = EXCLUDED.rate_cents, set_by = EXCLUDED.set_by, created_at = now()",
+                    zip_code, effective_from, rate_cents, set_by,
+                )
+                await conn.execute(_OUTBOX, events.TOPIC, event(previous or 0))
+            return await conn.fetchrow(
+                f"SELECT * FROM ({_RATE_VERSIONS}) v WHERE effective_from = $2", zip_code, effective_from
+            )
+
+    async def set_booking_fee(
+        self, fee_cents: int, effective_from: dt.datetime, set_by: str, event: Callable[[int], bytes]
+    ) -> asyncpg.Record:
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEE_LOCK)
+            now = await conn.fetchval("SELECT now()")
+            existing = await conn.fetchrow(
+                "SELECT fee_cents FROM billing.booking_fees WHERE effective_from = $1", effective_from
+            )
+            if existing is not None:
+                refusal = ratecard.version_conflict(
+                    "the booking fee", existing["fee_cents"], fee_cents, effective_from, now
+                )
+                if refusal:
+                    raise refusal
+            if existing is None or existing["fee_cents"] != fee_cents:
+                first = await conn.fetchval(
+                    "SELECT min(scheduled_at) FROM billing.bookings WHERE scheduled_at >= $1", effective_from
+                )
+                if first is not None:
+                    raise ratecard.repricing_refused("a booking fee", effective_from, first)
+                previous = await conn.fetchval(
+                    "SELECT fee_cents FROM billing.booking_fees WHERE effective_from < $1"
+                    " ORDER BY effective_from DESC LIMIT 1",
+                    effective_from,
+                )
+                await conn.execute(
+                    "INSERT INTO billing.booking_fees (effective_from, fee_cents, set_by) VALUES ($1, $2, $3)"
+                    " ON CONFLICT (effective_from) DO UPDATE"
+                    " SET fee_cents = EXCLUDED.fee_cents, set_by = EXCLUDED.set_by, created_at = now()",
+                    effective_from, fee_cents, set_by,
+                )
+                await conn.execute(_OUTBOX, events.TOPIC, event(previous or 0))
+            return await conn.fetchrow(f"SELECT * FROM ({_FEE_VERSIONS}) v WHERE effective_from = $1", effective_from)
+
+    async def zip_rates(
+        self, zip_code: str | None, as_of: dt.datetime, history: bool, after: tuple[str, dt.datetime] | None,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """Rate versions by ZIP then effective_from: every version with history, else the one in effect at as_of."""
+        async with storage_errors():
+            return await self._pool.fetch(
+                f"SELECT * FROM ({_RATE_VERSIONS}) v"
+                " WHERE ($6 OR (effective_from <= $2::timestamptz"
+                "              AND (effective_until IS NULL OR effective_until > $2::timestamptz)))"
+                " AND ($3::text IS NULL OR (zip, effective_from) > ($3, $4::timestamptz))"
+                " ORDER BY zip, effective_from LIMIT $5",
+                zip_code, as_of, after[0] if after else None, after[1] if after else None, limit, history,
+            )
+
+    async def booking_fees(self) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(_FEE_VERSIONS + " ORDER BY effective_from")
+
+    # ------------------------------------------------------------ rated calls
+
+    async def get_rated_call(self, call_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow("SELECT * FROM billing.rated_calls WHERE call_id = $1", call_id)
+
+    async def insert_decision(
+        self, zip_code: str, started_at: dt.datetime, decide: Callable[[asyncpg.Record | None], dict[str, Any]]
+    ) -> asyncpg.Record | None:
+        """Prices the call at the rate in effect when it started and stores the decision with its CallRated
+        event, before any money moves. None when the same call id was stored first by a concurrent twin."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", zip_lock(zip_code))
+            rate = await conn.fetchrow(_RATE_AT, zip_code, started_at)
+            row = decide(rate)
+            event = row.pop("event")
+            cols = list(row)
+            stored = await conn.fetchrow(
+                f"INSERT INTO billing.rated_calls ({', '.join(cols)})"
+                f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
+                " ON CONFLICT (call_id) DO NOTHING RETURNING *",
+                *row.values(),
+            )
+            if stored is not None:
+                await conn.execute(_OUTBOX, events.TOPIC, event)
+            return stored
+
+    async def finish_call(self, call_id: str, settled_by: str, entry_id: int | None,
+                          charge: dict[str, Any] | None) -> asyncpg.Record:
+        """Marks the decision settled and, when billable, records its charge, in one transaction."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE billing.rated_calls SET state = 'settled', settled_by = $2, wallet_entry_id = $3,"
+                " settled_at = now(), last_error = '' WHERE call_id = $1 AND state = 'settling' RETURNING *",
+                call_id, settled_by, entry_id,
+            )
+            if row is not None and charge is not None:
+                await self._insert_charge(conn, charge)
+            return row or await conn.fetchrow("SELECT * FROM billing.rated_calls WHERE call_id = $1", call_id)
+
+    async def note_failure(self, table: str, key_column: str, key: str, error: str) -> None:
+        async with storage_errors():
+            await self._pool.execute(
+                f"UPDATE billing.{table} SET attempts = attempts + 1, last_error = $2 WHERE {key_column} = $1",
+                key, error[:500],
+            )
+
+    async def settling(self, older_than_s: float, limit: int) -> dict[str, list[str]]:
+        """Keys of settlements left unfinished (a crash, a wallet outage) for the sweeper to re-drive."""
+        async with storage_errors():
+            calls = await self._pool.fetch(
+                "SELECT call_id FROM billing.rated_calls WHERE state = 'settling'"
+                " AND decided_at < now() - make_interval(secs => $1) ORDER BY decided_at LIMIT $2",
+                older_than_s, limit,
+            )
+            bookings = await self._pool.fetch(
+                "SELECT booking_id FROM billing.bookings WHERE state = 'settling'"
+                " AND recorded_at < now() - make_interval(secs => $1) ORDER BY recorded_at LIMIT $2",
+                older_than_s, limit,
+            )
+            refunds = await self._pool.fetch(
+                "SELECT refund_case_id FROM billing.refund_cases WHERE credit_state = 'settling'"
+                " AND resolved_at < now() - make_interval(secs => $1) ORDER BY resolved_at LIMIT $2",
+                older_than_s, limit,
+            )
+        return {
+            "calls": [r[0] for r in calls],
+            "bookings": [r[0] for r in bookings],
+            "refunds": [r[0] for r in refunds],
+        }
+
+    # ------------------------------------------------------------ bookings
+
+    async def get_booking(self, booking_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+
+    async def insert_booking(
+        self, scheduled_at: dt.datetime, decide: Callable[[asyncpg.Record], dict[str, Any]]
+    ) -> asyncpg.Record | None:
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", FEE_LOCK)
+            fee = await conn.fetchrow(_FEE_AT, scheduled_at)
+            row = decide(fee)
+            cols = list(row)
+            return await conn.fetchrow(
+                f"INSERT INTO billing.bookings ({', '.join(cols)})"
+                f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
+                " ON CONFLICT (booking_id) DO NOTHING RETURNING *",
+                *row.values(),
+            )
+
+    async def finish_booking(self, booking_id: str, entry_id: int, charge: dict[str, Any]) -> asyncpg.Record:
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE billing.bookings SET state = 'settled', wallet_entry_id = $2, settled_at = now(),"
+                " last_error = '' WHERE booking_id = $1 AND state = 'settling' RETURNING *",
+                booking_id, entry_id,
+            )
+            if row is not None:
+                await self._insert_charge(conn, charge)
+            return row or await conn.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+
+    async def bookings_of_call(self, call_id: str) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT * FROM billing.bookings WHERE call_id = $1 ORDER BY scheduled_at, booking_id", call_id
+            )
+
+    # ------------------------------------------------------------ charges
+
+    @staticmethod
+    async def _insert_charge(conn: asyncpg.Connection, charge: dict[str, Any]) -> None:
+        cols = list(charge)
+        await conn.execute(
+            f"INSERT INTO billing.charges ({', '.join(cols)})"
+            f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))}) ON CONFLICT (charge_id) DO NOTHING",
+            *charge.values(),
+        )
+
+    async def get_charge(self, charge_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow("SELECT * FROM billing.charges WHERE charge_id = $1", charge_id)
+
+    async def charges_of_call(self, call_id: str) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT * FROM billing.charges WHERE call_id = $1 ORDER BY charged_at, charge_id", call_id
+            )
+
+    async def charges_of_contractor(
+        self, contractor_id: str, before: tuple[dt.datetime, str] | None, limit: int
+    ) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT * FROM billing.charges WHERE contractor_id = $1"
+                " AND ($2::timestamptz IS NULL OR (charged_at, charge_id) < ($2, $3::text))"
+                " ORDER BY charged_at DESC, charge_id DESC LIMIT $4",
+                contractor_id, before[0] if before else None, before[1] if before else None, limit,
+            )
+
+    async def rated_calls(self, call_ids: Sequence[str]) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch("SELECT * FROM billing.rated_calls WHERE call_id = ANY($1::text[])",
+                                          list(call_ids))
+
+    # ------------------------------------------------------------ refund cases
+
+    async def get_case(self, refund_case_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "SELECT * FROM billing.refund_cases WHERE refund_case_id = $1", refund_case_id
+            )
+
+    async def case_by_key(self, idempotency_key: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "SELECT * FROM billing.refund_cases WHERE idempotency_key = $1", idempotency_key
+            )
+
+    async def live_case(self, charge_id: str) -> asyncpg.Record | None:
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "SELECT * FROM billing.refund_cases WHERE charge_id = $1 AND state IN ('pending_review', 'approved')",
+                charge_id,
+            )
+
+    async def insert_case(self, case: dict[str, Any]) -> asyncpg.Record | None:
+        """None when the key or the charge's one live case was taken first by a concurrent request."""
+        cols = list(case)
+        try:
+            async with storage_errors():
+                return await self._pool.fetchrow(
+                    f"INSERT INTO billing.refund_cases ({', '.join(cols)})"
+                    f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))}) RETURNING *",
+                    *case.values(),
+                )
+        except asyncpg.UniqueViolationError:
+            return None
+
+    async def resolve_case(self, refund_case_id: str, state: str, reviewer: str, note: str) -> asyncpg.Record | None:
+        """Moves a pending case to its verdict; None when it was no longer pending."""
+        credit = "settling" if state == "approved" else "none"
+        async with storage_errors():
+            return await self._pool.fetchrow(
+                "UPDATE billing.refund_cases SET state = $2, reviewer = $3, resolution_note = $4, credit_state = $5,"
+                " resolved_at = now() WHERE refund_case_id = $1 AND state = 'pending_review' RETURNING *",
+                refund_case_id, state, reviewer, note, credit,
+            )
+
+    async def finish_refund(self, refund_case_id: str, entry_id: int, event: bytes | None) -> asyncpg.Record:
+        """Records the wallet's REFUND entry, the charge's refunded amount and (for spam) the block event."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE billing.refund_cases SET credit_state = 'settled', refund_entry_id = $2, last_error = ''"
+                " WHERE refund_case_id = $1 AND credit_state = 'settling' RETURNING *",
+                refund_case_id, entry_id,
+            )
+            if row is None:
+                return await conn.fetchrow(
+                    "SELECT * FROM billing.refund_cases WHERE refund_case_id = $1", refund_case_id
+                )
+            await conn.execute(
+                "UPDATE billing.charges SET refunded_cents = refunded_cents + $2 WHERE charge_id = $1",
+                row["charge_id"], row["amount_cents"],
+            )
+            if event is not None:
+                await conn.execute(_OUTBOX, events.TOPIC, event)
+            return row
+
+    async def cases(
+        self, state: str | None, contractor_id: str | None, charge_ids: Sequence[str] | None,
+        before: tuple[dt.datetime, str] | None, limit: int,
+    ) -> list[asyncpg.Record]:
+        async with storage_errors():
+            return await self._pool.fetch(
+                "SELECT * FROM billing.refund_cases WHERE ($1::text IS NULL OR state = $1)"
+                " AND ($2::text IS NULL OR contractor_id = $2)"
+                " AND ($3::text[] IS NULL OR charge_id = ANY($3))"
+                " AND ($4::timestamptz IS NULL OR (requested_at, refund_case_id) < ($4, $5::text))"
+                " ORDER BY requested_at DESC, refund_case_id DESC LIMIT $6",
+                state, contractor_id, list(charge_ids) if charge_ids is not None else None,
+                before[0] if before else None, before[1] if before else None, limit,
+            )
+
+    async def latest_cases(self, charge_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+        async with storage_errors():
+            rows = await self._pool.fetch(
+                "SELECT DISTINCT ON (charge_id) * FROM billing.refund_cases WHERE charge_id = ANY($1::text[])"
+                " ORDER BY charge_id, requested_at DESC, refund_case_id DESC",
+                list(charge_ids),
+            )
+        return {r["charge_id"]: r for r in rows}
