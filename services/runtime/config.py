@@ -36,6 +36,11 @@ class Settings:
     gateway_port: int = 8080
     jwt_secret: str = ""
     cors_origins: str = ""
+    # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
+    # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
     data_dir: str = ".callersync"
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
@@ -78,6 +83,9 @@ class Settings:
             gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
             jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
             cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
+            tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
+            tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
+            tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
             shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
