@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
-from services.runtime import telemetry
+from services.runtime import telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.server import stop_on_signals
@@ -58,6 +58,8 @@ async def serve(name: str, port: int | None) -> None:
     telemetry.configure(name)
     await migrate_all(settings.database_url, [name])
     server = await service.build(settings, settings.port_of(name) if port is None else port)
+    if tls.enabled(settings):
+        server.use_tls(tls.server_credentials(settings))
     bound = await server.start()
     print(f"{name} listening on {settings.host}:{bound}", flush=True)
     stopped = stop_on_signals([server], settings.shutdown_grace_s)

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry import propagate
 
 from services.runtime import telemetry
 from services.runtime.errors import DomainError
@@ -45,11 +46,13 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         inner = handler.unary_unary
         method = handler_call_details.method
         tracer, latency = self._tracer, self._latency
+        # The caller's trace context (W3C traceparent in the metadata): this call's span joins its trace.
+        parent = propagate.extract(dict(handler_call_details.invocation_metadata or ()))
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = "OK"
-            with tracer.start_as_current_span(method, kind=telemetry.SERVER_KIND) as span:
+            with tracer.start_as_current_span(method, context=parent, kind=telemetry.SERVER_KIND) as span:
                 try:
                     return await inner(request, context)
                 except DomainError as err:

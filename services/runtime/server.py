@@ -50,9 +50,17 @@ class GrpcServer:
             (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = 0
+        self._credentials: grpc.ServerCredentials | None = None
+
+    def use_tls(self, credentials: grpc.ServerCredentials) -> None:
+        """Serve over TLS (mutual TLS when the credentials require client certificates). Before start()."""
+        self._credentials = credentials
 
     async def start(self) -> int:
-        self.port = self.server.add_insecure_port(self._address)
+        if self._credentials is not None:
+            self.port = self.server.add_secure_port(self._address, self._credentials)
+        else:
+            self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
         await self.server.start()

@@ -1,5 +1,11 @@
 """OpenTelemetry hooks. Exporters come from the standard OTEL_* variables; with none set nothing is exported
-and the API's no-op tracer and meter cost next to nothing."""
+and the API's no-op tracer and meter cost next to nothing (bench/ measures it).
+
+- OTEL_TRACES_EXPORTER=otlp|console: spans for every gRPC call (server and client, W3C trace context in the
+  metadata, so one routed call is one trace across services) and for PostgreSQL and Redis work.
+- OTEL_METRICS_EXPORTER=otlp|prometheus|console: request latency per method and status, money counters,
+  outbox lag and whatever else services register. `prometheus` serves /metrics on
+  OTEL_EXPORTER_PROMETHEUS_PORT (default 9464) of this process."""
 
 from __future__ import annotations
 
@@ -7,45 +13,99 @@ import logging
 import os
 
 from opentelemetry import metrics, trace
+from opentelemetry.sdk.resources import Resource
 
 SERVER_KIND = trace.SpanKind.SERVER
+CLIENT_KIND = trace.SpanKind.CLIENT
 log = logging.getLogger("callersync.telemetry")
 _configured = False
 
 
 def configure(service_name: str) -> None:
-    """Installs an SDK tracer provider only when an exporter is asked for (console is built in)."""
+    """Installs SDK providers only for the exporters asked for."""
     global _configured
     if _configured:
         return
     _configured = True
-    exporter_name = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    if not exporter_name or exporter_name == "none":
-        return
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+    resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", f"callersync-{service_name}")})
+    traces = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    if traces and traces != "none":
+        exporter = _span_exporter(traces)
+        if exporter is not None:
+            from opentelemetry.sdk.trace import TracerProvider
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    provider = TracerProvider(resource=Resource.create({"service.name": f"callersync-{service_name}"}))
-    if exporter_name == "console":
-        provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
-    else:
-        try:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-        except ImportError:
-            log.warning("OTEL_TRACES_EXPORTER=%s needs opentelemetry-exporter-otlp; not exporting", exporter_name)
-            return
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
+            provider = TracerProvider(resource=resource)
+            provider.add_span_processor(BatchSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)
+            instrument_libraries()
+    metrics_exporter = os.environ.get("OTEL_METRICS_EXPORTER", "")
+    if metrics_exporter and metrics_exporter != "none":
+        reader = _metric_reader(metrics_exporter)
+        if reader is not None:
+            from opentelemetry.sdk.metrics import MeterProvider
+
+            metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
+
+
+def _span_exporter(name: str):
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter()
+    log.warning("OTEL_TRACES_EXPORTER=%s is not supported (otlp, console, none); not exporting traces", name)
+    return None
+
+
+def _metric_reader(name: str):
+    if name == "prometheus":
+        from opentelemetry.exporter.prometheus import PrometheusMetricReader
+        from prometheus_client import start_http_server
+
+        port = int(os.environ.get("OTEL_EXPORTER_PROMETHEUS_PORT", "9464"))
+        start_http_server(port, addr=os.environ.get("OTEL_EXPORTER_PROMETHEUS_HOST", "0.0.0.0"))
+        return PrometheusMetricReader()
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+    if name == "otlp":
+        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
+
+        return PeriodicExportingMetricReader(OTLPMetricExporter())
+    if name == "console":
+        from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
+
+        return PeriodicExportingMetricReader(ConsoleMetricExporter())
+    log.warning("OTEL_METRICS_EXPORTER=%s is not supported (otlp, prometheus, console, none)", name)
+    return None
+
+
+def instrument_libraries() -> None:
+    """Spans for asyncpg queries and Redis commands. Patches the libraries, so only when tracing is on."""
+    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+    from opentelemetry.instrumentation.redis import RedisInstrumentor
+
+    if not AsyncPGInstrumentor().is_instrumented_by_opentelemetry:
+        AsyncPGInstrumentor().instrument()
+    if not RedisInstrumentor().is_instrumented_by_opentelemetry:
+        RedisInstrumentor().instrument()
 
 
 def tracer(service_name: str) -> trace.Tracer:
     return trace.get_tracer(f"callersync.{service_name}")
 
 
+def meter(service_name: str) -> metrics.Meter:
+    return metrics.get_meter(f"callersync.{service_name}")
+
+
 def rpc_latency_histogram(service_name: str) -> metrics.Histogram:
-    meter = metrics.get_meter(f"callersync.{service_name}")
-    return meter.create_histogram("rpc.server.duration", unit="ms", description="gRPC server latency")
+    return meter(service_name).create_histogram(
+        "rpc.server.duration", unit="ms", description="gRPC server latency per method and status"
+    )
 
 
 def current_trace_id() -> str:
@@ -54,6 +114,6 @@ def current_trace_id() -> str:
 
 
 def shutdown() -> None:
-    provider = trace.get_tracer_provider()
-    if hasattr(provider, "shutdown"):
-        provider.shutdown()
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        if hasattr(provider, "shutdown"):
+            provider.shutdown()
