@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
-from services.runtime import telemetry, tls
+from services.runtime import logs, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.server import stop_on_signals
@@ -70,6 +70,9 @@ async def serve(name: str, port: int | None) -> None:
 async def reconcile(database_url: str) -> int:
     conn = await asyncpg.connect(database_url)
     try:
+        if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
+            print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
+            return 2
         problems = await reconcile_wallets(conn)
         wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
@@ -173,11 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     commands.add_parser("migrate", help="apply every service's pending migrations")
     commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("CALLERSYNC_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
     settings = Settings.from_env()
+    logs.configure(getattr(args, "service", args.command), settings)
     if args.command == "up":
         sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir)))
     if args.command == "serve":

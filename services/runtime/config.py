@@ -41,6 +41,8 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
+    log_level: str = "INFO"
+    log_format: str = "json"  # or "text" for humans at a terminal
     data_dir: str = ".callersync"
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
@@ -54,6 +56,11 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
+    # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
+    # settlements left unfinished (a crash, a wallet outage) once they are this old.
+    refund_window_days: int = 30
+    settlement_sweep_interval_ms: int = 2000
+    settlement_sweep_after_ms: int = 10_000
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -86,6 +93,8 @@ class Settings:
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
+            log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
+            log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
             shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
@@ -99,4 +108,9 @@ class Settings:
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
+            refund_window_days=_int(env, "CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
+            settlement_sweep_interval_ms=_int(
+                env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
+            ),
+            settlement_sweep_after_ms=_int(env, "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS", d.settlement_sweep_after_ms),
         )
