@@ -1,0 +1,108 @@
+"""Who may call what through the gateway: the one table, and the check every request passes.
+
+Operators may call everything. A contractor token reaches only that contractor's resources: every field
+named `contractor_id` (or `contractor_ids`) anywhere in the request must equal the token's contractor_id,
+whatever the path, body or query said; an empty top-level `contractor_id` is filled with the token's, so
+"list refund cases" from a contractor lists theirs, never everyone's.
+
+A call keyed only by ids the gateway cannot map to a contractor (a call id, a refund case id, a caller
+number) is refused to contractors unless it is listed here as CONTRACTOR_SAFE: it carries no contractor's
+data. A newly annotated RPC that is not in the table is operator-only until someone decides otherwise.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from services.gateway.bindings import Binding
+from services.gateway.tokens import Principal
+
+CONTRACTOR_FIELDS = ("contractor_id", "contractor_ids")
+
+
+class Access(enum.Enum):
+    OPERATOR = "operators only"
+    OWN = "a contractor for their own contractor_id; operators for any"
+    SAFE = "any authenticated role: the answer holds no contractor's data"
+
+
+POLICY: dict[str, Access] = {
+    # wallet: the contractor's own money.
+    "callersync.wallet.v1.WalletService.TopUp": Access.OWN,
+    "callersync.wallet.v1.WalletService.GetWallet": Access.OWN,
+    "callersync.wallet.v1.WalletService.ListEntries": Access.OWN,
+    "callersync.wallet.v1.WalletService.SetLowBalanceAlert": Access.OWN,
+    # billing: prices are public to contractors; setting them and resolving refunds is for operators.
+    "callersync.billing.v1.BillingService.SetZipRate": Access.OPERATOR,
+    "callersync.billing.v1.BillingService.SetBookingFee": Access.OPERATOR,
+    "callersync.billing.v1.BillingService.GetRateCard": Access.SAFE,
+    # Keyed by call_id alone: the gateway cannot tell whose call it is (billing would need contractor_id).
+    "callersync.billing.v1.BillingService.ExplainCall": Access.OPERATOR,
+    # Billing also checks that the charge belongs to contractor_id.
+    "callersync.billing.v1.BillingService.RequestRefund": Access.OWN,
+    "callersync.billing.v1.BillingService.ResolveRefund": Access.OPERATOR,
+    "callersync.billing.v1.BillingService.ListRefundCases": Access.OWN,
+    "callersync.billing.v1.BillingService.ListCharges": Access.OWN,
+    # routing: a contractor's claims and settings are theirs; the blocklist is the operators'.
+    "callersync.routing.v1.RoutingService.ClaimZip": Access.OWN,
+    "callersync.routing.v1.RoutingService.ReleaseZip": Access.OWN,
+    "callersync.routing.v1.RoutingService.ListClaims": Access.OWN,
+    "callersync.routing.v1.RoutingService.SetMode": Access.OWN,
+    "callersync.routing.v1.RoutingService.SetSchedule": Access.OWN,
+    "callersync.routing.v1.RoutingService.SetCaps": Access.OWN,
+    "callersync.routing.v1.RoutingService.GetRoutingProfile": Access.OWN,
+    "callersync.routing.v1.RoutingService.ListMissedCalls": Access.OWN,
+    "callersync.routing.v1.RoutingService.BlockCaller": Access.OPERATOR,
+    "callersync.routing.v1.RoutingService.UnblockCaller": Access.OPERATOR,
+    "callersync.routing.v1.RoutingService.ListBlockedCallers": Access.OPERATOR,
+}
+
+
+class Forbidden(Exception):
+    """The token is genuine but does not reach this resource: 403."""
+
+
+def access_of(binding: Binding) -> Access:
+    return POLICY.get(binding.full_name, Access.OPERATOR)
+
+
+def check_policy(bindings: Iterable[Binding]) -> None:
+    """Fails at start if an OWN method's request has no top-level contractor_id to scope it by."""
+    for binding in bindings:
+        if access_of(binding) is Access.OWN and "contractor_id" not in binding.method.input_type.fields_by_name:
+            raise ValueError(f"{binding.full_name} is contractor-scoped but its request has no contractor_id")
+
+
+def _contractor_ids(message: Message) -> Iterator[str]:
+    """Every value of a contractor id field anywhere in the message (set fields only)."""
+    for field, value in message.ListFields():
+        repeated = field.is_repeated
+        if field.name in CONTRACTOR_FIELDS and field.type == FieldDescriptor.TYPE_STRING:
+            yield from (value if repeated else [value])
+        elif field.message_type is not None:
+            if field.message_type.GetOptions().map_entry:
+                items = value.values()
+                if field.message_type.fields_by_name["value"].message_type is None:
+                    continue
+            else:
+                items = value if repeated else [value]
+            for item in items:
+                yield from _contractor_ids(item)
+
+
+def authorize(principal: Principal, binding: Binding, request: Message) -> None:
+    """Raises Forbidden unless the principal may make this request; scopes an empty contractor_id."""
+    if principal.is_operator:
+        return
+    access = access_of(binding)
+    if access is Access.OPERATOR:
+        raise Forbidden(f"{binding.method.name} is for operators")
+    if access is Access.OWN and not getattr(request, "contractor_id"):
+        request.contractor_id = principal.contractor_id
+    for contractor_id in _contractor_ids(request):
+        if contractor_id != principal.contractor_id:
+            raise Forbidden(f"{binding.method.name}: this token reaches only contractor {principal.contractor_id}")

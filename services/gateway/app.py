@@ -1,0 +1,298 @@
+"""The HTTP/JSON gateway: aiohttp in front of grpc.aio clients, its routes read from the protos' descriptors.
+
+Why aiohttp rather than the standard library: the gateway faces browsers, so it needs a complete HTTP/1.1
+server (keep-alive, chunked bodies, body-size limits, graceful drain of in-flight requests) running in the
+same event loop as the grpc.aio channels; asyncio's stdlib offers sockets, not an HTTP server, and
+http.server is blocking. aiohttp is that server, mature and already asyncio-native.
+
+Per request: CORS -> authenticate (401) -> route by descriptor (404/405) -> transcode (400) -> authorise
+(403) -> call the service over gRPC -> status and body as grpc-gateway would answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+import grpc
+from aiohttp import web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.gateway import access, openapi, tokens, transcoding
+from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
+from services.runtime import telemetry
+from services.runtime.config import Settings
+
+log = logging.getLogger("callersync.gateway")
+refusals = logging.getLogger("callersync.gateway.refusals")
+
+PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json")
+DEADLINE_S = 15.0
+CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
+CORS_MAX_AGE_S = 600
+
+
+def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(payload, separators=(",", ":")).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def error_response(
+    code: grpc.StatusCode, message: str, *, details: list[dict[str, Any]] | None = None, status: int | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> web.Response:
+    body = transcoding.error_body(code, message, details or [])
+    return _json(body, status or transcoding.http_status(code), headers)
+
+
+class Gateway:
+    """One HTTP listener; one gRPC channel per upstream service, reused by every request."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bindings: list[Binding] | None = None,
+        targets: Mapping[str, str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.routes = RouteTable(bindings if bindings is not None else bindings_of(discover_services()))
+        access.check_policy(self.routes.bindings)
+        upstreams = sorted({b.upstream for b in self.routes.bindings})
+        self.targets = {name: (targets or {}).get(name) or settings.target_of(name) for name in upstreams}
+        self.keys = tokens.keys_of(settings.jwt_secret)
+        self.origins = {o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()}
+        self.openapi_body = json.dumps(openapi.document(self.routes.bindings), indent=1).encode()
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._calls: dict[tuple[str, str], Any] = {}
+        self._runner: web.AppRunner | None = None
+        if not self.keys:
+            log.warning("CALLERSYNC_JWT_SECRET is not set: every API request will be refused (401)")
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def application(self) -> web.Application:
+        app = web.Application(middlewares=[self._cors_middleware])
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
+        app.router.add_get("/openapi.json", self._openapi)
+        app.router.add_route("*", "/{tail:.*}", self._api)
+        return app
+
+    async def start(self, port: int) -> int:
+        for name, target in self.targets.items():
+            self._channels[name] = grpc.aio.insecure_channel(target)
+        self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(
+            self._runner, self.settings.host, port, shutdown_timeout=float(self.settings.shutdown_grace_s)
+        )
+        await site.start()
+        return int(self._runner.addresses[0][1])
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Stops accepting, lets in-flight requests finish (within the shutdown grace), closes channels."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for channel in self._channels.values():
+            await channel.close(grace_s)
+        self._channels.clear()
+        self._calls.clear()
+
+    # ------------------------------------------------------------------ CORS
+
+    def _origin_allowed(self, origin: str) -> bool:
+        return "*" in self.origins or origin.rstrip("/") in self.origins
+
+    @web.middleware
+    async def _cors_middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        origin = request.headers.get("Origin", "")
+        if request.method == "OPTIONS" and origin and "Access-Control-Request-Method" in request.headers:
+            return self._preflight(request, origin)
+        response = await handler(request)
+        if origin and self._origin_allowed(origin):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
+        response.headers.add("Vary", "Origin")
+        return response
+
+    def _preflight(self, request: web.Request, origin: str) -> web.Response:
+        if not self._origin_allowed(origin):
+            self._refuse(request, 403, f"CORS origin {origin} is not allowed")
+            return error_response(grpc.StatusCode.PERMISSION_DENIED, f"origin {origin} is not allowed")
+        path = request.rel_url.raw_path
+        wanted = request.headers["Access-Control-Request-Method"].upper()
+        methods = {"GET", "HEAD"} if path in PUBLIC_PATHS else self._methods_of(path)
+        if not methods:
+            return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {path}")
+        headers = {
+            "Access-Control-Allow-Origin": origin,
+            "Access-Control-Allow-Methods": ", ".join(sorted(methods)),
+            "Access-Control-Allow-Headers": CORS_ALLOW_HEADERS,
+            "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+            "Vary": "Origin",
+        }
+        return web.Response(status=204 if wanted in methods else 405, headers=headers)
+
+    def _methods_of(self, raw_path: str) -> set[str]:
+        match, allowed = self.routes.find("", raw_path)
+        return allowed
+
+    # ------------------------------------------------------------------ public endpoints
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return _json({"status": "SERVING"})
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Ready when every upstream's gRPC health service says SERVING."""
+
+        async def check(name: str) -> tuple[str, str]:
+            try:
+                reply = await health_pb2_grpc.HealthStub(self._channels[name]).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1.0
+                )
+                return name, health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+            except grpc.aio.AioRpcError as err:
+                return name, err.code().name
+
+        statuses = dict(await asyncio.gather(*(check(n) for n in self._channels)))
+        ready = all(s == "SERVING" for s in statuses.values())
+        return _json({"status": "SERVING" if ready else "NOT_SERVING", "upstreams": statuses}, 200 if ready else 503)
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return web.Response(body=self.openapi_body, content_type="application/json")
+
+    # ------------------------------------------------------------------ the API
+
+    def _refuse(self, request: web.Request, status: int, reason: str, who: tokens.Principal | None = None) -> None:
+        """Logs a refusal with who and why; never the Authorization header or the token."""
+        refusals.warning(
+            "refused %s %s status=%d reason=%r sub=%s role=%s contractor_id=%s",
+            request.method, request.rel_url.raw_path, status, reason,
+            who.subject if who else "-", who.role if who else "-", (who.contractor_id or "-") if who else "-",
+        )
+
+    def _authenticate(self, request: web.Request) -> tokens.Principal | web.Response:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="callersync"'}
+        if scheme.lower() != "bearer" or not token.strip():
+            reason = "no bearer token" if not header else "Authorization is not a bearer token"
+            self._refuse(request, 401, reason)
+            return error_response(grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send Authorization: Bearer <JWT>",
+                                  headers=challenge)
+        try:
+            principal = tokens.principal_of(tokens.verify(token.strip(), self.keys))
+        except tokens.InvalidToken as err:
+            self._refuse(request, 401, str(err))
+            return error_response(grpc.StatusCode.UNAUTHENTICATED, str(err),
+                                  headers={"WWW-Authenticate": 'Bearer realm="callersync", error="invalid_token"'})
+        except tokens.OutOfScope as err:
+            self._refuse(request, 403, str(err))
+            return error_response(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        return principal
+
+    def _callable(self, binding: Binding) -> Any:
+        key = (binding.upstream, binding.rpc_path)
+        call = self._calls.get(key)
+        if call is None:
+            call = self._channels[binding.upstream].unary_unary(
+                binding.rpc_path,
+                request_serializer=lambda message: message.SerializeToString(),
+                response_deserializer=binding.response_class.FromString,
+            )
+            self._calls[key] = call
+        return call
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        response = await self._transcode_and_call(request, request_id)
+        response.headers["X-Request-Id"] = request_id
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    async def _transcode_and_call(self, request: web.Request, request_id: str) -> web.Response:
+        principal = self._authenticate(request)
+        if isinstance(principal, web.Response):
+            return principal
+        raw_path = request.rel_url.raw_path
+        match, allowed = self.routes.find(request.method, raw_path)
+        if match is None:
+            if allowed:
+                return error_response(
+                    grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not supported on {raw_path}",
+                    status=405, headers={"Allow": ", ".join(sorted(allowed))},
+                )
+            return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {raw_path}")
+        binding = match.binding
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge as err:
+            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, err.text or "request body too large", status=413)
+        try:
+            message = transcoding.build_request(binding, match.path_values, request.rel_url.query.items(), body)
+        except transcoding.TranscodeError as err:
+            return error_response(grpc.StatusCode.INVALID_ARGUMENT, err.message)
+        try:
+            access.authorize(principal, binding, message)
+        except access.Forbidden as err:
+            self._refuse(request, 403, str(err), principal)
+            return error_response(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        metadata = (
+            ("x-request-id", request_id),
+            ("x-callersync-subject", principal.subject),
+            ("x-callersync-role", principal.role),
+        )
+        started = time.perf_counter()
+        try:
+            reply = await self._callable(binding)(message, timeout=DEADLINE_S, metadata=metadata)
+        except grpc.aio.AioRpcError as err:
+            code = err.code()
+            level = logging.WARNING if transcoding.http_status(code) >= 500 else logging.DEBUG
+            log.log(level, "%s -> %s %s request_id=%s", binding.rpc_path, code.name, err.details(), request_id)
+            return error_response(code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata()))
+        log.debug("%s ok in %.1f ms request_id=%s", binding.rpc_path, (time.perf_counter() - started) * 1e3, request_id)
+        return _json(transcoding.response_json(binding, reply))
+
+
+def wait_healthy(host: str, port: int, deadline_s: float) -> bool:
+    """For `callersync up`: polls /healthz until it answers 200."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            with urllib.request.urlopen(f"http://{host}:{port}/healthz", timeout=1) as reply:
+                if reply.status == 200:
+                    return True
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    return False
+
+
+async def serve(port: int | None = None) -> None:
+    """`callersync serve gateway`: runs until SIGTERM or SIGINT, then drains."""
+    settings = Settings.from_env()
+    telemetry.configure("gateway")
+    gateway = Gateway(settings)
+    bound = await gateway.start(settings.gateway_port if port is None else port)
+    print(f"gateway listening on {settings.host}:{bound}", flush=True)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    await stopping.wait()
+    log.info("draining for up to %ss", settings.shutdown_grace_s)
+    await gateway.stop(settings.shutdown_grace_s)
+    telemetry.shutdown()
