@@ -7,11 +7,13 @@ the same row at once (FOR UPDATE SKIP LOCKED)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
 import redis.asyncio as redis
+from opentelemetry import metrics
 
 log = logging.getLogger("callersync.outbox")
 
@@ -30,6 +32,10 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        # How long an event waited between its commit and its publication: the relay's health at a glance.
+        self._lag = metrics.get_meter("callersync.outbox").create_histogram(
+            "outbox.lag", unit="ms", description="commit-to-publish delay of outbox events"
+        )
 
     async def relay_once(self, topic: str) -> int:
         """Handles one batch of the topic's unpublished rows; returns how many."""
@@ -47,6 +53,9 @@ class OutboxRelay:
                 f"UPDATE {self._table} SET published_at = now() WHERE event_id = ANY($1::bigint[])",
                 [r["event_id"] for r in rows],
             )
+            now = dt.datetime.now(dt.timezone.utc)
+            for row in rows:
+                self._lag.record((now - row["created_at"]).total_seconds() * 1000.0, {"topic": topic})
             return len(rows)
 
     async def drain(self) -> int:

@@ -13,6 +13,7 @@ from services.runtime.redis_client import create_redis
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 from services.wallet import alerts
+from services.wallet.gauges import PausedContractors
 from services.wallet.servicer import WalletServicer
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
 
@@ -38,8 +39,10 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         settings.outbox_poll_ms,
         batch_size=1,
     )
+    paused = PausedContractors(pool)
     events.start()
     emails.start()
+    paused.start()
     servicer = WalletServicer(store, idempotency, settings)
     return GrpcServer(
         "wallet",
@@ -48,7 +51,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        cleanups=[pool.close, redis_client.aclose, events.stop, emails.stop],
+        cleanups=[pool.close, redis_client.aclose, events.stop, emails.stop, paused.stop],
     )
 
 

@@ -10,6 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
+from services.runtime import telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.idempotency import IdempotencyCache, fingerprint
@@ -101,6 +102,18 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self._store = store
         self._idempotency = idempotency
         self._settings = settings
+        meter = telemetry.meter("wallet")
+        self._moved_cents = meter.create_counter(
+            "wallet.money_moved", unit="cents", description="cents moved by applied entries, by kind"
+        )
+        self._entries = meter.create_counter("wallet.entries", description="applied ledger entries, by kind")
+
+    async def _post(self, op: ledger.EntryOp):
+        posted = await self._store.post(op)
+        if posted.outcome == "applied":
+            self._moved_cents.add(op.amount_cents, {"kind": op.kind})
+            self._entries.add(1, {"kind": op.kind})
+        return posted
 
     async def _post_once(self, method: str, request, op_for, respond) -> bytes:
         """Runs a keyed money movement once: the Redis fast path first, then storage's unique key."""
@@ -108,7 +121,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
 
         async def work() -> bytes:
             op = await op_for(fp)
-            posted = await self._store.post(op)
+            posted = await self._post(op)
             if posted.outcome not in ("applied", "replayed"):
                 raise ledger.refusal(posted.outcome, op, posted.row["detail_cents"], posted.row["entry_id"])
             return respond(posted).SerializeToString()
@@ -181,7 +194,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             "capture", owner, request.amount_cents, f"capture:{reservation_id}", fingerprint("Capture", capture),
             reference=reservation_id, description=request.description, reservation_id=reservation_id,
         )
-        posted = await self._store.post(op)
+        posted = await self._post(op)
         if posted.outcome == "key_reused":  # captured before, at another amount
             held = await self._store.get_reservation(reservation_id)
             raise ledger.refusal("reservation_captured", op, held["captured_cents"], held["capture_entry_id"])
