@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
+
 from services.billing import events
+from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
+from services.billing.settlement import FaultHook, Settlement, Sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
+from services.billing.wallet_client import WalletClient
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
 from services.runtime.outbox import OutboxRelay, stream_publisher
@@ -29,7 +34,13 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         settings.outbox_poll_ms,
     )
     relay.start()
-    servicer = BillingServicer(store, on_event=relay.nudge)
+    wallet = WalletClient(settings.target_of_wallet())
+    settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge)
+    sweeper = Sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
+                      settings.settlement_sweep_after_ms / 1000)
+    sweeper.start()
+    desk = RefundDesk(store, wallet, settlement, settings.refund_window_days)
+    servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge)
     return GrpcServer(
         "billing",
         SERVICE_NAME,
@@ -37,7 +48,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        cleanups=[pool.close, redis_client.aclose, relay.stop],
+        cleanups=[pool.close, redis_client.aclose, wallet.close, relay.stop, sweeper.stop],
     )
 
 

@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
-from services.billing import events, messages, ratecard
+from services.billing import events, explain, messages, ratecard
+from services.billing.refund_desk import RefundDesk
+from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
-from services.runtime.errors import NotFound
+from services.runtime.errors import DomainError, InvalidArgument, NotFound
+
+MAX_BATCH = 1000
+# Calls of one batch settled at once: enough to overlap wallet round trips, few enough for an 8-connection pool.
+BATCH_CONCURRENCY = 16
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, store: BillingStore, on_event=lambda: None) -> None:
+    def __init__(self, store: BillingStore, settlement: Settlement, desk: RefundDesk, on_event=lambda: None) -> None:
         self._store = store
+        self._settlement = settlement
+        self._desk = desk
         self._on_event = on_event  # nudges the outbox relay so events leave without waiting for a poll
 
     # ------------------------------------------------------------ rate card
@@ -74,3 +84,94 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 ratecard.encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
             ),
         )
+
+    # ------------------------------------------------------------ finished calls
+
+    async def RateCall(self, request: pb.RateCallRequest, context: grpc.aio.ServicerContext) -> pb.RateCallResponse:
+        row, replayed = await self._settlement.rate_call(request.call)
+        return pb.RateCallResponse(decision=messages.decision(row), replayed=replayed)
+
+    async def RateCalls(self, request: pb.RateCallsRequest, context: grpc.aio.ServicerContext) -> pb.RateCallsResponse:
+        if not request.calls:
+            raise InvalidArgument("calls must hold at least one finished call", field="calls")
+        if len(request.calls) > MAX_BATCH:
+            raise InvalidArgument(f"at most {MAX_BATCH} calls per batch; got {len(request.calls)}", field="calls")
+        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
+
+        async def one(call: pb.FinishedCall) -> pb.CallResult:
+            async with slots:
+                try:
+                    row, replayed = await self._settlement.rate_call(call)
+                except DomainError as err:
+                    return pb.CallResult(call_id=call.call_id, code=err.code.value[0], message=err.message,
+                                         reason=err.reason)
+            return pb.CallResult(call_id=call.call_id, decision=messages.decision(row), replayed=replayed)
+
+        return pb.RateCallsResponse(results=await asyncio.gather(*(one(c) for c in request.calls)))
+
+    async def ExplainCall(self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext) -> pb.ExplainCallResponse:
+        ratecard.require_id("call_id", request.call_id)
+        rated = await self._store.get_rated_call(request.call_id)
+        charges = await self._store.charges_of_call(request.call_id)
+        bookings = await self._store.bookings_of_call(request.call_id)
+        if rated is None and not bookings:
+            raise NotFound(f"billing has no record of call {request.call_id!r}: it was never rated and booked "
+                           "nothing", reason="NO_CALL")
+        cases = await self._store.cases(None, None, [c["charge_id"] for c in charges], None, 1000)
+        cases = list(reversed(cases))
+        latest = {c["charge_id"]: c for c in cases}
+        return pb.ExplainCallResponse(
+            call=pb.FinishedCall.FromString(bytes(rated["facts"])) if rated else None,
+            decision=messages.decision(rated) if rated else None,
+            charges=[messages.charge(c, rated if c["kind"] == "call" else None, latest.get(c["charge_id"]))
+                     for c in charges],
+            refund_cases=[messages.refund_case(c) for c in cases],
+            bookings=[messages.booking(b) for b in bookings],
+            explanation=explain.story(request.call_id, rated, charges, cases, bookings),
+        )
+
+    async def ListCharges(self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext) -> pb.ListChargesResponse:
+        ratecard.require_id("contractor_id", request.contractor_id)
+        size = ratecard.page_size(request.page_size, 50, 500)
+        position = ratecard.decode_position(request.page_token)
+        before = (position[1], position[0]) if position else None
+        rows = await self._store.charges_of_contractor(request.contractor_id, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        decisions = {r["call_id"]: r for r in await self._store.rated_calls(
+            [c["call_id"] for c in rows if c["kind"] == "call"])}
+        cases = await self._store.latest_cases([c["charge_id"] for c in rows])
+        return pb.ListChargesResponse(
+            charges=[messages.charge(c, decisions.get(c["call_id"]) if c["kind"] == "call" else None,
+                                     cases.get(c["charge_id"])) for c in rows],
+            next_page_token=ratecard.encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
+        )
+
+    # ------------------------------------------------------------ bookings
+
+    async def RecordBooking(self, request: pb.RecordBookingRequest, context: grpc.aio.ServicerContext) -> pb.RecordBookingResponse:
+        ratecard.require_id("booking_id", request.booking_id)
+        ratecard.require_id("call_id", request.call_id)
+        ratecard.require_id("contractor_id", request.contractor_id)
+        if not request.HasField("scheduled_at"):
+            raise InvalidArgument("scheduled_at is required: the bill is raised for that moment", field="scheduled_at")
+        if request.scheduled_at.seconds < 946_684_800:
+            raise InvalidArgument("scheduled_at is before 2000-01-01; send the moment the appointment was booked",
+                                  field="scheduled_at")
+        row, replayed = await self._settlement.record_booking(request)
+        charge = await self._store.get_charge(row["charge_id"])
+        return pb.RecordBookingResponse(
+            booking=messages.booking(row), charge=messages.charge(charge, None, None), replayed=replayed
+        )
+
+    # ------------------------------------------------------------ refunds
+
+    async def RequestRefund(self, request: pb.RequestRefundRequest, context: grpc.aio.ServicerContext) -> pb.RequestRefundResponse:
+        return pb.RequestRefundResponse(refund_case=messages.refund_case(await self._desk.request(request)))
+
+    async def ResolveRefund(self, request: pb.ResolveRefundRequest, context: grpc.aio.ServicerContext) -> pb.ResolveRefundResponse:
+        return pb.ResolveRefundResponse(refund_case=messages.refund_case(await self._desk.resolve(request)))
+
+    async def ListRefundCases(self, request: pb.ListRefundCasesRequest, context: grpc.aio.ServicerContext) -> pb.ListRefundCasesResponse:
+        rows, token = await self._desk.list_cases(request)
+        return pb.ListRefundCasesResponse(refund_cases=[messages.refund_case(r) for r in rows], next_page_token=token)

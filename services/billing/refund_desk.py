@@ -1,0 +1,144 @@
+"""Refund cases end to end: triage on arrival, the operator's verdict, and the credit that follows approval."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from callersync.billing.v1 import billing_pb2 as pb
+from services.billing import messages, ratecard, refunds
+from services.billing.settlement import Settlement, facts_hash
+from services.billing.storage import BillingStore
+from services.billing.wallet_client import WalletClient
+from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+# How far back the double-bill check reads a contractor's ledger (pages of 500 entries).
+LEDGER_PAGES = 4
+
+
+class RefundDesk:
+    def __init__(self, store: BillingStore, wallet: WalletClient, settlement: Settlement, window_days: int) -> None:
+        self._store = store
+        self._wallet = wallet
+        self._settlement = settlement
+        self._window_days = window_days
+
+    async def request(self, request: pb.RequestRefundRequest) -> asyncpg.Record:
+        refunds.validate_request(request.contractor_id, request.charge_id, request.reason, request.note,
+                                 request.amount_cents, request.idempotency_key)
+        fp = facts_hash(request)
+        earlier = await self._store.case_by_key(request.idempotency_key)
+        if earlier is not None:
+            return await self._replay(earlier, fp)
+        charge = await self._store.get_charge(request.charge_id)
+        if charge is None or charge["contractor_id"] != request.contractor_id:
+            raise NotFound(f"contractor {request.contractor_id!r} has no charge {request.charge_id!r}; "
+                           "ListCharges shows their charges", reason="NO_CHARGE")
+        live = await self._store.live_case(charge["charge_id"])
+        if live is not None:
+            what = "was already refunded by" if live["state"] == "approved" else "already waits for review in"
+            raise FailedPrecondition(
+                f"charge {charge['charge_id']} {what} refund case {live['refund_case_id']}; a charge is refunded "
+                "at most once", reason="REFUND_CASE_EXISTS", refund_case_id=live["refund_case_id"],
+            )
+        amount = refunds.refund_amount(request.amount_cents, charge["amount_cents"], charge["refunded_cents"])
+        duplicates: list[int] = []
+        if request.reason == pb.REFUND_REASON_DOUBLE_BILL:
+            duplicates = await self._duplicates(charge)
+        verdict = refunds.triage(
+            request.reason, charge["charged_at"], await self._store.now(), self._window_days,
+            bool(charge["recording_uri"]), bool(charge["transcript_uri"]),
+            bool(duplicates) if request.reason == pb.REFUND_REASON_DOUBLE_BILL else None,
+        )
+        approved = verdict.state == "approved"
+        row = await self._store.insert_case({
+            "refund_case_id": str(uuid.uuid4()), "idempotency_key": request.idempotency_key, "request_hash": fp,
+            "charge_id": charge["charge_id"], "contractor_id": request.contractor_id,
+            "reason": pb.RefundReason.Name(request.reason), "note": request.note, "state": verdict.state,
+            "amount_cents": amount, "recording_uri": charge["recording_uri"],
+            "disclosure_played": charge["disclosure_played"], "transcript_uri": charge["transcript_uri"],
+            "duplicate_of_charge_id": await self._duplicate_name(duplicates) if approved else "",
+            "resolution_note": verdict.resolution_note, "auto_resolved": verdict.auto_resolved,
+            "credit_state": "settling" if approved else "none",
+            "resolved_at": await self._store.now() if verdict.state != "pending_review" else None,
+        })
+        if row is None:  # a concurrent request took the key or the charge's one live case first
+            earlier = await self._store.case_by_key(request.idempotency_key)
+            if earlier is not None:
+                return await self._replay(earlier, fp)
+            return await self.request(request)
+        if approved:
+            row = await self._settlement.credit_refund(row)
+        return row
+
+    async def _replay(self, case: asyncpg.Record, fp: bytes) -> asyncpg.Record:
+        if bytes(case["request_hash"]) != fp:
+            raise AlreadyExists(
+                f"idempotency key {case['idempotency_key']!r} already opened refund case {case['refund_case_id']} "
+                "for a different request; use a new key for a new request", reason="IDEMPOTENCY_KEY_REUSED",
+            )
+        if case["credit_state"] == "settling":
+            return await self._settlement.credit_refund(case)
+        return case
+
+    async def _duplicates(self, charge: asyncpg.Record) -> list[int]:
+        """Other wallet debits for the same call or booking: the ledger is the proof of a double bill."""
+        references = {charge["booking_id"]} if charge["kind"] == "booking" else {charge["call_id"]}
+        captured: set[int] = set()
+        if charge["kind"] == "call":
+            for r in await self._wallet.call_reservations(charge["call_id"]):
+                if r.contractor_id == charge["contractor_id"] and r.capture_entry_id:
+                    captured.add(r.capture_entry_id)
+                    references.add(r.reservation_id)
+        entries = await self._wallet.entries(charge["contractor_id"], LEDGER_PAGES)
+        return refunds.duplicate_entries(charge["wallet_entry_id"], references, entries, captured)
+
+    async def _duplicate_name(self, entry_ids: list[int]) -> str:
+        if not entry_ids:
+            return ""
+        return f"wallet-entry-{entry_ids[0]}"
+
+    async def resolve(self, request: pb.ResolveRefundRequest) -> asyncpg.Record:
+        if not request.refund_case_id:
+            raise InvalidArgument("refund_case_id is required", field="refund_case_id")
+        if request.resolution not in (pb.REFUND_RESOLUTION_APPROVE, pb.REFUND_RESOLUTION_DENY):
+            raise InvalidArgument("resolution must be REFUND_RESOLUTION_APPROVE or REFUND_RESOLUTION_DENY",
+                                  field="resolution")
+        if not request.reviewer:
+            raise InvalidArgument("reviewer is required: who decided, for the audit trail", field="reviewer")
+        if len(request.note) > refunds.MAX_NOTE_LEN:
+            raise InvalidArgument(f"note must be at most {refunds.MAX_NOTE_LEN} characters", field="note")
+        wanted = "approved" if request.resolution == pb.REFUND_RESOLUTION_APPROVE else "denied"
+        case = await self._store.get_case(request.refund_case_id)
+        if case is None:
+            raise NotFound(f"no refund case {request.refund_case_id!r}", reason="NO_REFUND_CASE")
+        if case["state"] == "pending_review":
+            note = request.note or ("Approved by an operator." if wanted == "approved" else "Denied by an operator.")
+            resolved = await self._store.resolve_case(case["refund_case_id"], wanted, request.reviewer, note)
+            case = resolved or await self._store.get_case(request.refund_case_id)
+        if case["state"] != wanted:
+            raise FailedPrecondition(
+                f"refund case {case['refund_case_id']} is already {case['state'].replace('_', ' ')}"
+                f"{' by ' + case['reviewer'] if case['reviewer'] else ''}; a case is resolved once",
+                reason="REFUND_CASE_RESOLVED",
+            )
+        if case["credit_state"] == "settling":
+            case = await self._settlement.credit_refund(case)
+        return case
+
+    async def list_cases(self, request: pb.ListRefundCasesRequest) -> tuple[list[asyncpg.Record], str]:
+        size = ratecard.page_size(request.page_size, 50, 500)
+        state = None
+        if request.state:
+            if request.state not in messages.REFUND_STATE_NAMES:
+                raise InvalidArgument(f"unknown refund state {request.state}", field="state")
+            state = messages.REFUND_STATE_NAMES[request.state]
+        position = ratecard.decode_position(request.page_token)
+        before = (position[1], position[0]) if position else None
+        rows = await self._store.cases(state, request.contractor_id or None, None, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        token = ratecard.encode_position(rows[-1]["refund_case_id"], rows[-1]["requested_at"]) if more else ""
+        return rows, token
+
