@@ -1,27 +1,76 @@
-"""Assembles the routing server. Its methods are specified in the contract and answer UNIMPLEMENTED for now."""
+"""Assembles the routing server: pool, Redis, wallet and billing channels, the cache, the consumers of
+callersync.billing.events and of routing's own step stream, the pause-threshold relay, the servicer."""
 
 from __future__ import annotations
 
 import pathlib
 
+from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
+from callersync.wallet.v1 import wallet_pb2_grpc
+from services.routing import billing_events, step_log
+from services.routing.config import RoutingConfig
+from services.routing.directory import Directory
+from services.routing.live_state import STEPS_STREAM, LiveState
+from services.routing.rate_card import RateCard
+from services.routing.router import Router
+from services.routing.servicer import RoutingServicer
+from services.routing.storage import SCHEMA, RoutingStore
+from services.routing.streams import StreamConsumer
+from services.routing.thresholds import ThresholdRelay
+from services.runtime import tls
+from services.runtime.channels import client_channel
 from services.runtime.config import Settings
+from services.runtime.db import create_pool
+from services.runtime.redis_client import create_redis
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
 SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 
 
-async def build(settings: Settings, port: int) -> GrpcServer:
-    servicer = routing_pb2_grpc.RoutingServiceServicer()
-    return GrpcServer(
+async def build(settings: Settings, port: int, config: RoutingConfig | None = None) -> GrpcServer:
+    config = config or RoutingConfig.from_env()
+    pool = await create_pool(settings.database_url, settings.db_pool_size)
+    redis_client = create_redis(settings.redis_url, max_connections=64)
+    wallet_channel = client_channel(settings.target_of_wallet(), "routing", settings)
+    billing_channel = client_channel(settings.target_of("billing"), "routing", settings)
+    wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
+    store = RoutingStore(pool)
+    directory = Directory(store)
+    live = LiveState(redis_client, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
+                     slot_ttl_s=config.live_slot_ttl_s)
+    thresholds = ThresholdRelay(store, wallet, settings.outbox_poll_ms)
+    events = StreamConsumer(
+        redis_client, billing_events.STREAM, billing_events.GROUP,
+        billing_events.BillingEventHandler(store, live, directory.forget, thresholds.nudge),
+        claim_idle_ms=config.claim_idle_ms)
+    steps = StreamConsumer(redis_client, STEPS_STREAM, step_log.GROUP, step_log.StepWriter(store),
+                           claim_idle_ms=config.claim_idle_ms)
+    thresholds.start()
+    events.start()
+    steps.start()
+    router = Router(directory, live, wallet, config)
+    rate_card = RateCard(store, billing_pb2_grpc.BillingServiceStub(billing_channel))
+    servicer = RoutingServicer(store, router, directory, live, rate_card, thresholds, config)
+
+    async def close_channels() -> None:
+        await wallet_channel.close()
+        await billing_channel.close()
+
+    server = GrpcServer(
         "routing",
         SERVICE_NAME,
-        lambda server: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, server),
+        lambda s: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, s),
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        # Newest first: stop the consumers and the relay, then the channels and pools they use.
+        cleanups=[pool.close, redis_client.aclose, close_channels, thresholds.stop, events.stop, steps.stop],
     )
+    if tls.enabled(settings):
+        server.use_tls(tls.server_credentials(settings))
+    return server
 
 
-ROUTING = ServiceDef("routing", "routing", pathlib.Path(__file__).parent / "migrations", build)
+ROUTING = ServiceDef("routing", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

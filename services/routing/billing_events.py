@@ -1,0 +1,119 @@
+"""Consumes callersync.billing.events: rate and booking-fee changes (projection + pause thresholds), approved
+spam refunds (blocklist), rated calls (connected-call counts for caps, freeing live slots). Each event is
+applied once, by its event id, in the transaction that applies it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Sequence
+
+from google.protobuf.message import DecodeError
+
+from callersync.billing.v1 import events_pb2
+from services.routing import schedule
+from services.routing.live_state import GEN_BLOCKLIST, GEN_CLAIMS, LiveState, usage_key
+from services.routing.storage import BillingFact, RoutingStore, profile_from
+from services.routing.streams import Entry
+
+log = logging.getLogger("callersync.routing.billing_events")
+
+STREAM = "callersync.billing.events"
+GROUP = "routing"
+USAGE_TTL_S = 40 * 86400  # a month's count outlives the month
+
+
+def _when(ts) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=dt.UTC)
+
+
+def fact_of(event: events_pb2.BillingEvent) -> BillingFact:
+    kind = event.WhichOneof("event")
+    if kind == "zip_rate_changed":
+        e = event.zip_rate_changed
+        return BillingFact("zip_rate", event.event_id, zip=e.zip, cents=e.rate_cents,
+                           effective_from=_when(e.effective_from))
+    if kind == "booking_fee_changed":
+        e = event.booking_fee_changed
+        return BillingFact("booking_fee", event.event_id, cents=e.fee_cents, effective_from=_when(e.effective_from))
+    if kind == "caller_block_requested":
+        e = event.caller_block_requested
+        return BillingFact("block", event.event_id, caller_number=e.caller_number, refund_case_id=e.refund_case_id,
+                           actor=e.reviewer or "billing",
+                           note=f"approved spam refund {e.refund_case_id} (call {e.call_id}, contractor "
+                                f"{e.contractor_id})")
+    if kind == "call_rated":
+        e = event.call_rated
+        return BillingFact("call_rated", event.event_id, call_id=e.call_id,
+                           payer_contractor_id=e.payer_contractor_id if e.billable else "",
+                           effective_from=_when(e.started_at), rung_contractor_ids=tuple(e.rung_contractor_ids))
+    return BillingFact("ignored", event.event_id)
+
+
+def validate(fact: BillingFact) -> None:
+    """Refuses what would break the projection; such entries go to routing.rejected_events."""
+    if fact.event_id <= 0:
+        raise ValueError("event_id must be positive")
+    if fact.kind == "zip_rate" and (len(fact.zip) != 5 or not fact.zip.isdigit() or fact.cents <= 0):
+        raise ValueError(f"zip_rate_changed needs a five-digit zip and a positive rate: {fact.zip!r} {fact.cents}")
+    if fact.kind == "booking_fee" and fact.cents <= 0:
+        raise ValueError("booking_fee_changed needs a positive fee")
+    if fact.kind == "block" and not fact.caller_number.startswith("+"):
+        raise ValueError(f"caller_block_requested needs an E.164 number: {fact.caller_number!r}")
+    if fact.kind == "call_rated" and not fact.call_id:
+        raise ValueError("call_rated needs a call_id")
+
+
+class BillingEventHandler:
+    def __init__(self, store: RoutingStore, live: LiveState, on_change: Callable[[], None],
+                 nudge_thresholds: Callable[[], None]) -> None:
+        self._store = store
+        self._live = live
+        self._on_change = on_change
+        self._nudge_thresholds = nudge_thresholds
+
+    async def __call__(self, entries: Sequence[Entry]) -> None:
+        facts = []
+        for entry_id, fields in entries:
+            try:
+                fact = fact_of(events_pb2.BillingEvent.FromString(fields[b"data"]))
+                validate(fact)
+            except (KeyError, DecodeError, ValueError) as err:
+                log.error("rejecting %s entry %s: %s", STREAM, entry_id, err)
+                await self._store.reject_entry(
+                    STREAM, entry_id.decode(), {k.decode(): v.hex() for k, v in fields.items()}, str(err))
+                continue
+            facts.append(fact)
+        if not facts:
+            return
+        await self._store.apply_billing_events(STREAM, facts)
+        # The side effects below are idempotent, so they run for redeliveries too: a crash between the commit
+        # above and here is repaired by the next delivery.
+        await self._after_commit(facts)
+
+    async def _after_commit(self, facts: list[BillingFact]) -> None:
+        kinds = {f.kind for f in facts}
+        gens = ([GEN_CLAIMS] if kinds & {"zip_rate", "booking_fee"} else []) + (
+            [GEN_BLOCKLIST] if "block" in kinds else [])
+        if gens:
+            self._on_change()
+            await self._live.bump(*gens)
+        if kinds & {"zip_rate", "booking_fee"}:
+            self._nudge_thresholds()
+        for fact in facts:
+            if fact.kind != "call_rated":
+                continue
+            await self._live.end_calls(fact.call_id, list(fact.rung_contractor_ids))
+            if fact.payer_contractor_id:
+                await self._refresh_usage(fact.payer_contractor_id, fact.effective_from)
+
+    async def _refresh_usage(self, contractor_id: str, started_at: dt.datetime) -> None:
+        """Writes the absolute counts (not increments), so applying an event twice counts it once."""
+        profile = profile_from(contractor_id, await self._store.profile(contractor_id))
+        local = schedule.local_time(profile, started_at)
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        month_start = day_start.replace(day=1)
+        today, month = await self._store.connected_calls_between(contractor_id, day_start, month_start)
+        await self._live.set_usage({usage_key(contractor_id, schedule.day_key(profile, started_at)): today,
+                                    usage_key(contractor_id, schedule.month_key(profile, started_at)): month},
+                                   USAGE_TTL_S)

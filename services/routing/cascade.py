@@ -1,0 +1,121 @@
+"""The cascade's decisions as plain functions: who is skipped and why, and the session a call carries
+from one step to the next (no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+
+from services.routing import schedule
+from services.routing.claims import dollars
+from services.routing.schedule import Profile
+
+# Skip reasons, in the words of the contract's SkipReason (lower case).
+PAUSED = "paused"
+UNAFFORDABLE = "unaffordable"
+NO_WALLET = "no_wallet"
+OUTSIDE_HOURS = "outside_hours"
+DAILY_CAP = "daily_cap"
+MONTHLY_CAP = "monthly_cap"
+CONCURRENCY_CAP = "concurrency_cap"
+BUSY = "busy"
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One claim of the ZIP as the cascade saw it when the call came in."""
+
+    contractor_id: str
+    position: str
+    backup_rank: int
+    mode: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+    entry: Entry
+    reason: str
+    message: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Facts:
+    """What Redis knows about a candidate right now: calls ringing or connected, connected calls counted."""
+
+    live_calls: int = 0
+    connected_today: int = 0
+    connected_this_month: int = 0
+
+
+def local_skip(profile: Profile, now: dt.datetime, facts: Facts) -> tuple[str, str] | None:
+    """Routing's own reasons to pass a contractor over (the wallet's come after): hours, caps, busy."""
+    if not schedule.within_hours(profile, now):
+        local = schedule.local_time(profile, now)
+        return OUTSIDE_HOURS, f"outside weekly hours: it is {local:%a %H:%M} in {profile.time_zone}"
+    capped = schedule.cap_reached(profile, facts.connected_today, facts.connected_this_month)
+    if capped == DAILY_CAP:
+        return DAILY_CAP, (f"daily cap reached: {facts.connected_today} of {profile.daily_max_connected_calls} "
+                           "connected calls today")
+    if capped == MONTHLY_CAP:
+        return MONTHLY_CAP, (f"monthly cap reached: {facts.connected_this_month} of "
+                             f"{profile.monthly_max_connected_calls} connected calls this month")
+    limit = profile.concurrency_limit()
+    if limit is not None and facts.live_calls >= limit:
+        return concurrency_skip(profile, facts.live_calls)
+    return None
+
+
+def concurrency_skip(profile: Profile, live_calls: int) -> tuple[str, str]:
+    if profile.max_concurrent_calls:
+        return CONCURRENCY_CAP, (f"concurrency cap reached: {live_calls} of {profile.max_concurrent_calls} "
+                                 "calls ringing or connected")
+    return BUSY, "busy: on, or being rung for, another call"
+
+
+def wallet_skip(reason: str, available_cents: int, balance_cents: int, threshold_cents: int,
+                rate_cents: int) -> tuple[str, str]:
+    """The wallet's answer (GetRoutability reason or Reserve refusal) as a skip, with the figures."""
+    if reason == "paused":
+        return PAUSED, f"paused: balance {dollars(balance_cents)} < threshold {dollars(threshold_cents)}"
+    if reason == "no_wallet":
+        return NO_WALLET, "no wallet yet: the first top-up creates it"
+    return UNAFFORDABLE, f"available {dollars(available_cents)} < rate {dollars(rate_cents)}"
+
+
+@dataclasses.dataclass
+class Session:
+    """A call's cascade, kept in Redis between steps so any replica can answer the next one."""
+
+    call_id: str
+    zip: str
+    caller_number: str
+    rate_cents: int
+    order: list[Entry]
+    step: int = 1
+    # Contractors offered so far, in order; the last one holds the open reservation.
+    offered: list[str] = dataclasses.field(default_factory=list)
+    reservation_id: str = ""
+    # Serialized response of each step, so a repeated request gets the same answer.
+    responses: list[str] = dataclasses.field(default_factory=list)
+    finished: bool = False
+
+    def remaining(self) -> list[Entry]:
+        """Claims not yet offered, after the last offered one, in cascade order."""
+        if not self.offered:
+            return list(self.order)
+        ids = [e.contractor_id for e in self.order]
+        last = self.offered[-1]
+        start = ids.index(last) + 1 if last in ids else 0
+        return [e for e in self.order[start:] if e.contractor_id not in self.offered]
+
+    def dumps(self) -> str:
+        data = dataclasses.asdict(self)
+        data["order"] = [[e.contractor_id, e.position, e.backup_rank, e.mode] for e in self.order]
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, raw: str | bytes) -> Session:
+        data = json.loads(raw)
+        data["order"] = [Entry(*e) for e in data["order"]]
+        return cls(**data)

@@ -1,0 +1,113 @@
+"""The rules of ZIP claims and pause thresholds, as plain functions (no I/O)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from services.runtime.errors import FailedPrecondition, InvalidArgument
+
+PRIMARY = "primary"
+BACKUP = "backup"
+MAX_ID_LEN = 128
+_ZIP = re.compile(r"[0-9]{5}")
+# E.164: a plus, a country code not starting with 0, at most 15 digits in all.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Slot:
+    """One claim's place in a ZIP's cascade."""
+
+    contractor_id: str
+    position: str
+    backup_rank: int
+
+
+def require_id(name: str, value: str) -> None:
+    if not value or not value.strip():
+        raise InvalidArgument(f"{name} is required", field=name)
+    if len(value) > MAX_ID_LEN or value != value.strip():
+        raise InvalidArgument(f"{name} must be at most {MAX_ID_LEN} characters without surrounding spaces",
+                              field=name)
+
+
+def require_zip(value: str, name: str = "zip") -> str:
+    if not _ZIP.fullmatch(value or ""):
+        raise InvalidArgument(f"{name} {value!r} is not a ZIP code: five digits, e.g. 60614", field=name)
+    return value
+
+
+def require_e164(value: str, name: str = "caller_number") -> str:
+    if not _E164.fullmatch(value or ""):
+        raise InvalidArgument(
+            f"{name} {value!r} is not an E.164 number: a plus, the country code and the number, digits only, "
+            "e.g. +14155550123",
+            field=name,
+        )
+    return value
+
+
+def apply_claim(current: list[Slot], contractor_id: str, position: str, backup_rank: int,
+                max_backups: int) -> list[Slot]:
+    """The ZIP's slots after contractor_id claims `position` (backup_rank 0: append last).
+
+    A repeat of the same claim changes nothing; another position moves the claim. A primary slot held by
+    someone else, or a full backup list, is refused."""
+    if backup_rank < 0:
+        raise InvalidArgument("backup_rank must be 0 (append last) or a 1-based rank", field="backup_rank")
+    if position == PRIMARY and backup_rank:
+        raise InvalidArgument("backup_rank applies to backups only; leave it 0 for the primary", field="backup_rank")
+    mine = next((s for s in current if s.contractor_id == contractor_id), None)
+    others = [s for s in current if s.contractor_id != contractor_id]
+    primary = next((s for s in others if s.position == PRIMARY), None)
+    backups = [s.contractor_id for s in sorted(others, key=lambda s: s.backup_rank) if s.position == BACKUP]
+    if position == PRIMARY:
+        if primary is not None:
+            raise FailedPrecondition(
+                f"the primary slot of this ZIP is held by {primary.contractor_id!r}; claim it as a backup, "
+                "or wait until the primary is released",
+                reason="PRIMARY_SLOT_TAKEN",
+            )
+        return [Slot(contractor_id, PRIMARY, 0)] + _ranked(backups)
+    if mine is not None and mine.position == BACKUP and backup_rank in (0, mine.backup_rank):
+        return list(current)  # the same claim again
+    if len(backups) >= max_backups:
+        raise FailedPrecondition(
+            f"this ZIP already has the maximum of {max_backups} backups; ask again when one is released",
+            reason="BACKUP_LIST_FULL",
+        )
+    at = len(backups) if backup_rank == 0 else min(backup_rank - 1, len(backups))
+    backups.insert(at, contractor_id)
+    return ([primary] if primary else []) + _ranked(backups)
+
+
+def release_claim(current: list[Slot], contractor_id: str) -> list[Slot]:
+    """Later backups move up one rank; a released primary slot stays open."""
+    primary = [s for s in current if s.position == PRIMARY and s.contractor_id != contractor_id]
+    backups = [s.contractor_id for s in sorted(current, key=lambda s: s.backup_rank)
+               if s.position == BACKUP and s.contractor_id != contractor_id]
+    return primary + _ranked(backups)
+
+
+def _ranked(backups: list[str]) -> list[Slot]:
+    return [Slot(cid, BACKUP, rank) for rank, cid in enumerate(backups, start=1)]
+
+
+def cascade_order(slots: list[Slot]) -> list[Slot]:
+    """Primary first, then backups by rank."""
+    return sorted(slots, key=lambda s: (s.position != PRIMARY, s.backup_rank))
+
+
+def pause_threshold_cents(claimed_rates_cents: list[int], ai_mode: bool, booking_fee_cents: int) -> int:
+    """The rate of the most expensive claimed ZIP; in AI mode the booking fee if that is higher.
+
+    Without claims nobody can be offered a call, so there is nothing to pause for: 0."""
+    if not claimed_rates_cents:
+        return 0
+    top = max(claimed_rates_cents)
+    return max(top, booking_fee_cents) if ai_mode else top
+
+
+def dollars(cents: int) -> str:
+    return f"${cents / 100:,.2f}"

@@ -1,0 +1,150 @@
+"""Routing's state in Redis: cascade sessions (TTL, so any replica answers the next step), calls ringing or
+connected per contractor, connected-call counts for caps, the burst counter per caller, cache generations,
+and the routing-step stream. Each routing step costs two round trips, each one Lua script."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import redis.asyncio as redis
+
+GEN_CLAIMS = "routing:gen:claims"
+GEN_BLOCKLIST = "routing:gen:blocklist"
+STEPS_STREAM = "routing.steps"
+_NO_KEY = "routing:none"
+
+# Before a step: the session if the call is known, the cache generations, the caller's burst count, and per
+# candidate [calls ringing or connected, connected today, connected this month].
+_ADMIT = """
+local s = redis.call('GET', KEYS[1])
+local out = {s or false, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', 0}
+if s then return out end
+if KEYS[4] ~= 'routing:none' then
+  local n = redis.call('INCR', KEYS[4])
+  if n == 1 then redis.call('EXPIRE', KEYS[4], ARGV[1]) end
+  out[4] = n
+end
+for i = 5, #KEYS, 3 do
+  out[#out + 1] = redis.call('ZCOUNT', KEYS[i], '(' .. ARGV[2], '+inf')
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+end
+return out
+"""
+
+# After the wallet answered: take the offered contractor's live slot if their limit allows, store the session
+# (only over the step it was read at, so two replicas never both advance one call), free the previous
+# contractor's slot and append the step's records to the stream.
+_COMMIT = """
+local cur = redis.call('GET', KEYS[1])
+local expected = tonumber(ARGV[7])
+if expected == 0 then
+  if cur then return {'exists', cur} end
+else
+  if not cur then return {'gone', false} end
+  local st = cjson.decode(cur)
+  if st['step'] ~= expected or st['finished'] then return {'moved', cur} end
+end
+local limit = tonumber(ARGV[6])
+if limit ~= -2 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[4])
+  local live = redis.call('ZCARD', KEYS[2])
+  if limit >= 0 and live >= limit then return {'busy', tostring(live)} end
+  redis.call('ZADD', KEYS[2], ARGV[5], ARGV[3])
+  redis.call('EXPIRE', KEYS[2], ARGV[9])
+end
+if KEYS[3] ~= 'routing:none' then redis.call('ZREM', KEYS[3], ARGV[3]) end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if ARGV[8] ~= '' then
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'steps', ARGV[8])
+end
+return {'ok', false}
+"""
+
+
+def session_key(call_id: str) -> str:
+    return f"routing:call:{call_id}"
+
+
+def live_key(contractor_id: str) -> str:
+    return f"routing:live:{contractor_id}"
+
+
+def usage_key(contractor_id: str, period: str) -> str:
+    """period is a local day (YYYY-MM-DD) or month (YYYY-MM) in the contractor's time zone."""
+    return f"routing:usage:{contractor_id}:{period}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Admission:
+    session: bytes | None
+    gen_claims: bytes
+    gen_blocklist: bytes
+    burst_count: int
+    # Per asked candidate: (live calls, connected today, connected this month).
+    facts: list[tuple[int, int, int]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Committed:
+    outcome: str  # ok, exists, moved, gone, busy
+    detail: bytes | None
+
+
+class LiveState:
+    def __init__(self, client: redis.Redis, *, burst_window_s: int, session_ttl_s: int, slot_ttl_s: int,
+                 steps_maxlen: int = 1_000_000) -> None:
+        self.redis = client
+        self._admit = client.register_script(_ADMIT)
+        self._commit = client.register_script(_COMMIT)
+        self._burst_window_s = burst_window_s
+        self._session_ttl_s = session_ttl_s
+        self._slot_ttl_s = slot_ttl_s
+        self._steps_maxlen = steps_maxlen
+
+    async def admit(self, call_id: str, caller_number: str | None, fact_keys: list[tuple[str, str, str]],
+                    now: float) -> Admission:
+        """caller_number None: do not count a burst (a later step of a known call)."""
+        burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
+        keys = [session_key(call_id), GEN_CLAIMS, GEN_BLOCKLIST, burst] + [k for triple in fact_keys for k in triple]
+        out = await self._admit(keys=keys, args=[self._burst_window_s, repr(now)])
+        flat = [int(x) for x in out[4:]]
+        return Admission(out[0], out[1], out[2], int(out[3]),
+                         [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)])  # type: ignore[misc]
+
+    async def session(self, call_id: str) -> bytes | None:
+        return await self.redis.get(session_key(call_id))
+
+    async def commit(self, call_id: str, session_json: str, *, expected_step: int, now: float,
+                     offered_to: str | None, limit: int | None, previous: str | None, steps: list[dict]) -> Committed:
+        """limit None: no ceiling on the offered contractor's live calls."""
+        keys = [session_key(call_id), live_key(offered_to) if offered_to else _NO_KEY,
+                live_key(previous) if previous else _NO_KEY, STEPS_STREAM]
+        args = [session_json, self._session_ttl_s, call_id, repr(now), repr(now + self._slot_ttl_s),
+                -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
+                json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s, self._steps_maxlen]
+        out = await self._commit(keys=keys, args=args)
+        return Committed(out[0].decode(), out[1])
+
+    async def end_calls(self, call_id: str, contractor_ids: list[str]) -> None:
+        """A rated call rings and connects nobody any more: free its slots."""
+        if contractor_ids:
+            pipe = self.redis.pipeline(transaction=False)
+            for cid in contractor_ids:
+                pipe.zrem(live_key(cid), call_id)
+            await pipe.execute()
+
+    async def set_usage(self, counts: dict[str, int], ttl_s: int) -> None:
+        if counts:
+            pipe = self.redis.pipeline(transaction=False)
+            for key, n in counts.items():
+                pipe.set(key, n, ex=ttl_s)
+            await pipe.execute()
+
+    async def bump(self, *generations: str) -> None:
+        """Tells every replica's cache that claims/profiles/rates (or the blocklist) changed."""
+        pipe = self.redis.pipeline(transaction=False)
+        for gen in generations:
+            pipe.incr(gen)
+        await pipe.execute()

@@ -1,0 +1,326 @@
+"""RouteCall and NextCandidate, the hot path: one cached ZIP view, one GetRoutability batch, one Reserve and
+two Redis round trips per step. The step's records ride in the second round trip (a Redis stream that the
+step writer moves into PostgreSQL), so no PostgreSQL commit sits on the path."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import time
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+
+from callersync.routing.v1 import routing_pb2 as pb
+from callersync.wallet.v1 import wallet_pb2 as wpb
+from callersync.wallet.v1 import wallet_pb2_grpc
+from services.routing import cascade, schedule
+from services.routing.cascade import Entry, Facts, Session, Skip
+from services.routing.claims import PRIMARY, require_e164, require_id, require_zip
+from services.routing.config import RoutingConfig
+from services.routing.directory import Directory
+from services.routing.live_state import LiveState, live_key, usage_key
+from services.routing.schedule import Profile
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+
+SKIP_PB = {
+    cascade.PAUSED: pb.SKIP_REASON_PAUSED,
+    cascade.UNAFFORDABLE: pb.SKIP_REASON_UNAFFORDABLE,
+    cascade.NO_WALLET: pb.SKIP_REASON_NO_WALLET,
+    cascade.OUTSIDE_HOURS: pb.SKIP_REASON_OUTSIDE_HOURS,
+    cascade.DAILY_CAP: pb.SKIP_REASON_DAILY_CAP,
+    cascade.MONTHLY_CAP: pb.SKIP_REASON_MONTHLY_CAP,
+    cascade.CONCURRENCY_CAP: pb.SKIP_REASON_CONCURRENCY_CAP,
+    cascade.BUSY: pb.SKIP_REASON_BUSY,
+}
+POSITION_PB = {"primary": pb.CLAIM_POSITION_PRIMARY, "backup": pb.CLAIM_POSITION_BACKUP}
+MODE_PB = {"human": pb.CONTRACTOR_MODE_HUMAN, "ai_agent": pb.CONTRACTOR_MODE_AI_AGENT}
+RING_OUTCOMES = {
+    pb.RING_OUTCOME_UNSPECIFIED: "no_answer",  # the engine's default: it rang until the timeout
+    pb.RING_OUTCOME_NO_ANSWER: "no_answer",
+    pb.RING_OUTCOME_BUSY: "busy",
+    pb.RING_OUTCOME_DECLINED: "declined",
+    pb.RING_OUTCOME_VOICEMAIL: "voicemail",
+    pb.RING_OUTCOME_FAILED: "failed",
+}
+_WALLET_REASONS = {
+    wpb.ROUTABILITY_REASON_PAUSED: "paused",
+    wpb.ROUTABILITY_REASON_NO_WALLET: "no_wallet",
+    wpb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: "insufficient_available",
+}
+_RESERVE_REFUSALS = {"PAUSED": "paused", "NO_WALLET": "no_wallet", "INSUFFICIENT_AVAILABLE": "insufficient_available"}
+
+
+def error_reason(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason a CallerSync service attached to its status, or ''."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return ""
+
+
+def _encode(response: pb.RouteCallResponse) -> str:
+    return base64.b64encode(response.SerializeToString()).decode()
+
+
+def stored_response(session: Session, index: int) -> pb.RouteCallResponse:
+    """RouteCallResponse and NextCandidateResponse share their fields, so one stored form serves both."""
+    return pb.RouteCallResponse.FromString(base64.b64decode(session.responses[index]))
+
+
+class Router:
+    def __init__(self, directory: Directory, live: LiveState, wallet: wallet_pb2_grpc.WalletServiceStub,
+                 config: RoutingConfig) -> None:
+        self._directory = directory
+        self._live = live
+        self._wallet = wallet
+        self._config = config
+
+    # ------------------------------------------------------------ the two RPCs
+
+    async def route_call(self, call_id: str, zip_code: str, caller_number: str) -> pb.RouteCallResponse:
+        require_id("call_id", call_id)
+        require_zip(zip_code)
+        require_e164(caller_number)
+        now = dt.datetime.now(dt.UTC)
+        view = self._directory.cached(zip_code)
+        admission = await self._live.admit(call_id, caller_number, self._fact_keys(view.claims if view else [], now),
+                                           now.timestamp())
+        if admission.session is not None:
+            return stored_response(Session.loads(admission.session), 0)
+        dropped = self._directory.observe(admission.gen_claims, admission.gen_blocklist)
+        session = Session(call_id, zip_code, caller_number, 0, [])
+        if await self._directory.is_blocked(caller_number):
+            return await self._finish_early(session, pb.ROUTE_OUTCOME_CALLER_BLOCKED,
+                                            f"caller {caller_number} is on the blocklist; nobody is rung")
+        if admission.burst_count > self._config.burst_max_calls:
+            return await self._finish_early(
+                session, pb.ROUTE_OUTCOME_CALLER_RATE_LIMITED,
+                f"caller {caller_number} placed {admission.burst_count} calls within {self._config.burst_window_s}s"
+                f" (at most {self._config.burst_max_calls}); nobody is rung")
+        facts = admission.facts
+        if view is None or dropped:
+            view = await self._directory.view(zip_code)
+            facts = (await self._live.admit(call_id, None, self._fact_keys(view.claims, now), now.timestamp())).facts
+        if not view.claims or view.rate_cents is None:
+            return await self._finish_early(session, pb.ROUTE_OUTCOME_NO_CLAIMS, f"nobody claims ZIP {zip_code}")
+        session.rate_cents = view.rate_cents
+        session.order = [Entry(s.contractor_id, s.position, s.backup_rank, p.mode) for s, p in view.claims]
+        profiles = {s.contractor_id: p for s, p in view.claims}
+        return await self._offer_next(session, profiles, self._facts(view.claims, facts), now, expected_step=0,
+                                      previous=None, records=[])
+
+    async def next_candidate(self, call_id: str, after_step: int, ring_outcome: int) -> pb.RouteCallResponse:
+        require_id("call_id", call_id)
+        if after_step < 1:
+            raise InvalidArgument("after_step must be the step of the candidate passed over (1 for RouteCall's)",
+                                  field="after_step")
+        if ring_outcome not in RING_OUTCOMES:
+            raise InvalidArgument(f"ring_outcome {ring_outcome} is not a RingOutcome", field="ring_outcome")
+        now = dt.datetime.now(dt.UTC)
+        admission = await self._live.admit(call_id, None, [], now.timestamp())
+        if admission.session is None:
+            raise NotFound(f"no cascade for call {call_id!r}: unknown, or older than {self._config.session_ttl_s}s;"
+                           " start it with RouteCall", reason="UNKNOWN_CALL", call_id=call_id)
+        self._directory.observe(admission.gen_claims, admission.gen_blocklist)
+        session = Session.loads(admission.session)
+        if after_step < session.step:
+            return stored_response(session, after_step)  # a repeat: the answer it got before
+        if after_step > session.step:
+            raise FailedPrecondition(f"call {call_id!r} is at step {session.step}; send after_step={session.step}",
+                                     reason="STEP_AHEAD")
+        if session.finished:
+            return stored_response(session, -1)
+        previous = next(e for e in session.order if e.contractor_id == session.offered[-1])
+        await self._release(session.reservation_id)
+        outcome = RING_OUTCOMES[ring_outcome]
+        records = [self._record(session, previous, "not_taken", now, ring_outcome=outcome,
+                                message=f"rung, not taken: {outcome.replace('_', ' ')}")]
+        view = await self._directory.view(session.zip)
+        # A contractor who gave the claim up since the call came in is not rung any more.
+        claims = [(s, p) for s, p in view.claims
+                  if s.contractor_id in {e.contractor_id for e in session.remaining()}]
+        profiles = {s.contractor_id: p for s, p in claims}
+        facts = (await self._live.admit(call_id, None, self._fact_keys(claims, now), now.timestamp())).facts
+        expected = session.step
+        session.step += 1
+        session.reservation_id = ""
+        return await self._offer_next(session, profiles, self._facts(claims, facts), now, expected_step=expected,
+                                      previous=previous.contractor_id, records=records)
+
+    # ------------------------------------------------------------ one step of the cascade
+
+    async def _offer_next(self, session: Session, profiles: dict[str, Profile], facts: dict[str, Facts],
+                          now: dt.datetime, *, expected_step: int, previous: str | None,
+                          records: list[dict]) -> pb.RouteCallResponse:
+        remaining = [e for e in session.remaining() if e.contractor_id in profiles]
+        verdicts = {e.contractor_id: cascade.local_skip(profiles[e.contractor_id], now,
+                                                        facts.get(e.contractor_id, Facts()))
+                    for e in remaining}
+        asked = [cid for cid, verdict in verdicts.items() if verdict is None]
+        routable = await self._routability(asked, session.rate_cents) if asked else {}
+        skipped: list[Skip] = []
+        for entry in remaining:
+            cid = entry.contractor_id
+            verdict = verdicts[cid] or self._wallet_verdict(routable[cid], session.rate_cents)
+            if verdict is None:
+                reserved = await self._reserve(entry, session)
+                if reserved is None:
+                    continue  # this call already held (and gave up) a reservation on them
+                if isinstance(reserved, tuple):
+                    verdict = reserved
+                else:
+                    response = self._offered(session, entry, reserved, skipped)
+                    committed = await self._commit(session, response, now, expected_step, previous, records,
+                                                   offered=entry, profile=profiles[cid], reservation=reserved,
+                                                   skipped=skipped)
+                    if isinstance(committed, pb.RouteCallResponse):
+                        return committed
+                    verdict = committed  # lost the live slot to a concurrent call: they are busy now
+            skipped.append(Skip(entry, *verdict))
+        response = pb.RouteCallResponse(
+            outcome=pb.ROUTE_OUTCOME_NO_CANDIDATE, skipped=[self._skipped(s) for s in skipped],
+            message=f"no contractor left to ring: {len(skipped)} skipped now, {len(session.offered)} rung before")
+        session.finished = True
+        committed = await self._commit(session, response, now, expected_step, previous, records, offered=None,
+                                       profile=None, reservation=None, skipped=skipped)
+        assert isinstance(committed, pb.RouteCallResponse)
+        return committed
+
+    async def _commit(self, session: Session, response: pb.RouteCallResponse, now: dt.datetime, expected_step: int,
+                      previous: str | None, records: list[dict], *, offered: Entry | None, profile: Profile | None,
+                      reservation: wpb.Reservation | None, skipped: list[Skip]) -> pb.RouteCallResponse | tuple:
+        """Stores the step; returns the response to give, or a busy verdict when the live slot was taken."""
+        step_records = records + [self._record(session, s.entry, "skipped", now, skip_reason=s.reason,
+                                               message=s.message) for s in skipped]
+        if offered is not None:
+            step_records.append(self._record(session, offered, "offered", now))
+            session.offered.append(offered.contractor_id)
+            session.reservation_id = reservation.reservation_id
+        session.responses.append(_encode(response))
+        result = await self._live.commit(
+            session.call_id, session.dumps(), expected_step=expected_step, now=now.timestamp(),
+            offered_to=offered.contractor_id if offered else None,
+            limit=profile.concurrency_limit() if profile else None, previous=previous, steps=step_records)
+        if result.outcome == "ok":
+            return response
+        session.responses.pop()
+        if offered is not None:
+            session.offered.pop()
+            session.reservation_id = ""
+        if result.outcome == "busy":
+            await self._release(reservation.reservation_id)
+            return cascade.concurrency_skip(profile, int(result.detail))
+        # Another replica answered this step first: give its answer, and drop our hold unless it is the same.
+        if reservation is not None:
+            winner = Session.loads(result.detail) if result.detail else None
+            if winner is None or reservation.reservation_id not in (winner.reservation_id,):
+                await self._release(reservation.reservation_id)
+        if result.outcome == "gone":
+            raise NotFound(f"the cascade of call {session.call_id!r} expired while routing it", reason="UNKNOWN_CALL")
+        winner = Session.loads(result.detail)
+        return stored_response(winner, 0 if expected_step == 0 else min(expected_step, len(winner.responses) - 1))
+
+    # ------------------------------------------------------------ the wallet
+
+    async def _routability(self, contractor_ids: list[str], rate_cents: int) -> dict[str, wpb.Routability]:
+        try:
+            reply = await self._wallet.GetRoutability(
+                wpb.GetRoutabilityRequest(contractor_ids=contractor_ids, amount_cents=rate_cents),
+                timeout=self._config.wallet_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise Unavailable(f"the wallet could not say who can pay ({err.code().name}: {err.details()}); "
+                              "nobody was offered the call; retry", reason="WALLET_UNAVAILABLE") from err
+        return {r.contractor_id: r for r in reply.routabilities}
+
+    def _wallet_verdict(self, answer: wpb.Routability, rate_cents: int) -> tuple[str, str] | None:
+        if answer.routable:
+            return None
+        return cascade.wallet_skip(_WALLET_REASONS.get(answer.reason, "insufficient_available"),
+                                   answer.available_cents, answer.balance_cents, answer.pause_threshold_cents,
+                                   rate_cents)
+
+    async def _reserve(self, entry: Entry, session: Session) -> wpb.Reservation | tuple[str, str] | None:
+        try:
+            reply = await self._wallet.Reserve(
+                wpb.ReserveRequest(contractor_id=entry.contractor_id, call_id=session.call_id,
+                                   amount_cents=session.rate_cents, expires_in_s=self._config.reservation_ttl_s),
+                timeout=self._config.wallet_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            refusal = _RESERVE_REFUSALS.get(error_reason(err))
+            if refusal is None:
+                raise Unavailable(f"the wallet could not reserve ({err.code().name}: {err.details()}); retry",
+                                  reason="WALLET_UNAVAILABLE") from err
+            # Routable a moment ago, not any more: a concurrent call took the money.
+            return cascade.wallet_skip(refusal, 0, 0, 0, session.rate_cents)[0], err.details()
+        if reply.reservation.state != wpb.RESERVATION_STATE_OPEN:
+            return None
+        return reply.reservation
+
+    async def _release(self, reservation_id: str) -> None:
+        if not reservation_id:
+            return
+        try:
+            await self._wallet.Release(wpb.ReleaseRequest(reservation_id=reservation_id),
+                                       timeout=self._config.wallet_timeout_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            if error_reason(err) == "RESERVATION_ALREADY_CAPTURED":
+                raise FailedPrecondition(
+                    f"reservation {reservation_id} was already captured: the call was connected and rated",
+                    reason="CALL_ALREADY_RATED") from err
+            raise Unavailable(f"the wallet could not release reservation {reservation_id} "
+                              f"({err.code().name}: {err.details()}); retry", reason="WALLET_UNAVAILABLE") from err
+
+    # ------------------------------------------------------------ building answers and records
+
+    async def _finish_early(self, session: Session, outcome: int, message: str) -> pb.RouteCallResponse:
+        session.finished = True
+        response = pb.RouteCallResponse(outcome=outcome, message=message)
+        now = dt.datetime.now(dt.UTC)
+        committed = await self._commit(session, response, now, 0, None, [], offered=None, profile=None,
+                                       reservation=None, skipped=[])
+        assert isinstance(committed, pb.RouteCallResponse)
+        return committed
+
+    def _offered(self, session: Session, entry: Entry, reservation: wpb.Reservation,
+                 skipped: list[Skip]) -> pb.RouteCallResponse:
+        where = "primary" if entry.position == PRIMARY else f"backup {entry.backup_rank}"
+        return pb.RouteCallResponse(
+            outcome=pb.ROUTE_OUTCOME_OFFERED,
+            candidate=pb.Candidate(
+                contractor_id=entry.contractor_id, reservation_id=reservation.reservation_id,
+                reserved_cents=reservation.amount_cents, reservation_expires_at=reservation.expires_at,
+                ring_timeout_s=self._config.ring_timeout_s, position=POSITION_PB[entry.position],
+                backup_rank=entry.backup_rank, mode=MODE_PB[entry.mode], step=session.step),
+            skipped=[self._skipped(s) for s in skipped],
+            message=f"ring {entry.contractor_id} ({where}) for up to {self._config.ring_timeout_s}s"
+                    + (f"; {len(skipped)} skipped" if skipped else ""))
+
+    @staticmethod
+    def _skipped(skip: Skip) -> pb.SkippedCandidate:
+        return pb.SkippedCandidate(contractor_id=skip.entry.contractor_id, position=POSITION_PB[skip.entry.position],
+                                   backup_rank=skip.entry.backup_rank, reason=SKIP_PB[skip.reason],
+                                   message=skip.message)
+
+    @staticmethod
+    def _record(session: Session, entry: Entry, kind: str, now: dt.datetime, *, skip_reason: str = "",
+                ring_outcome: str = "", message: str = "") -> dict:
+        return {"call_id": session.call_id, "step": session.step, "contractor_id": entry.contractor_id,
+                "kind": kind, "zip": session.zip, "position": entry.position, "backup_rank": entry.backup_rank,
+                "skip_reason": skip_reason, "ring_outcome": ring_outcome, "message": message,
+                "rate_cents": session.rate_cents, "at": time.time() if kind == "not_taken" else now.timestamp()}
+
+    @staticmethod
+    def _fact_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
+        return [(live_key(s.contractor_id), usage_key(s.contractor_id, schedule.day_key(p, now)),
+                 usage_key(s.contractor_id, schedule.month_key(p, now))) for s, p in claims]
+
+    @staticmethod
+    def _facts(claims: list, facts: list[tuple[int, int, int]]) -> dict[str, Facts]:
+        return {s.contractor_id: Facts(*f) for (s, _), f in zip(claims, facts, strict=True)}

@@ -1,0 +1,289 @@
+"""RoutingService's gRPC layer: proto in, rules and storage, proto out. RouteCall and NextCandidate live in
+router.py (the hot path)."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+import logging
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from callersync.routing.v1 import routing_pb2 as pb
+from callersync.routing.v1 import routing_pb2_grpc
+from services.routing import claims as rules
+from services.routing import schedule
+from services.routing.config import RoutingConfig
+from services.routing.directory import Directory
+from services.routing.live_state import GEN_BLOCKLIST, GEN_CLAIMS, LiveState
+from services.routing.rate_card import RateCard
+from services.routing.router import MODE_PB, POSITION_PB, SKIP_PB, Router
+from services.routing.schedule import Window
+from services.routing.storage import ClaimChange, RoutingStore, profile_from
+from services.routing.thresholds import ThresholdRelay
+from services.runtime.errors import InvalidArgument
+
+log = logging.getLogger("callersync.routing")
+
+_POSITIONS = {pb.CLAIM_POSITION_PRIMARY: rules.PRIMARY, pb.CLAIM_POSITION_BACKUP: rules.BACKUP}
+_MODES = {pb.CONTRACTOR_MODE_HUMAN: "human", pb.CONTRACTOR_MODE_AI_AGENT: "ai_agent"}
+_SKIPS = {name: value for name, value in SKIP_PB.items()}
+_RINGS = {"no_answer": pb.RING_OUTCOME_NO_ANSWER, "busy": pb.RING_OUTCOME_BUSY, "declined": pb.RING_OUTCOME_DECLINED,
+          "voicemail": pb.RING_OUTCOME_VOICEMAIL, "failed": pb.RING_OUTCOME_FAILED}
+_SOURCES = {"operator": pb.BLOCK_SOURCE_OPERATOR, "spam_refund": pb.BLOCK_SOURCE_SPAM_REFUND}
+MAX_PAGE = 500
+DEFAULT_PAGE = 50
+MAX_NOTE = 1000
+
+
+def _ts(value: dt.datetime | None) -> Timestamp:
+    ts = Timestamp()
+    if value is not None:
+        ts.FromDatetime(value)
+    return ts
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise InvalidArgument("page_size must not be negative", field="page_size")
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def encode_token(*parts: object) -> str:
+    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
+
+
+def decode_token(token: str) -> list:
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(parts, list):
+            raise ValueError
+        return parts
+    except ValueError:
+        raise InvalidArgument("page_token is not one this service issued; send next_page_token as received",
+                              field="page_token") from None
+
+
+def claim_message(row) -> pb.Claim:
+    return pb.Claim(contractor_id=row["contractor_id"], zip=row["zip"], position=POSITION_PB[row["position"]],
+                    backup_rank=row["backup_rank"], rate_cents=row["rate_cents"] or 0, claimed_at=_ts(row["claimed_at"]))
+
+
+def blocked_message(row) -> pb.BlockedCaller:
+    return pb.BlockedCaller(caller_number=row["caller_number"], source=_SOURCES[row["source"]],
+                            blocked_by=row["blocked_by"], note=row["note"], refund_case_id=row["refund_case_id"],
+                            blocked_at=_ts(row["blocked_at"]))
+
+
+def require_text(name: str, value: str, limit: int = MAX_NOTE) -> None:
+    if len(value) > limit:
+        raise InvalidArgument(f"{name} must be at most {limit} characters", field=name)
+
+
+class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
+    def __init__(self, store: RoutingStore, router: Router, directory: Directory, live: LiveState,
+                 rate_card: RateCard, thresholds: ThresholdRelay, config: RoutingConfig) -> None:
+        self._store = store
+        self._router = router
+        self._directory = directory
+        self._live = live
+        self._rate_card = rate_card
+        self._thresholds = thresholds
+        self._config = config
+
+    # ------------------------------------------------------------ after a write
+
+    async def _changed(self, generation: str) -> None:
+        """Every replica's cache drops what it holds (ours at once)."""
+        self._directory.forget()
+        try:
+            await self._live.bump(generation)
+        except Exception as err:  # the cache's 60 s age limit still bounds the staleness elsewhere
+            log.warning("could not announce a routing change to other replicas: %s", err)
+
+    async def _push_threshold(self, contractor_id: str, computed: int) -> int:
+        """Pushes at once for a prompt answer; the outbox row keeps the push alive if the wallet is away."""
+        try:
+            pushed = await self._thresholds.push(contractor_id)
+            return computed if pushed is None else pushed
+        except Exception as err:
+            log.warning("pause threshold of %s not pushed yet (%s); the relay retries", contractor_id, err)
+            self._thresholds.nudge()
+            return computed
+
+    # ------------------------------------------------------------ claims
+
+    async def ClaimZip(self, request: pb.ClaimZipRequest, context: grpc.aio.ServicerContext) -> pb.ClaimZipResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        rules.require_zip(request.zip)
+        position = _POSITIONS.get(request.position)
+        if position is None:
+            raise InvalidArgument("position must be CLAIM_POSITION_PRIMARY or CLAIM_POSITION_BACKUP", field="position")
+        await self._rate_card.require_priced(request.zip)
+        change = await self._store.claim(request.contractor_id, request.zip, position, request.backup_rank,
+                                         self._config.max_backups)
+        await self._changed(GEN_CLAIMS)
+        threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
+        return pb.ClaimZipResponse(claim=claim_message(change.claim),
+                                   zip_claims=[claim_message(r) for r in change.zip_claims],
+                                   pause_threshold_cents=threshold)
+
+    async def ReleaseZip(self, request: pb.ReleaseZipRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseZipResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        rules.require_zip(request.zip)
+        change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
+        await self._changed(GEN_CLAIMS)
+        threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
+        return pb.ReleaseZipResponse(released_claim=claim_message(change.claim), pause_threshold_cents=threshold)
+
+    async def ListClaims(self, request: pb.ListClaimsRequest, context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
+        if bool(request.contractor_id) == bool(request.zip):
+            raise InvalidArgument("set exactly one of contractor_id and zip", field="contractor_id")
+        size = page_size(request.page_size)
+        if request.zip:
+            rules.require_zip(request.zip)
+            # A ZIP has at most one primary and a few backups: one page always holds them all.
+            return pb.ListClaimsResponse(claims=[claim_message(r) for r in await self._store.claims_of_zip(request.zip)])
+        rules.require_id("contractor_id", request.contractor_id)
+        after = str(decode_token(request.page_token)[0]) if request.page_token else ""
+        rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return pb.ListClaimsResponse(claims=[claim_message(r) for r in rows],
+                                     next_page_token=encode_token(rows[-1]["zip"]) if more else "")
+
+    # ------------------------------------------------------------ mode, schedule, caps
+
+    async def _profile_message(self, contractor_id: str, row=None) -> pb.RoutingProfile:
+        row = row if row is not None else await self._store.profile(contractor_id)
+        profile = profile_from(contractor_id, row)
+        local = schedule.local_time(profile, dt.datetime.now(dt.UTC))
+        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
+        today, month = await self._store.connected_calls_between(contractor_id, day_start, day_start.replace(day=1))
+        return pb.RoutingProfile(
+            contractor_id=contractor_id,
+            mode=MODE_PB[profile.mode],
+            schedule=pb.Schedule(time_zone=profile.time_zone, weekly_hours=[
+                pb.WeeklyHours(day=w.weekday, start_minute=w.start_minute, end_minute=w.end_minute)
+                for w in profile.windows]),
+            caps=pb.Caps(daily_max_connected_calls=profile.daily_max_connected_calls,
+                         monthly_max_connected_calls=profile.monthly_max_connected_calls,
+                         max_concurrent_calls=profile.max_concurrent_calls),
+            connected_calls_today=today,
+            connected_calls_this_month=month,
+            pause_threshold_cents=row["pause_threshold_cents"] if row is not None else 0,
+            updated_at=_ts(row["updated_at"] if row is not None else None),
+        )
+
+    async def SetMode(self, request: pb.SetModeRequest, context: grpc.aio.ServicerContext) -> pb.SetModeResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        mode = _MODES.get(request.mode)
+        if mode is None:
+            raise InvalidArgument("mode must be CONTRACTOR_MODE_HUMAN or CONTRACTOR_MODE_AI_AGENT", field="mode")
+        row = await self._store.update_profile(request.contractor_id, mode=mode)
+        await self._changed(GEN_CLAIMS)
+        await self._push_threshold(request.contractor_id, row["pause_threshold_cents"])
+        return pb.SetModeResponse(profile=await self._profile_message(request.contractor_id))
+
+    async def SetSchedule(self, request: pb.SetScheduleRequest,
+                          context: grpc.aio.ServicerContext) -> pb.SetScheduleResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        schedule.require_time_zone(request.time_zone)
+        windows = schedule.validate_windows(
+            [Window(int(w.day), w.start_minute, w.end_minute) for w in request.weekly_hours])
+        row = await self._store.update_profile(
+            request.contractor_id, time_zone=request.time_zone,
+            weekly_hours=json.dumps([[w.weekday, w.start_minute, w.end_minute] for w in windows]))
+        await self._changed(GEN_CLAIMS)
+        return pb.SetScheduleResponse(profile=await self._profile_message(request.contractor_id, row))
+
+    async def SetCaps(self, request: pb.SetCapsRequest, context: grpc.aio.ServicerContext) -> pb.SetCapsResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        if not request.HasField("caps"):
+            raise InvalidArgument("caps is required: every ceiling at once, 0 removes one", field="caps")
+        caps = request.caps
+        for name in ("daily_max_connected_calls", "monthly_max_connected_calls", "max_concurrent_calls"):
+            if getattr(caps, name) < 0:
+                raise InvalidArgument(f"caps.{name} must be 0 (no ceiling) or positive", field=f"caps.{name}")
+        row = await self._store.update_profile(
+            request.contractor_id, daily_max_connected_calls=caps.daily_max_connected_calls,
+            monthly_max_connected_calls=caps.monthly_max_connected_calls,
+            max_concurrent_calls=caps.max_concurrent_calls)
+        await self._changed(GEN_CLAIMS)
+        return pb.SetCapsResponse(profile=await self._profile_message(request.contractor_id, row))
+
+    async def GetRoutingProfile(self, request: pb.GetRoutingProfileRequest,
+                                context: grpc.aio.ServicerContext) -> pb.GetRoutingProfileResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        return pb.GetRoutingProfileResponse(profile=await self._profile_message(request.contractor_id))
+
+    # ------------------------------------------------------------ routing a call
+
+    async def RouteCall(self, request: pb.RouteCallRequest, context: grpc.aio.ServicerContext) -> pb.RouteCallResponse:
+        return await self._router.route_call(request.call_id, request.zip, request.caller_number)
+
+    async def NextCandidate(self, request: pb.NextCandidateRequest,
+                            context: grpc.aio.ServicerContext) -> pb.NextCandidateResponse:
+        answer = await self._router.next_candidate(request.call_id, request.after_step, request.ring_outcome)
+        return pb.NextCandidateResponse.FromString(answer.SerializeToString())
+
+    # ------------------------------------------------------------ blocklist
+
+    async def BlockCaller(self, request: pb.BlockCallerRequest,
+                          context: grpc.aio.ServicerContext) -> pb.BlockCallerResponse:
+        rules.require_e164(request.caller_number)
+        rules.require_id("blocked_by", request.blocked_by)
+        require_text("note", request.note)
+        row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
+        await self._changed(GEN_BLOCKLIST)
+        return pb.BlockCallerResponse(blocked_caller=blocked_message(row))
+
+    async def UnblockCaller(self, request: pb.UnblockCallerRequest,
+                            context: grpc.aio.ServicerContext) -> pb.UnblockCallerResponse:
+        rules.require_e164(request.caller_number)
+        rules.require_id("unblocked_by", request.unblocked_by)
+        require_text("note", request.note)
+        row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
+        await self._changed(GEN_BLOCKLIST)
+        return pb.UnblockCallerResponse(blocked_caller=blocked_message(row))
+
+    async def ListBlockedCallers(self, request: pb.ListBlockedCallersRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.ListBlockedCallersResponse:
+        size = page_size(request.page_size)
+        before = None
+        if request.page_token:
+            at, number = decode_token(request.page_token)
+            before = (dt.datetime.fromisoformat(at), number)
+        rows = await self._store.blocked_page(before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        token = encode_token(rows[-1]["blocked_at"].isoformat(), rows[-1]["caller_number"]) if more else ""
+        return pb.ListBlockedCallersResponse(blocked_callers=[blocked_message(r) for r in rows], next_page_token=token)
+
+    # ------------------------------------------------------------ missed calls
+
+    async def ListMissedCalls(self, request: pb.ListMissedCallsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
+        rules.require_id("contractor_id", request.contractor_id)
+        size = page_size(request.page_size)
+        end = request.period_end.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_end") else dt.datetime.now(dt.UTC)
+        start = (request.period_start.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_start")
+                 else end - dt.timedelta(days=30))
+        if start >= end:
+            raise InvalidArgument("period_start must be before period_end", field="period_start")
+        before = None
+        if request.page_token:
+            at, step_id = decode_token(request.page_token)
+            before = (dt.datetime.fromisoformat(at), int(step_id))
+        rows = await self._store.missed_calls(request.contractor_id, start, end, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return pb.ListMissedCallsResponse(
+            missed_calls=[pb.MissedCall(
+                call_id=r["call_id"], zip=r["zip"], missed_at=_ts(r["at"]), position=POSITION_PB[r["position"]],
+                skip_reason=_SKIPS.get(r["skip_reason"], pb.SKIP_REASON_UNSPECIFIED),
+                ring_outcome=_RINGS.get(r["ring_outcome"], pb.RING_OUTCOME_UNSPECIFIED),
+                message=r["message"], rate_cents=r["rate_cents"]) for r in rows],
+            next_page_token=encode_token(rows[-1]["at"].isoformat(), rows[-1]["step_id"]) if more else "")

@@ -1,0 +1,103 @@
+"""A Redis Streams consumer-group reader: at least once, resumes after a restart, and takes over the
+pending entries of a consumer that died (XAUTOCLAIM). The handler must be idempotent: an entry is
+acknowledged only after it returned, so a crash in between delivers the entry again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as redis
+
+log = logging.getLogger("callersync.routing.streams")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+Handler = Callable[[Sequence[Entry]], Awaitable[None]]
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class StreamConsumer:
+    def __init__(self, client: redis.Redis, stream: str, group: str, handler: Handler, *, consumer: str = "",
+                 batch_size: int = 200, block_ms: int = 500, claim_idle_ms: int = 30_000) -> None:
+        self._redis = client
+        self.stream = stream
+        self._group = group
+        self._handler = handler
+        self.consumer = consumer or consumer_name()
+        self._batch_size = batch_size
+        self._block_ms = block_ms
+        self._claim_idle_ms = claim_idle_ms
+        self._task: asyncio.Task[None] | None = None
+        self._group_ready = False
+
+    async def ensure_group(self) -> None:
+        if self._group_ready:
+            return
+        try:
+            # From the stream's start: a new group (a first deployment) replays every event still kept.
+            await self._redis.xgroup_create(self.stream, self._group, id="0", mkstream=True)
+        except redis.ResponseError as err:
+            if "BUSYGROUP" not in str(err):
+                raise
+        self._group_ready = True
+
+    async def poll_once(self, block: bool = False) -> int:
+        """Handles this consumer's own pending entries, then dead consumers' idle ones, then new ones."""
+        await self.ensure_group()
+        handled = 0
+        # Our own unacknowledged entries: what a restart under the same name left behind.
+        own = await self._redis.xreadgroup(self._group, self.consumer, {self.stream: "0"}, count=self._batch_size)
+        handled += await self._handle(own[0][1] if own else [])
+        start = "0-0"
+        while True:
+            start, claimed, *_ = await self._redis.xautoclaim(
+                self.stream, self._group, self.consumer, self._claim_idle_ms, start_id=start, count=self._batch_size)
+            handled += await self._handle(claimed)
+            if start in (b"0-0", "0-0") or not claimed:
+                break
+        fresh = await self._redis.xreadgroup(self._group, self.consumer, {self.stream: ">"},
+                                             count=self._batch_size, block=self._block_ms if block else None)
+        handled += await self._handle(fresh[0][1] if fresh else [])
+        return handled
+
+    async def drain(self) -> int:
+        total = 0
+        while n := await self.poll_once():
+            total += n
+        return total
+
+    async def _handle(self, entries: Sequence[Entry]) -> int:
+        entries = [(eid, fields) for eid, fields in entries if fields is not None]  # trimmed away meanwhile
+        if not entries:
+            return 0
+        await self._handler(entries)
+        await self._redis.xack(self.stream, self._group, *[eid for eid, _ in entries])
+        return len(entries)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"stream-consumer:{self.stream}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.poll_once(block=True)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # PostgreSQL or Redis away: keep the entries pending and try again
+                log.warning("consumer %s of %s: %s; will retry", self.consumer, self.stream, err)
+                await asyncio.sleep(1)

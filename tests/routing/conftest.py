@@ -1,0 +1,60 @@
+"""Routing in-process against the real wallet (and the real billing for the rate-card fallback)."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import random
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+
+from callersync.routing.v1 import routing_pb2_grpc
+from services.billing.app import BILLING
+from services.routing.app import build
+from services.routing.config import RoutingConfig
+from services.runtime.config import Settings
+
+CONFIG = RoutingConfig(claim_idle_ms=300, burst_max_calls=5, burst_window_s=60)
+
+
+@pytest.fixture(scope="session")
+async def billing_target(settings: Settings, wallet_target: str) -> AsyncIterator[str]:
+    server = await BILLING.build(dataclasses.replace(settings, wallet_target=wallet_target), 0)
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+
+
+@pytest.fixture(scope="session")
+def routing_settings(settings: Settings, wallet_target: str, billing_target: str) -> Settings:
+    return dataclasses.replace(settings, wallet_target=wallet_target, billing_target=billing_target)
+
+
+@pytest.fixture(scope="session")
+async def routing_target(routing_settings: Settings) -> AsyncIterator[str]:
+    server = await build(routing_settings, 0, CONFIG)
+    port = await server.start()
+    yield f"127.0.0.1:{port}"
+    await server.stop(1)
+
+
+@pytest.fixture(scope="session")
+async def routing(routing_target: str) -> AsyncIterator[routing_pb2_grpc.RoutingServiceStub]:
+    async with grpc.aio.insecure_channel(routing_target) as channel:
+        yield routing_pb2_grpc.RoutingServiceStub(channel)
+
+
+_zips = itertools.count(random.randrange(100, 900) * 100)
+
+
+@pytest.fixture
+def zip_code() -> str:
+    """A ZIP no other test of this session uses."""
+    return f"{next(_zips) % 100000:05d}"
+
+
+@pytest.fixture
+def make_zip():
+    return lambda: f"{next(_zips) % 100000:05d}"

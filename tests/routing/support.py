@@ -1,0 +1,104 @@
+"""Helpers the routing tests share: billing events on the stream (the contract), claims, wallets, calls."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import itertools
+import random
+import uuid
+
+import asyncpg
+import redis.asyncio as redis
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from callersync.billing.v1 import events_pb2
+from callersync.routing.v1 import routing_pb2 as pb
+from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.routing.billing_events import STREAM
+
+# Far above any id billing's own outbox hands out in a test session, so the two never collide.
+_event_ids = itertools.count(10**12 + random.randrange(10**9) * 1000)
+
+
+def next_event_id() -> int:
+    return next(_event_ids)
+
+
+def ts(moment: dt.datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(moment)
+    return out
+
+
+async def publish(client: redis.Redis, event: events_pb2.BillingEvent, stream: str = STREAM) -> int:
+    """What billing's outbox relay does: one entry with the event id, its kind and the serialized event."""
+    if not event.event_id:
+        event.event_id = next_event_id()
+    event.occurred_at.CopyFrom(ts(dt.datetime.now(dt.UTC)))
+    await client.xadd(stream, {"event_id": event.event_id, "type": event.WhichOneof("event"),
+                               "data": event.SerializeToString()})
+    return event.event_id
+
+
+def rate_event(zip_code: str, cents: int, effective_from: dt.datetime | None = None) -> events_pb2.BillingEvent:
+    when = effective_from or dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)
+    return events_pb2.BillingEvent(zip_rate_changed=events_pb2.ZipRateChanged(
+        zip=zip_code, rate_cents=cents, effective_from=ts(when), set_by="test"))
+
+
+async def eventually(check, timeout_s: float = 10.0, what: str = "condition"):
+    """Polls an async check until it returns something truthy (consumers and relays run in the background)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def price(client: redis.Redis, db: asyncpg.Pool, zip_code: str, cents: int) -> None:
+    """Sets a ZIP's rate the way billing does (an event), and waits until routing applied it."""
+    await publish(client, rate_event(zip_code, cents))
+
+    async def applied():
+        return await db.fetchval(
+            "SELECT rate_cents = $2 FROM routing.zip_rates WHERE zip = $1 AND effective_from <= now()"
+            " ORDER BY effective_from DESC LIMIT 1", zip_code, cents)
+
+    await eventually(applied, what=f"rate of {zip_code}")
+
+
+async def claim(routing, contractor_id: str, zip_code: str, position=pb.CLAIM_POSITION_PRIMARY, rank: int = 0):
+    return await routing.ClaimZip(pb.ClaimZipRequest(contractor_id=contractor_id, zip=zip_code, position=position,
+                                                     backup_rank=rank))
+
+
+async def top_up(wallet, contractor_id: str, cents: int):
+    key = uuid.uuid4().hex
+    return await wallet.TopUp(wpb.TopUpRequest(contractor_id=contractor_id, amount_cents=cents,
+                                               payment_reference=f"pay-{key}", idempotency_key=key))
+
+
+async def get_wallet(wallet, contractor_id: str) -> wpb.Wallet:
+    return (await wallet.GetWallet(wpb.GetWalletRequest(contractor_id=contractor_id))).wallet
+
+
+def caller() -> str:
+    """A caller number of its own, so no test trips another's burst limit."""
+    return f"+1{random.randrange(2_000_000_000, 9_999_999_999)}"
+
+
+def new_call() -> str:
+    return f"call-{uuid.uuid4().hex[:16]}"
+
+
+async def route(routing, zip_code: str, number: str | None = None, call_id: str | None = None):
+    return await routing.RouteCall(pb.RouteCallRequest(call_id=call_id or new_call(), zip=zip_code,
+                                                       caller_number=number or caller()))
+
+
+def contractors(n: int) -> list[str]:
+    return [f"ctr-{uuid.uuid4().hex[:12]}" for _ in range(n)]
