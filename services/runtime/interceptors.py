@@ -10,11 +10,12 @@ from typing import Any
 
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import propagate
 
 from services.runtime import telemetry
-from services.runtime.errors import DomainError
+from services.runtime.errors import DomainError, InvalidArgument
 
 log = logging.getLogger("callersync.rpc")
 
@@ -28,6 +29,19 @@ def status_details(err: DomainError) -> bytes:
     detail.Pack(info)
     status = status_pb2.Status(code=err.code.value[0], message=err.message, details=[detail])
     return status.SerializeToString()
+
+
+def _parse(parse: Callable[[bytes], Any] | None, raw: Any, method: str) -> Any:
+    if parse is None or not isinstance(raw, bytes):
+        return raw
+    try:
+        return parse(raw)
+    except DecodeError:
+        raise InvalidArgument(
+            f"the request is not a valid {method.rsplit('/', 1)[-1]} message (malformed protobuf or a string "
+            "field that is not UTF-8)",
+            reason="MALFORMED_REQUEST",
+        ) from None
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -44,6 +58,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
+        parse = handler.request_deserializer
         method = handler_call_details.method
         tracer, latency = self._tracer, self._latency
         # The caller's trace context (W3C traceparent in the metadata): this call's span joins its trace.
@@ -54,7 +69,7 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             code = "OK"
             with tracer.start_as_current_span(method, context=parent, kind=telemetry.SERVER_KIND) as span:
                 try:
-                    return await inner(request, context)
+                    return await inner(_parse(parse, request, method), context)
                 except DomainError as err:
                     code = err.code.name
                     span.set_attribute("rpc.grpc.status_code", err.code.value[0])
@@ -88,6 +103,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary,
-            request_deserializer=handler.request_deserializer,
+            # Parsed inside the handler: a malformed message (invalid UTF-8, truncated bytes) is then the
+            # caller's INVALID_ARGUMENT, where grpc's own deserialisation failure would answer INTERNAL.
+            request_deserializer=None,
             response_serializer=handler.response_serializer,
         )
