@@ -1,0 +1,128 @@
+"""Bearer tokens and scopes: no token 401, a contractor reaches only their own resources, operators everything."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+
+from services.gateway import tokens
+from tests.gateway.conftest import OLD_KEY, bearer, token
+
+
+async def test_no_token_is_401_with_a_bearer_challenge(call, contractor):
+    status, body, headers = await call("GET", f"/v1/wallets/{contractor}")
+    assert status == 401
+    assert body["code"] == 16  # UNAUTHENTICATED
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_bad_tokens_are_401(call, contractor):
+    now_claims = {"sub": "x", "role": "operator", "exp": 4_000_000_000}
+    unsigned = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
+    claims = base64.urlsafe_b64encode(json.dumps(now_claims).encode()).rstrip(b"=").decode()
+    for bad in (
+        "not-a-jwt",
+        f"{unsigned}.{claims}.",  # alg none
+        tokens.mint(now_claims, b"some other key"),
+        token("operator", ttl_s=-3600),  # expired an hour ago
+        tokens.mint({"sub": "x", "role": "operator"}, b"gateway-test-key-new"),  # no exp
+    ):
+        status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(bad))
+        assert (status, body["code"]) == (401, 16), (bad, body)
+    status, _, _ = await call("GET", f"/v1/wallets/{contractor}", headers={"Authorization": "Basic YTpi"})
+    assert status == 401
+
+
+async def test_a_token_signed_with_the_previous_key_still_works(call, contractor):
+    status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(token("operator", key=OLD_KEY)))
+    assert status == 404, body  # authenticated; the wallet just does not exist
+
+
+async def test_a_token_without_a_known_role_or_contractor_id_is_403(call, contractor):
+    for role, contractor_id in (("admin", ""), ("contractor", "")):
+        status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(token(role, contractor_id)))
+        assert (status, body["code"]) == (403, 7), body
+
+
+async def test_a_contractor_token_cannot_reach_another_contractors_wallet(call, contractor, as_contractor):
+    other = f"ctr-{uuid.uuid4().hex[:12]}"
+    for method, path, kwargs in (
+        ("GET", f"/v1/wallets/{other}", {}),
+        ("GET", f"/v1/wallets/{other}/entries", {}),
+        ("POST", f"/v1/wallets/{other}:topUp", {"json": {"amountCents": "2500"}}),
+        ("PUT", f"/v1/wallets/{other}/lowBalanceAlert", {"json": {"thresholdCents": "1"}}),
+    ):
+        status, body, _ = await call(method, path, headers=as_contractor, **kwargs)
+        assert (status, body["code"]) == (403, 7), (method, path, body)
+
+
+async def test_ids_in_query_and_body_are_checked_too(call, contractor, as_contractor, recorder):
+    other = f"ctr-{uuid.uuid4().hex[:12]}"
+    status, _, _ = await call("GET", "/v1/refundCases", params={"contractorId": other}, headers=as_contractor)
+    assert status == 403
+    status, _, _ = await call("GET", "/v1/zips/94107/claims", params={"contractor_id": other}, headers=as_contractor)
+    assert status == 403
+    assert recorder.calls == []
+
+
+async def test_a_contractor_listing_without_an_id_gets_only_their_own(call, contractor, as_contractor, recorder):
+    status, body, _ = await call("GET", "/v1/refundCases", headers=as_contractor)
+    assert status == 200, body
+    assert recorder.last("/callersync.billing.v1.BillingService/ListRefundCases").request.contractor_id == contractor
+    status, body, _ = await call("GET", "/v1/zips/94107/claims", headers=as_contractor)
+    assert status == 200, body
+    request = recorder.last("/callersync.routing.v1.RoutingService/ListClaims").request
+    assert (request.zip, request.contractor_id) == ("94107", contractor)
+
+
+async def test_operator_only_calls_refuse_contractors_and_admit_operators(call, as_contractor, operator, recorder):
+    operator_calls = (
+        ("POST", "/v1/refundCases/case-1:resolve", {"resolution": "REFUND_RESOLUTION_APPROVE", "reviewer": "r"}),
+        ("PUT", "/v1/zips/94107/rate", {"rateCents": "4500", "setBy": "ops"}),
+        ("POST", "/v1/blockedCallers", {"callerNumber": "+14155550123", "blockedBy": "ops"}),
+        ("GET", "/v1/calls/call-1:explain", None),  # keyed by call id: not mappable to a contractor
+    )
+    for method, path, body in operator_calls:
+        kwargs = {"json": body} if body is not None else {}
+        status, reply, _ = await call(method, path, headers=as_contractor, **kwargs)
+        assert (status, reply["code"]) == (403, 7), (path, reply)
+    assert recorder.calls == []
+    for method, path, body in operator_calls:
+        kwargs = {"json": body} if body is not None else {}
+        status, reply, _ = await call(method, path, headers=operator, **kwargs)
+        assert status == 200, (path, reply)
+    assert len(recorder.calls) == len(operator_calls)
+
+
+async def test_a_contractor_reads_the_public_rate_card(call, as_contractor, recorder):
+    status, body, _ = await call("GET", "/v1/rateCard", headers=as_contractor)
+    assert status == 200, body
+    recorder.last("/callersync.billing.v1.BillingService/GetRateCard")
+
+
+async def test_a_contractor_requests_a_refund_on_their_own_charge_only(call, contractor, as_contractor, recorder):
+    body = {"reason": "REFUND_REASON_SPAM", "idempotencyKey": "k1"}
+    status, reply, _ = await call("POST", f"/v1/contractors/{contractor}/charges/ch-1:requestRefund", json=body,
+                                  headers=as_contractor)
+    assert status == 200, reply
+    request = recorder.last("/callersync.billing.v1.BillingService/RequestRefund").request
+    assert (request.contractor_id, request.charge_id) == (contractor, "ch-1")
+    status, reply, _ = await call("POST", "/v1/contractors/someone-else/charges/ch-1:requestRefund", json=body,
+                                  headers=as_contractor)
+    assert status == 403
+
+
+async def test_refusals_are_logged_without_the_token(call, contractor, as_contractor, caplog):
+    caplog.set_level(logging.WARNING, logger="callersync.gateway.refusals")
+    await call("GET", f"/v1/wallets/{contractor}")
+    await call("GET", "/v1/wallets/someone-else", headers=as_contractor)
+    await call("GET", f"/v1/wallets/{contractor}", headers=bearer("garbage.token.value"))
+    records = [r for r in caplog.records if r.name == "callersync.gateway.refusals"]
+    assert len(records) == 3
+    text = "\n".join(r.getMessage() for r in records)
+    assert "status=401" in text and "status=403" in text
+    assert f"user-of-{contractor}" in text  # who was refused
+    assert as_contractor["Authorization"].split()[1] not in text
+    assert "garbage" not in text
