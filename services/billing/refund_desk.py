@@ -48,7 +48,7 @@ class RefundDesk:
             duplicates = await self._duplicates(charge)
         verdict = refunds.triage(
             request.reason, charge["charged_at"], await self._store.now(), self._window_days,
-            bool(charge["recording_uri"]), bool(charge["transcript_uri"]),
+            charge["kind"] == "call", bool(charge["recording_uri"]), bool(charge["transcript_uri"]),
             bool(duplicates) if request.reason == pb.REFUND_REASON_DOUBLE_BILL else None,
         )
         approved = verdict.state == "approved"

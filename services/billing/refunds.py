@@ -62,10 +62,11 @@ def window_closes(charged_at: dt.datetime, window_days: int) -> dt.datetime:
     return charged_at + dt.timedelta(days=window_days)
 
 
-def triage(reason: int, charged_at: dt.datetime, now: dt.datetime, window_days: int, has_recording: bool,
-           has_transcript: bool, duplicate_found: bool | None) -> Triage:
+def triage(reason: int, charged_at: dt.datetime, now: dt.datetime, window_days: int, is_call: bool,
+           has_recording: bool, has_transcript: bool, duplicate_found: bool | None) -> Triage:
     """Decides at once what can be decided without an operator. duplicate_found is the ledger's answer for a
-    double bill (None when not asked)."""
+    double bill (None when not asked). Policy: "Every billable call carries a recording ... and a transcript";
+    a booking is proven by the appointment, so only a call charge is undefendable without them."""
     closes = window_closes(charged_at, window_days)
     if now > closes:
         return Triage("rejected_out_of_window", True,
@@ -73,7 +74,7 @@ def triage(reason: int, charged_at: dt.datetime, now: dt.datetime, window_days: 
                       f"{charged_at:%Y-%m-%d} and the window closed {closes:%Y-%m-%d}.")
     if reason in INELIGIBLE:
         return Triage("rejected_ineligible", True, INELIGIBLE[reason])
-    if not (has_recording and has_transcript):
+    if is_call and not (has_recording and has_transcript):
         missing = " and ".join(w for w, ok in (("recording", has_recording), ("transcript", has_transcript)) if not ok)
         return Triage("approved", True,
                       f"Approved: the charge has no {missing}, the source of truth for a refund, so it cannot be "

@@ -251,10 +251,15 @@ class Settlement:
             await self._store.note_failure("bookings", "booking_id", booking_id, err.message)
             raise
         self._fault.crash_point()
+        # The AI call's recording and transcript, when that call was reported, are the booking's evidence.
+        rated = await self._store.get_rated_call(row["call_id"])
+        call = pb.FinishedCall.FromString(bytes(rated["facts"])) if rated else pb.FinishedCall()
         return await self._store.finish_booking(booking_id, entry.entry_id, {
             "charge_id": row["charge_id"], "contractor_id": row["contractor_id"], "kind": "booking",
-            "call_id": row["call_id"], "booking_id": booking_id, "amount_cents": row["fee_cents"],
+            "call_id": row["call_id"], "booking_id": booking_id, "zip": call.zip, "amount_cents": row["fee_cents"],
             "wallet_entry_id": entry.entry_id, "charged_at": row["scheduled_at"],
+            "recording_uri": call.recording.uri, "disclosure_played": call.recording.disclosure_played,
+            "transcript_uri": call.transcript_uri,
         })
 
     # ------------------------------------------------------------ refunds
