@@ -130,6 +130,10 @@ def up(data_dir: pathlib.Path) -> int:
             env["CALLERSYNC_REDIS_URL"] = vk.start()
             print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
         run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
+        from services.gateway import app as gateway, tokens as gateway_tokens
+
+        if not settings.jwt_secret:  # a dev key kept in the data dir; tokens: python -m services.gateway.tokens
+            env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(data_dir)
         for name in SERVICES:
             children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
         for name in SERVICES:
@@ -137,9 +141,14 @@ def up(data_dir: pathlib.Path) -> int:
             if not wait_healthy(target, 30):
                 print(f"{name} did not become healthy on {target}; stopping", file=sys.stderr)
                 return 1
+        children["gateway"] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env)
+        if not gateway.wait_healthy(settings.host, settings.gateway_port, 30):
+            print(f"gateway did not become healthy on port {settings.gateway_port}; stopping", file=sys.stderr)
+            return 1
         print(
             "CallerSync is up: "
             + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
+            + f", gateway {settings.host}:{settings.gateway_port} (HTTP/JSON, /openapi.json)"
             + f"\n  try: grpcurl -plaintext {settings.host}:{settings.wallet_port} list\n  Ctrl-C stops everything.",
             flush=True,
         )
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     up_cmd = commands.add_parser("up", help="run PostgreSQL and Valkey (embedded unless configured) and all services")
     up_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help="where embedded servers keep data")
     serve_cmd = commands.add_parser("serve", help="run one service (for deployments)")
-    serve_cmd.add_argument("service", choices=sorted(SERVICES))
+    serve_cmd.add_argument("service", choices=sorted(SERVICES) + ["gateway"])
     serve_cmd.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="apply every service's pending migrations")
     commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
@@ -180,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(getattr(args, "service", args.command), settings)
     if args.command == "up":
         sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir)))
+    if args.command == "serve" and args.service == "gateway":
+        from services.gateway.app import serve as serve_gateway
+
+        run(serve_gateway(args.port))
+        return
     if args.command == "serve":
         run(serve(args.service, args.port))
         return

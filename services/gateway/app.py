@@ -25,10 +25,12 @@ from typing import Any
 import grpc
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from opentelemetry import propagate, trace
 
 from services.gateway import access, openapi, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
 from services.runtime import telemetry
+from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 
 log = logging.getLogger("callersync.gateway")
@@ -78,6 +80,8 @@ class Gateway:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[tuple[str, str], Any] = {}
         self._runner: web.AppRunner | None = None
+        self._tracer = telemetry.tracer("gateway")
+        self._latency = telemetry.rpc_latency_histogram("gateway")
         if not self.keys:
             log.warning("CALLERSYNC_JWT_SECRET is not set: every API request will be refused (401)")
 
@@ -93,7 +97,8 @@ class Gateway:
 
     async def start(self, port: int) -> int:
         for name, target in self.targets.items():
-            self._channels[name] = grpc.aio.insecure_channel(target)
+            # TLS / mutual TLS from the settings, and trace context on every call, like every service's clients.
+            self._channels[name] = client_channel(target, "gateway", self.settings)
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(
@@ -219,12 +224,26 @@ class Gateway:
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
         request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        response = await self._transcode_and_call(request, request_id)
+        started = time.perf_counter()
+        # One SERVER span per HTTP request, joining the caller's trace when it sent a traceparent.
+        with self._tracer.start_as_current_span(
+            f"HTTP {request.method}", context=propagate.extract(request.headers), kind=telemetry.SERVER_KIND
+        ) as span:
+            routed = ["unrouted"]  # the gRPC method, once known, for the latency histogram
+            response = await self._transcode_and_call(request, request_id, routed)
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("http.response.status_code", response.status)
+            if response.status >= 500:
+                span.set_status(trace.Status(trace.StatusCode.ERROR))
+        self._latency.record(
+            (time.perf_counter() - started) * 1000.0,
+            {"rpc.method": routed[0], "http.status": response.status},
+        )
         response.headers["X-Request-Id"] = request_id
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    async def _transcode_and_call(self, request: web.Request, request_id: str) -> web.Response:
+    async def _transcode_and_call(self, request: web.Request, request_id: str, routed: list[str]) -> web.Response:
         principal = self._authenticate(request)
         if isinstance(principal, web.Response):
             return principal
@@ -238,6 +257,8 @@ class Gateway:
                 )
             return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {raw_path}")
         binding = match.binding
+        routed[0] = binding.rpc_path
+        trace.get_current_span().update_name(f"{request.method} {binding.template.source}")
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as err:
@@ -256,7 +277,6 @@ class Gateway:
             ("x-callersync-subject", principal.subject),
             ("x-callersync-role", principal.role),
         )
-        started = time.perf_counter()
         try:
             reply = await self._callable(binding)(message, timeout=DEADLINE_S, metadata=metadata)
         except grpc.aio.AioRpcError as err:
@@ -264,7 +284,6 @@ class Gateway:
             level = logging.WARNING if transcoding.http_status(code) >= 500 else logging.DEBUG
             log.log(level, "%s -> %s %s request_id=%s", binding.rpc_path, code.name, err.details(), request_id)
             return error_response(code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata()))
-        log.debug("%s ok in %.1f ms request_id=%s", binding.rpc_path, (time.perf_counter() - started) * 1e3, request_id)
         return _json(transcoding.response_json(binding, reply))
 
 
