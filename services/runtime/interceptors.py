@@ -16,6 +16,7 @@ from opentelemetry import propagate
 
 from services.runtime import telemetry
 from services.runtime.errors import DomainError, InvalidArgument
+from services.runtime.failures import as_domain_error
 
 log = logging.getLogger("callersync.rpc")
 
@@ -70,14 +71,6 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             with tracer.start_as_current_span(method, context=parent, kind=telemetry.SERVER_KIND) as span:
                 try:
                     return await inner(_parse(parse, request, method), context)
-                except DomainError as err:
-                    code = err.code.name
-                    span.set_attribute("rpc.grpc.status_code", err.code.value[0])
-                    await context.abort(
-                        err.code,
-                        err.message,
-                        trailing_metadata=(("grpc-status-details-bin", status_details(err)),),
-                    )
                 except NotImplementedError:
                     code = "UNIMPLEMENTED"
                     await context.abort(
@@ -86,15 +79,26 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 except (grpc.aio.AbortError, asyncio.CancelledError):
                     code = "ABORTED_BY_HANDLER"
                     raise
-                except Exception:
-                    code = "INTERNAL"
-                    # The caller gets no stack trace; the log has it, keyed by the trace id.
-                    trace_id = telemetry.current_trace_id()
-                    log.exception("unhandled error in %s trace_id=%s", method, trace_id)
+                except Exception as err:
+                    refusal = as_domain_error(err)
+                    if refusal is None:
+                        code = "INTERNAL"
+                        # The caller gets no stack trace; the log has it, keyed by the trace id.
+                        trace_id = telemetry.current_trace_id()
+                        log.exception("unhandled error in %s trace_id=%s", method, trace_id)
+                        await context.abort(
+                            grpc.StatusCode.INTERNAL,
+                            f"internal error in {method}; nothing was changed if the call moves money. "
+                            f"Report trace id {trace_id or 'n/a'} to the CallerSync on-call engineer.",
+                        )
+                    if refusal is not err:
+                        log.warning("%s: %s (%s)", method, refusal.message, type(err).__name__)
+                    code = refusal.code.name
+                    span.set_attribute("rpc.grpc.status_code", refusal.code.value[0])
                     await context.abort(
-                        grpc.StatusCode.INTERNAL,
-                        f"internal error in {method}; nothing was changed if the call moves money. "
-                        f"Report trace id {trace_id or 'n/a'} to the CallerSync on-call engineer.",
+                        refusal.code,
+                        refusal.message,
+                        trailing_metadata=(("grpc-status-details-bin", status_details(refusal)),),
                     )
                 finally:
                     latency.record(
