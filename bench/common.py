@@ -176,6 +176,18 @@ def serve_subprocess(service: str, env: dict[str, str], port: int) -> Iterator[s
             child.wait()
 
 
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time the processes used so far (Linux /proc); 0 for any that is gone."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_load() -> str:
     """The 1-minute load average and core count, so figures can be read against what else was running."""
     one, five, _ = os.getloadavg()

@@ -74,6 +74,7 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         await channel.channel_ready()
         await asyncio.sleep(max(0.0, start_at - time.time()))
+        cpu_started = time.process_time()
 
         async def client(c: int) -> None:
             nonlocal acknowledged
@@ -97,7 +98,8 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
                     latencies.append(took)
 
         await asyncio.gather(*(client(c) for c in range(clients)))
-    return {"latencies": latencies, "acknowledged": acknowledged, "errors": dict(errors)}
+        cpu_s = time.process_time() - cpu_started
+    return {"latencies": latencies, "acknowledged": acknowledged, "errors": dict(errors), "cpu_s": cpu_s}
 
 
 def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds) -> dict:
@@ -109,30 +111,50 @@ def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, sec
         return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds))
 
 
-def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str) -> dict:
+def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str,
+                server_pids: list[int], pg_pids: list[int]) -> dict:
     """64 clients split over args.client_procs load processes; returns the measured window's figures."""
     procs = args.client_procs
     share = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
     start_at = time.time() + 3.0  # time for the load processes to start and connect
     ctx = multiprocessing.get_context("spawn")
     with concurrent.futures.ProcessPoolExecutor(max_workers=procs, mp_context=ctx) as pool:
+        # CPU per charge, whatever else the machine is doing: wallet processes and PostgreSQL backends.
+        cpu_before = (common.cpu_seconds(server_pids), common.cpu_seconds(pg_pids), time.perf_counter())
         futures = [
             pool.submit(_load_process, targets, wallets, share[i], f"{run_id}-w{i}", start_at, args.warmup,
                         args.seconds)
             for i in range(procs)
         ]
         parts = [f.result() for f in futures]
+        cpu_after = (common.cpu_seconds(server_pids), common.cpu_seconds(pg_pids), time.perf_counter())
     latencies = [x for p in parts for x in p["latencies"]]
     errors: collections.Counter[str] = collections.Counter()
     for p in parts:
         errors.update(p["errors"])
+    acknowledged = sum(p["acknowledged"] for p in parts)
     return {
         "charges_per_s": len(latencies) / args.seconds,
+        "wallet_cpu_us_per_charge": (cpu_after[0] - cpu_before[0]) / max(1, acknowledged) * 1e6,
+        "postgres_cpu_us_per_charge": (cpu_after[1] - cpu_before[1]) / max(1, acknowledged) * 1e6,
+        "client_cpu_us_per_charge": sum(p["cpu_s"] for p in parts) / max(1, acknowledged) * 1e6,
         "p50_ms": common.percentile(latencies, 50) * 1000,
         "p99_ms": common.percentile(latencies, 99) * 1000,
-        "acknowledged": sum(p["acknowledged"] for p in parts),
+        "acknowledged": acknowledged,
         "errors": dict(errors),
     }
+
+
+async def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends connected to the wallet's database (its pool), whose CPU the charges cost."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
 
 
 async def verify(url: str, acknowledged: int) -> dict:
@@ -142,10 +164,13 @@ async def verify(url: str, acknowledged: int) -> dict:
     conn = await asyncpg.connect(url)
     try:
         charges = await conn.fetchval("SELECT count(*) FROM wallet.entries WHERE kind = 'charge'")
+        # Entries committed together share their inserting transaction id: how well group commit coalesced.
+        commits = await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM wallet.entries WHERE kind = 'charge'")
         problems = {name: len(rows) for name, rows in (await reconcile(conn)).items() if rows}
     finally:
         await conn.close()
     return {"charges_in_ledger": charges, "acknowledged": acknowledged, "reconcile_problems": problems,
+            "commits": commits, "charges_per_commit": charges / max(1, commits),
             "ok": charges == acknowledged and not problems}
 
 
@@ -175,18 +200,23 @@ async def main_async(args: argparse.Namespace) -> dict:
                 env["CALLERSYNC_DB_POOL_SIZE"] = str(args.pool_size)
             targets = [f"127.0.0.1:{p}" for p in ports]
             with contextlib.ExitStack() as stack:
-                for port in ports:
-                    stack.enter_context(common.serve_subprocess("wallet", env, port))
+                server_pids = [stack.enter_context(common.serve_subprocess("wallet", env, port)).pid
+                               for port in ports]
                 wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
                 await _top_up(targets, wallets, run_id)
                 print(f"topped up {len(wallets)} wallets; charging with {args.clients} clients for "
                       f"{args.seconds}s after {args.warmup}s warm-up ...", flush=True)
-                charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id)
+                charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
+                                                await backend_pids(wallet_db))
             figures["load_during_charges"] = common.cpu_load()
-            figures.update({k: charges[k] for k in ("charges_per_s", "p50_ms", "p99_ms", "errors")})
+            figures.update({k: charges[k] for k in ("charges_per_s", "p50_ms", "p99_ms", "errors",
+                                                       "wallet_cpu_us_per_charge", "postgres_cpu_us_per_charge",
+                                                       "client_cpu_us_per_charge")})
             figures["verify"] = await verify(wallet_db, charges["acknowledged"])
             print(f"charges/s {charges['charges_per_s']:.0f}  p50 {charges['p50_ms']:.1f} ms  "
-                  f"p99 {charges['p99_ms']:.1f} ms  errors {charges['errors'] or 'none'}  "
+                  f"p99 {charges['p99_ms']:.1f} ms  CPU/charge wallet {charges['wallet_cpu_us_per_charge']:.0f} us "
+              f"postgres {charges['postgres_cpu_us_per_charge']:.0f} us client {charges['client_cpu_us_per_charge']:.0f} us  errors {charges['errors'] or 'none'}  "
+                  f"{figures['verify']['charges_per_commit']:.1f} charges/commit  "
                   f"ledger check {'ok' if figures['verify']['ok'] else 'FAILED ' + str(figures['verify'])}",
                   flush=True)
 

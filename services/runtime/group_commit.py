@@ -19,9 +19,13 @@ class GroupCommitter(Generic[Item, Result]):
         *,
         max_batch: int = 256,
         max_in_flight: int = 2,
+        retry_alone: bool = True,
     ) -> None:
         self._run_batch = run_batch
         self._max_batch = max_batch
+        # False where a batch fails only as a whole (a lost connection): retrying each alone would multiply
+        # the wait for an outage by the batch size.
+        self._retry_alone = retry_alone
         self._slots = asyncio.Semaphore(max_in_flight)
         self._queue: list[tuple[Item, asyncio.Future[Result]]] = []
         self._dispatching = False
@@ -60,7 +64,7 @@ class GroupCommitter(Generic[Item, Result]):
             try:
                 results = await self._run_batch([item for item, _ in batch])
             except Exception:
-                if len(batch) == 1:
+                if len(batch) == 1 or not self._retry_alone:
                     raise
                 # One poisoned request must not fail its neighbours: retry each alone.
                 await asyncio.gather(*(self._commit([pair]) for pair in batch))

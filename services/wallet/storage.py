@@ -49,7 +49,12 @@ class Posted:
 class WalletStore:
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 256) -> None:
         self._pool = pool
-        self._committer: GroupCommitter[EntryOp, Posted] = GroupCommitter(self._post_batch, max_batch=max_batch)
+        # One batch in flight: the posts arriving during its commit wait and go together in the next. Measured
+        # (bench/wallet_charge.py) about twice the posts per commit of two in flight, and less CPU per post in
+        # both this process and PostgreSQL; the Charge path is CPU-bound, not commit-latency-bound.
+        self._committer: GroupCommitter[EntryOp, Posted] = GroupCommitter(
+            self._post_batch, max_batch=max_batch, max_in_flight=1
+        )
 
     async def post(self, op: EntryOp) -> Posted:
         """Appends op's entry exactly once per idempotency key, sharing a commit with concurrent posts."""
