@@ -1,11 +1,11 @@
-"""What the HTTP/JSON gateway adds: GetWallet straight over gRPC versus GET /v1/wallets/{id} through the gateway.
+"""What the HTTP/JSON gateway adds: GetWallet over gRPC versus GET /v1/wallets/{id} through the gateway.
 
     python bench/gateway_overhead.py            # --seconds S --clients C --wallets W; --help
 
 The wallet and the gateway run as `python -m services.cli serve` subprocesses in a scratch database. Setup
-(untimed) tops up W wallets. Then C concurrent clients read random wallets for S seconds, first over gRPC, then
-over HTTP with a contractor token each (so the JWT check, transcoding and scope check are all paid). Prints
-requests per second, p50/p99 latency and the gateway's CPU seconds per 1,000 requests."""
+(untimed) tops up W wallets. Then C concurrent clients read random wallets for S seconds, first over gRPC,
+then over HTTP with a contractor token each (so the JWT check, transcoding and scope check are paid).
+Prints requests per second, p50/p99 latency and the gateway's CPU seconds per 1,000 requests."""
 
 from __future__ import annotations
 
@@ -23,10 +23,10 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import aiohttp  # noqa: E402
 import grpc  # noqa: E402
-
-from bench import common  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as pb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
+
+from bench import common  # noqa: E402
 from services.cli import migrate_all  # noqa: E402
 from services.gateway import tokens  # noqa: E402
 from services.gateway.app import wait_healthy  # noqa: E402
@@ -63,12 +63,17 @@ async def main(args: argparse.Namespace) -> None:
         async with common.scratch_database(stack.database_url, "bench_gateway") as url:
             await migrate_all(url, ["wallet"])
             wallet_port, gateway_port = common.free_port(), common.free_port()
-            env = {"CALLERSYNC_DATABASE_URL": url, "CALLERSYNC_REDIS_URL": stack.redis_url,
-                   "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}", "CALLERSYNC_JWT_SECRET": KEY}
+            env = {
+                "CALLERSYNC_DATABASE_URL": url,
+                "CALLERSYNC_REDIS_URL": stack.redis_url,
+                "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
+                "CALLERSYNC_JWT_SECRET": KEY,
+            }
             with common.serve_subprocess("wallet", env, wallet_port):
                 gateway = subprocess.Popen(
                     [sys.executable, "-m", "services.cli", "serve", "gateway", "--port", str(gateway_port)],
-                    env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": "WARNING"}, cwd=common.ROOT,
+                    env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": "WARNING"},
+                    cwd=common.ROOT,
                     stdout=subprocess.DEVNULL,
                 )
                 try:
@@ -82,13 +87,24 @@ async def main(args: argparse.Namespace) -> None:
 
 async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, gateway_pid: int) -> None:
     wallets = [f"bench-{uuid.uuid4().hex[:10]}" for _ in range(args.wallets)]
-    headers = {w: {"Authorization": "Bearer " + tokens.mint_for(KEY.encode(), sub=w, role="contractor",
-                                                                 contractor_id=w, ttl_s=3600)} for w in wallets}
+    headers = {
+        w: {
+            "Authorization": "Bearer "
+            + tokens.mint_for(KEY.encode(), sub=w, role="contractor", contractor_id=w, ttl_s=3600)
+        }
+        for w in wallets
+    }
     async with grpc.aio.insecure_channel(f"127.0.0.1:{wallet_port}") as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         for w in wallets:
-            await stub.TopUp(pb.TopUpRequest(contractor_id=w, amount_cents=10_000, payment_reference="bench",
-                                             idempotency_key=f"bench-{w}"))
+            await stub.TopUp(
+                pb.TopUpRequest(
+                    contractor_id=w,
+                    amount_cents=10_000,
+                    payment_reference="bench",
+                    idempotency_key=f"bench-{w}",
+                )
+            )
 
         async def grpc_one() -> None:
             await stub.GetWallet(pb.GetWalletRequest(contractor_id=random.choice(wallets)), timeout=10)
@@ -111,20 +127,32 @@ async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, ga
         elapsed, latencies = await _timed(args.clients, args.seconds, http_one)
         via_gateway = _figures(elapsed, latencies)
         via_gateway["gateway_cpu_s_per_1000"] = round(
-            (common.cpu_seconds([gateway_pid]) - cpu_before) / max(1, len(latencies)) * 1000, 3)
+            (common.cpu_seconds([gateway_pid]) - cpu_before) / max(1, len(latencies)) * 1000, 3
+        )
 
-    figures = {"clients": args.clients, "seconds": args.seconds, "wallets": args.wallets,
-               "grpc_direct": direct, "http_via_gateway": via_gateway, "load": common.cpu_load()}
+    figures = {
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "wallets": args.wallets,
+        "grpc_direct": direct,
+        "http_via_gateway": via_gateway,
+        "load": common.cpu_load(),
+    }
     print(f"GetWallet, {args.clients} clients, {args.seconds}s each ({figures['load']})")
     for name in ("grpc_direct", "http_via_gateway"):
         f = figures[name]
-        print(f"  {name:17s} {f['requests_per_s']:8.1f} req/s  p50 {f['p50_ms']:6.2f} ms  p99 {f['p99_ms']:6.2f} ms")
+        print(
+            f"  {name:17s} {f['requests_per_s']:8.1f} req/s"
+            f"  p50 {f['p50_ms']:6.2f} ms  p99 {f['p99_ms']:6.2f} ms"
+        )
     print(f"  gateway CPU: {via_gateway['gateway_cpu_s_per_1000']} s per 1,000 requests")
     print(f"  written to {common.write_result('gateway_overhead', figures)}")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--wallets", type=int, default=50)

@@ -73,7 +73,10 @@ def access_of(binding: Binding) -> Access:
 def check_policy(bindings: Iterable[Binding]) -> None:
     """Fails at start if an OWN method's request has no top-level contractor_id to scope it by."""
     for binding in bindings:
-        if access_of(binding) is Access.OWN and "contractor_id" not in binding.method.input_type.fields_by_name:
+        if (
+            access_of(binding) is Access.OWN
+            and "contractor_id" not in binding.method.input_type.fields_by_name
+        ):
             raise ValueError(f"{binding.full_name} is contractor-scoped but its request has no contractor_id")
 
 
@@ -101,8 +104,10 @@ def authorize(principal: Principal, binding: Binding, request: Message) -> None:
     access = access_of(binding)
     if access is Access.OPERATOR:
         raise Forbidden(f"{binding.method.name} is for operators")
-    if access is Access.OWN and not getattr(request, "contractor_id"):
+    if access is Access.OWN and not request.contractor_id:
         request.contractor_id = principal.contractor_id
     for contractor_id in _contractor_ids(request):
         if contractor_id != principal.contractor_id:
-            raise Forbidden(f"{binding.method.name}: this token reaches only contractor {principal.contractor_id}")
+            raise Forbidden(
+                f"{binding.method.name}: this token reaches only contractor {principal.contractor_id}"
+            )

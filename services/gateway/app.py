@@ -52,7 +52,11 @@ def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = N
 
 
 def error_response(
-    code: grpc.StatusCode, message: str, *, details: list[dict[str, Any]] | None = None, status: int | None = None,
+    code: grpc.StatusCode,
+    message: str,
+    *,
+    details: list[dict[str, Any]] | None = None,
+    status: int | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
     body = transcoding.error_body(code, message, details or [])
@@ -97,7 +101,7 @@ class Gateway:
 
     async def start(self, port: int) -> int:
         for name, target in self.targets.items():
-            # TLS / mutual TLS from the settings, and trace context on every call, like every service's clients.
+            # TLS / mutual TLS from the settings and trace context on every call, as every service's.
             self._channels[name] = client_channel(target, "gateway", self.settings)
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -175,19 +179,28 @@ class Gateway:
 
         statuses = dict(await asyncio.gather(*(check(n) for n in self._channels)))
         ready = all(s == "SERVING" for s in statuses.values())
-        return _json({"status": "SERVING" if ready else "NOT_SERVING", "upstreams": statuses}, 200 if ready else 503)
+        return _json(
+            {"status": "SERVING" if ready else "NOT_SERVING", "upstreams": statuses}, 200 if ready else 503
+        )
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self.openapi_body, content_type="application/json")
 
     # ------------------------------------------------------------------ the API
 
-    def _refuse(self, request: web.Request, status: int, reason: str, who: tokens.Principal | None = None) -> None:
+    def _refuse(
+        self, request: web.Request, status: int, reason: str, who: tokens.Principal | None = None
+    ) -> None:
         """Logs a refusal with who and why; never the Authorization header or the token."""
         refusals.warning(
             "refused %s %s status=%d reason=%r sub=%s role=%s contractor_id=%s",
-            request.method, request.rel_url.raw_path, status, reason,
-            who.subject if who else "-", who.role if who else "-", (who.contractor_id or "-") if who else "-",
+            request.method,
+            request.rel_url.raw_path,
+            status,
+            reason,
+            who.subject if who else "-",
+            who.role if who else "-",
+            (who.contractor_id or "-") if who else "-",
         )
 
     def _authenticate(self, request: web.Request) -> tokens.Principal | web.Response:
@@ -197,14 +210,20 @@ class Gateway:
         if scheme.lower() != "bearer" or not token.strip():
             reason = "no bearer token" if not header else "Authorization is not a bearer token"
             self._refuse(request, 401, reason)
-            return error_response(grpc.StatusCode.UNAUTHENTICATED, f"{reason}: send Authorization: Bearer <JWT>",
-                                  headers=challenge)
+            return error_response(
+                grpc.StatusCode.UNAUTHENTICATED,
+                f"{reason}: send Authorization: Bearer <JWT>",
+                headers=challenge,
+            )
         try:
             principal = tokens.principal_of(tokens.verify(token.strip(), self.keys))
         except tokens.InvalidToken as err:
             self._refuse(request, 401, str(err))
-            return error_response(grpc.StatusCode.UNAUTHENTICATED, str(err),
-                                  headers={"WWW-Authenticate": 'Bearer realm="callersync", error="invalid_token"'})
+            return error_response(
+                grpc.StatusCode.UNAUTHENTICATED,
+                str(err),
+                headers={"WWW-Authenticate": 'Bearer realm="callersync", error="invalid_token"'},
+            )
         except tokens.OutOfScope as err:
             self._refuse(request, 403, str(err))
             return error_response(grpc.StatusCode.PERMISSION_DENIED, str(err))
@@ -243,7 +262,9 @@ class Gateway:
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    async def _transcode_and_call(self, request: web.Request, request_id: str, routed: list[str]) -> web.Response:
+    async def _transcode_and_call(
+        self, request: web.Request, request_id: str, routed: list[str]
+    ) -> web.Response:
         principal = self._authenticate(request)
         if isinstance(principal, web.Response):
             return principal
@@ -252,8 +273,10 @@ class Gateway:
         if match is None:
             if allowed:
                 return error_response(
-                    grpc.StatusCode.UNIMPLEMENTED, f"{request.method} is not supported on {raw_path}",
-                    status=405, headers={"Allow": ", ".join(sorted(allowed))},
+                    grpc.StatusCode.UNIMPLEMENTED,
+                    f"{request.method} is not supported on {raw_path}",
+                    status=405,
+                    headers={"Allow": ", ".join(sorted(allowed))},
                 )
             return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {raw_path}")
         binding = match.binding
@@ -262,9 +285,13 @@ class Gateway:
         try:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge as err:
-            return error_response(grpc.StatusCode.RESOURCE_EXHAUSTED, err.text or "request body too large", status=413)
+            return error_response(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, err.text or "request body too large", status=413
+            )
         try:
-            message = transcoding.build_request(binding, match.path_values, request.rel_url.query.items(), body)
+            message = transcoding.build_request(
+                binding, match.path_values, request.rel_url.query.items(), body
+            )
         except transcoding.TranscodeError as err:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         try:
@@ -282,8 +309,12 @@ class Gateway:
         except grpc.aio.AioRpcError as err:
             code = err.code()
             level = logging.WARNING if transcoding.http_status(code) >= 500 else logging.DEBUG
-            log.log(level, "%s -> %s %s request_id=%s", binding.rpc_path, code.name, err.details(), request_id)
-            return error_response(code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata()))
+            log.log(
+                level, "%s -> %s %s request_id=%s", binding.rpc_path, code.name, err.details(), request_id
+            )
+            return error_response(
+                code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata())
+            )
         return _json(transcoding.response_json(binding, reply))
 
 

@@ -61,8 +61,8 @@ def discover_services(root: str = PROTO_ROOT) -> list[ServiceDescriptor]:
 
 def _rules(rule: http_pb2.HttpRule) -> Iterable[http_pb2.HttpRule]:
     yield rule
-    for extra in rule.additional_bindings:
-        yield extra  # nested additional_bindings are not allowed by the spec; ignored like grpc-gateway
+    # Nested additional_bindings are not allowed by the spec; ignored, as grpc-gateway does.
+    yield from rule.additional_bindings
 
 
 def _verb_and_path(rule: http_pb2.HttpRule) -> tuple[str, str]:
@@ -80,7 +80,9 @@ def resolve_field(message: Descriptor, field_path: str) -> FieldDescriptor:
     field: FieldDescriptor | None = None
     for name in field_path.split("."):
         if descriptor is None:
-            raise templates.TemplateError(f"{message.full_name}: {field_path} goes through a non-message field")
+            raise templates.TemplateError(
+                f"{message.full_name}: {field_path} goes through a non-message field"
+            )
         field = descriptor.fields_by_name.get(name)
         if field is None:
             raise templates.TemplateError(f"{message.full_name} has no field {field_path!r}")
@@ -106,7 +108,9 @@ def _check(binding: Binding) -> None:
         if name not in ("", "*") and name not in message.fields_by_name:
             raise templates.TemplateError(f"{binding.full_name}: {message.full_name} has no field {name!r}")
     if binding.body not in ("", "*") and binding.body in binding.path_fields:
-        raise templates.TemplateError(f"{binding.full_name}: body field {binding.body} is also a path variable")
+        raise templates.TemplateError(
+            f"{binding.full_name}: body field {binding.body} is also a path variable"
+        )
 
 
 def bindings_of(services: Iterable[ServiceDescriptor]) -> list[Binding]:

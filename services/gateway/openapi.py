@@ -76,7 +76,9 @@ class _Schemas:
             self.components[enum.full_name] = {"type": "string", "enum": [v.name for v in enum.values]}
         return self.ref(enum.full_name)
 
-    def message(self, message: Descriptor, *, without: frozenset[str] = frozenset(), name: str = "") -> dict[str, Any]:
+    def message(
+        self, message: Descriptor, *, without: frozenset[str] = frozenset(), name: str = ""
+    ) -> dict[str, Any]:
         if message.full_name in _WELL_KNOWN:
             return dict(_WELL_KNOWN[message.full_name])
         name = name or message.full_name
@@ -98,7 +100,10 @@ class _Schemas:
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
-            return {"type": "object", "additionalProperties": self.field(field.message_type.fields_by_name["value"])}
+            return {
+                "type": "object",
+                "additionalProperties": self.field(field.message_type.fields_by_name["value"]),
+            }
         if field.message_type is not None:
             single = self.message(field.message_type)
         elif field.enum_type is not None:
@@ -111,9 +116,13 @@ class _Schemas:
 
 
 def _query_parameters(
-    schemas: _Schemas, message: Descriptor, bound: frozenset[str], proto_prefix: str = "", json_prefix: str = ""
+    schemas: _Schemas,
+    message: Descriptor,
+    bound: frozenset[str],
+    proto_prefix: str = "",
+    json_prefix: str = "",
 ) -> list[Any]:
-    """Every scalar leaf not bound by the path or body, dotted through nested messages (grpc-gateway's way)."""
+    """Every scalar leaf not bound by the path or body, dotted through nested messages, as grpc-gateway."""
     out = []
     for field in message.fields:
         proto_path, json_path = proto_prefix + field.name, json_prefix + field.json_name
@@ -122,11 +131,18 @@ def _query_parameters(
         repeated = field.is_repeated
         if field.message_type is not None and field.message_type.full_name not in _WELL_KNOWN:
             if not repeated and proto_path.count(".") < 2:  # depth-limited: recursive messages terminate
-                out += _query_parameters(schemas, field.message_type, bound, proto_path + ".", json_path + ".")
+                out += _query_parameters(
+                    schemas, field.message_type, bound, proto_path + ".", json_path + "."
+                )
             continue
         if field.message_type is not None and repeated:
             continue
-        param: dict[str, Any] = {"name": json_path, "in": "query", "required": False, "schema": schemas.field(field)}
+        param: dict[str, Any] = {
+            "name": json_path,
+            "in": "query",
+            "required": False,
+            "schema": schemas.field(field),
+        }
         if repeated:
             param.update(style="form", explode=True)
         out.append(param)
@@ -149,8 +165,12 @@ def document(bindings: Iterable[Binding], *, title: str = "CallerSync HTTP/JSON 
         request = method.input_type
         parameters = []
         for var in binding.template.variables:
-            param = {"name": var.field_path, "in": "path", "required": True,
-                     "schema": schemas.field(resolve_field(request, var.field_path))}
+            param = {
+                "name": var.field_path,
+                "in": "path",
+                "required": True,
+                "schema": schemas.field(resolve_field(request, var.field_path)),
+            }
             if var.pattern != "*":
                 param["description"] = f"matches the path pattern {var.pattern}"
             parameters.append(param)
@@ -184,14 +204,17 @@ def document(bindings: Iterable[Binding], *, title: str = "CallerSync HTTP/JSON 
         elif binding.body:
             body_schema = schemas.field(request.fields_by_name[binding.body])
         if binding.body:
-            operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body_schema}}}
+            operation["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": body_schema}},
+            }
         paths.setdefault(binding.template.openapi_path(), {})[binding.http_method.lower()] = operation
     return {
         "openapi": "3.0.3",
         "info": {
             "title": title,
             "version": "v1",
-            "description": "Generated at runtime from the google.api.http annotations of the CallerSync protos.",
+            "description": "Generated at runtime from the google.api.http annotations of the protos.",
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}],

@@ -14,7 +14,7 @@ import urllib.parse
 
 
 class TemplateError(ValueError):
-    """A template in a proto annotation the gateway cannot serve: fails the gateway at start, not per request."""
+    """A proto annotation the gateway cannot serve: fails the gateway at start, not per request."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +43,9 @@ class PathTemplate:
             raw = found.group(var.group)
             # As grpc-gateway: a multi-segment value keeps an encoded slash encoded, so segments stay apart.
             values[var.field_path] = (
-                urllib.parse.unquote(re.sub("%2[fF]", "%252F", raw)) if var.multi_segment else urllib.parse.unquote(raw)
+                urllib.parse.unquote(re.sub("%2[fF]", "%252F", raw))
+                if var.multi_segment
+                else urllib.parse.unquote(raw)
             )
         return values
 
@@ -56,7 +58,9 @@ class PathTemplate:
         """The OpenAPI form: every variable as `{field_path}`, the verb kept literally."""
         text = self.source
         for var in self.variables:
-            text = re.sub(r"\{" + re.escape(var.field_path) + r"(=[^}]*)?\}", "{" + var.field_path + "}", text)
+            text = re.sub(
+                r"\{" + re.escape(var.field_path) + r"(=[^}]*)?\}", "{" + var.field_path + "}", text
+            )
         return text
 
 

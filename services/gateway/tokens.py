@@ -9,7 +9,8 @@ Claims: `sub` (who), `role` ("contractor" or "operator"), `contractor_id` (requi
     python -m services.gateway.tokens --role operator --sub alice
     python -m services.gateway.tokens --role contractor --sub bob --contractor-id ctr-42 --ttl-s 3600
 
-mints a token with the first key of CALLERSYNC_JWT_SECRET, or the dev key `callersync up` keeps in its data dir.
+mints a token with the first key of CALLERSYNC_JWT_SECRET, or the dev key `callersync up` keeps in its
+data dir.
 """
 
 from __future__ import annotations
@@ -139,7 +140,9 @@ def dev_secret(data_dir: pathlib.Path) -> str:
 def main(argv: list[str] | None = None) -> None:
     from services.runtime.config import Settings
 
-    parser = argparse.ArgumentParser(prog="python -m services.gateway.tokens", description="Mints a gateway token.")
+    parser = argparse.ArgumentParser(
+        prog="python -m services.gateway.tokens", description="Mints a gateway token."
+    )
     parser.add_argument("--role", choices=ROLES, required=True)
     parser.add_argument("--sub", required=True)
     parser.add_argument("--contractor-id", default="")

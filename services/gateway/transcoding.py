@@ -139,7 +139,9 @@ def _leaf(message: Descriptor, dotted: str, *, source: str) -> tuple[list[str], 
         field = field_by_any_name(descriptor, part)
         if field is None:
             known = ", ".join(sorted(f.json_name for f in descriptor.fields))
-            raise TranscodeError(f"{source} {dotted!r}: {descriptor.name} has no field {part!r} (it has: {known})")
+            raise TranscodeError(
+                f"{source} {dotted!r}: {descriptor.name} has no field {part!r} (it has: {known})"
+            )
         names.append(field.name)
         is_message = field.message_type is not None and field.message_type.full_name not in _SCALAR_LIKE
         descriptor = field.message_type if is_message and not _is_repeated(field) else None
@@ -193,11 +195,15 @@ def build_request(
         grouped.setdefault(key, []).append(value)
     for key, values in grouped.items():
         if binding.body == "*":
-            raise TranscodeError(f"unexpected query parameter {key!r}: this call takes every field in the body")
+            raise TranscodeError(
+                f"unexpected query parameter {key!r}: this call takes every field in the body"
+            )
         names, field = _leaf(descriptor, key, source="query parameter")
         dotted = ".".join(names)
         if dotted in binding.path_fields or names[0] == binding.body:
-            raise TranscodeError(f"query parameter {key!r} sets a field already bound by the path or the body")
+            raise TranscodeError(
+                f"query parameter {key!r} sets a field already bound by the path or the body"
+            )
         if _is_repeated(field):
             _put(query_tree, names, [_scalar_json(field, v, key) for v in values])
         elif len(values) > 1:

@@ -55,7 +55,9 @@ class Recorder(grpc.GenericRpcHandler):
             return response_class()
 
         return grpc.unary_unary_rpc_method_handler(
-            handle, request_deserializer=request_class.FromString, response_serializer=lambda m: m.SerializeToString()
+            handle,
+            request_deserializer=request_class.FromString,
+            response_serializer=lambda m: m.SerializeToString(),
         )
 
     def last(self, method: str) -> RecordedCall:
@@ -89,7 +91,9 @@ def recorder(recorder_server: RecorderServer) -> Recorder:
 @pytest.fixture(scope="session")
 def gateway_settings(settings: Settings) -> Settings:
     return dataclasses.replace(
-        settings, jwt_secret=f"{SIGNING_KEY},{OLD_KEY}", cors_origins=f"{ALLOWED_ORIGIN}, https://ops.callersync.test"
+        settings,
+        jwt_secret=f"{SIGNING_KEY},{OLD_KEY}",
+        cors_origins=f"{ALLOWED_ORIGIN}, https://ops.callersync.test",
     )
 
 
@@ -110,7 +114,9 @@ async def gateway_url(
 
 
 @pytest.fixture(scope="session")
-async def recorded_gateway_url(gateway_settings: Settings, recorder_server: RecorderServer) -> AsyncIterator[str]:
+async def recorded_gateway_url(
+    gateway_settings: Settings, recorder_server: RecorderServer
+) -> AsyncIterator[str]:
     """Every upstream is the recorder: shows exactly which gRPC call an HTTP request became."""
     targets = dict.fromkeys(("wallet", "billing", "routing"), recorder_server.target)
     async for url in _started(Gateway(gateway_settings, targets=targets)):
@@ -123,8 +129,12 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield session
 
 
-def token(role: str, contractor_id: str = "", *, key: str = SIGNING_KEY, ttl_s: int = 600, sub: str = "") -> str:
-    return tokens.mint_for(key.encode(), sub=sub or f"{role}-user", role=role, contractor_id=contractor_id, ttl_s=ttl_s)
+def token(
+    role: str, contractor_id: str = "", *, key: str = SIGNING_KEY, ttl_s: int = 600, sub: str = ""
+) -> str:
+    return tokens.mint_for(
+        key.encode(), sub=sub or f"{role}-user", role=role, contractor_id=contractor_id, ttl_s=ttl_s
+    )
 
 
 def bearer(value: str) -> dict[str, str]:

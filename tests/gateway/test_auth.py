@@ -1,4 +1,4 @@
-"""Bearer tokens and scopes: no token 401, a contractor reaches only their own resources, operators everything."""
+"""Bearer tokens and scopes: no token 401, a contractor reaches only their own resources, operators all."""
 
 from __future__ import annotations
 
@@ -36,13 +36,17 @@ async def test_bad_tokens_are_401(call, contractor):
 
 
 async def test_a_token_signed_with_the_previous_key_still_works(call, contractor):
-    status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(token("operator", key=OLD_KEY)))
+    status, body, _ = await call(
+        "GET", f"/v1/wallets/{contractor}", headers=bearer(token("operator", key=OLD_KEY))
+    )
     assert status == 404, body  # authenticated; the wallet just does not exist
 
 
 async def test_a_token_without_a_known_role_or_contractor_id_is_403(call, contractor):
     for role, contractor_id in (("admin", ""), ("contractor", "")):
-        status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(token(role, contractor_id)))
+        status, body, _ = await call(
+            "GET", f"/v1/wallets/{contractor}", headers=bearer(token(role, contractor_id))
+        )
         assert (status, body["code"]) == (403, 7), body
 
 
@@ -62,24 +66,37 @@ async def test_ids_in_query_and_body_are_checked_too(call, contractor, as_contra
     other = f"ctr-{uuid.uuid4().hex[:12]}"
     status, _, _ = await call("GET", "/v1/refundCases", params={"contractorId": other}, headers=as_contractor)
     assert status == 403
-    status, _, _ = await call("GET", "/v1/zips/94107/claims", params={"contractor_id": other}, headers=as_contractor)
+    status, _, _ = await call(
+        "GET", "/v1/zips/94107/claims", params={"contractor_id": other}, headers=as_contractor
+    )
     assert status == 403
     assert recorder.calls == []
 
 
-async def test_a_contractor_listing_without_an_id_gets_only_their_own(call, contractor, as_contractor, recorder):
+async def test_a_contractor_listing_without_an_id_gets_only_their_own(
+    call, contractor, as_contractor, recorder
+):
     status, body, _ = await call("GET", "/v1/refundCases", headers=as_contractor)
     assert status == 200, body
-    assert recorder.last("/callersync.billing.v1.BillingService/ListRefundCases").request.contractor_id == contractor
+    assert (
+        recorder.last("/callersync.billing.v1.BillingService/ListRefundCases").request.contractor_id
+        == contractor
+    )
     status, body, _ = await call("GET", "/v1/zips/94107/claims", headers=as_contractor)
     assert status == 200, body
     request = recorder.last("/callersync.routing.v1.RoutingService/ListClaims").request
     assert (request.zip, request.contractor_id) == ("94107", contractor)
 
 
-async def test_operator_only_calls_refuse_contractors_and_admit_operators(call, as_contractor, operator, recorder):
+async def test_operator_only_calls_refuse_contractors_and_admit_operators(
+    call, as_contractor, operator, recorder
+):
     operator_calls = (
-        ("POST", "/v1/refundCases/case-1:resolve", {"resolution": "REFUND_RESOLUTION_APPROVE", "reviewer": "r"}),
+        (
+            "POST",
+            "/v1/refundCases/case-1:resolve",
+            {"resolution": "REFUND_RESOLUTION_APPROVE", "reviewer": "r"},
+        ),
         ("PUT", "/v1/zips/94107/rate", {"rateCents": "4500", "setBy": "ops"}),
         ("POST", "/v1/blockedCallers", {"callerNumber": "+14155550123", "blockedBy": "ops"}),
         ("GET", "/v1/calls/call-1:explain", None),  # keyed by call id: not mappable to a contractor
@@ -102,15 +119,19 @@ async def test_a_contractor_reads_the_public_rate_card(call, as_contractor, reco
     recorder.last("/callersync.billing.v1.BillingService/GetRateCard")
 
 
-async def test_a_contractor_requests_a_refund_on_their_own_charge_only(call, contractor, as_contractor, recorder):
+async def test_a_contractor_requests_a_refund_on_their_own_charge_only(
+    call, contractor, as_contractor, recorder
+):
     body = {"reason": "REFUND_REASON_SPAM", "idempotencyKey": "k1"}
-    status, reply, _ = await call("POST", f"/v1/contractors/{contractor}/charges/ch-1:requestRefund", json=body,
-                                  headers=as_contractor)
+    status, reply, _ = await call(
+        "POST", f"/v1/contractors/{contractor}/charges/ch-1:requestRefund", json=body, headers=as_contractor
+    )
     assert status == 200, reply
     request = recorder.last("/callersync.billing.v1.BillingService/RequestRefund").request
     assert (request.contractor_id, request.charge_id) == (contractor, "ch-1")
-    status, reply, _ = await call("POST", "/v1/contractors/someone-else/charges/ch-1:requestRefund", json=body,
-                                  headers=as_contractor)
+    status, reply, _ = await call(
+        "POST", "/v1/contractors/someone-else/charges/ch-1:requestRefund", json=body, headers=as_contractor
+    )
     assert status == 403
 
 

@@ -31,11 +31,14 @@ async def test_a_preflight_from_another_origin_is_refused(call, contractor):
 
 
 async def test_responses_carry_cors_headers_only_for_allowed_origins(call, contractor, as_contractor):
-    status, _, reply = await call("GET", f"/v1/wallets/{contractor}", headers={**as_contractor, "Origin": ALLOWED_ORIGIN})
+    status, _, reply = await call(
+        "GET", f"/v1/wallets/{contractor}", headers={**as_contractor, "Origin": ALLOWED_ORIGIN}
+    )
     assert status == 404
     assert reply["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
-    status, _, reply = await call("GET", f"/v1/wallets/{contractor}",
-                                  headers={**as_contractor, "Origin": "https://evil.example"})
+    status, _, reply = await call(
+        "GET", f"/v1/wallets/{contractor}", headers={**as_contractor, "Origin": "https://evil.example"}
+    )
     assert "Access-Control-Allow-Origin" not in reply
 
 
@@ -50,10 +53,15 @@ async def test_openapi_documents_every_annotated_method(call):
     assert len(operations) == len(list(annotated_rules()))  # additional bindings are operations too
     assert len({op["operationId"] for op in operations}) == len(operations)
     top_up = doc["paths"]["/v1/wallets/{contractor_id}:topUp"]["post"]
-    assert top_up["parameters"][0] == {"name": "contractor_id", "in": "path", "required": True,
-                                       "schema": {"type": "string"}}
-    body_schema = doc["components"]["schemas"][top_up["requestBody"]["content"]["application/json"]["schema"]["$ref"]
-                                               .rsplit("/", 1)[1]]
+    assert top_up["parameters"][0] == {
+        "name": "contractor_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+    body_schema = doc["components"]["schemas"][
+        top_up["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
+    ]
     assert set(body_schema["properties"]) == {"amountCents", "paymentReference", "idempotencyKey"}
     assert body_schema["properties"]["amountCents"] == {"type": "string", "format": "int64"}
     entries = doc["paths"]["/v1/wallets/{contractor_id}/entries"]["get"]

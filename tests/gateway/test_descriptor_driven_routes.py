@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 import urllib.parse
 
-from google.api import annotations_pb2
-from google.protobuf.descriptor import FieldDescriptor
-
 from callersync.billing.v1 import billing_pb2
 from callersync.routing.v1 import routing_pb2
 from callersync.wallet.v1 import wallet_pb2
+from google.api import annotations_pb2
+from google.protobuf.descriptor import FieldDescriptor
 
 MODULES = (wallet_pb2, billing_pb2, routing_pb2)
 
@@ -47,7 +46,7 @@ async def test_every_annotated_rule_reaches_its_grpc_method(http, recorded_gatew
     for method, verb, template, body in annotated_rules():
         expected = {}
 
-        def fill(found: re.Match[str]) -> str:
+        def fill(found: re.Match[str], method=method, expected=expected) -> str:
             field_path = found.group(1)
             field = method.input_type.fields_by_name[field_path]
             value = sample(field, len(expected))
@@ -78,7 +77,9 @@ async def test_unannotated_calls_are_not_exposed(http, recorded_gateway_url, rec
     assert recorder.calls == []
 
 
-async def test_query_parameters_fill_nested_timestamps_and_enums(http, recorded_gateway_url, recorder, operator):
+async def test_query_parameters_fill_nested_timestamps_and_enums(
+    http, recorded_gateway_url, recorder, operator
+):
     url = recorded_gateway_url + "/v1/contractors/ctr-1/missedCalls"
     params = {"periodStart": "2024-03-01T00:00:00Z", "period_end": "2024-04-01T00:00:00Z", "pageSize": "25"}
     async with http.get(url, headers=operator, params=params) as reply:
@@ -87,8 +88,11 @@ async def test_query_parameters_fill_nested_timestamps_and_enums(http, recorded_
     assert request.period_start.ToJsonString() == "2024-03-01T00:00:00Z"
     assert request.period_end.ToJsonString() == "2024-04-01T00:00:00Z"
     assert request.page_size == 25
-    async with http.get(recorded_gateway_url + "/v1/refundCases", headers=operator,
-                        params={"state": "REFUND_STATE_PENDING_REVIEW"}) as reply:
+    async with http.get(
+        recorded_gateway_url + "/v1/refundCases",
+        headers=operator,
+        params={"state": "REFUND_STATE_PENDING_REVIEW"},
+    ) as reply:
         assert reply.status == 200, await reply.text()
     request = recorder.last("/callersync.billing.v1.BillingService/ListRefundCases").request
     assert billing_pb2.RefundState.Name(request.state) == "REFUND_STATE_PENDING_REVIEW"

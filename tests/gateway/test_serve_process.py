@@ -1,4 +1,4 @@
-"""`callersync serve gateway` as a real process: answers over HTTP, proxies to the wallet, drains on SIGTERM."""
+"""`callersync serve gateway` as a real process: serves HTTP, proxies to the wallet, drains on SIGTERM."""
 
 from __future__ import annotations
 
@@ -15,11 +15,17 @@ from tests.gateway.conftest import SIGNING_KEY, bearer, token
 async def test_serve_gateway_runs_until_sigterm(http, wallet_target, contractor):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CALLERSYNC_")}
-    env.update(CALLERSYNC_WALLET_TARGET=wallet_target, CALLERSYNC_JWT_SECRET=SIGNING_KEY,
-               CALLERSYNC_SHUTDOWN_GRACE_S="2")
+    env.update(
+        CALLERSYNC_WALLET_TARGET=wallet_target,
+        CALLERSYNC_JWT_SECRET=SIGNING_KEY,
+        CALLERSYNC_SHUTDOWN_GRACE_S="2",
+    )
     child = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "gateway", "--port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         seen = []

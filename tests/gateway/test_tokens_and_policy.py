@@ -15,7 +15,9 @@ KEY = b"k" * 32
 
 def test_a_minted_token_verifies_and_names_its_principal():
     token = tokens.mint_for(KEY, sub="bob", role="contractor", contractor_id="ctr-1", ttl_s=60)
-    assert tokens.principal_of(tokens.verify(token, [b"old", KEY])) == tokens.Principal("bob", "contractor", "ctr-1")
+    assert tokens.principal_of(tokens.verify(token, [b"old", KEY])) == tokens.Principal(
+        "bob", "contractor", "ctr-1"
+    )
 
 
 def test_the_algorithm_is_pinned_to_hs256_whatever_the_header_says():

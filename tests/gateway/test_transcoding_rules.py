@@ -21,9 +21,13 @@ def _field(name: str, number: int, kind: int, type_name: str = "", repeated: boo
     return field
 
 
-def _method(name: str, request: str, response: str, rule: http_pb2.HttpRule) -> descriptor_pb2.MethodDescriptorProto:
+def _method(
+    name: str, request: str, response: str, rule: http_pb2.HttpRule
+) -> descriptor_pb2.MethodDescriptorProto:
     method = descriptor_pb2.MethodDescriptorProto(
-        name=name, input_type=f".gatewaytest.shelf.v1.{request}", output_type=f".gatewaytest.shelf.v1.{response}"
+        name=name,
+        input_type=f".gatewaytest.shelf.v1.{request}",
+        output_type=f".gatewaytest.shelf.v1.{response}",
     )
     method.options.Extensions[annotations_pb2.http].CopyFrom(rule)
     return method
@@ -38,28 +42,42 @@ def shelf_service():
         dependency=["google/api/annotations.proto", "google/protobuf/timestamp.proto"],
     )
     book = file.message_type.add(name="Book")
-    book.field.extend([
-        _field("name", 1, F.TYPE_STRING),
-        _field("title", 2, F.TYPE_STRING),
-        _field("page_count", 3, F.TYPE_INT64),
-        _field("tags", 4, F.TYPE_STRING, repeated=True),
-        _field("published_at", 5, F.TYPE_MESSAGE, ".google.protobuf.Timestamp"),
-    ])
+    book.field.extend(
+        [
+            _field("name", 1, F.TYPE_STRING),
+            _field("title", 2, F.TYPE_STRING),
+            _field("page_count", 3, F.TYPE_INT64),
+            _field("tags", 4, F.TYPE_STRING, repeated=True),
+            _field("published_at", 5, F.TYPE_MESSAGE, ".google.protobuf.Timestamp"),
+        ]
+    )
     update = file.message_type.add(name="UpdateBookRequest")
-    update.field.extend([
-        _field("name", 1, F.TYPE_STRING),
-        _field("book", 2, F.TYPE_MESSAGE, ".gatewaytest.shelf.v1.Book"),
-        _field("notify", 3, F.TYPE_BOOL),
-    ])
+    update.field.extend(
+        [
+            _field("name", 1, F.TYPE_STRING),
+            _field("book", 2, F.TYPE_MESSAGE, ".gatewaytest.shelf.v1.Book"),
+            _field("notify", 3, F.TYPE_BOOL),
+        ]
+    )
     get = file.message_type.add(name="GetBookRequest")
     get.field.extend([_field("name", 1, F.TYPE_STRING), _field("fields", 2, F.TYPE_STRING, repeated=True)])
     service = file.service.add(name="ShelfService")
-    service.method.extend([
-        _method("UpdateBook", "UpdateBookRequest", "Book",
-                http_pb2.HttpRule(patch="/v1/{name=shelves/*/books/*}", body="book")),
-        _method("GetBookTitle", "GetBookRequest", "Book",
-                http_pb2.HttpRule(get="/v1/{name=shelves/*/books/*}:title", response_body="title")),
-    ])
+    service.method.extend(
+        [
+            _method(
+                "UpdateBook",
+                "UpdateBookRequest",
+                "Book",
+                http_pb2.HttpRule(patch="/v1/{name=shelves/*/books/*}", body="book"),
+            ),
+            _method(
+                "GetBookTitle",
+                "GetBookRequest",
+                "Book",
+                http_pb2.HttpRule(get="/v1/{name=shelves/*/books/*}:title", response_body="title"),
+            ),
+        ]
+    )
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(file.name)
@@ -85,11 +103,16 @@ def test_body_field_maps_the_body_to_that_field_and_the_rest_comes_from_the_quer
         binding,
         {"name": "shelves/s1/books/b2"},
         [("notify", "true")],
-        b'{"title": "Dune", "pageCount": "412", "tags": ["sf", "classic"], "published_at": "1965-08-01T00:00:00Z"}',
+        b'{"title": "Dune", "pageCount": "412", "tags": ["sf", "classic"],'
+        b' "published_at": "1965-08-01T00:00:00Z"}',
     )
     assert request.name == "shelves/s1/books/b2"
     assert request.notify is True
-    assert (request.book.title, request.book.page_count, list(request.book.tags)) == ("Dune", 412, ["sf", "classic"])
+    assert (request.book.title, request.book.page_count, list(request.book.tags)) == (
+        "Dune",
+        412,
+        ["sf", "classic"],
+    )
     assert request.book.published_at.ToJsonString() == "1965-08-01T00:00:00Z"
     with pytest.raises(transcoding.TranscodeError, match="already bound"):
         transcoding.build_request(binding, {"name": "shelves/s1/books/b2"}, [("book.title", "x")], b"{}")
@@ -103,7 +126,9 @@ def test_repeated_query_parameters_and_response_body(shelf_service):
     assert list(request.fields) == ["a", "b"]
     with pytest.raises(transcoding.TranscodeError, match="takes no request body"):
         transcoding.build_request(binding, {"name": "n"}, [], b'{"name": "x"}')
-    book = message_factory.GetMessageClass(shelf_service.methods_by_name["GetBookTitle"].output_type)(title="Dune")
+    book = message_factory.GetMessageClass(shelf_service.methods_by_name["GetBookTitle"].output_type)(
+        title="Dune"
+    )
     assert transcoding.response_json(binding, book) == "Dune"
 
 
@@ -131,9 +156,22 @@ def test_grpc_codes_map_to_http_statuses_as_in_grpc_gateway():
     import grpc
 
     expected = {
-        "INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
-        "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "ALREADY_EXISTS": 409, "ABORTED": 409,
-        "RESOURCE_EXHAUSTED": 429, "UNIMPLEMENTED": 501, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504,
-        "INTERNAL": 500, "UNKNOWN": 500, "DATA_LOSS": 500, "CANCELLED": 499, "OK": 200,
+        "INVALID_ARGUMENT": 400,
+        "FAILED_PRECONDITION": 400,
+        "OUT_OF_RANGE": 400,
+        "UNAUTHENTICATED": 401,
+        "PERMISSION_DENIED": 403,
+        "NOT_FOUND": 404,
+        "ALREADY_EXISTS": 409,
+        "ABORTED": 409,
+        "RESOURCE_EXHAUSTED": 429,
+        "UNIMPLEMENTED": 501,
+        "UNAVAILABLE": 503,
+        "DEADLINE_EXCEEDED": 504,
+        "INTERNAL": 500,
+        "UNKNOWN": 500,
+        "DATA_LOSS": 500,
+        "CANCELLED": 499,
+        "OK": 200,
     }
     assert {code.name: transcoding.http_status(code) for code in grpc.StatusCode} == expected

@@ -11,8 +11,9 @@ def top_up_body(cents: int = 2500, **extra: object) -> dict[str, object]:
 
 
 async def test_top_up_posts_to_the_custom_verb_and_answers_proto3_json(call, contractor, as_contractor):
-    status, body, headers = await call("POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(2500),
-                                       headers=as_contractor)
+    status, body, headers = await call(
+        "POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(2500), headers=as_contractor
+    )
     assert status == 200, body
     entry = body["entry"]
     assert entry["contractorId"] == contractor
@@ -32,8 +33,9 @@ async def test_body_accepts_proto_field_names_too(call, contractor, as_contracto
 
 async def test_the_path_id_wins_over_an_id_in_the_body(call, contractor, as_contractor):
     other = f"ctr-{uuid.uuid4().hex[:12]}"
-    status, reply, _ = await call("POST", f"/v1/wallets/{contractor}:topUp",
-                                  json=top_up_body(contractorId=other), headers=as_contractor)
+    status, reply, _ = await call(
+        "POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(contractorId=other), headers=as_contractor
+    )
     assert status == 200, reply
     assert reply["entry"]["contractorId"] == contractor
     status, reply, _ = await call("GET", f"/v1/wallets/{other}", headers=as_contractor)
@@ -52,15 +54,20 @@ async def test_get_wallet_reads_the_balance(call, contractor, as_contractor):
 
 async def test_list_entries_pages_with_query_parameters(call, contractor, as_contractor):
     for cents in (2500, 2600, 2700):
-        status, _, _ = await call("POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(cents),
-                                  headers=as_contractor)
+        status, _, _ = await call(
+            "POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(cents), headers=as_contractor
+        )
         assert status == 200
-    status, first, _ = await call("GET", f"/v1/wallets/{contractor}/entries?pageSize=2", headers=as_contractor)
+    status, first, _ = await call(
+        "GET", f"/v1/wallets/{contractor}/entries?pageSize=2", headers=as_contractor
+    )
     assert status == 200, first
     assert [e["amountCents"] for e in first["entries"]] == ["2700", "2600"]  # newest first
     assert first["nextPageToken"]
     status, rest, _ = await call(
-        "GET", f"/v1/wallets/{contractor}/entries", params={"page_size": "2", "pageToken": first["nextPageToken"]},
+        "GET",
+        f"/v1/wallets/{contractor}/entries",
+        params={"page_size": "2", "pageToken": first["nextPageToken"]},
         headers=as_contractor,
     )
     assert status == 200, rest
@@ -68,9 +75,12 @@ async def test_list_entries_pages_with_query_parameters(call, contractor, as_con
     assert rest["nextPageToken"] == ""
 
 
-async def test_a_top_up_under_the_minimum_is_400_with_the_grpc_status_as_json(call, contractor, as_contractor):
-    status, body, headers = await call("POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(100),
-                                       headers=as_contractor)
+async def test_a_top_up_under_the_minimum_is_400_with_the_grpc_status_as_json(
+    call, contractor, as_contractor
+):
+    status, body, headers = await call(
+        "POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(100), headers=as_contractor
+    )
     assert status == 400
     assert headers["Content-Type"].startswith("application/json")
     assert body["code"] == 3  # INVALID_ARGUMENT
@@ -88,18 +98,25 @@ async def test_a_wallet_that_does_not_exist_is_404(call, contractor, as_contract
 
 
 async def test_bad_json_and_bad_query_parameters_are_400_before_any_call(call, contractor, as_contractor):
-    status, body, _ = await call("POST", f"/v1/wallets/{contractor}:topUp", data=b"{not json",
-                                 headers={**as_contractor, "Content-Type": "application/json"})
+    status, body, _ = await call(
+        "POST",
+        f"/v1/wallets/{contractor}:topUp",
+        data=b"{not json",
+        headers={**as_contractor, "Content-Type": "application/json"},
+    )
     assert (status, body["code"]) == (400, 3)
     assert "not JSON" in body["message"]
-    status, body, _ = await call("POST", f"/v1/wallets/{contractor}:topUp", json={"amountCents": "lots"},
-                                 headers=as_contractor)
+    status, body, _ = await call(
+        "POST", f"/v1/wallets/{contractor}:topUp", json={"amountCents": "lots"}, headers=as_contractor
+    )
     assert (status, body["code"]) == (400, 3)
     assert "amountCents" in body["message"]
     status, body, _ = await call("GET", f"/v1/wallets/{contractor}/entries?pageSise=2", headers=as_contractor)
     assert (status, body["code"]) == (400, 3)
     assert "pageSise" in body["message"] and "pageSize" in body["message"]
-    status, body, _ = await call("GET", f"/v1/wallets/{contractor}/entries?pageSize=two", headers=as_contractor)
+    status, body, _ = await call(
+        "GET", f"/v1/wallets/{contractor}/entries?pageSize=two", headers=as_contractor
+    )
     assert status == 400
 
 
@@ -117,5 +134,7 @@ async def test_an_operator_reaches_any_contractors_wallet(call, contractor, as_c
     status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=operator)
     assert status == 200, body
     assert body["wallet"]["contractorId"] == contractor
-    status, body, _ = await call("POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(2500), headers=operator)
+    status, body, _ = await call(
+        "POST", f"/v1/wallets/{contractor}:topUp", json=top_up_body(2500), headers=operator
+    )
     assert status == 200, body
