@@ -1,5 +1,7 @@
 """The rate card: effective-dated ZIP rates and booking fee, and the events that tell routing."""
 
+import uuid
+
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
@@ -30,32 +32,31 @@ async def test_a_call_is_priced_at_the_rate_in_effect_when_it_started(billing):
 
 
 async def test_a_rate_change_is_published_for_routing_with_the_previous_rate(billing, redis_client):
-    zip_code = unique_zip()
-    await set_rate(billing, zip_code, 4000, "2021-01-01T00:00:00+00:00")
-    await set_rate(billing, zip_code, 6500, "2023-06-01T00:00:00+00:00", set_by="alice")
+    zip_code, who = unique_zip(), f"alice-{uuid.uuid4().hex[:8]}"
+    await set_rate(billing, zip_code, 4000, "2021-01-01T00:00:00+00:00", set_by=who)
+    await set_rate(billing, zip_code, 6500, "2023-06-01T00:00:00+00:00", set_by=who)
     changes = await stream_events(
-        redis_client, lambda e: e.WhichOneof("event") == "zip_rate_changed" and e.zip_rate_changed.zip == zip_code,
+        redis_client, lambda e: e.WhichOneof("event") == "zip_rate_changed" and e.zip_rate_changed.set_by == who,
         count=2,
     )
-    assert [(c.zip_rate_changed.rate_cents, c.zip_rate_changed.previous_rate_cents) for c in changes] == [
-        (4000, 0), (6500, 4000)
-    ]
-    assert changes[1].zip_rate_changed.set_by == "alice"
+    assert [(c.zip_rate_changed.zip, c.zip_rate_changed.rate_cents, c.zip_rate_changed.previous_rate_cents)
+            for c in changes] == [(zip_code, 4000, 0), (zip_code, 6500, 4000)]
     assert changes[1].zip_rate_changed.effective_from == at("2023-06-01T00:00:00+00:00")
     assert changes[0].event_id < changes[1].event_id
 
 
 async def test_setting_the_same_rate_again_is_a_no_op_without_a_new_event(billing, redis_client):
-    zip_code = unique_zip()
-    first = await set_rate(billing, zip_code, 4000)
-    again = await set_rate(billing, zip_code, 4000)
+    zip_code, who = unique_zip(), f"ops-{uuid.uuid4().hex[:8]}"
+    first = await set_rate(billing, zip_code, 4000, set_by=who)
+    again = await set_rate(billing, zip_code, 4000, set_by=who)
     assert again.rate == first.rate
-    await set_rate(billing, unique_zip(), 100)  # a later event, so the stream has caught up past ours
+    await set_rate(billing, unique_zip(), 100, set_by=who)  # a later event, so the stream has caught up past ours
     changes = await stream_events(
-        redis_client, lambda e: e.WhichOneof("event") == "zip_rate_changed" and e.zip_rate_changed.zip == zip_code,
-        timeout_s=1, count=2,
+        redis_client, lambda e: e.WhichOneof("event") == "zip_rate_changed" and e.zip_rate_changed.set_by == who,
+        count=2,
     )
-    assert len(changes) == 1
+    assert [c.zip_rate_changed.zip for c in changes] == [zip_code, changes[1].zip_rate_changed.zip]
+    assert changes[1].zip_rate_changed.zip != zip_code
 
 
 async def test_a_rate_in_effect_is_never_rewritten(billing):
@@ -110,8 +111,10 @@ async def test_the_whole_card_pages_by_zip(billing):
 async def test_the_booking_fee_is_2500_until_set_and_a_change_is_published(billing, redis_client):
     card = await billing.GetRateCard(pb.GetRateCardRequest(as_of=at("2030-01-01T00:00:00+00:00")))
     assert card.booking_fee.fee_cents == 2500
+    before = await billing.GetRateCard(pb.GetRateCardRequest(as_of=at("2997-12-31T23:59:59+00:00")))
+    who = f"ops-{uuid.uuid4().hex[:8]}"
     reply = await billing.SetBookingFee(
-        pb.SetBookingFeeRequest(fee_cents=3000, effective_from=at("2998-01-01T00:00:00+00:00"), set_by="ops")
+        pb.SetBookingFeeRequest(fee_cents=3000, effective_from=at("2998-01-01T00:00:00+00:00"), set_by=who)
     )
     assert reply.booking_fee.fee_cents == 3000
     later = await billing.GetRateCard(
@@ -120,12 +123,10 @@ async def test_the_booking_fee_is_2500_until_set_and_a_change_is_published(billi
     assert later.booking_fee.fee_cents == 3000
     assert [f.fee_cents for f in later.booking_fee_history][0] == 2500
     changes = await stream_events(
-        redis_client,
-        lambda e: e.WhichOneof("event") == "booking_fee_changed"
-        and e.booking_fee_changed.effective_from == at("2998-01-01T00:00:00+00:00"),
+        redis_client, lambda e: e.WhichOneof("event") == "booking_fee_changed" and e.booking_fee_changed.set_by == who
     )
     assert changes[0].booking_fee_changed.fee_cents == 3000
-    assert changes[0].booking_fee_changed.previous_fee_cents == 2500
+    assert changes[0].booking_fee_changed.previous_fee_cents == before.booking_fee.fee_cents
     await expect_error(
         billing.SetBookingFee(pb.SetBookingFeeRequest(fee_cents=0, effective_from=at("2998-01-01T00:00:00+00:00"),
                                                       set_by="ops")),
