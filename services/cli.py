@@ -174,7 +174,7 @@ def up(data_dir: pathlib.Path) -> int:
         print("CallerSync stopped", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callersync", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     up_cmd = commands.add_parser("up", help="run PostgreSQL and Valkey (embedded unless configured) and all services")
@@ -184,7 +184,11 @@ def main(argv: list[str] | None = None) -> None:
     serve_cmd.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="apply every service's pending migrations")
     commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     settings = Settings.from_env()
     logs.configure(getattr(args, "service", args.command), settings)
     if args.command == "up":

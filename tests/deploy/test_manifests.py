@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from services.cli import SERVICES
+from services.cli import SERVICES, build_parser
 from services.runtime.config import SERVICE_PORTS, Settings
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
@@ -72,7 +72,7 @@ def test_each_service_deployment_agrees_with_the_code(name):
     (container,) = spec["containers"]
     assert container["image"] == "callersync"
     assert container["args"] == ["serve", name]
-    assert name == "gateway" or name in SERVICES
+    assert build_parser().parse_args(container["args"]).service == name  # a command the CLI accepts
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert list(ports.values()) == [PORTS[name]]
     env = {e["name"]: e.get("value") for e in container["env"]}
@@ -84,7 +84,8 @@ def test_each_service_deployment_agrees_with_the_code(name):
         assert container["livenessProbe"]["grpc"]["port"] == PORTS[name]
         assert "CALLERSYNC_DATABASE_URL" in env and "CALLERSYNC_REDIS_URL" in env
     else:
-        assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     grace = int(documents(DEPLOY / "k8s/base/config.yaml")[0]["data"]["CALLERSYNC_SHUTDOWN_GRACE_S"])
     assert spec["terminationGracePeriodSeconds"] > grace
 
