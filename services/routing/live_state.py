@@ -103,11 +103,11 @@ class LiveState:
         self._slot_ttl_s = slot_ttl_s
         self._steps_maxlen = steps_maxlen
 
-    async def admit(self, call_id: str, caller_number: str | None, fact_keys: list[tuple[str, str, str]],
+    async def admit(self, call_id: str | None, caller_number: str | None, fact_keys: list[tuple[str, str, str]],
                     now: float) -> Admission:
-        """caller_number None: do not count a burst (a later step of a known call)."""
+        """caller_number None: count no burst (a later step of a known call); call_id None: facts only."""
         burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
-        keys = [session_key(call_id), GEN_CLAIMS, GEN_BLOCKLIST, burst] + [k for triple in fact_keys for k in triple]
+        keys = [session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst] + [k for triple in fact_keys for k in triple]
         out = await self._admit(keys=keys, args=[self._burst_window_s, repr(now)])
         flat = [int(x) for x in out[4:]]
         return Admission(out[0], out[1], out[2], int(out[3]),

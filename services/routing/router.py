@@ -105,7 +105,7 @@ class Router:
         facts = admission.facts
         if view is None or dropped:
             view = await self._directory.view(zip_code)
-            facts = (await self._live.admit(call_id, None, self._fact_keys(view.claims, now), now.timestamp())).facts
+            facts = (await self._live.admit(None, None, self._fact_keys(view.claims, now), now.timestamp())).facts
         if not view.claims or view.rate_cents is None:
             return await self._finish_early(session, pb.ROUTE_OUTCOME_NO_CLAIMS, f"nobody claims ZIP {zip_code}")
         session.rate_cents = view.rate_cents
@@ -145,7 +145,7 @@ class Router:
         claims = [(s, p) for s, p in view.claims
                   if s.contractor_id in {e.contractor_id for e in session.remaining()}]
         profiles = {s.contractor_id: p for s, p in claims}
-        facts = (await self._live.admit(call_id, None, self._fact_keys(claims, now), now.timestamp())).facts
+        facts = (await self._live.admit(None, None, self._fact_keys(claims, now), now.timestamp())).facts
         expected = session.step
         session.step += 1
         session.reservation_id = ""
