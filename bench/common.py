@@ -157,12 +157,18 @@ def wait_healthy(target: str, deadline_s: float) -> None:
 
 
 @contextlib.contextmanager
-def serve_subprocess(service: str, env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards."""
+def serve_subprocess(
+    service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards.
+
+    `tree` is the checkout whose services/ runs (another one, e.g. a `git worktree` of an older commit, for
+    before/after comparisons in the same conditions)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
-        env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": env.get("CALLERSYNC_LOG_LEVEL", "WARNING")},
-        cwd=ROOT,
+        env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": env.get("CALLERSYNC_LOG_LEVEL", "WARNING"),
+             "PYTHONPATH": str(tree)},
+        cwd=tree,
     )
     try:
         wait_healthy(f"127.0.0.1:{port}", 60)
