@@ -1,0 +1,166 @@
+"""callersync.billing.events as routing consumes them: at least once, applied once, resumed after a restart
+without loss, a dead consumer's pending entries taken over; and what each event does to routing."""
+
+import dataclasses
+import datetime as dt
+
+import asyncpg
+import grpc
+import pytest
+
+from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
+from callersync.routing.v1 import routing_pb2 as pb
+from services.routing.billing_events import BillingEventHandler
+from services.routing.live_state import LiveState
+from services.routing.storage import RoutingStore
+from services.routing.streams import StreamConsumer
+from tests.conftest import fresh_database
+from tests.routing.support import (caller, claim, contractors, eventually, get_wallet, new_call, next_event_id, price,
+                                   publish, rate_event, route, top_up, ts)
+
+
+@pytest.fixture
+async def isolated(servers):
+    """A database of its own, with no routing server consuming into it."""
+    pool = await asyncpg.create_pool(await fresh_database(servers), min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def stream(redis_client):
+    """A stream of its own: the session's routing server does not read it."""
+    return f"test.billing.events.{next_event_id()}"
+
+
+def consumer(redis_client, pool, stream, name, handler=None, claim_idle_ms=60_000):
+    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
+    handler = handler or BillingEventHandler(RoutingStore(pool), live, lambda: None, lambda: None)
+    return StreamConsumer(redis_client, stream, "routing", handler, consumer=name, claim_idle_ms=claim_idle_ms)
+
+
+async def rates(pool):
+    return {r["zip"]: r["rate_cents"] for r in await pool.fetch("SELECT zip, rate_cents FROM routing.zip_rates")}
+
+
+async def test_events_published_while_routing_is_down_are_consumed_after_the_restart(redis_client, isolated, stream):
+    first = consumer(redis_client, isolated, stream, "replica-a")
+    for i in range(3):
+        await publish(redis_client, rate_event(f"1000{i}", 1000 + i), stream)
+    assert await first.drain() == 3
+    # routing is down; billing keeps publishing
+    for i in range(3, 6):
+        await publish(redis_client, rate_event(f"1000{i}", 1000 + i), stream)
+    restarted = consumer(redis_client, isolated, stream, "replica-a-restarted")
+    assert await restarted.drain() == 3
+    assert await rates(isolated) == {f"1000{i}": 1000 + i for i in range(6)}
+
+
+async def test_a_consumer_that_died_before_acknowledging_is_taken_over_and_nothing_applies_twice(
+        redis_client, isolated, stream):
+    store = RoutingStore(isolated)
+    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
+    real = BillingEventHandler(store, live, lambda: None, lambda: None)
+
+    async def apply_then_die(entries):
+        await real(entries)
+        raise RuntimeError("killed between commit and XACK")
+
+    dying = consumer(redis_client, isolated, stream, "replica-dying", handler=apply_then_die)
+    rated = events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
+        call_id=new_call(), zip="20001", billable=True, payer_contractor_id="ctr-x", connected_ms=45_000,
+        price_cents=4000, started_at=ts(dt.datetime.now(dt.UTC))))
+    await publish(redis_client, rate_event("20001", 4000), stream)
+    await publish(redis_client, rated, stream)
+    with pytest.raises(RuntimeError):
+        await dying.poll_once()
+    pending = await redis_client.xpending(stream, "routing")
+    assert pending["pending"] == 2
+    heir = consumer(redis_client, isolated, stream, "replica-heir", claim_idle_ms=0)
+    assert await heir.drain() == 2
+    assert (await redis_client.xpending(stream, "routing"))["pending"] == 0
+    assert await isolated.fetchval("SELECT count(*) FROM routing.connected_calls WHERE contractor_id = 'ctr-x'") == 1
+    assert await isolated.fetchval("SELECT count(*) FROM routing.consumed_events") == 2
+
+
+async def test_a_redelivered_event_is_applied_once(redis_client, isolated, stream):
+    block = events_pb2.BillingEvent(event_id=next_event_id(), caller_block_requested=events_pb2.CallerBlockRequested(
+        caller_number="+14155550199", refund_case_id="rc-1", contractor_id="ctr-y", call_id="c-1", reviewer="ops"))
+    await publish(redis_client, block, stream)
+    await publish(redis_client, block, stream)  # the relay crashed before marking it published: sent again
+    assert await consumer(redis_client, isolated, stream, "replica-b").drain() == 2
+    assert await isolated.fetchval("SELECT count(*) FROM routing.blocklist_history") == 1
+    row = await isolated.fetchrow("SELECT * FROM routing.blocked_callers")
+    assert (row["source"], row["refund_case_id"]) == ("spam_refund", "rc-1")
+
+
+async def test_an_entry_routing_cannot_read_is_set_aside_and_the_rest_applied(redis_client, isolated, stream):
+    await redis_client.xadd(stream, {"event_id": 1, "type": "zip_rate_changed", "data": b"\xff\xffnot a proto"})
+    await publish(redis_client, rate_event("123", 1000), stream)  # not a ZIP
+    await publish(redis_client, rate_event("30303", 1500), stream)
+    assert await consumer(redis_client, isolated, stream, "replica-c").drain() == 3
+    assert await rates(isolated) == {"30303": 1500}
+    assert await isolated.fetchval("SELECT count(*) FROM routing.rejected_events") == 2
+
+
+async def test_an_approved_spam_refund_blocks_the_caller_for_routing(routing, wallet, redis_client, db, zip_code):
+    cid, = contractors(1)
+    await price(redis_client, db, zip_code, 3000)
+    await claim(routing, cid, zip_code)
+    await top_up(wallet, cid, 10000)
+    spammer = caller()
+    await publish(redis_client, events_pb2.BillingEvent(caller_block_requested=events_pb2.CallerBlockRequested(
+        caller_number=spammer, refund_case_id="rc-7", contractor_id=cid, call_id="c-7", reviewer="ops-bo")))
+
+    async def blocked():
+        return (await route(routing, zip_code, spammer)).outcome == pb.ROUTE_OUTCOME_CALLER_BLOCKED
+
+    await eventually(blocked, what="the caller to be blocked")
+    assert (await get_wallet(wallet, cid)).reserved_cents == 0
+
+
+async def test_rated_calls_count_against_the_daily_cap_and_free_the_slot(routing, wallet, redis_client, db, zip_code):
+    primary, backup = contractors(2)
+    await price(redis_client, db, zip_code, 3000)
+    await claim(routing, primary, zip_code)
+    await claim(routing, backup, zip_code, pb.CLAIM_POSITION_BACKUP)
+    for cid in (primary, backup):
+        await top_up(wallet, cid, 20000)
+    # Many calls at once allowed, so only the daily cap can make routing pass the primary over.
+    await routing.SetCaps(pb.SetCapsRequest(contractor_id=primary, caps=pb.Caps(daily_max_connected_calls=1,
+                                                                                max_concurrent_calls=100)))
+    await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
+    offered = await route(routing, zip_code)
+    assert offered.candidate.contractor_id == primary
+    await publish(redis_client, events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
+        call_id=new_call(), zip=zip_code, billable=True,
+        payer_contractor_id=primary, connected_ms=60_000, price_cents=3000,
+        started_at=ts(dt.datetime.now(dt.UTC)), rung_contractor_ids=[primary])))
+
+    async def capped():
+        reply = await route(routing, zip_code)
+        return reply.skipped and reply.skipped[0].reason == pb.SKIP_REASON_DAILY_CAP and reply
+
+    reply = await eventually(capped, what="the daily cap to apply")
+    assert reply.candidate.contractor_id == backup
+    assert "1 of 1" in reply.skipped[0].message
+    profile = (await routing.GetRoutingProfile(pb.GetRoutingProfileRequest(contractor_id=primary))).profile
+    assert (profile.connected_calls_today, profile.caps.daily_max_connected_calls) == (1, 1)
+
+
+async def test_a_rate_set_in_billing_reaches_the_wallet_threshold_through_the_stream(
+        routing, wallet, billing_target, redis_client, db, zip_code, contractor):
+    async with grpc.aio.insecure_channel(billing_target) as channel:
+        billing = billing_pb2_grpc.BillingServiceStub(channel)
+        now = dt.datetime.now(dt.UTC)
+        await billing.SetZipRate(billing_pb2.SetZipRateRequest(zip=zip_code, rate_cents=3300,
+                                                               effective_from=ts(now), set_by="ops"))
+        # Routing may not have heard the event yet: ClaimZip falls back to GetRateCard.
+        assert (await claim(routing, contractor, zip_code)).pause_threshold_cents == 3300
+        await billing.SetZipRate(billing_pb2.SetZipRateRequest(
+            zip=zip_code, rate_cents=5100, effective_from=ts(now + dt.timedelta(seconds=1)), set_by="ops"))
+
+    async def raised():
+        return (await get_wallet(wallet, contractor)).pause_threshold_cents == 5100
+
+    await eventually(raised, what="the new rate's threshold at the wallet")
