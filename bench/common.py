@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks: the servers to run against, services as subprocesses, pgbench, percentiles.
+"""Helpers shared by the benchmarks: servers to run against, services as subprocesses, pgbench, percentiles.
 
 Benchmarks print figures; they are never timed tests. Every benchmark starts its own embedded PostgreSQL and
 Valkey unless CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL name servers, and works in a scratch database it
@@ -146,7 +146,8 @@ def pgbench_run(url: str, clients: int, jobs: int, seconds: int) -> PgbenchResul
     lat = re.search(r"latency average = ([0-9.]+) ms", out)
     if tps is None:
         raise RuntimeError(f"cannot read tps from pgbench output:\n{out}")
-    return PgbenchResult(clients, jobs, seconds, float(tps.group(1)), float(lat.group(1)) if lat else math.nan)
+    latency_ms = float(lat.group(1)) if lat else math.nan
+    return PgbenchResult(clients, jobs, seconds, float(tps.group(1)), latency_ms)
 
 
 def wait_healthy(target: str, deadline_s: float) -> None:

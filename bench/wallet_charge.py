@@ -55,8 +55,10 @@ async def _top_up(targets: list[str], wallets: list[str], run_id: str) -> None:
         async def one(cid: str) -> None:
             async with sem:
                 await stub.TopUp(
-                    pb.TopUpRequest(contractor_id=cid, amount_cents=TOP_UP_CENTS, payment_reference=f"bench-{run_id}",
-                                    idempotency_key=f"{run_id}-topup-{cid}"),
+                    pb.TopUpRequest(
+                        contractor_id=cid, amount_cents=TOP_UP_CENTS, payment_reference=f"bench-{run_id}",
+                        idempotency_key=f"{run_id}-topup-{cid}",
+                    ),
                     timeout=60,
                 )
 
@@ -165,7 +167,9 @@ async def verify(url: str, acknowledged: int) -> dict:
     try:
         charges = await conn.fetchval("SELECT count(*) FROM wallet.entries WHERE kind = 'charge'")
         # Entries committed together share their inserting transaction id: how well group commit coalesced.
-        commits = await conn.fetchval("SELECT count(DISTINCT xmin::text) FROM wallet.entries WHERE kind = 'charge'")
+        commits = await conn.fetchval(
+            "SELECT count(DISTINCT xmin::text) FROM wallet.entries WHERE kind = 'charge'"
+        )
         problems = {name: len(rows) for name, rows in (await reconcile(conn)).items() if rows}
     finally:
         await conn.close()
@@ -176,17 +180,20 @@ async def verify(url: str, acknowledged: int) -> dict:
 
 async def main_async(args: argparse.Namespace) -> dict:
     run_id = uuid.uuid4().hex[:8]
-    figures: dict = {"bench": "wallet_charge", "run_id": run_id, "clients": args.clients, "wallets": args.wallets,
+    figures: dict = {"bench": "wallet_charge", "run_id": run_id, "clients": args.clients,
+                     "wallets": args.wallets,
                      "seconds": args.seconds, "wallet_processes": args.processes,
-                     "client_processes": args.client_procs, "server": "subprocess (python -m services.cli serve wallet)",
+                     "client_processes": args.client_procs,
+                     "server": "subprocess (python -m services.cli serve wallet)",
                      "server_tree": str(args.server_tree)}
     with common.stack() as servers:
         figures["postgres"] = await common.server_settings(servers.database_url)
         figures["postgres"]["embedded"] = servers.embedded
         if figures["postgres"]["synchronous_commit"] != "on" or figures["postgres"]["fsync"] != "on":
             raise SystemExit(f"refusing to benchmark without durable commits: {figures['postgres']}")
-        print(f"PostgreSQL {figures['postgres']['server_version']} ({'embedded' if servers.embedded else 'given'}),"
-              f" synchronous_commit={figures['postgres']['synchronous_commit']}; {common.cpu_load()}", flush=True)
+        pg = figures["postgres"]
+        print(f"PostgreSQL {pg['server_version']} ({'embedded' if servers.embedded else 'given'}),"
+              f" synchronous_commit={pg['synchronous_commit']}; {common.cpu_load()}", flush=True)
         figures["load_before"] = common.cpu_load()
 
         async with common.scratch_database(servers.database_url, "bench_wallet") as wallet_db:
@@ -201,8 +208,10 @@ async def main_async(args: argparse.Namespace) -> dict:
                 env["CALLERSYNC_DB_POOL_SIZE"] = str(args.pool_size)
             targets = [f"127.0.0.1:{p}" for p in ports]
             with contextlib.ExitStack() as stack:
-                server_pids = [stack.enter_context(common.serve_subprocess("wallet", env, port, args.server_tree)).pid
-                               for port in ports]
+                server_pids = [
+                    stack.enter_context(common.serve_subprocess("wallet", env, port, args.server_tree)).pid
+                    for port in ports
+                ]
                 wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
                 await _top_up(targets, wallets, run_id)
                 print(f"topped up {len(wallets)} wallets; charging with {args.clients} clients for "
@@ -210,9 +219,7 @@ async def main_async(args: argparse.Namespace) -> dict:
                 charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
                                                 await backend_pids(wallet_db))
             figures["load_during_charges"] = common.cpu_load()
-            figures.update({k: charges[k] for k in ("charges_per_s", "p50_ms", "p99_ms", "errors",
-                                                       "wallet_cpu_us_per_charge", "postgres_cpu_us_per_charge",
-                                                       "client_cpu_us_per_charge")})
+            figures.update({k: v for k, v in charges.items() if k != "acknowledged"})
             figures["verify"] = await verify(wallet_db, charges["acknowledged"])
             verified = figures["verify"]
             print(f"charges/s {charges['charges_per_s']:.0f}  p50 {charges['p50_ms']:.1f} ms  "
@@ -251,18 +258,20 @@ async def measure_pgbench(admin_url: str, seconds: int) -> dict:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="5 s runs instead of 15 s")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--wallets", type=int, default=1000)
-    parser.add_argument("--seconds", type=float, default=None, help="measured charging time (default 15, quick 5)")
-    parser.add_argument("--warmup", type=float, default=None, help="unmeasured charging first (default 3, quick 1)")
-    parser.add_argument("--pgbench-seconds", type=int, default=None, help="each pgbench run (default 15, quick 5)")
+    parser.add_argument("--seconds", type=float, default=None, help="measured time (default 15, quick 5)")
+    parser.add_argument("--warmup", type=float, default=None, help="unmeasured first (default 3, quick 1)")
+    parser.add_argument("--pgbench-seconds", type=int, default=None, help="each pgbench run (15, quick 5)")
     parser.add_argument("--processes", type=int, default=1, help="wallet server processes")
     parser.add_argument("--client-procs", type=int, default=1, help="load generator processes")
     parser.add_argument("--pool-size", type=int, default=0, help="CALLERSYNC_DB_POOL_SIZE for the wallet")
     parser.add_argument("--server-tree", type=pathlib.Path, default=common.ROOT,
-                        help="checkout whose wallet to run (e.g. a git worktree of an older commit, for before/after)")
+                        help="checkout whose wallet runs (a worktree of an older commit, for before/after)")
     parser.add_argument("--skip-pgbench", action="store_true", help="charges only (no ratio)")
     args = parser.parse_args(argv)
     quick = args.quick
