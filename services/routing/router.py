@@ -1,5 +1,5 @@
-"""RouteCall and NextCandidate, the hot path: one cached ZIP view, one GetRoutability batch, one Reserve and
-two Redis round trips per step. The step's records ride in the second round trip (a Redis stream that the
+"""RouteCall and NextCandidate, the hot path: one cached ZIP view, one wallet call (Reserve; a GetRoutability
+batch only after a refusal) and two Redis round trips per step. The step's records ride in the second round trip (a Redis stream that the
 step writer moves into PostgreSQL), so no PostgreSQL commit sits on the path."""
 
 from __future__ import annotations
@@ -161,18 +161,25 @@ class Router:
         verdicts = {e.contractor_id: cascade.local_skip(profiles[e.contractor_id], now,
                                                         facts.get(e.contractor_id, Facts()))
                     for e in remaining}
-        asked = [cid for cid, verdict in verdicts.items() if verdict is None]
-        routable = await self._routability(asked, session.rate_cents) if asked else {}
+        # One wallet hop in the usual case: Reserve on the first candidate routing itself has no reason to pass
+        # over (the wallet refuses atomically if they are paused or short). Only after a refusal does the wallet
+        # say in one batch who else can pay, with the figures for the skip messages.
+        routable: dict[str, wpb.Routability] | None = None
         skipped: list[Skip] = []
-        for entry in remaining:
+        for i, entry in enumerate(remaining):
             cid = entry.contractor_id
-            verdict = verdicts[cid] or self._wallet_verdict(routable[cid], session.rate_cents)
+            verdict = verdicts[cid]
+            if verdict is None and routable is not None:
+                verdict = self._wallet_verdict(routable[cid], session.rate_cents)
             if verdict is None:
                 reserved = await self._reserve(entry, session)
                 if reserved is None:
                     continue  # this call already held (and gave up) a reservation on them
                 if isinstance(reserved, tuple):
-                    verdict = reserved
+                    if routable is None:
+                        later = [e.contractor_id for e in remaining[i:] if verdicts[e.contractor_id] is None]
+                        routable = await self._routability(later, session.rate_cents)
+                    verdict = self._wallet_verdict(routable[cid], session.rate_cents) or reserved
                 else:
                     response = self._offered(session, entry, reserved, skipped)
                     committed = await self._commit(session, response, now, expected_step, previous, records,
