@@ -184,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=None)
     commands.add_parser("migrate", help="apply every service's pending migrations")
     commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
+    from services.demo.driver import add_arguments as demo_arguments
+
+    demo_arguments(commands.add_parser("demo", help="drive the running stack through a day; summary, reconcile"))
     return parser
 
 
@@ -201,6 +204,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         run(serve(args.service, args.port))
         return
+    if args.command == "demo":
+        from services.demo.driver import main as demo
+
+        sys.exit(run(demo(args, settings)))
     if not settings.database_url:
         sys.exit("CALLERSYNC_DATABASE_URL is not set")
     if args.command == "migrate":
