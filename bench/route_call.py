@@ -93,7 +93,7 @@ def summary(name: str, latencies: list[float], errors: int, extra: str = "") -> 
 
 
 async def phase(label: str, echo_target: str, routing_target: str, zips: list[str], rate: float, seconds: float,
-                run_id: str) -> dict:
+                run_id: str, pids: dict[str, int]) -> dict:
     rng = random.Random(label)
     async with grpc.aio.insecure_channel(echo_target) as ech, grpc.aio.insecure_channel(routing_target) as rch:
         echo = ech.unary_unary(ECHO_METHOD)
@@ -115,7 +115,12 @@ async def phase(label: str, echo_target: str, routing_target: str, zips: list[st
         echo_fig = summary("grpc.aio echo", *await open_loop(send_echo, rate, seconds))
         await open_loop(send_route, rate, 2)
         outcomes.clear()
+        cpu_before = {name: common.cpu_seconds([pid]) for name, pid in pids.items()}
         route_fig = summary("RouteCall (wallet in the path)", *await open_loop(send_route, rate, seconds))
+        calls = rate * seconds
+        cpu_ms = {name: (common.cpu_seconds([pid]) - cpu_before[name]) * 1000 / calls for name, pid in pids.items()}
+        print("  CPU per RouteCall: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items()), flush=True)
+        route_fig["cpu_ms_per_call"] = cpu_ms
         offered = outcomes.get(pb.ROUTE_OUTCOME_OFFERED, 0)
         print(f"  outcomes: {offered} offered of {sum(outcomes.values())}; "
               f"p99 ratio RouteCall/echo = {route_fig['p99_ms'] / echo_fig['p99_ms']:.2f} (target <= 2)", flush=True)
@@ -183,19 +188,21 @@ async def main(args: argparse.Namespace) -> None:
             echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(echo_port)])
             try:
                 results = {}
-                with common.serve_subprocess("wallet", env, wallet_port):
+                with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc:
                     routing_target = f"127.0.0.1:{routing_port}"
-                    with common.serve_subprocess("routing", env, routing_port):
+                    with common.serve_subprocess("routing", env, routing_port) as routing_proc:
+                        pids = {"routing": routing_proc.pid, "wallet": wallet_proc.pid, "bench client": os.getpid()}
                         zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id)
                         print(f"setup: {HOT_ZIPS} ZIPs, {HOT_ZIPS * PER_ZIP} contractors with wallets", flush=True)
                         results["contractors_1000"] = await phase(
                             "1,000 contractors' claims", f"127.0.0.1:{echo_port}", routing_target, zips,
-                            args.rate, args.seconds, run_id)
+                            args.rate, args.seconds, run_id, pids)
                     await load_background(url, args.background, run_id)
-                    with common.serve_subprocess("routing", env, routing_port):
+                    with common.serve_subprocess("routing", env, routing_port) as routing_proc:
+                        pids["routing"] = routing_proc.pid
                         results["contractors_100000"] = await phase(
                             f"{HOT_ZIPS * PER_ZIP + args.background:,} contractors' claims",
-                            f"127.0.0.1:{echo_port}", routing_target, zips, args.rate, args.seconds, run_id)
+                            f"127.0.0.1:{echo_port}", routing_target, zips, args.rate, args.seconds, run_id, pids)
                 small = results["contractors_1000"]["route_call"]["p99_ms"]
                 large = results["contractors_100000"]["route_call"]["p99_ms"]
                 print(f"p99 with 100,000 vs 1,000 contractors: {large:.2f} / {small:.2f} ms = {large / small:.2f}"
