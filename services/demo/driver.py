@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime as dt
 import random
 import re
@@ -24,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.demo import scenario
+from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
 from services.demo.report import Tally, dollars, skip_lines, table
 from services.demo.scenario import CallPlan, Ring, TopUp
 from services.runtime import channels
@@ -56,49 +56,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def stamp(ns: int) -> Timestamp:
-    return Timestamp(seconds=ns // 1_000_000_000, nanos=ns % 1_000_000_000)
-
-
 def now_ns() -> int:
     return time.time_ns()
-
-
-@dataclasses.dataclass
-class LegSpec:
-    contractor_id: str
-    reservation_id: str
-    mode: int  # billing CallMode
-    ring_ms: int
-    answered_by: int  # billing AnsweredBy
-    talk_ms: int
-    hangup: int  # billing HangupSide
-
-
-def lay_out(legs: list[LegSpec], end_ns: int) -> tuple[int, list[bpb.Leg]]:
-    """Places the legs one after another so the call ends at end_ns; returns started_at and the legs."""
-    gap = 1_000_000_000  # a second between one leg ending and the next ringing
-    total = gap + sum(leg.ring_ms * 1_000_000 + leg.talk_ms * 1_000_000 + gap for leg in legs)
-    started = end_ns - total
-    at = started + gap
-    out = []
-    for leg in legs:
-        answered = at + leg.ring_ms * 1_000_000
-        ended = answered + leg.talk_ms * 1_000_000
-        out.append(
-            bpb.Leg(
-                contractor_id=leg.contractor_id,
-                rang_at=stamp(at),
-                ended_at=stamp(ended),
-                answered_at=stamp(answered) if leg.answered_by != bpb.ANSWERED_BY_NONE else None,
-                answered_by=leg.answered_by,
-                reservation_id=leg.reservation_id,
-                hangup_side=leg.hangup,
-                mode=leg.mode,
-            )
-        )
-        at = ended + gap
-    return started, out
 
 
 class Demo:
@@ -323,71 +282,17 @@ class Demo:
         booked_by = ""
         while reply.outcome == rpb.ROUTE_OUTCOME_OFFERED:
             cand = reply.candidate
-            who = self.name(cand.contractor_id)
             self.by_id[cand.contractor_id].offered += 1
-            if cand.mode == rpb.CONTRACTOR_MODE_AI_AGENT:
-                talk_ms = round(plan.ai_talk_s * 1000)
-                legs.append(
-                    LegSpec(
-                        cand.contractor_id,
-                        cand.reservation_id,
-                        bpb.CALL_MODE_AI_AGENT,
-                        2000,
-                        bpb.ANSWERED_BY_AI_AGENT,
-                        talk_ms,
-                        bpb.HANGUP_SIDE_CALLER,
-                    )
-                )
+            if cand.mode == rpb.CONTRACTOR_MODE_AI_AGENT:  # the AI always picks up
+                legs.append(ai_leg(cand.contractor_id, cand.reservation_id, plan.ai_talk_s))
+                story.append(describe(self.name(cand.contractor_id), legs[-1], None, plan.books))
                 booked_by = cand.contractor_id if plan.books else ""
-                story.append(
-                    f"{who}'s AI agent answered, {talk_ms / 1000:.0f} s"
-                    + (", booked a visit" if plan.books else "")
-                )
                 break
             ring = rings.pop(0) if rings else Ring(scenario.NO_ANSWER, 20.0)
-            ring_ms, talk_ms = round(ring.ring_s * 1000), round(ring.talk_s * 1000)
-            if ring.kind in scenario.ANSWERING:
-                answered_by = (
-                    bpb.ANSWERED_BY_VOICEMAIL if ring.kind == scenario.VOICEMAIL else bpb.ANSWERED_BY_PERSON
-                )
-                hangup = {
-                    scenario.DROPPED: bpb.HANGUP_SIDE_NETWORK,
-                    scenario.CONNECTED: (
-                        bpb.HANGUP_SIDE_CONTRACTOR if talk_ms % 2 else bpb.HANGUP_SIDE_CALLER
-                    ),
-                }.get(ring.kind, bpb.HANGUP_SIDE_CALLER)
-                legs.append(
-                    LegSpec(
-                        cand.contractor_id,
-                        cand.reservation_id,
-                        bpb.CALL_MODE_HUMAN,
-                        ring_ms,
-                        answered_by,
-                        talk_ms,
-                        hangup,
-                    )
-                )
-                what = {
-                    scenario.VOICEMAIL: "voicemail took a message",
-                    scenario.DROPPED: "line dropped after",
-                    scenario.SHORT: "caller hung up after",
-                }.get(ring.kind, "answered, talked")
-                story.append(
-                    f"{who} {what}" + ("" if ring.kind == scenario.VOICEMAIL else f" {talk_ms / 1000:.1f} s")
-                )
+            legs.append(human_leg(cand.contractor_id, cand.reservation_id, ring))
+            story.append(describe(self.name(cand.contractor_id), legs[-1], ring))
+            if legs[-1].answered:
                 break
-            legs.append(
-                LegSpec(
-                    cand.contractor_id,
-                    cand.reservation_id,
-                    bpb.CALL_MODE_HUMAN,
-                    ring_ms,
-                    bpb.ANSWERED_BY_NONE,
-                    0,
-                    bpb.HANGUP_SIDE_ENGINE if ring.kind == scenario.NO_ANSWER else bpb.HANGUP_SIDE_CONTRACTOR,
-                )
-            )
-            story.append(f"{who} {ring.kind.replace('_', ' ')}")
             reply = await self.routing.NextCandidate(
                 rpb.NextCandidateRequest(
                     call_id=call_id, after_step=cand.step, ring_outcome=RING_OUTCOME[ring.kind]

@@ -7,9 +7,14 @@ import re
 import grpc
 import pytest
 import redis.asyncio as redis
+from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 
+from services.billing import policy
+from services.demo import scenario
 from services.demo.driver import slug
+from services.demo.legs import GAP_NS, ai_leg, human_leg, lay_out, stamp
+from services.demo.scenario import Ring
 from tests.conftest import fresh_database
 from tests.system.processes import run_cli
 from tests.system.stack import start_stack
@@ -136,3 +141,61 @@ def test_demo_says_how_to_start_the_stack_when_it_is_not_running(stack):
     assert "callersync up" in done.stdout
     too_small = run_cli("demo", "--calls", "3", env=stack.env, timeout=60)
     assert too_small.returncode == 2 and "at least" in too_small.stdout
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "rule"),
+    [
+        (
+            Ring(scenario.NO_ANSWER, 20.0),
+            Ring(scenario.CONNECTED, 3.0, 30.0),
+            bpb.DECISION_RULE_BILLABLE_CONNECTED_30S,
+        ),
+        (
+            Ring(scenario.DECLINED, 4.0),
+            Ring(scenario.DROPPED, 3.0, 30.5),
+            bpb.DECISION_RULE_BILLABLE_DROPPED_AFTER_30S,
+        ),
+        (Ring(scenario.NO_ANSWER, 20.0), Ring(scenario.SHORT, 3.0, 29.999), bpb.DECISION_RULE_FREE_UNDER_30S),
+        (
+            Ring(scenario.NO_ANSWER, 20.0),
+            Ring(scenario.VOICEMAIL, 20.0, 45.0),
+            bpb.DECISION_RULE_FREE_VOICEMAIL,
+        ),
+    ],
+)
+def test_legs_are_laid_out_back_to_back_ending_now_and_billing_reads_them_as_meant(first, second, rule):
+    end = 1_800_000_000 * 10**9
+    legs = [human_leg("a", "r1", first), human_leg("b", "r2", second)]
+    started, out = lay_out(legs, end)
+    call = bpb.FinishedCall(
+        call_id="c",
+        zip="94103",
+        caller_number="+14155550123",
+        started_at=stamp(started),
+        mode=bpb.CALL_MODE_HUMAN,
+        legs=out,
+    )
+    policy.validate_call(call)
+    assert policy.nanos(out[0].rang_at) == started + GAP_NS
+    assert policy.nanos(out[1].rang_at) == policy.nanos(out[0].ended_at) + GAP_NS
+    assert policy.nanos(out[1].ended_at) == end - GAP_NS
+    assert not out[0].HasField("answered_at")
+    assert policy.connected_ns(out[1]) == round(second.talk_s * 1000) * 1_000_000
+    verdict = policy.rate_call(call)
+    assert verdict.rule == rule
+    assert verdict.legs[0].rule == bpb.DECISION_RULE_FREE_CASCADED_PAST
+
+
+def test_an_ai_leg_is_free_by_the_ai_rule():
+    started, out = lay_out([ai_leg("ai", "r", 95.0)], 1_800_000_000 * 10**9)
+    call = bpb.FinishedCall(
+        call_id="c",
+        zip="94103",
+        caller_number="+14155550123",
+        started_at=stamp(started),
+        mode=bpb.CALL_MODE_AI_AGENT,
+        legs=out,
+    )
+    policy.validate_call(call)
+    assert policy.rate_call(call).rule == bpb.DECISION_RULE_FREE_AI_MODE
