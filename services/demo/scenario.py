@@ -177,7 +177,7 @@ def plan_day(seed: int | None, n_contractors: int, n_calls: int) -> Day:
         c(human, VOICEMAIL, note="voicemail takes a message: free"),
         c(LOW, CONNECTED, note="the low wallet is paused: skipped, a backup takes it"),
         c(rng.randrange(n_contractors), SHORT, note="the homeowner hangs up under 30 s: free"),
-        c(human, CONNECTED, recorded=False, note="nothing was recorded (the refund cannot be defended)"),
+        c(human, CONNECTED, recorded=False, note="nothing was recorded, so a refund cannot be defended"),
         c(AI, note="the AI agent answers; no booking"),
     ]
     after_top_up = [c(LOW, CONNECTED, note="topped up: the low wallet is back in rotation"), c(LOW, SHORT)]
