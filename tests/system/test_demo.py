@@ -3,6 +3,7 @@ every contractor, a pause and its resumption, billable and free calls, a refund,
 Runs again against the same stack (fresh ids per run), and a seed replays the same day."""
 
 import re
+import urllib.parse
 
 import grpc
 import pytest
@@ -31,7 +32,7 @@ NAMES = (
 @pytest.fixture(scope="module")
 async def stack(servers):
     url = await fresh_database(servers)
-    redis_url = servers.redis_url.rsplit("/", 1)[0] + "/6"
+    redis_url = urllib.parse.urlsplit(servers.redis_url)._replace(path="/6").geturl()  # this test's own db
     # Streams and consumer groups left by an earlier run would feed this stack stale events.
     client = redis.Redis.from_url(redis_url)
     await client.flushdb()
