@@ -103,8 +103,10 @@ async def test_an_entry_routing_cannot_read_is_set_aside_and_the_rest_applied(re
     assert await isolated.fetchval("SELECT count(*) FROM routing.rejected_events") == 2
 
 
-async def test_an_approved_spam_refund_blocks_the_caller_for_routing(routing, wallet, redis_client, db, zip_code):
+async def test_an_approved_spam_refund_blocks_the_caller_for_routing(routing, wallet, redis_client, db, zip_code,
+                                                                     make_zip):
     cid, = contractors(1)
+    nobodys = make_zip()  # polled until the block applies, so the polls themselves reserve nothing
     await price(redis_client, db, zip_code, 3000)
     await claim(routing, cid, zip_code)
     await top_up(wallet, cid, 10000)
@@ -113,10 +115,14 @@ async def test_an_approved_spam_refund_blocks_the_caller_for_routing(routing, wa
         caller_number=spammer, refund_case_id="rc-7", contractor_id=cid, call_id="c-7", reviewer="ops-bo")))
 
     async def blocked():
-        return (await route(routing, zip_code, spammer)).outcome == pb.ROUTE_OUTCOME_CALLER_BLOCKED
+        return (await route(routing, nobodys, spammer)).outcome == pb.ROUTE_OUTCOME_CALLER_BLOCKED
 
     await eventually(blocked, what="the caller to be blocked")
+    assert (await route(routing, zip_code, spammer)).outcome == pb.ROUTE_OUTCOME_CALLER_BLOCKED
     assert (await get_wallet(wallet, cid)).reserved_cents == 0
+    entry = (await routing.ListBlockedCallers(pb.ListBlockedCallersRequest(page_size=500))).blocked_callers
+    assert [(b.source, b.refund_case_id) for b in entry if b.caller_number == spammer] == [
+        (pb.BLOCK_SOURCE_SPAM_REFUND, "rc-7")]
 
 
 async def test_rated_calls_count_against_the_daily_cap_and_free_the_slot(routing, wallet, redis_client, db, zip_code):
