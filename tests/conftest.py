@@ -3,8 +3,13 @@ CALLERSYNC_REDIS_URL name servers), a fresh database per session, services in-pr
 
 from __future__ import annotations
 
-import dataclasses
 import os
+
+# Tests start service processes from a process full of gRPC threads: grpc's fork handlers are of no use to
+# a child that execs at once, and are a known source of crashes when they run mid-call.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
+import dataclasses  # noqa: E402
 import pathlib
 import socket
 import tempfile
