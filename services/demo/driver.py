@@ -576,7 +576,12 @@ class Demo:
                     else:
                         await self.take_call(event)
                 except grpc.aio.AioRpcError as err:
-                    self.fail(f"{type(event).__name__} {event}: {err.code().name}: {err.details()}")
+                    what = (
+                        f"top-up of {self.tallies[event.contractor].name}"
+                        if isinstance(event, TopUp)
+                        else (f"call {self.calls}")
+                    )
+                    self.fail(f"{what}: {err.code().name}: {err.details()}")
             await self.refunds()
             await self.robocaller_again()
             await self.close_books()
