@@ -3,6 +3,7 @@ nasties, answers only with documented status codes, never UNKNOWN or INTERNAL, a
 refuses. The services run as real processes on a database of their own."""
 
 import asyncio
+import urllib.parse
 
 import grpc
 import pytest
@@ -112,7 +113,7 @@ def fill(msg, values: dict) -> None:
 @pytest.fixture(scope="module")
 def stack(servers):
     url = asyncio.run(fresh_database(servers))
-    running = start_stack(url, servers.redis_url.rsplit("/", 1)[0] + "/9")
+    running = start_stack(url, urllib.parse.urlsplit(servers.redis_url)._replace(path="/9").geturl())
     running.fingerprint = Fingerprinter(url)
     running.channels = {name: grpc.insecure_channel(running.target(name)) for name in MODULES}
     yield running
