@@ -24,6 +24,7 @@ from services.runtime import logs, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.server import stop_on_signals
+from services.runtime.startup import wait_for_dependencies
 from services.runtime.service import ServiceDef
 from services.wallet.app import WALLET
 from services.wallet.storage import reconcile as reconcile_wallets
@@ -56,6 +57,7 @@ async def serve(name: str, port: int | None) -> None:
     settings = Settings.from_env()
     service = SERVICES[name]
     telemetry.configure(name)
+    await wait_for_dependencies(name, settings)
     await migrate_all(settings.database_url, [name])
     server = await service.build(settings, settings.port_of(name) if port is None else port)
     if tls.enabled(settings):

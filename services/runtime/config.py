@@ -41,6 +41,8 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
+    # At start, how long to wait for PostgreSQL and Redis before giving up (0: fail at once, in one line).
+    startup_wait_s: int = 0
     log_level: str = "INFO"
     log_format: str = "json"  # or "text" for humans at a terminal
     data_dir: str = ".callersync"
@@ -93,6 +95,7 @@ class Settings:
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
+            startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
             log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
             log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),

@@ -24,7 +24,8 @@ def as_domain_error(err: BaseException) -> DomainError | None:
             return Conflict("the database aborted this call to resolve a concurrent update; retry")
         if isinstance(seen, CONNECTION_ERRORS):
             return Unavailable(f"PostgreSQL is unreachable ({type(seen).__name__}); retry shortly")
-        if isinstance(seen, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+        if isinstance(seen, redis.exceptions.RedisError) and not isinstance(seen, redis.exceptions.ResponseError):
+            # Connection, timeout, protocol (something that is not Redis answered): the server, not the request.
             return Unavailable(f"Redis is unreachable ({type(seen).__name__}); retry shortly")
         seen = seen.__cause__ or seen.__context__
     return None
