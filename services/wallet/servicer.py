@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 import asyncpg
 import grpc
@@ -84,7 +87,7 @@ def wallet_message(row: asyncpg.Record) -> pb.Wallet:
     )
 
 
-def reservation_message(row: asyncpg.Record, now) -> pb.Reservation:
+def reservation_message(row: Mapping[str, Any], now: dt.datetime) -> pb.Reservation:
     return pb.Reservation(
         reservation_id=str(row["reservation_id"]),
         contractor_id=row["contractor_id"],
@@ -201,8 +204,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if posted.outcome not in ("applied", "replayed"):
             raise ledger.refusal(posted.outcome, op, posted.row["detail_cents"], posted.row["entry_id"])
         reservation = await self._store.get_reservation(reservation_id)
-        now = await self._store.now()
-        return pb.CaptureResponse(reservation=reservation_message(reservation, now), entry=entry_message(posted.row))
+        return pb.CaptureResponse(
+            reservation=reservation_message(reservation, reservation["now"]), entry=entry_message(posted.row)
+        )
 
     async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.ReserveResponse:
         ledger.require_id("contractor_id", request.contractor_id)
@@ -215,8 +219,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 row["outcome"], request.contractor_id, request.call_id, row["available_cents"],
                 row["balance_cents"], row["pause_threshold_cents"], request.amount_cents,
             )
-        reservation = await self._store.get_reservation(str(row["reservation_id"]))
-        return pb.ReserveResponse(reservation=reservation_message(reservation, await self._store.now()))
+        reservation = dict(row, contractor_id=request.contractor_id, call_id=request.call_id)
+        return pb.ReserveResponse(reservation=reservation_message(reservation, row["now"]))
 
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)
@@ -229,7 +233,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 "released; refund the capture if it was wrong",
                 reason="RESERVATION_ALREADY_CAPTURED",
             )
-        return pb.ReleaseResponse(reservation=reservation_message(row, await self._store.now()))
+        return pb.ReleaseResponse(reservation=reservation_message(row, row["now"]))
 
     async def ListCallReservations(
         self, request: pb.ListCallReservationsRequest, context: grpc.aio.ServicerContext

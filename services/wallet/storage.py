@@ -102,12 +102,13 @@ class WalletStore:
             )
 
     async def release(self, reservation_id: str) -> asyncpg.Record | None:
-        """Frees an open reservation; returns the reservation as it now stands (None if unknown)."""
+        """Frees an open reservation; returns the reservation as it now stands, with the database clock as
+        `now` (None if unknown). One round trip when it was open."""
         rid = uuid.UUID(reservation_id)
         async with storage_errors():
             released = await self._pool.fetchrow(
                 "UPDATE wallet.reservations SET state = 'released', settled_at = now()"
-                " WHERE reservation_id = $1 AND state = 'open' RETURNING *",
+                " WHERE reservation_id = $1 AND state = 'open' RETURNING *, now() AS now",
                 rid,
             )
             if released is not None:
@@ -115,9 +116,10 @@ class WalletStore:
             return await self.get_reservation(reservation_id)
 
     async def get_reservation(self, reservation_id: str) -> asyncpg.Record | None:
+        """The reservation with the database clock as `now`."""
         async with storage_errors():
             return await self._pool.fetchrow(
-                "SELECT * FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
+                "SELECT *, now() AS now FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
             )
 
     async def call_reservations(self, call_id: str) -> list[asyncpg.Record]:
