@@ -61,6 +61,15 @@ class Stack:
     database_url: str  # an existing database we may create scratch databases from
     redis_url: str
     embedded: bool  # True when this process started PostgreSQL (so its settings are the wheel's defaults)
+    redis_embedded: bool = False  # True when this process started Valkey (so its 16 dbs are ours to split)
+
+    def redis_for(self, db: int) -> str:
+        """A Redis db of its own per benchmark phase when the Valkey is ours, so one phase's streams and keys
+        never reach the next phase's services; a given CALLERSYNC_REDIS_URL is used as it is."""
+        if not self.redis_embedded:
+            return self.redis_url
+        parts = urllib.parse.urlsplit(self.redis_url)
+        return urllib.parse.urlunsplit(parts._replace(path=f"/{db}"))
 
 
 @contextlib.contextmanager
@@ -78,11 +87,12 @@ def stack() -> Iterator[Stack]:
             pg = EmbeddedPostgres(data_dir)
             started.append(pg)
             db_url = pg.start()
-        if not redis_url:
+        redis_embedded = not redis_url
+        if redis_embedded:
             vk = EmbeddedValkey(data_dir)
             started.append(vk)
             redis_url = vk.start()
-        yield Stack(db_url, redis_url, pg_embedded)
+        yield Stack(db_url, redis_url, pg_embedded, redis_embedded)
     finally:
         for server in reversed(started):
             server.stop()
@@ -128,6 +138,47 @@ class PgbenchResult:
     latency_avg_ms: float
 
 
+async def seed_ledger(url: str, contractors: Sequence[str], entries_per_wallet: int, tag: str) -> int:
+    """Ledger history written through the wallet's own wallet.post_entry, in bulk: per wallet, half top-ups of
+    $10 then half charges of $1 (so balances stay positive and `callersync reconcile` still holds). Creates the
+    wallets that do not exist yet. Returns the number of entries written."""
+    if entries_per_wallet <= 0 or not contractors:
+        return 0
+    top_ups = (entries_per_wallet + 1) // 2
+    charges = entries_per_wallet - top_ups
+    conn = await asyncpg.connect(url)
+    try:
+        for kind, count, cents in (("top_up", top_ups, 1000), ("charge", charges, 100)):
+            if count:
+                await conn.execute(
+                    "SELECT wallet.post_entry(c, $2, $3, $4 || '-' || $2 || '-' || c || '-' || k, '\\x00'::bytea,"
+                    " 'history', 'seeded by bench', NULL, NULL)"
+                    " FROM unnest($1::text[]) c, generate_series(1, $5) k",
+                    list(contractors), kind, cents, tag, count,
+                )
+        await conn.execute("ANALYZE wallet.entries")
+        await conn.execute("ANALYZE wallet.wallets")
+    finally:
+        await conn.close()
+    return len(contractors) * entries_per_wallet
+
+
+def peak_memory_mb(pid: int) -> float:
+    """A process's peak resident memory (VmHWM in /proc/<pid>/status), in MB; NaN when it is gone."""
+    try:
+        for line in pathlib.Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return math.nan
+
+
+def load_average() -> dict:
+    one, five, fifteen = os.getloadavg()
+    return {"1min": round(one, 2), "5min": round(five, 2), "15min": round(fifteen, 2), "cores": os.cpu_count()}
+
+
 def pgbench_init(url: str, scale: int) -> None:
     subprocess.run(
         [str(pg_bin_dir() / "pgbench"), "-i", "-q", "-s", str(scale), url],
@@ -159,17 +210,19 @@ def wait_healthy(target: str, deadline_s: float) -> None:
 
 @contextlib.contextmanager
 def serve_subprocess(
-    service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT
+    service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT, stdout: int | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards.
 
     `tree` is the checkout whose services/ runs (another one, e.g. a `git worktree` of an older commit, for
-    before/after comparisons in the same conditions)."""
+    before/after comparisons in the same conditions). `stdout=subprocess.DEVNULL` drops what the service prints
+    (e.g. spans from OTEL_TRACES_EXPORTER=console)."""
     child = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
         env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": env.get("CALLERSYNC_LOG_LEVEL", "WARNING"),
              "PYTHONPATH": str(tree)},
         cwd=tree,
+        stdout=stdout,
     )
     try:
         wait_healthy(f"127.0.0.1:{port}", 60)

@@ -60,32 +60,41 @@ def _figures(elapsed: float, latencies: list[float]) -> dict:
 
 async def main(args: argparse.Namespace) -> None:
     with common.stack() as stack:
-        async with common.scratch_database(stack.database_url, "bench_gateway") as url:
-            await migrate_all(url, ["wallet"])
-            wallet_port, gateway_port = common.free_port(), common.free_port()
-            env = {
-                "CALLERSYNC_DATABASE_URL": url,
-                "CALLERSYNC_REDIS_URL": stack.redis_url,
-                "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
-                "CALLERSYNC_JWT_SECRET": KEY,
-            }
-            with common.serve_subprocess("wallet", env, wallet_port):
-                gateway = subprocess.Popen(
-                    [sys.executable, "-m", "services.cli", "serve", "gateway", "--port", str(gateway_port)],
-                    env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": "WARNING"},
-                    cwd=common.ROOT,
-                    stdout=subprocess.DEVNULL,
-                )
-                try:
-                    if not wait_healthy("127.0.0.1", gateway_port, 30):
-                        raise RuntimeError("the gateway did not start")
-                    await _run(args, wallet_port, gateway_port, gateway.pid)
-                finally:
-                    gateway.terminate()
-                    gateway.wait(timeout=20)
+        figures = await run(stack, args)
+    report(figures)
 
 
-async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, gateway_pid: int) -> None:
+async def run(stack: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> dict:
+    """Wallet and gateway in a scratch database of their own; returns the figures."""
+    async with common.scratch_database(stack.database_url, "bench_gateway") as url:
+        await migrate_all(url, ["wallet"])
+        wallet_port, gateway_port = common.free_port(), common.free_port()
+        env = {
+            "CALLERSYNC_DATABASE_URL": url,
+            "CALLERSYNC_REDIS_URL": stack.redis_for(redis_db),
+            "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
+            "CALLERSYNC_JWT_SECRET": KEY,
+        }
+        with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc:
+            gateway = subprocess.Popen(
+                [sys.executable, "-m", "services.cli", "serve", "gateway", "--port", str(gateway_port)],
+                env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": "WARNING"},
+                cwd=common.ROOT,
+                stdout=subprocess.DEVNULL,
+            )
+            try:
+                if not wait_healthy("127.0.0.1", gateway_port, 30):
+                    raise RuntimeError("the gateway did not start")
+                figures = await _run(args, wallet_port, gateway_port, gateway.pid)
+                figures["peak_memory_mb"] = {"wallet": common.peak_memory_mb(wallet_proc.pid),
+                                             "gateway": common.peak_memory_mb(gateway.pid)}
+                return figures
+            finally:
+                gateway.terminate()
+                gateway.wait(timeout=20)
+
+
+async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, gateway_pid: int) -> dict:
     wallets = [f"bench-{uuid.uuid4().hex[:10]}" for _ in range(args.wallets)]
     headers = {
         w: {
@@ -138,22 +147,30 @@ async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, ga
         "http_via_gateway": via_gateway,
         "load": common.cpu_load(),
     }
-    print(f"GetWallet, {args.clients} clients, {args.seconds}s each ({figures['load']})")
+    return figures
+
+
+def report(figures: dict) -> None:
+    print(f"GetWallet, {figures['clients']} clients, {figures['seconds']}s each ({figures['load']})")
     for name in ("grpc_direct", "http_via_gateway"):
         f = figures[name]
         print(
             f"  {name:17s} {f['requests_per_s']:8.1f} req/s"
             f"  p50 {f['p50_ms']:6.2f} ms  p99 {f['p99_ms']:6.2f} ms"
         )
-    print(f"  gateway CPU: {via_gateway['gateway_cpu_s_per_1000']} s per 1,000 requests")
+    print(f"  gateway CPU: {figures['http_via_gateway']['gateway_cpu_s_per_1000']} s per 1,000 requests")
     print(f"  written to {common.write_result('gateway_overhead', figures)}")
 
 
-if __name__ == "__main__":
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--wallets", type=int, default=50)
-    asyncio.run(main(parser.parse_args()))
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

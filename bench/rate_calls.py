@@ -43,8 +43,9 @@ ZIPS = 20
 RATE_CENTS = 4500
 
 
-def make_call(rng: random.Random, run_id: str, i: int, zips: list[str], start: dt.datetime) -> tuple[pb.FinishedCall, bool]:
-    a, b = rng.sample(range(CONTRACTORS), 2)
+def make_call(rng: random.Random, run_id: str, i: int, zips: list[str], start: dt.datetime,
+              contractors: int = CONTRACTORS) -> tuple[pb.FinishedCall, bool]:
+    a, b = rng.sample(range(contractors), 2)
     primary, backup = f"bench-{run_id}-{a}", f"bench-{run_id}-{b}"
     roll = rng.random()
     kw = {"start": start}
@@ -63,9 +64,10 @@ def make_call(rng: random.Random, run_id: str, i: int, zips: list[str], start: d
     return call(*legs, zip_code=zips[i % len(zips)], call_id=f"bench-{run_id}-call-{i}", start=start), billable
 
 
-async def setup(wallet, billing, run_id: str, count: int) -> tuple[list[pb.FinishedCall], int]:
+async def setup(wallet, billing, run_id: str, count: int, contractors: int = CONTRACTORS, zip_count: int = ZIPS,
+                url: str = "", history: int = 0) -> tuple[list[pb.FinishedCall], int]:
     rng = random.Random(7)
-    zips = [f"{90000 + i:05d}" for i in range(ZIPS)]
+    zips = [f"{90000 + i:05d}" for i in range(zip_count)]
     for z in zips:
         await billing.SetZipRate(pb.SetZipRateRequest(zip=z, rate_cents=RATE_CENTS, set_by="bench",
                                                       effective_from=Timestamp(seconds=0)))
@@ -76,11 +78,13 @@ async def setup(wallet, billing, run_id: str, count: int) -> tuple[list[pb.Finis
             await wallet.TopUp(wpb.TopUpRequest(contractor_id=f"bench-{run_id}-{i}", amount_cents=1_000_000,
                                                 payment_reference=f"bench-{run_id}", idempotency_key=f"{run_id}-{i}"))
 
-    await asyncio.gather(*(top_up(i) for i in range(CONTRACTORS)))
+    await asyncio.gather(*(top_up(i) for i in range(contractors)))
+    if history:
+        await common.seed_ledger(url, [f"bench-{run_id}-{i}" for i in range(contractors)], history, run_id)
     start = dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.timezone.utc)
     calls, billable = [], 0
     for i in range(count):
-        c, is_billable = make_call(rng, run_id, i, zips, start)
+        c, is_billable = make_call(rng, run_id, i, zips, start, contractors)
         calls.append(c)
         billable += is_billable
 
@@ -118,6 +122,7 @@ async def rate_all(billing, calls: list[pb.FinishedCall], batch: int, in_flight:
 
 
 async def run_services(admin_url: str, redis_url: str, args) -> dict:
+    """Wallet and billing in a scratch database of their own; the timed RateCalls; the money checks."""
     run_id = uuid.uuid4().hex[:6]
     async with common.scratch_database(admin_url, "bench_rate") as url:
         await migrate_all(url)
@@ -131,14 +136,17 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
                     grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as bch:
                 wallet = wallet_pb2_grpc.WalletServiceStub(wch)
                 billing = billing_pb2_grpc.BillingServiceStub(bch)
-                calls, billable = await setup(wallet, billing, run_id, args.calls)
+                calls, billable = await setup(wallet, billing, run_id, args.calls, args.contractors, args.zips, url,
+                                              args.history)
                 pids = [wallet_proc.pid, billing_proc.pid]
                 cpu0 = common.cpu_seconds(pids)
                 seconds, latencies, failures = await rate_all(billing, calls, args.batch, args.in_flight)
                 cpu = common.cpu_seconds(pids) - cpu0
                 # A re-send of the first batch must change nothing.
                 again = await billing.RateCalls(pb.RateCallsRequest(calls=calls[:args.batch]), timeout=120)
-                assert all(r.replayed for r in again.results), "a re-send was not a replay"
+                replayed = all(r.replayed for r in again.results)
+                peak = {"wallet": common.peak_memory_mb(wallet_proc.pid),
+                        "billing": common.peak_memory_mb(billing_proc.pid)}
         conn = await asyncpg.connect(url)
         try:
             charged = await conn.fetchval("SELECT count(*) FROM billing.charges")
@@ -146,9 +154,12 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
             problems = {k: len(v) for k, v in (await reconcile(conn)).items() if v}
         finally:
             await conn.close()
-    assert charged == billable == captured, f"charges {charged}, billable {billable}, captures {captured}"
-    assert not problems and failures == 0, (problems, failures)
+    verify = {"billing_charges": charged, "billable": billable, "captures": captured, "failures": failures,
+              "reconcile_problems": problems, "resend_replayed": replayed,
+              "ok": charged == billable == captured and not problems and failures == 0 and replayed}
     return {
+        "contractors": args.contractors, "zips": args.zips, "history_per_wallet": args.history,
+        "verify": verify, "peak_memory_mb": peak,
         "calls": len(calls), "billable_calls": billable, "seconds": round(seconds, 3),
         "rated_calls_per_s": round(len(calls) / seconds, 1), "billable_settled_per_s": round(billable / seconds, 1),
         "batch": args.batch, "batches_in_flight": args.in_flight,
@@ -158,19 +169,34 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
     }
 
 
-async def run_pgbench(admin_url: str, seconds: int) -> common.PgbenchResult:
+async def run_pgbench(admin_url: str, seconds: int, scale: int = 10) -> common.PgbenchResult:
     async with common.scratch_database(admin_url, "bench_pgbench") as url:
-        await asyncio.to_thread(common.pgbench_init, url, 10)
+        await asyncio.to_thread(common.pgbench_init, url, scale)
         return await asyncio.to_thread(common.pgbench_run, url, 8, 2, seconds)
 
 
-async def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=4000)
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
-    args = parser.parse_args()
+    parser.add_argument("--contractors", type=int, default=CONTRACTORS)
+    parser.add_argument("--zips", type=int, default=ZIPS)
+    parser.add_argument("--history", type=int, default=0, help="ledger entries seeded per contractor first")
+    return parser.parse_args(argv)
+
+
+def report(figures: dict) -> None:
+    print(f"RateCalls: {figures['calls']} calls ({figures['billable_calls']} billable) in {figures['seconds']} s = "
+          f"{figures['rated_calls_per_s']} rated calls/s, {figures['billable_settled_per_s']} billable settled/s "
+          f"(batches of {figures['batch']}, {figures['batches_in_flight']} in flight, "
+          f"p50 {figures['batch_latency_p50_ms']} ms, p99 {figures['batch_latency_p99_ms']} ms per batch); "
+          f"money check {'ok' if figures['verify']['ok'] else 'FAILED ' + str(figures['verify'])}", flush=True)
+
+
+async def main() -> None:
+    args = parse_args()
     with common.stack() as s:
         figures = await run_services(s.database_url, s.redis_url, args)
         pg = await run_pgbench(s.database_url, args.pgbench_seconds)
@@ -178,15 +204,14 @@ async def main() -> None:
                        ratio_billable_per_s_to_pgbench_tps=round(figures["billable_settled_per_s"] / pg.tps, 3),
                        ratio_rated_per_s_to_pgbench_tps=round(figures["rated_calls_per_s"] / pg.tps, 3),
                        postgres=await common.server_settings(s.database_url), load=common.cpu_load())
-    print(f"RateCalls: {figures['calls']} calls ({figures['billable_calls']} billable) in {figures['seconds']} s = "
-          f"{figures['rated_calls_per_s']} rated calls/s, {figures['billable_settled_per_s']} billable settled/s "
-          f"(batches of {figures['batch']}, {figures['batches_in_flight']} in flight, "
-          f"p50 {figures['batch_latency_p50_ms']} ms, p99 {figures['batch_latency_p99_ms']} ms per batch)")
+    report(figures)
     print(f"pgbench TPC-B -c 8: {figures['pgbench_tps']} tps")
     print(f"ratio billable settled/s per pgbench tps: {figures['ratio_billable_per_s_to_pgbench_tps']} (target >= 2); "
           f"rated calls/s per tps: {figures['ratio_rated_per_s_to_pgbench_tps']}; {figures['load']}")
     print(json.dumps(figures, sort_keys=True))
     common.write_result("rate_calls", figures)
+    if not figures["verify"]["ok"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -93,7 +93,7 @@ def summary(name: str, latencies: list[float], errors: int, extra: str = "") -> 
 
 
 async def phase(label: str, echo_target: str, routing_target: str, zips: list[str], rate: float, seconds: float,
-                run_id: str, pids: dict[str, int]) -> dict:
+                run_id: str, pids: dict[str, int], warmup: float = 2.0) -> dict:
     rng = random.Random(label)
     async with grpc.aio.insecure_channel(echo_target) as ech, grpc.aio.insecure_channel(routing_target) as rch:
         echo = ech.unary_unary(ECHO_METHOD)
@@ -111,9 +111,9 @@ async def phase(label: str, echo_target: str, routing_target: str, zips: list[st
             outcomes[reply.outcome] = outcomes.get(reply.outcome, 0) + 1
 
         print(f"{label}: {rate:.0f} calls/s for {seconds:.0f} s each ({common.cpu_load()})", flush=True)
-        await open_loop(send_echo, rate, 2)  # warm-up
+        await open_loop(send_echo, rate, warmup)
         echo_fig = summary("grpc.aio echo", *await open_loop(send_echo, rate, seconds))
-        await open_loop(send_route, rate, 2)
+        await open_loop(send_route, rate, warmup)
         outcomes.clear()
         cpu_before = {name: common.cpu_seconds([pid]) for name, pid in pids.items()}
         route_fig = summary("RouteCall (wallet in the path)", *await open_loop(send_route, rate, seconds))
@@ -124,14 +124,16 @@ async def phase(label: str, echo_target: str, routing_target: str, zips: list[st
         offered = outcomes.get(pb.ROUTE_OUTCOME_OFFERED, 0)
         print(f"  outcomes: {offered} offered of {sum(outcomes.values())}; "
               f"p99 ratio RouteCall/echo = {route_fig['p99_ms'] / echo_fig['p99_ms']:.2f} (target <= 2)", flush=True)
-    return {"echo": echo_fig, "route_call": route_fig, "offered": offered,
+    route_fig["peak_memory_mb"] = {name: common.peak_memory_mb(pid) for name, pid in pids.items()}
+    return {"echo": echo_fig, "route_call": route_fig, "offered": offered, "rate": rate, "seconds": seconds,
             "p99_ratio": route_fig["p99_ms"] / echo_fig["p99_ms"]}
 
 
 # ---------------------------------------------------------------- setup
 
-async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id: str) -> list[str]:
-    zips = [f"{i:05d}" for i in range(10_000, 10_000 + HOT_ZIPS)]
+async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id: str,
+                       hot_zips: int = HOT_ZIPS) -> list[str]:
+    zips = [f"{i:05d}" for i in range(10_000, 10_000 + hot_zips)]
     conn = await asyncpg.connect(url)
     try:  # routing's rate projection, as billing's ZipRateChanged events would have filled it
         await conn.execute("INSERT INTO routing.zip_rates (zip, effective_from, rate_cents)"
@@ -159,8 +161,10 @@ async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id
     return zips
 
 
-async def load_background(url: str, contractors: int, run_id: str) -> None:
-    zips = [f"{i:05d}" for i in range(20_000, 20_000 + contractors // PER_ZIP)]
+async def load_background(url: str, contractors: int, run_id: str, first_zip: int = 20_000) -> None:
+    """More contractors' claims (PER_ZIP per ZIP, on ZIPs from first_zip on), bulk-inserted into routing's
+    tables as ClaimZip would have left them; these ZIPs are never called."""
+    zips = [f"{i:05d}" for i in range(first_zip, first_zip + contractors // PER_ZIP)]
     conn = await asyncpg.connect(url)
     try:
         await conn.execute("INSERT INTO routing.zip_rates (zip, effective_from, rate_cents)"
@@ -175,53 +179,82 @@ async def load_background(url: str, contractors: int, run_id: str) -> None:
         await conn.close()
 
 
-async def main(args: argparse.Namespace) -> None:
+async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> dict:
+    """Setup, then phase 1 (the hot set plus args.preload background contractors' claims and args.history
+    ledger entries per hot wallet); with args.background, phase 2 after loading that many more claims and
+    restarting routing. Returns {"phase1": ..., "phase2": ...} figures."""
     run_id = uuid.uuid4().hex[:6]
-    with common.stack() as st:
-        async with common.scratch_database(st.database_url, "bench_route") as url:
-            await migrate_all(url)
-            wallet_port, routing_port, echo_port = common.free_port(), common.free_port(), common.free_port()
-            env = {"CALLERSYNC_DATABASE_URL": url, "CALLERSYNC_REDIS_URL": st.redis_url,
-                   "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
-                   "CALLERSYNC_BILLING_TARGET": f"127.0.0.1:{common.free_port()}",
-                   "CALLERSYNC_ROUTING_BURST_MAX_CALLS": "1000000", "CALLERSYNC_DB_POOL_SIZE": "8"}
-            echo = subprocess.Popen([sys.executable, __file__, "--echo-server", str(echo_port)])
-            try:
-                results = {}
-                with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc:
-                    routing_target = f"127.0.0.1:{routing_port}"
-                    with common.serve_subprocess("routing", env, routing_port) as routing_proc:
-                        pids = {"routing": routing_proc.pid, "wallet": wallet_proc.pid, "bench client": os.getpid()}
-                        zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id)
-                        print(f"setup: {HOT_ZIPS} ZIPs, {HOT_ZIPS * PER_ZIP} contractors with wallets", flush=True)
-                        results["contractors_1000"] = await phase(
-                            "1,000 contractors' claims", f"127.0.0.1:{echo_port}", routing_target, zips,
-                            args.rate, args.seconds, run_id, pids)
-                    await load_background(url, args.background, run_id)
+    results: dict = {"rate": args.rate, "seconds": args.seconds, "hot_zips": args.hot_zips,
+                     "hot_contractors": args.hot_zips * PER_ZIP, "preloaded_contractors": args.preload,
+                     "history_per_wallet": args.history}
+    async with common.scratch_database(st.database_url, "bench_route") as url:
+        await migrate_all(url)
+        wallet_port, routing_port, echo_port = common.free_port(), common.free_port(), common.free_port()
+        env = {"CALLERSYNC_DATABASE_URL": url, "CALLERSYNC_REDIS_URL": st.redis_for(redis_db),
+               "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
+               "CALLERSYNC_BILLING_TARGET": f"127.0.0.1:{common.free_port()}",
+               "CALLERSYNC_ROUTING_BURST_MAX_CALLS": "1000000", "CALLERSYNC_DB_POOL_SIZE": "8"}
+        echo = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--echo-server",
+                                 str(echo_port)])
+        try:
+            with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc:
+                routing_target = f"127.0.0.1:{routing_port}"
+                if args.preload:
+                    await load_background(url, args.preload, run_id)
+                with common.serve_subprocess("routing", env, routing_port) as routing_proc:
+                    pids = {"routing": routing_proc.pid, "wallet": wallet_proc.pid, "echo": echo.pid,
+                            "bench client": os.getpid()}
+                    zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id, args.hot_zips)
+                    hot = [f"bench-{run_id}-{z}-{k}" for z in zips for k in range(PER_ZIP)]
+                    seeded = await common.seed_ledger(url, hot, args.history, run_id)
+                    print(f"setup: {args.hot_zips} ZIPs, {len(hot)} contractors with wallets, "
+                          f"{args.preload} more contractors' claims, {seeded} seeded ledger entries", flush=True)
+                    results["phase1"] = await phase(
+                        f"{len(hot) + args.preload:,} contractors' claims", f"127.0.0.1:{echo_port}",
+                        routing_target, zips, args.rate, args.seconds, run_id, pids, args.warmup)
+                if args.background:
+                    await load_background(url, args.background, run_id, first_zip=20_000 + args.preload // PER_ZIP)
                     with common.serve_subprocess("routing", env, routing_port) as routing_proc:
                         pids["routing"] = routing_proc.pid
-                        results["contractors_100000"] = await phase(
-                            f"{HOT_ZIPS * PER_ZIP + args.background:,} contractors' claims",
-                            f"127.0.0.1:{echo_port}", routing_target, zips, args.rate, args.seconds, run_id, pids)
-                small = results["contractors_1000"]["route_call"]["p99_ms"]
-                large = results["contractors_100000"]["route_call"]["p99_ms"]
-                print(f"p99 with 100,000 vs 1,000 contractors: {large:.2f} / {small:.2f} ms = {large / small:.2f}"
-                      " (target within 20%)", flush=True)
-                results.update(rate=args.rate, seconds=args.seconds, load=common.cpu_load(),
-                               settings=await common.server_settings(url))
-                print(f"written to {common.write_result('route_call', results)}")
-            finally:
-                echo.terminate()
-                echo.wait(timeout=10)
+                        results["phase2"] = await phase(
+                            f"{len(hot) + args.preload + args.background:,} contractors' claims",
+                            f"127.0.0.1:{echo_port}", routing_target, zips, args.rate, args.seconds, run_id, pids,
+                            args.warmup)
+            results["settings"] = await common.server_settings(url)
+        finally:
+            echo.terminate()
+            echo.wait(timeout=10)
+    return results
 
 
-if __name__ == "__main__":
+async def main(args: argparse.Namespace) -> None:
+    with common.stack() as st:
+        results = await run(st, args)
+    if "phase2" in results:
+        small = results["phase1"]["route_call"]["p99_ms"]
+        large = results["phase2"]["route_call"]["p99_ms"]
+        print(f"p99 with {args.hot_zips * PER_ZIP + args.preload + args.background:,} vs "
+              f"{args.hot_zips * PER_ZIP + args.preload:,} contractors: {large:.2f} / {small:.2f} ms = "
+              f"{large / small:.2f} (target within 20%)", flush=True)
+    results["load"] = common.cpu_load()
+    print(f"written to {common.write_result('route_call', results)}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500.0, help="offered calls per second")
     parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per phase")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds before each measurement")
+    parser.add_argument("--hot-zips", type=int, default=HOT_ZIPS, help="ZIPs called, 4 contractors each")
+    parser.add_argument("--preload", type=int, default=0, help="contractors' claims bulk-loaded before phase 1")
+    parser.add_argument("--history", type=int, default=0, help="ledger entries seeded per called contractor")
     parser.add_argument("--background", type=int, default=99_000, help="extra contractors' claims in phase 2")
     parser.add_argument("--echo-server", type=int, default=0, help=argparse.SUPPRESS)
-    parsed = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    parsed = parse_args()
     try:
         import uvloop
         runner = uvloop.run

@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import pathlib
 import random
+import subprocess
 import sys
 import time
 import uuid
@@ -165,10 +166,13 @@ async def verify(url: str, acknowledged: int) -> dict:
 
     conn = await asyncpg.connect(url)
     try:
-        charges = await conn.fetchval("SELECT count(*) FROM wallet.entries WHERE kind = 'charge'")
+        # Seeded history (common.seed_ledger) is not part of the run.
+        charges = await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'charge' AND reference <> 'history'"
+        )
         # Entries committed together share their inserting transaction id: how well group commit coalesced.
         commits = await conn.fetchval(
-            "SELECT count(DISTINCT xmin::text) FROM wallet.entries WHERE kind = 'charge'"
+            "SELECT count(DISTINCT xmin::text) FROM wallet.entries WHERE kind = 'charge' AND reference <> 'history'"
         )
         problems = {name: len(rows) for name, rows in (await reconcile(conn)).items() if rows}
     finally:
@@ -178,59 +182,107 @@ async def verify(url: str, acknowledged: int) -> dict:
             "ok": charges == acknowledged and not problems}
 
 
-async def main_async(args: argparse.Namespace) -> dict:
+async def _read_balances(targets: list[str], wallets: list[str], clients: int, seconds: float) -> dict:
+    """GetWallet on random wallets, closed loop: the balance read a contractor's dashboard makes."""
+    latencies: list[float] = []
+    async with _channel(targets) as channel:
+        stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        rnd = random.Random(1)
+
+        async def client(until: float, keep: bool) -> None:
+            while time.perf_counter() < until:
+                started = time.perf_counter()
+                await stub.GetWallet(pb.GetWalletRequest(contractor_id=rnd.choice(wallets)), timeout=30)
+                if keep:
+                    latencies.append(time.perf_counter() - started)
+
+        await asyncio.gather(*(client(time.perf_counter() + 0.5, False) for _ in range(clients)))  # warm-up
+        started = time.perf_counter()
+        await asyncio.gather(*(client(started + seconds, True) for _ in range(clients)))
+        elapsed = time.perf_counter() - started
+    return {"reads_per_s": len(latencies) / elapsed, "p50_ms": common.percentile(latencies, 50) * 1000,
+            "p99_ms": common.percentile(latencies, 99) * 1000, "clients": clients}
+
+
+async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: dict[str, str] | None = None,
+                       redis_db: int = 0, label: str = "") -> dict:
+    """Wallet server(s) in a scratch database of their own: top-ups, seeded history, charges, ledger check,
+    then (args.read_seconds > 0) balance reads. Returns the figures; `env` adds variables for the wallet
+    processes (e.g. OTEL_TRACES_EXPORTER; a console exporter's output is dropped)."""
     run_id = uuid.uuid4().hex[:8]
-    figures: dict = {"bench": "wallet_charge", "run_id": run_id, "clients": args.clients,
-                     "wallets": args.wallets,
-                     "seconds": args.seconds, "wallet_processes": args.processes,
-                     "client_processes": args.client_procs,
+    figures: dict = {"run_id": run_id, "clients": args.clients, "wallets": args.wallets, "seconds": args.seconds,
+                     "wallet_processes": args.processes, "history_per_wallet": args.history,
+                     "background_wallets": args.background_wallets}
+    async with common.scratch_database(servers.database_url, "bench_wallet") as wallet_db:
+        ports = [common.free_port() for _ in range(args.processes)]
+        service_env = {
+            "CALLERSYNC_DATABASE_URL": wallet_db,
+            "CALLERSYNC_REDIS_URL": servers.redis_for(redis_db),
+            # Keys live long enough for any retry in the run; short so a shared Redis is not filled.
+            "CALLERSYNC_IDEMPOTENCY_RETENTION_S": "900",
+            **(env or {}),
+        }
+        if args.pool_size:
+            service_env["CALLERSYNC_DB_POOL_SIZE"] = str(args.pool_size)
+        quiet = subprocess.DEVNULL if service_env.get("OTEL_TRACES_EXPORTER") == "console" else None
+        targets = [f"127.0.0.1:{p}" for p in ports]
+        with contextlib.ExitStack() as stack:
+            server_pids = [
+                stack.enter_context(common.serve_subprocess("wallet", service_env, port, args.server_tree,
+                                                            stdout=quiet)).pid
+                for port in ports
+            ]
+            wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
+            await _top_up(targets, wallets, run_id)
+            background = [f"bg-{run_id}-{i:06d}" for i in range(args.background_wallets)]
+            seeded = await common.seed_ledger(wallet_db, wallets, args.history, run_id)
+            seeded += await common.seed_ledger(wallet_db, background, 2, run_id)
+            figures["ledger_entries_before"] = seeded + len(wallets)
+            print(f"{label}topped up {len(wallets)} wallets, {seeded} seeded ledger entries; charging with "
+                  f"{args.clients} clients for {args.seconds}s after {args.warmup}s warm-up ...", flush=True)
+            charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
+                                              await backend_pids(wallet_db))
+            figures["load_during_charges"] = common.cpu_load()
+            if args.read_seconds:
+                figures["balance_reads"] = await _read_balances(targets, wallets, 16, args.read_seconds)
+            figures["peak_memory_mb"] = {"wallet": max(common.peak_memory_mb(pid) for pid in server_pids)}
+        figures.update({k: v for k, v in charges.items() if k != "acknowledged"})
+        figures["verify"] = await verify(wallet_db, charges["acknowledged"])
+    verified = figures["verify"]
+    print(f"{label}charges/s {charges['charges_per_s']:.0f}  p50 {charges['p50_ms']:.1f} ms  "
+          f"p99 {charges['p99_ms']:.1f} ms  errors {charges['errors'] or 'none'}\n"
+          f"  CPU per charge: wallet {charges['wallet_cpu_us_per_charge']:.0f} us, "
+          f"its PostgreSQL backends {charges['postgres_cpu_us_per_charge']:.0f} us, "
+          f"load generator {charges['client_cpu_us_per_charge']:.0f} us; "
+          f"{verified['charges_per_commit']:.1f} charges/commit; "
+          f"ledger check {'ok' if verified['ok'] else 'FAILED ' + str(verified)}",
+          flush=True)
+    if "balance_reads" in figures:
+        reads = figures["balance_reads"]
+        print(f"  GetWallet ({reads['clients']} clients): {reads['reads_per_s']:.0f}/s  p50 {reads['p50_ms']:.1f} ms"
+              f"  p99 {reads['p99_ms']:.1f} ms", flush=True)
+    return figures
+
+
+async def durable_settings(servers: common.Stack) -> dict:
+    """The server's commit settings; refuses to go on unless every commit is durable."""
+    settings = await common.server_settings(servers.database_url)
+    settings["embedded"] = servers.embedded
+    if settings["synchronous_commit"] != "on" or settings["fsync"] != "on":
+        raise SystemExit(f"refusing to benchmark without durable commits: {settings}")
+    return settings
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    figures: dict = {"bench": "wallet_charge", "client_processes": args.client_procs,
                      "server": "subprocess (python -m services.cli serve wallet)",
                      "server_tree": str(args.server_tree)}
     with common.stack() as servers:
-        figures["postgres"] = await common.server_settings(servers.database_url)
-        figures["postgres"]["embedded"] = servers.embedded
-        if figures["postgres"]["synchronous_commit"] != "on" or figures["postgres"]["fsync"] != "on":
-            raise SystemExit(f"refusing to benchmark without durable commits: {figures['postgres']}")
-        pg = figures["postgres"]
+        figures["postgres"] = pg = await durable_settings(servers)
         print(f"PostgreSQL {pg['server_version']} ({'embedded' if servers.embedded else 'given'}),"
               f" synchronous_commit={pg['synchronous_commit']}; {common.cpu_load()}", flush=True)
         figures["load_before"] = common.cpu_load()
-
-        async with common.scratch_database(servers.database_url, "bench_wallet") as wallet_db:
-            ports = [common.free_port() for _ in range(args.processes)]
-            env = {
-                "CALLERSYNC_DATABASE_URL": wallet_db,
-                "CALLERSYNC_REDIS_URL": servers.redis_url,
-                # Keys live long enough for any retry in the run; short so a shared Redis is not filled.
-                "CALLERSYNC_IDEMPOTENCY_RETENTION_S": "900",
-            }
-            if args.pool_size:
-                env["CALLERSYNC_DB_POOL_SIZE"] = str(args.pool_size)
-            targets = [f"127.0.0.1:{p}" for p in ports]
-            with contextlib.ExitStack() as stack:
-                server_pids = [
-                    stack.enter_context(common.serve_subprocess("wallet", env, port, args.server_tree)).pid
-                    for port in ports
-                ]
-                wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
-                await _top_up(targets, wallets, run_id)
-                print(f"topped up {len(wallets)} wallets; charging with {args.clients} clients for "
-                      f"{args.seconds}s after {args.warmup}s warm-up ...", flush=True)
-                charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
-                                                await backend_pids(wallet_db))
-            figures["load_during_charges"] = common.cpu_load()
-            figures.update({k: v for k, v in charges.items() if k != "acknowledged"})
-            figures["verify"] = await verify(wallet_db, charges["acknowledged"])
-            verified = figures["verify"]
-            print(f"charges/s {charges['charges_per_s']:.0f}  p50 {charges['p50_ms']:.1f} ms  "
-                  f"p99 {charges['p99_ms']:.1f} ms  errors {charges['errors'] or 'none'}\n"
-                  f"  CPU per charge: wallet {charges['wallet_cpu_us_per_charge']:.0f} us, "
-                  f"its PostgreSQL backends {charges['postgres_cpu_us_per_charge']:.0f} us, "
-                  f"load generator {charges['client_cpu_us_per_charge']:.0f} us; "
-                  f"{verified['charges_per_commit']:.1f} charges/commit; "
-                  f"ledger check {'ok' if verified['ok'] else 'FAILED ' + str(verified)}",
-                  flush=True)
-
+        figures.update(await charge_phase(servers, args))
         if not args.skip_pgbench:
             figures.update(await measure_pgbench(servers.database_url, args.pgbench_seconds))
             figures["ratio"] = figures["charges_per_s"] / figures["pgbench_tps_best"]
@@ -241,14 +293,15 @@ async def main_async(args: argparse.Namespace) -> dict:
     return figures
 
 
-async def measure_pgbench(admin_url: str, seconds: int) -> dict:
-    """pgbench's TPC-B-like script (scale 10) at 8 and 64 clients in a scratch database on the same server."""
-    figures: dict = {}
+async def measure_pgbench(admin_url: str, seconds: int, scale: int = 10) -> dict:
+    """pgbench's TPC-B-like script (`-i -s scale`) at 8 and 64 clients in a scratch database on the same server."""
+    figures: dict = {"pgbench_scale": scale, "pgbench_seconds": seconds}
     async with common.scratch_database(admin_url, "bench_pgbench") as pgbench_db:
-        await asyncio.to_thread(common.pgbench_init, pgbench_db, 10)
+        await asyncio.to_thread(common.pgbench_init, pgbench_db, scale)
         for clients in (8, 64):
             result = await asyncio.to_thread(common.pgbench_run, pgbench_db, clients, 2, seconds)
             figures[f"pgbench_tps_c{clients}"] = result.tps
+            figures[f"pgbench_latency_avg_ms_c{clients}"] = result.latency_avg_ms
             print(f"pgbench TPC-B-like -c {clients} -j 2 -T {seconds} -M prepared: "
                   f"{result.tps:.0f} tps (latency avg {result.latency_avg_ms:.1f} ms)", flush=True)
     best = max((8, 64), key=lambda c: figures[f"pgbench_tps_c{c}"])
@@ -273,6 +326,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--server-tree", type=pathlib.Path, default=common.ROOT,
                         help="checkout whose wallet runs (a worktree of an older commit, for before/after)")
     parser.add_argument("--skip-pgbench", action="store_true", help="charges only (no ratio)")
+    parser.add_argument("--history", type=int, default=0, help="ledger entries seeded per charged wallet first")
+    parser.add_argument("--background-wallets", type=int, default=0,
+                        help="more wallets (2 seeded entries each) that are never charged")
+    parser.add_argument("--read-seconds", type=float, default=0, help="GetWallet reads after the charges")
     args = parser.parse_args(argv)
     quick = args.quick
     args.seconds = args.seconds or (5.0 if quick else 15.0)

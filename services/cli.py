@@ -176,6 +176,19 @@ def up(data_dir: pathlib.Path) -> int:
         print("CallerSync stopped", flush=True)
 
 
+def bench(args: argparse.Namespace) -> int:
+    """bench/ lives in the source checkout, not in the installed package (it drives tests' helpers and spawns
+    scripts by path), so the command runs it from the checkout this package was installed from."""
+    root = pathlib.Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "suite.py").is_file():
+        print(f"callersync bench needs a source checkout: no bench/suite.py in {root}", file=sys.stderr)
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.suite import run_from_args
+
+    return run_from_args(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="callersync", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -189,6 +202,11 @@ def build_parser() -> argparse.ArgumentParser:
     from services.demo.driver import add_arguments as demo_arguments
 
     demo_arguments(commands.add_parser("demo", help="drive the running stack through a day; summary, reconcile"))
+    bench_cmd = commands.add_parser("bench", help="every benchmark and its anchor on its own stack: table + JSON")
+    bench_cmd.add_argument("--quick", action="store_true", help="short phases: the whole run in under two minutes")
+    bench_cmd.add_argument("--smoke", action="store_true", help="seconds per phase, only to test the harness")
+    bench_cmd.add_argument("--scale", type=int, default=1, help="again with N times the contractors, ZIPs, history")
+    bench_cmd.add_argument("--out", type=pathlib.Path, default=None, help="JSON file (bench/results/latest.json)")
     return parser
 
 
@@ -206,6 +224,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "serve":
         run(serve(args.service, args.port))
         return
+    if args.command == "bench":
+        sys.exit(bench(args))
     if args.command == "demo":
         from services.demo.driver import main as demo
 

@@ -1,0 +1,56 @@
+"""`callersync bench` in its tiniest mode (about a second per phase) against the test servers: it runs every
+phase, prints its table, and its last line is the JSON a reader or a CI job parses, the same as the --out file.
+No figure is judged here (speed lives in the bench output), only that each one is there and that the money
+checks of every phase passed."""
+
+import json
+import math
+import os
+import pathlib
+import subprocess
+import sys
+import urllib.parse
+
+import redis.asyncio as redis
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+RATIOS = {"wallet_charge_vs_pgbench", "rate_calls_vs_pgbench", "route_p99_vs_echo_p99"}
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_path):
+    redis_url = urllib.parse.urlsplit(servers.redis_url)._replace(path="/7").geturl()  # this test's own db
+    client = redis.Redis.from_url(redis_url)
+    await client.flushdb()
+    await client.aclose()
+    out = tmp_path / "latest.json"
+    env = {**os.environ, "CALLERSYNC_DATABASE_URL": servers.admin_url, "CALLERSYNC_REDIS_URL": redis_url,
+           "PYTHONPATH": str(ROOT)}
+    env.pop("OTEL_TRACES_EXPORTER", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "services.cli", "bench", "--quick", "--smoke", "--out", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=150,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    result = json.loads(lines[-1])
+    assert json.loads(out.read_text()) == result
+
+    assert set(result["ratios"]) == RATIOS
+    assert all(_number(v) for v in result["ratios"].values()), result["ratios"]
+    assert result["targets"] == {"wallet_charge_vs_pgbench": ">= 0.8", "rate_calls_vs_pgbench": ">= 2.0",
+                                 "route_p99_vs_echo_p99": "<= 2.0"}
+    assert set(result["pass"]) == RATIOS and all(isinstance(v, bool) for v in result["pass"].values())
+    assert _number(result["other_ratios"]["tracing_on_vs_off_charges_per_s"])
+    assert _number(result["anchors"]["pgbench"]["pgbench_tps_best"])
+    assert _number(result["anchors"]["echo"]["p99_ms"])
+    assert {"wallet", "billing", "routing", "echo"} <= set(result["peak_memory_mb"])
+    assert all(_number(v) for v in result["peak_memory_mb"].values())
+    assert result["machine"]["nproc"] >= 1 and result["load_average"]["start"]["1min"] >= 0
+    assert result["money_checks_ok"] is True
+    table = "\n".join(lines[:-1])
+    for row in ("pgbench TPC-B-like -c 8", "wallet Charge, tracing on", "RateCalls", "grpc.aio echo", "RouteCall"):
+        assert row in table
