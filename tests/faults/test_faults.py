@@ -6,39 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import time
 import uuid
 
 import asyncpg
 import grpc
-import pytest
 import redis.asyncio as redis
-
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+
 from tests.faults.load import MoneyLoad, seed_wallets, verify_exactly_once
 from tests.system.processes import callersync_env, run_cli
-from tests.system.stack import start_stack
-
-
-@pytest.fixture(scope="module")
-def own_servers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("faults")
-    pg, vk = EmbeddedPostgres(folder), EmbeddedValkey(folder)
-    db_url, redis_url = pg.start(), vk.start()
-    run_cli("migrate", env=callersync_env(CALLERSYNC_DATABASE_URL=db_url), timeout=120).check_returncode()
-    yield pg, vk, db_url, redis_url
-    vk.stop()
-    pg.stop()
-
-
-@pytest.fixture(scope="module")
-def stack(own_servers):
-    _, _, db_url, redis_url = own_servers
-    running = start_stack(db_url, redis_url)
-    yield running
-    running.stop()
 
 
 async def run_with_fault(stack, inject, label: str):

@@ -1,0 +1,31 @@
+"""Servers of the fault tests' own (embedded PostgreSQL and Valkey, which a test may restart or flush) and the
+three services on them as real processes, shared by every test in this folder."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+from tests.system.processes import callersync_env, run_cli
+from tests.system.stack import start_stack
+
+
+@pytest.fixture(scope="package")
+def own_servers(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("faults")
+    pg, vk = EmbeddedPostgres(folder), EmbeddedValkey(folder)
+    db_url, redis_url = pg.start(), vk.start()
+    try:
+        run_cli("migrate", env=callersync_env(CALLERSYNC_DATABASE_URL=db_url), timeout=120).check_returncode()
+        yield pg, vk, db_url, redis_url
+    finally:
+        vk.stop()
+        pg.stop()
+
+
+@pytest.fixture(scope="package")
+def stack(own_servers):
+    _, _, db_url, redis_url = own_servers
+    running = start_stack(db_url, redis_url)
+    yield running
+    running.stop()
