@@ -13,6 +13,7 @@ from services.billing.servicer import BillingServicer
 from services.billing.settlement import FaultHook, Settlement, Sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
 from services.billing.wallet_client import WalletClient
+from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
 from services.runtime.outbox import OutboxRelay, stream_publisher
@@ -34,7 +35,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         settings.outbox_poll_ms,
     )
     relay.start()
-    wallet = WalletClient(settings.target_of_wallet())
+    wallet_target = settings.target_of_wallet()
+    wallet = WalletClient(client_channel(wallet_target, "billing", settings), wallet_target)
     settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge)
     sweeper = Sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
                       settings.settlement_sweep_after_ms / 1000)

@@ -40,9 +40,9 @@ def _reason(err: grpc.aio.AioRpcError) -> str:
 
 
 class WalletClient:
-    def __init__(self, target: str, *, timeout_s: float = 5.0, attempts: int = 5) -> None:
+    def __init__(self, channel: grpc.aio.Channel, target: str, *, timeout_s: float = 5.0, attempts: int = 5) -> None:
         self._target = target
-        self._channel = grpc.aio.insecure_channel(target)
+        self._channel = channel
         self._stub = wallet_pb2_grpc.WalletServiceStub(self._channel)
         self._timeout_s = timeout_s
         self._attempts = attempts

@@ -3,10 +3,7 @@ callersync.billing.events and of routing's own step stream, the pause-threshold 
 
 from __future__ import annotations
 
-import os
 import pathlib
-
-import grpc
 
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
@@ -22,7 +19,7 @@ from services.routing.storage import SCHEMA, RoutingStore
 from services.routing.streams import StreamConsumer
 from services.routing.thresholds import ThresholdRelay
 from services.runtime import tls
-from services.runtime.channels import CHANNEL_OPTIONS, client_channel
+from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
 from services.runtime.redis_client import create_redis
@@ -32,22 +29,12 @@ from services.runtime.service import ServiceDef
 SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
 
 
-def _channel(target: str, settings: Settings) -> grpc.aio.Channel:
-    """The runtime's traced channel when traces are exported; otherwise the same channel without the client
-    interceptor, which costs about half a millisecond of CPU per wallet call on RouteCall's path for nothing."""
-    if os.environ.get("OTEL_TRACES_EXPORTER", "") not in ("", "none"):
-        return client_channel(target, "routing", settings)
-    if tls.enabled(settings):
-        return grpc.aio.secure_channel(target, tls.channel_credentials(settings), options=CHANNEL_OPTIONS)
-    return grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
-
-
 async def build(settings: Settings, port: int, config: RoutingConfig | None = None) -> GrpcServer:
     config = config or RoutingConfig.from_env()
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url, max_connections=64)
-    wallet_channel = _channel(settings.target_of_wallet(), settings)
-    billing_channel = _channel(settings.target_of("billing"), settings)
+    wallet_channel = client_channel(settings.target_of_wallet(), "routing", settings)
+    billing_channel = client_channel(settings.target_of("billing"), "routing", settings)
     wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
     store = RoutingStore(pool)
     directory = Directory(store)

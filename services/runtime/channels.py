@@ -50,7 +50,9 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 def client_channel(target: str, caller: str, settings: Settings) -> grpc.aio.Channel:
     """A channel to another CallerSync service, for the lifetime of the calling server: TLS (mutual when a
     CA is configured) if the settings name certificates."""
-    interceptors = [TracingClientInterceptor(caller)]
+    # A Python client interceptor costs ~0.5 ms of CPU per call (measured on RouteCall's path): only pay it
+    # when spans are recorded, i.e. when an SDK tracer provider is installed (an exporter is configured).
+    interceptors = [TracingClientInterceptor(caller)] if telemetry.tracing_enabled() else []
     if tls.enabled(settings):
         return grpc.aio.secure_channel(
             target, tls.channel_credentials(settings), options=CHANNEL_OPTIONS, interceptors=interceptors

@@ -94,6 +94,14 @@ def instrument_libraries() -> None:
         RedisInstrumentor().instrument()
 
 
+def tracing_enabled() -> bool:
+    """True once an SDK tracer provider is installed (by configure() or a test); the API's default records
+    nothing, so work done only for spans can be skipped."""
+    from opentelemetry.sdk.trace import TracerProvider
+
+    return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
 def tracer(service_name: str) -> trace.Tracer:
     return trace.get_tracer(f"callersync.{service_name}")
 
