@@ -170,3 +170,38 @@ async def wallet(wallet_target: str) -> AsyncIterator[wallet_pb2_grpc.WalletServ
 def contractor() -> str:
     """A contractor id no other test uses, so tests share one database without interfering."""
     return f"ctr-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def spans():
+    """Every span of the process into memory (the API allows one tracer provider per process, so this is
+    session-wide). Servers built after it trace their client calls too; build fresh ones in tracing tests."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from services.runtime import telemetry
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    telemetry.instrument_libraries()
+    return exporter
+
+
+def trace_of(exporter, root) -> list:
+    """The finished spans of root's trace."""
+    trace_id = root.get_span_context().trace_id
+    return [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
+
+
+def children(spans: list, parent) -> list:
+    return [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+
+
+def one(spans: list, name: str, kind):
+    found = [s for s in spans if s.name == name and s.kind == kind]
+    assert len(found) == 1, f"{len(found)} {kind.name} spans named {name}: {sorted(s.name for s in spans)}"
+    return found[0]

@@ -3,27 +3,12 @@ work, joined by the W3C trace context the client interceptor puts in the metadat
 
 import uuid
 
-import pytest
 from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime import telemetry
 from services.runtime.channels import client_channel
-
-
-@pytest.fixture(scope="session")
-def spans():
-    """An in-memory exporter on the process's tracer provider (the API allows setting it once)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace.set_tracer_provider(provider)
-    telemetry.instrument_libraries()
-    return exporter
 
 
 async def test_a_wallet_call_is_one_trace_with_its_database_and_redis_work(spans, wallet_target, settings, contractor):
