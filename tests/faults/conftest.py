@@ -3,6 +3,10 @@ three services on them as real processes, shared by every test in this folder.""
 
 from __future__ import annotations
 
+import pathlib
+import shutil
+import tempfile
+
 import pytest
 
 from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
@@ -11,8 +15,11 @@ from tests.system.stack import start_stack
 
 
 @pytest.fixture(scope="package")
-def own_servers(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("faults")
+def own_servers():
+    # Not under pytest's basetemp: the embedded server runs as another user that must traverse the folders above
+    # its data directory, and any other pytest session starting on the machine resets /tmp/pytest-of-<user> to
+    # 0700, after which `pg_ctl restart` fails with "could not access directory ...: Permission denied".
+    folder = pathlib.Path(tempfile.mkdtemp(prefix="callersync-faults-"))
     pg, vk = EmbeddedPostgres(folder), EmbeddedValkey(folder)
     db_url, redis_url = pg.start(), vk.start()
     try:
@@ -21,6 +28,7 @@ def own_servers(tmp_path_factory):
     finally:
         vk.stop()
         pg.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="package")

@@ -119,6 +119,7 @@ async def test_restart_postgresql_while_calls_flow(stack, own_servers):
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "while PostgreSQL restarts, a pooled connection that received the server's FATAL (admin shutdown) is handed "
         "out again and asyncpg raises InternalClientError 'cannot switch to state 12 (or 15); another operation (2) "
@@ -201,6 +202,7 @@ async def wait_for_threshold(stubs, contractor: str, cents: int, within_s: float
 
 @pytest.mark.xfail(
     strict=True,
+    raises=AssertionError,
     reason=(
         "after FLUSHALL + restart, routing logs every second 'consumer ... of callersync.billing.events: NOGROUP No such "
         "key ... or consumer group 'routing' in XREADGROUP' (and the same for routing.steps / routing-step-writer) until "
@@ -250,7 +252,7 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
         )
         await flushall_and_restart(own_servers)
         await set_rate(5000, time.time_ns())
-        after = await wait_for_threshold(stubs, contractor, 5000, 10)
+        after = await wait_for_threshold(stubs, contractor, 5000, 5)
         print(f"[Redis FLUSHALL + restart, rate events] after the fault: in {after:.1f} s")
     finally:
         await channels.close()

@@ -186,8 +186,8 @@ class CallTraffic:
         self,
         stubs: Stubs,
         world: World,
-        workers: int = 10,
-        calls_per_worker: int = 20,
+        workers: int = 8,
+        calls_per_worker: int = 15,
         give_up_after_s: float = 60,
         also_retry: frozenset[grpc.StatusCode] = frozenset(),
     ) -> None:
