@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.interceptors import ServerInterceptor
+from services.runtime.interceptors import WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
 
@@ -39,12 +39,11 @@ class GrpcServer:
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor(name)],
             # Shed load as RESOURCE_EXHAUSTED rather than queue into deadline expiries.
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0)],
         )
-        add_servicer(self.server)
+        add_servicer(WrappingRegistrar(self.server, name))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
