@@ -47,6 +47,44 @@ class EntryOp:
     reservation_id: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class SettleOp:
+    """One finished call for storage to settle. The hashes are those Charge and Capture would store, so their
+    keys replay across the single and the batch RPCs. reservation_id is the payer's hold on the call, if any."""
+
+    call_id: str
+    payer_contractor_id: str
+    amount_cents: int
+    idempotency_key: str
+    charge_hash: bytes | None
+    reference: str
+    description: str
+    reservation_id: str | None
+    capture_hash: bytes | None
+
+
+MAX_SETTLE_BATCH = 1000
+
+
+def validate_settlement(index: int, call_id: str, payer: str, amount_cents: int, key: str, reference: str,
+                        description: str) -> None:
+    """A whole SettleCalls request is refused when one item is malformed: that is a client bug, not a call."""
+    at = f"items[{index}]."
+    require_id(at + "call_id", call_id)
+    require_text(at + "reference", reference)
+    require_text(at + "description", description)
+    if not payer:
+        if amount_cents or key:
+            raise InvalidArgument(
+                f"{at}amount_cents and {at}idempotency_key must be empty when nobody pays (no payer_contractor_id)",
+                field=at + "payer_contractor_id",
+            )
+        return
+    require_id(at + "payer_contractor_id", payer)
+    require_amount(at + "amount_cents", amount_cents)
+    require_id(at + "idempotency_key", key, MAX_KEY_LEN)
+
+
 def require_id(name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
     if not value:
         raise InvalidArgument(f"{name} is required", reason="MISSING_FIELD", field=name)

@@ -100,6 +100,19 @@ def reservation_message(row: Mapping[str, Any], now: dt.datetime) -> pb.Reservat
     )
 
 
+def _settle_op(item: pb.CallSettlement, reservation_id: str | None) -> ledger.SettleOp:
+    """The hashes Charge and Capture would store for the same movement, so either RPC replays the other's."""
+    if not item.payer_contractor_id:
+        return ledger.SettleOp(item.call_id, "", 0, "", None, item.reference, item.description, None, None)
+    charge = pb.ChargeRequest(contractor_id=item.payer_contractor_id, amount_cents=item.amount_cents,
+                              idempotency_key=item.idempotency_key, reference=item.reference,
+                              description=item.description)
+    capture = (fingerprint("Capture", pb.CaptureRequest(reservation_id=reservation_id, amount_cents=item.amount_cents))
+               if reservation_id else None)
+    return ledger.SettleOp(item.call_id, item.payer_contractor_id, item.amount_cents, item.idempotency_key,
+                           fingerprint("Charge", charge), item.reference, item.description, reservation_id, capture)
+
+
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     def __init__(self, store: WalletStore, idempotency: IdempotencyCache, settings: Settings) -> None:
         self._store = store
@@ -234,6 +247,39 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 reason="RESERVATION_ALREADY_CAPTURED",
             )
         return pb.ReleaseResponse(reservation=reservation_message(row, row["now"]))
+
+    async def SettleCalls(self, request: pb.SettleCallsRequest, context: grpc.aio.ServicerContext) -> pb.SettleCallsResponse:
+        if not request.items or len(request.items) > ledger.MAX_SETTLE_BATCH:
+            raise InvalidArgument(
+                f"items must hold 1 to {ledger.MAX_SETTLE_BATCH} calls; got {len(request.items)}", field="items"
+            )
+        for i, it in enumerate(request.items):
+            ledger.validate_settlement(i, it.call_id, it.payer_contractor_id, it.amount_cents, it.idempotency_key,
+                                       it.reference, it.description)
+        held = await self._store.payer_reservations(
+            [(it.payer_contractor_id, it.call_id) for it in request.items if it.payer_contractor_id]
+        )
+        ops = [_settle_op(it, held.get((it.payer_contractor_id, it.call_id))) for it in request.items]
+        rows = await self._store.settle_calls(ops)
+        results = []
+        for op, row in zip(ops, rows, strict=True):
+            if row["outcome"] not in ("applied", "replayed"):
+                kind = "capture" if row["outcome"] == "reservation_captured" else "charge"
+                err = ledger.refusal(row["outcome"], ledger.EntryOp(
+                    kind, op.payer_contractor_id, op.amount_cents, op.idempotency_key, b"",
+                    reservation_id=op.reservation_id,
+                ), row["detail_cents"], row["entry_id"])
+                results.append(pb.CallSettlementResult(call_id=op.call_id, code=err.code.value[0],
+                                                       message=err.message, reason=err.reason))
+                continue
+            result = pb.CallSettlementResult(call_id=op.call_id)
+            if row["entry_id"] is not None:
+                result.entry.CopyFrom(entry_message(row))
+                if row["outcome"] == "applied":
+                    self._moved_cents.add(op.amount_cents, {"kind": row["kind"]})
+                    self._entries.add(1, {"kind": row["kind"]})
+            results.append(result)
+        return pb.SettleCallsResponse(results=results)
 
     async def ListCallReservations(
         self, request: pb.ListCallReservationsRequest, context: grpc.aio.ServicerContext

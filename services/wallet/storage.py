@@ -11,7 +11,7 @@ import asyncpg
 
 from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
-from services.wallet.ledger import EntryOp
+from services.wallet.ledger import EntryOp, SettleOp
 
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
@@ -20,6 +20,13 @@ _POST_BATCH = """
 SELECT r.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[],
                       $8::bigint[], $9::uuid[]) WITH ORDINALITY AS op(c, k, a, key, h, ref, d, rof, rid, ord)
 CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.d, op.rof, op.rid) AS r
+ORDER BY op.ord
+"""
+
+_SETTLE_BATCH = """
+SELECT r.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[],
+                      $8::uuid[], $9::bytea[]) WITH ORDINALITY AS op(call, payer, a, key, h, ref, d, rid, ch, ord)
+CROSS JOIN LATERAL wallet.settle_call(op.call, op.payer, op.a, op.key, op.h, op.ref, op.d, op.rid, op.ch) AS r
 ORDER BY op.ord
 """
 
@@ -80,6 +87,39 @@ class WalletStore:
         results: list[Posted | None] = [None] * len(ops)
         for i, row in zip(order, rows, strict=True):
             results[i] = Posted(row["outcome"], row)
+        return results  # type: ignore[return-value]
+
+    async def payer_reservations(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The reservation id of each (contractor, call) pair that has one."""
+        async with storage_errors():
+            rows = await self._pool.fetch(
+                "SELECT r.contractor_id, r.call_id, r.reservation_id FROM wallet.reservations r"
+                " JOIN unnest($1::text[], $2::text[]) AS p(c, call) ON r.contractor_id = p.c AND r.call_id = p.call",
+                [p[0] for p in pairs], [p[1] for p in pairs],
+            )
+        return {(r["contractor_id"], r["call_id"]): str(r["reservation_id"]) for r in rows}
+
+    async def settle_calls(self, items: Sequence[SettleOp]) -> list[asyncpg.Record]:
+        """Settles every item in one statement and one commit; a row per item, in order. Payers' wallets are
+        locked in contractor order (free calls, which lock none, first), as _post_batch does."""
+        order = sorted(range(len(items)), key=lambda i: (items[i].payer_contractor_id, items[i].call_id))
+        ranked = [items[i] for i in order]
+        async with storage_errors(), self._pool.acquire() as conn:
+            rows = await conn.fetch(
+                _SETTLE_BATCH,
+                [o.call_id for o in ranked],
+                [o.payer_contractor_id for o in ranked],
+                [o.amount_cents for o in ranked],
+                [o.idempotency_key for o in ranked],
+                [o.charge_hash for o in ranked],
+                [o.reference for o in ranked],
+                [o.description for o in ranked],
+                [uuid.UUID(o.reservation_id) if o.reservation_id else None for o in ranked],
+                [o.capture_hash for o in ranked],
+            )
+        results: list[asyncpg.Record | None] = [None] * len(items)
+        for i, row in zip(order, rows, strict=True):
+            results[i] = row
         return results  # type: ignore[return-value]
 
     async def reservation_owner(self, reservation_id: str) -> str | None:

@@ -859,3 +859,131 @@ class SetLowBalanceAlertResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SetLowBalanceAlertResponse: _TypeAlias = SetLowBalanceAlertResponse  # noqa: Y015
+
+@_typing.final
+class CallSettlement(_message.Message):
+    """One finished call to settle."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    PAYER_CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REFERENCE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    payer_contractor_id: _builtins.str
+    """Who pays; empty when the call is free (only its holds are released)."""
+    amount_cents: _builtins.int
+    """The price; required (positive) when there is a payer, 0 otherwise."""
+    idempotency_key: _builtins.str
+    """The Charge key used when the payer holds no capturable reservation on the
+    call (billing's "call:<call id>"); required when there is a payer.
+    """
+    reference: _builtins.str
+    """As in ChargeRequest."""
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        payer_contractor_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+        reference: _builtins.str = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "call_id", b"call_id", "description", b"description", "idempotency_key", b"idempotency_key", "payer_contractor_id", b"payer_contractor_id", "reference", b"reference"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallSettlement: _TypeAlias = CallSettlement  # noqa: Y015
+
+@_typing.final
+class SettleCallsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallSettlement]:
+        """1 to 1000 calls."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CallSettlement] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleCallsRequest: _TypeAlias = SettleCallsRequest  # noqa: Y015
+
+@_typing.final
+class CallSettlementResult(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    code: _builtins.int
+    """A google.rpc.Code number: 0 OK; else the code Capture or Charge would give
+    (5 NOT_FOUND no wallet, 6 ALREADY_EXISTS key reused, 9 FAILED_PRECONDITION).
+    A refused item moved no money and released nothing.
+    """
+    message: _builtins.str
+    """What was wrong and what to do; empty when OK."""
+    reason: _builtins.str
+    """Stable machine-readable reason, as in google.rpc.ErrorInfo."""
+    @_builtins.property
+    def entry(self) -> Global___LedgerEntry:
+        """The payer's CAPTURE or CHARGE entry (new, or the original on a replay);
+        unset for a free call or a refusal.
+        """
+
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        code: _builtins.int = ...,
+        message: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        entry: Global___LedgerEntry | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "code", b"code", "entry", b"entry", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallSettlementResult: _TypeAlias = CallSettlementResult  # noqa: Y015
+
+@_typing.final
+class SettleCallsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallSettlementResult]:
+        """One per item, in request order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CallSettlementResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleCallsResponse: _TypeAlias = SettleCallsResponse  # noqa: Y015

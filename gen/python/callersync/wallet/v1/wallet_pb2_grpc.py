@@ -79,6 +79,11 @@ class WalletServiceStub:
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeRequest.SerializeToString,
                 response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeResponse.FromString,
                 _registered_method=True)
+        self.SettleCalls = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/SettleCalls',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsResponse.FromString,
+                _registered_method=True)
         self.Refund = channel.unary_unary(
                 '/callersync.wallet.v1.WalletService/Refund',
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.RefundRequest.SerializeToString,
@@ -167,6 +172,16 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SettleCalls(self, request, context):
+        """Settles a batch of finished calls in one transaction: for each, debit the
+        payer (capture their hold on the call, else charge by the item's key) and
+        release every other open hold of the call. Same keys as Capture and Charge,
+        so a re-send, or a mix with single Capture/Charge calls, moves money once.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Refund(self, request, context):
         """Credits back part or all of a charge or capture. At most once per charge.
         """
@@ -238,6 +253,11 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.Charge,
                     request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeRequest.FromString,
                     response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeResponse.SerializeToString,
+            ),
+            'SettleCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleCalls,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsResponse.SerializeToString,
             ),
             'Refund': grpc.unary_unary_rpc_method_handler(
                     servicer.Refund,
@@ -481,6 +501,33 @@ class WalletService:
             '/callersync.wallet.v1.WalletService/Charge',
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeRequest.SerializeToString,
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.ChargeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/SettleCalls',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SettleCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

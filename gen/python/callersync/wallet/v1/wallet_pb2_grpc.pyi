@@ -58,6 +58,12 @@ class WalletServiceStub:
     """Debits directly, for a service already delivered (an AI booking). Never
     refused for lack of funds.
     """
+    SettleCalls: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SettleCallsRequest, _wallet_pb2.SettleCallsResponse]
+    """Settles a batch of finished calls in one transaction: for each, debit the
+    payer (capture their hold on the call, else charge by the item's key) and
+    release every other open hold of the call. Same keys as Capture and Charge,
+    so a re-send, or a mix with single Capture/Charge calls, moves money once.
+    """
     Refund: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.RefundRequest, _wallet_pb2.RefundResponse]
     """Credits back part or all of a charge or capture. At most once per charge."""
     GetRoutability: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetRoutabilityRequest, _wallet_pb2.GetRoutabilityResponse]
@@ -98,6 +104,12 @@ class WalletServiceAsyncStub(WalletServiceStub):
     Charge: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ChargeRequest, _wallet_pb2.ChargeResponse]  # type: ignore[assignment]
     """Debits directly, for a service already delivered (an AI booking). Never
     refused for lack of funds.
+    """
+    SettleCalls: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SettleCallsRequest, _wallet_pb2.SettleCallsResponse]  # type: ignore[assignment]
+    """Settles a batch of finished calls in one transaction: for each, debit the
+    payer (capture their hold on the call, else charge by the item's key) and
+    release every other open hold of the call. Same keys as Capture and Charge,
+    so a re-send, or a mix with single Capture/Charge calls, moves money once.
     """
     Refund: _aio.UnaryUnaryMultiCallable[_wallet_pb2.RefundRequest, _wallet_pb2.RefundResponse]  # type: ignore[assignment]
     """Credits back part or all of a charge or capture. At most once per charge."""
@@ -184,6 +196,18 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_wallet_pb2.ChargeResponse, _abc.Awaitable[_wallet_pb2.ChargeResponse]]:
         """Debits directly, for a service already delivered (an AI booking). Never
         refused for lack of funds.
+        """
+
+    @_abc_1.abstractmethod
+    def SettleCalls(
+        self,
+        request: _wallet_pb2.SettleCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.SettleCallsResponse, _abc.Awaitable[_wallet_pb2.SettleCallsResponse]]:
+        """Settles a batch of finished calls in one transaction: for each, debit the
+        payer (capture their hold on the call, else charge by the item's key) and
+        release every other open hold of the call. Same keys as Capture and Charge,
+        so a re-send, or a mix with single Capture/Charge calls, moves money once.
         """
 
     @_abc_1.abstractmethod
