@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
@@ -14,9 +12,9 @@ from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
 
+# A batch is rated, stored and settled together (one SettleCalls, a few statements), so it is bounded by the
+# wallet's SettleCalls limit.
 MAX_BATCH = 1000
-# Calls of one batch settled at once: enough to overlap wallet round trips, few enough for an 8-connection pool.
-BATCH_CONCURRENCY = 16
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
@@ -96,18 +94,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             raise InvalidArgument("calls must hold at least one finished call", field="calls")
         if len(request.calls) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} calls per batch; got {len(request.calls)}", field="calls")
-        slots = asyncio.Semaphore(BATCH_CONCURRENCY)
-
-        async def one(call: pb.FinishedCall) -> pb.CallResult:
-            async with slots:
-                try:
-                    row, replayed = await self._settlement.rate_call(call)
-                except DomainError as err:
-                    return pb.CallResult(call_id=call.call_id, code=err.code.value[0], message=err.message,
-                                         reason=err.reason)
-            return pb.CallResult(call_id=call.call_id, decision=messages.decision(row), replayed=replayed)
-
-        return pb.RateCallsResponse(results=await asyncio.gather(*(one(c) for c in request.calls)))
+        results = []
+        for call, outcome in zip(request.calls, await self._settlement.rate_calls(list(request.calls)), strict=True):
+            if isinstance(outcome, DomainError):
+                results.append(pb.CallResult(call_id=call.call_id, code=outcome.code.value[0], message=outcome.message,
+                                             reason=outcome.reason))
+            else:
+                row, replayed = outcome
+                results.append(pb.CallResult(call_id=call.call_id, decision=messages.decision(row), replayed=replayed))
+        return pb.RateCallsResponse(results=results)
 
     async def ExplainCall(self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext) -> pb.ExplainCallResponse:
         ratecard.require_id("call_id", request.call_id)

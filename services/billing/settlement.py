@@ -24,13 +24,12 @@ from callersync.billing.v1 import events_pb2
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing import events, messages, policy
 from services.billing.storage import BillingStore
-from services.billing.wallet_client import WalletClient, WalletRefused
+from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition
 
 log = logging.getLogger("callersync.billing.settlement")
 
 _CHARGE_IDS = uuid.UUID("6c1f1d1e-5b0e-4d7a-9a57-0c2b7f1c9e01")
-_OPEN = (wpb.RESERVATION_STATE_OPEN, wpb.RESERVATION_STATE_EXPIRED)
 
 
 def charge_id(natural_key: str) -> str:
@@ -40,6 +39,74 @@ def charge_id(natural_key: str) -> str:
 
 def facts_hash(message) -> bytes:
     return hashlib.sha256(message.SerializeToString(deterministic=True)).digest()
+
+
+def _rated_with_other_facts(call_id: str, row: asyncpg.Record) -> AlreadyExists:
+    return AlreadyExists(
+        f"call {call_id!r} was already rated with other facts (at {row['decided_at'].isoformat()}: "
+        f"{'billable' if row['billable'] else 'free'}); a finished call is rated once and never re-rated. "
+        "Send the original facts to get the stored decision, or ExplainCall to read it.",
+        reason="CALL_RATED_WITH_OTHER_FACTS", call_id=call_id,
+    )
+
+
+def _decision_row(call: pb.FinishedCall, verdict: policy.Verdict, fp: bytes,
+                  rate: asyncpg.Record | None) -> dict[str, Any]:
+    """The decision to store before any money moves (with its CallRated event under "event")."""
+    if rate is None:
+        raise FailedPrecondition(
+            f"ZIP {call.zip} had no rate in effect when call {call.call_id} started "
+            f"({messages.to_datetime(call.started_at).isoformat()}); set one with SetZipRate effective "
+            "on or before that moment, then send the call again (nothing was recorded)",
+            reason="ZIP_NOT_PRICED", zip=call.zip,
+        )
+    the_charge = charge_id(f"call:{call.call_id}")
+    decision = policy.decision_message(call, verdict, rate["rate_cents"], rate["effective_from"], the_charge)
+    decision.decided_at.GetCurrentTime()
+    return {
+        "call_id": call.call_id, "facts_hash": fp, "facts": call.SerializeToString(deterministic=True),
+        "zip": call.zip, "caller_number": call.caller_number,
+        "started_at": messages.to_datetime(call.started_at), "billable": verdict.billable,
+        "rule": pb.DecisionRule.Name(verdict.rule), "payer_contractor_id": verdict.payer_contractor_id,
+        "price_cents": decision.price_cents, "decision": decision.SerializeToString(deterministic=True),
+        # Which hold pays is the wallet's to find (the payer's on this call) and is recorded at settlement.
+        "capture_reservation_id": "", "state": "settling",
+        "event": events.payload(events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
+            call_id=call.call_id, zip=call.zip, billable=verdict.billable, rule=verdict.rule,
+            payer_contractor_id=verdict.payer_contractor_id, connected_ms=verdict.connected_ms,
+            price_cents=decision.price_cents, started_at=call.started_at,
+            rung_contractor_ids=[leg.contractor_id for leg in call.legs],
+        ))),
+    }
+
+
+def _settlement_item(row: asyncpg.Record) -> wpb.CallSettlement:
+    """The same key, reference and description the single Capture/Charge settlement used, so the wallet
+    replays whatever an earlier attempt (of either kind) moved."""
+    call_id = row["call_id"]
+    if not row["billable"]:
+        return wpb.CallSettlement(call_id=call_id)
+    return wpb.CallSettlement(
+        call_id=call_id, payer_contractor_id=row["payer_contractor_id"], amount_cents=row["price_cents"],
+        idempotency_key=f"call:{call_id}", reference=call_id,
+        description=f"call {call_id} to ZIP {row['zip']}: connected 30 s or more",
+    )
+
+
+def _settlement_refused(row: asyncpg.Record, result: wpb.CallSettlementResult) -> DomainError:
+    if result.reason == "NO_WALLET":
+        return no_wallet(row["payer_contractor_id"])
+    if result.reason == "RESERVATION_ALREADY_CAPTURED":
+        return FailedPrecondition(
+            f"the wallet refused to capture the payer's reservation for call {row['call_id']}: {result.message}. "
+            "The decision is stored; an operator must settle it.",
+            reason="CAPTURE_REFUSED",
+        )
+    return FailedPrecondition(
+        f"the wallet refused to settle call {row['call_id']}: {result.message}. The decision is stored; an "
+        "operator must settle it.",
+        reason=result.reason or "SETTLEMENT_REFUSED",
+    )
 
 
 class FaultHook:
@@ -83,121 +150,139 @@ class Settlement:
 
     async def rate_call(self, call: pb.FinishedCall) -> tuple[asyncpg.Record, bool]:
         """The stored (and settled) decision for the call, and whether it was decided before this request."""
-        policy.validate_call(call)
-        fp = facts_hash(call)
-        row, shared = await self._single_flight(f"call:{call.call_id}", lambda: self._rate(call, fp))
-        fresh, row = row
-        if bytes(row["facts_hash"]) != fp:
-            raise AlreadyExists(
-                f"call {call.call_id!r} was already rated with other facts (at {row['decided_at'].isoformat()}: "
-                f"{'billable' if row['billable'] else 'free'}); a finished call is rated once and never re-rated. "
-                "Send the original facts to get the stored decision, or ExplainCall to read it.",
-                reason="CALL_RATED_WITH_OTHER_FACTS", call_id=call.call_id,
-            )
-        return row, shared or not fresh
+        [outcome] = await self.rate_calls([call])
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
 
-    async def _rate(self, call: pb.FinishedCall, fp: bytes) -> tuple[bool, asyncpg.Record]:
-        row = await self._store.get_rated_call(call.call_id)
-        if row is not None:
-            if bytes(row["facts_hash"]) == fp and row["state"] == "settling":
-                row = await self.settle_call(row)
-            return False, row
-        verdict = policy.rate_call(call)
-        reservations = await self._wallet.call_reservations(call.call_id)
-        capture_id = policy.payer_reservation(verdict, call, reservations)
-        if verdict.billable and not capture_id:
-            await self._wallet.require_wallet(verdict.payer_contractor_id)
-        the_charge = charge_id(f"call:{call.call_id}")
-
-        def decide(rate: asyncpg.Record | None) -> dict[str, Any]:
-            if rate is None:
-                raise FailedPrecondition(
-                    f"ZIP {call.zip} had no rate in effect when call {call.call_id} started "
-                    f"({messages.to_datetime(call.started_at).isoformat()}); set one with SetZipRate effective "
-                    "on or before that moment, then send the call again (nothing was recorded)",
-                    reason="ZIP_NOT_PRICED", zip=call.zip,
-                )
-            decision = policy.decision_message(call, verdict, rate["rate_cents"], rate["effective_from"], the_charge)
-            decision.decided_at.GetCurrentTime()
-            return {
-                "call_id": call.call_id, "facts_hash": fp, "facts": call.SerializeToString(deterministic=True),
-                "zip": call.zip, "caller_number": call.caller_number,
-                "started_at": messages.to_datetime(call.started_at), "billable": verdict.billable,
-                "rule": pb.DecisionRule.Name(verdict.rule), "payer_contractor_id": verdict.payer_contractor_id,
-                "price_cents": decision.price_cents, "decision": decision.SerializeToString(deterministic=True),
-                "capture_reservation_id": capture_id, "state": "settling",
-                "event": events.payload(events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
-                    call_id=call.call_id, zip=call.zip, billable=verdict.billable, rule=verdict.rule,
-                    payer_contractor_id=verdict.payer_contractor_id, connected_ms=verdict.connected_ms,
-                    price_cents=decision.price_cents, started_at=call.started_at,
-                    rung_contractor_ids=[leg.contractor_id for leg in call.legs],
-                ))),
-            }
-
-        stored = await self._store.insert_decision(call.zip, messages.to_datetime(call.started_at), decide)
-        if stored is None:  # a twin in another process decided first
-            row = await self._store.get_rated_call(call.call_id)
-            if bytes(row["facts_hash"]) == fp and row["state"] == "settling":
-                row = await self.settle_call(row)
-            return False, row
-        self._on_event()
-        return True, await self.settle_call(stored, reservations)
-
-    async def settle_call(self, row: asyncpg.Record, reservations: list | None = None) -> asyncpg.Record:
-        """Drives a stored decision to 'settled': capture (or charge) the payer, release every other hold."""
-        call_id = row["call_id"]
-        try:
-            if reservations is None:
-                reservations = await self._wallet.call_reservations(call_id)
-            entry_id, settled_by = None, "none"
-            if row["billable"]:
-                entry_id, settled_by = await self._debit_call(row)
-            capture_id = row["capture_reservation_id"] if settled_by == "capture" else ""
-            await asyncio.gather(*(
-                self._release(r.reservation_id) for r in reservations
-                if r.state in _OPEN and r.reservation_id != capture_id
-            ))
-        except DomainError as err:
-            await self._store.note_failure("rated_calls", "call_id", call_id, err.message)
-            raise
-        self._fault.crash_point()
-        charge = None
-        if row["billable"]:
-            call = pb.FinishedCall.FromString(bytes(row["facts"]))
-            charge = {
-                "charge_id": charge_id(f"call:{call_id}"), "contractor_id": row["payer_contractor_id"],
-                "kind": "call", "call_id": call_id, "zip": row["zip"], "amount_cents": row["price_cents"],
-                "wallet_entry_id": entry_id, "recording_uri": call.recording.uri,
-                "disclosure_played": call.recording.disclosure_played, "transcript_uri": call.transcript_uri,
-            }
-        return await self._store.finish_call(call_id, settled_by, entry_id, charge)
-
-    async def _debit_call(self, row: asyncpg.Record) -> tuple[int, str]:
-        call_id, price = row["call_id"], row["price_cents"]
-        description = f"call {call_id} to ZIP {row['zip']}: connected 30 s or more"
-        if row["capture_reservation_id"]:
+    async def rate_calls(self, calls: list[pb.FinishedCall]) -> list[tuple[asyncpg.Record, bool] | DomainError]:
+        """rate_call for a batch, each call with its own outcome, at a fixed cost per batch: one read of the
+        stored decisions, one wallet check of the payers, one transaction of decisions, one SettleCalls, one
+        transaction marking them settled. Concurrent twins (in this process or another) are kept correct by
+        the database: one insert wins, and the wallet's keys make every other settlement a replay."""
+        out: list[Any] = [None] * len(calls)
+        first_of: dict[str, int] = {}
+        unique: list[int] = []
+        for i, call in enumerate(calls):
             try:
-                entry = await self._wallet.capture(row["capture_reservation_id"], price, description)
-                return entry.entry_id, "capture"
-            except WalletRefused as err:
-                # The hold is gone (released by routing, or never stored): the call is still owed, so charge it
-                # by its own key; a retry lands here again and the key replays the same entry.
-                if err.reason not in ("RESERVATION_RELEASED", "NO_RESERVATION"):
-                    raise FailedPrecondition(
-                        f"the wallet refused to capture reservation {row['capture_reservation_id']} for call "
-                        f"{call_id}: {err.message}. The decision is stored; an operator must settle it.",
-                        reason="CAPTURE_REFUSED",
-                    ) from None
-        entry = await self._wallet.charge(row["payer_contractor_id"], price, f"call:{call_id}", call_id, description)
-        return entry.entry_id, "charge"
+                policy.validate_call(call)
+            except DomainError as err:
+                out[i] = err
+                continue
+            if first_of.setdefault(call.call_id, i) == i:
+                unique.append(i)
+        fp = {i: facts_hash(calls[i]) for i in unique}
+        stored = await self._store.rated_calls_by_id([calls[i].call_id for i in unique])
+        new = [i for i in unique if calls[i].call_id not in stored]
+        fresh: set[str] = set()
+        if new:
+            fresh = await self._decide(calls, new, fp, out)
+            lost = [calls[i].call_id for i in new if out[i] is None and calls[i].call_id not in fresh]
+            stored.update(fresh)
+            if lost:  # a twin in another request decided first
+                stored.update(await self._store.rated_calls_by_id(lost))
+        rows: dict[int, asyncpg.Record] = {}
+        for i in unique:
+            if out[i] is None:
+                row = stored[calls[i].call_id]
+                if bytes(row["facts_hash"]) != fp[i]:
+                    out[i] = _rated_with_other_facts(calls[i].call_id, row)
+                else:
+                    rows[i] = row
+        settled, failed = await self.settle_calls([r for r in rows.values() if r["state"] == "settling"])
+        for i, row in rows.items():
+            call_id = calls[i].call_id
+            out[i] = failed.get(call_id) or (settled.get(call_id, row), call_id not in fresh)
+        for i, call in enumerate(calls):
+            if out[i] is None:  # the same call id twice in the batch: the later ones are re-sends
+                first = out[first_of[call.call_id]]
+                if isinstance(first, DomainError):
+                    out[i] = first
+                elif bytes(first[0]["facts_hash"]) != facts_hash(call):
+                    out[i] = _rated_with_other_facts(call.call_id, first[0])
+                else:
+                    out[i] = (first[0], True)
+        return out
 
-    async def _release(self, reservation_id: str) -> None:
+    async def _decide(self, calls: list[pb.FinishedCall], new: list[int], fp: dict[int, bytes],
+                      out: list[Any]) -> dict[str, asyncpg.Record]:
+        """Rates the calls never stored and stores their decisions in state 'settling' (with their CallRated
+        events) before any money moves. Refusals go into out and store nothing."""
+        verdicts = {i: policy.rate_call(calls[i]) for i in new}
+        payers = sorted({v.payer_contractor_id for v in verdicts.values() if v.billable})
+        # A payer with a hold on the call has a wallet; one without a wallet cannot be settled, so the call is
+        # refused before anything is written (the contractor tops up, the call is sent again).
+        missing = await self._wallet.without_wallet(payers) if payers else set()
+        deciding = []
+        for i in new:
+            if verdicts[i].billable and verdicts[i].payer_contractor_id in missing:
+                out[i] = no_wallet(verdicts[i].payer_contractor_id)
+            else:
+                deciding.append(i)
+
+        def decide(k: int, rate: asyncpg.Record | None) -> dict[str, Any] | None:
+            i = deciding[k]
+            try:
+                return _decision_row(calls[i], verdicts[i], fp[i], rate)
+            except DomainError as err:
+                out[i] = err
+                return None
+
+        fresh = await self._store.insert_decisions(
+            [(calls[i].zip, messages.to_datetime(calls[i].started_at)) for i in deciding], decide
+        )
+        if fresh:
+            self._on_event()
+        return fresh
+
+    async def settle_call(self, row: asyncpg.Record) -> asyncpg.Record:
+        """Drives a stored decision to 'settled': capture (or charge) the payer, release every other hold."""
+        settled, failed = await self.settle_calls([row])
+        if row["call_id"] in failed:
+            raise failed[row["call_id"]]
+        return settled[row["call_id"]]
+
+    async def settle_calls(
+        self, rows: list[asyncpg.Record]
+    ) -> tuple[dict[str, asyncpg.Record], dict[str, DomainError]]:
+        """Drives stored decisions to 'settled' with one SettleCalls (the wallet captures each payer's hold on
+        the call, else charges it by `call:<id>`, and releases every other hold) and one transaction here.
+        Returns the settled rows and the refusals, by call id; a refused call stays 'settling'."""
+        if not rows:
+            return {}, {}
+        items = [_settlement_item(r) for r in rows]
         try:
-            await self._wallet.release(reservation_id)
-        except WalletRefused as err:
-            # A hold of a leg that did not pay was captured by someone else: that is a double bill for the
-            # refund desk to catch, not a reason to leave this call unsettled.
-            log.warning("could not release reservation %s: %s", reservation_id, err)
+            results = await self._wallet.settle_calls(items)
+        except DomainError as err:
+            await self._store.note_failures([(r["call_id"], err.message) for r in rows])
+            return {}, {r["call_id"]: err for r in rows}
+        failed: dict[str, DomainError] = {}
+        done: list[tuple[asyncpg.Record, wpb.CallSettlementResult]] = []
+        for row, result in zip(rows, results, strict=True):
+            if result.code:
+                failed[row["call_id"]] = _settlement_refused(row, result)
+            else:
+                done.append((row, result))
+        if failed:
+            await self._store.note_failures([(k, e.message) for k, e in failed.items()])
+        if not done:
+            return {}, failed
+        self._fault.crash_point()
+        settled, charges = [], []
+        for row, result in done:
+            entry = result.entry if result.HasField("entry") else None
+            how = "none" if entry is None else ("capture" if entry.kind == wpb.ENTRY_KIND_CAPTURE else "charge")
+            settled.append((row["call_id"], how, entry.entry_id if entry else None,
+                            entry.reservation_id if how == "capture" else ""))
+            if row["billable"]:
+                call = pb.FinishedCall.FromString(bytes(row["facts"]))
+                charges.append({
+                    "charge_id": charge_id(f"call:{row['call_id']}"), "contractor_id": row["payer_contractor_id"],
+                    "kind": "call", "call_id": row["call_id"], "zip": row["zip"], "amount_cents": row["price_cents"],
+                    "wallet_entry_id": entry.entry_id, "recording_uri": call.recording.uri,
+                    "disclosure_played": call.recording.disclosure_played, "transcript_uri": call.transcript_uri,
+                })
+        return await self._store.finish_calls(settled, charges), failed
 
     # ------------------------------------------------------------ bookings
 
@@ -301,8 +386,12 @@ class Settlement:
         """Re-drives settlements left unfinished by a crash or an outage; returns how many it finished."""
         todo = await self._store.settling(older_than_s, limit)
         done = 0
-        for call_id in todo["calls"]:
-            done += await self._redrive(self._store.get_rated_call(call_id), self.settle_call)
+        if todo["calls"]:
+            rows = await self._store.rated_calls(todo["calls"])
+            settled, failed = await self.settle_calls([r for r in rows if r["state"] == "settling"])
+            done += len(settled)
+            for err in failed.values():
+                log.warning("settlement still unfinished: %s", err.message)
         for booking_id in todo["bookings"]:
             done += await self._redrive(self._store.get_booking(booking_id), self.settle_booking)
         for case_id in todo["refunds"]:

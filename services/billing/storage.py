@@ -36,6 +36,32 @@ _FEE_AT = (
 _OUTBOX = "INSERT INTO billing.outbox (topic, payload) VALUES ($1, $2)"
 
 
+# Column types for the batched (unnest) writes of a RateCalls batch.
+_DECISION_TYPES = {
+    "call_id": "text", "facts_hash": "bytea", "facts": "bytea", "zip": "text", "caller_number": "text",
+    "started_at": "timestamptz", "billable": "boolean", "rule": "text", "payer_contractor_id": "text",
+    "price_cents": "bigint", "decision": "bytea", "capture_reservation_id": "text", "state": "text",
+}
+_CALL_CHARGE_TYPES = {
+    "charge_id": "text", "contractor_id": "text", "kind": "text", "call_id": "text", "zip": "text",
+    "amount_cents": "bigint", "wallet_entry_id": "bigint", "recording_uri": "text", "disclosure_played": "boolean",
+    "transcript_uri": "text",
+}
+
+
+def _unnest_insert(table: str, types: dict[str, str], conflict: str, returning: str = "") -> str:
+    cols = list(types)
+    return (
+        f"INSERT INTO {table} ({', '.join(cols)}) SELECT * FROM unnest("
+        + ", ".join(f"${i + 1}::{types[c]}[]" for i, c in enumerate(cols))
+        + f") ON CONFLICT ({conflict}) DO NOTHING {returning}"
+    )
+
+
+def _columns(rows: Sequence[dict[str, Any]], types: dict[str, str]) -> list[list[Any]]:
+    return [[r[c] for r in rows] for c in types]
+
+
 def _lock_key(name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"billing:{name}".encode()).digest()[:8], "big", signed=True)
 
@@ -180,6 +206,85 @@ class BillingStore:
                 await conn.execute(_OUTBOX, events.TOPIC, event)
             return stored
 
+    async def insert_decisions(
+        self, calls: Sequence[tuple[str, dt.datetime]],
+        decide: Callable[[int, asyncpg.Record | None], dict[str, Any] | None],
+    ) -> dict[str, asyncpg.Record]:
+        """A batch's insert_decision in one transaction of four statements: shared locks on its ZIPs (in
+        order, so it cannot deadlock with another batch), each call's rate, the decisions, their events.
+        decide(i, rate) returns call i's row, or None to store nothing for it. Returns the rows stored by this
+        batch by call id; a call id missing was stored first by a concurrent twin."""
+        if not calls:
+            return {}
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock_shared(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS l(k, o)"
+                " ORDER BY o",
+                [zip_lock(z) for z in sorted({c[0] for c in calls})],
+            )
+            rates = await conn.fetch(
+                "SELECT q.ord, r.rate_cents, r.effective_from"
+                " FROM unnest($1::text[], $2::timestamptz[]) WITH ORDINALITY AS q(zip, at, ord)"
+                " LEFT JOIN LATERAL (SELECT rate_cents, effective_from FROM billing.zip_rates"
+                "   WHERE zip = q.zip AND effective_from <= q.at ORDER BY effective_from DESC LIMIT 1) r ON true"
+                " ORDER BY q.ord",
+                [c[0] for c in calls], [c[1] for c in calls],
+            )
+            rows, events_of = [], {}
+            for i, rate in enumerate(rates):
+                row = decide(i, rate if rate["rate_cents"] is not None else None)
+                if row is not None:
+                    events_of[row["call_id"]] = row.pop("event")
+                    rows.append(row)
+            if not rows:
+                return {}
+            stored = await conn.fetch(
+                _unnest_insert("billing.rated_calls", _DECISION_TYPES, "call_id", "RETURNING *"),
+                *_columns(rows, _DECISION_TYPES),
+            )
+            if stored:
+                await conn.execute(
+                    "INSERT INTO billing.outbox (topic, payload) SELECT $1, unnest($2::bytea[])",
+                    events.TOPIC, [events_of[r["call_id"]] for r in stored],
+                )
+            return {r["call_id"]: r for r in stored}
+
+    async def finish_calls(self, settled: Sequence[tuple[str, str, int | None, str]],
+                           charges: Sequence[dict[str, Any]]) -> dict[str, asyncpg.Record]:
+        """finish_call for a batch in one transaction: (call_id, settled_by, entry_id, captured reservation)
+        per call, and the charges of the billable ones. Returns every call's row as it now stands."""
+        ids = [s[0] for s in settled]
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            updated = await conn.fetch(
+                "UPDATE billing.rated_calls c SET state = 'settled', settled_by = u.how, wallet_entry_id = u.entry,"
+                " capture_reservation_id = CASE WHEN u.rid = '' THEN c.capture_reservation_id ELSE u.rid END,"
+                " settled_at = now(), last_error = ''"
+                " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS u(id, how, entry, rid)"
+                " WHERE c.call_id = u.id AND c.state = 'settling' RETURNING c.*",
+                ids, [s[1] for s in settled], [s[2] for s in settled], [s[3] for s in settled],
+            )
+            rows = {r["call_id"]: r for r in updated}
+            mine = [c for c in charges if c["call_id"] in rows]
+            if mine:
+                await conn.execute(_unnest_insert("billing.charges", _CALL_CHARGE_TYPES, "charge_id"),
+                                   *_columns(mine, _CALL_CHARGE_TYPES))
+            rest = [i for i in ids if i not in rows]
+            if rest:  # a twin finished them first
+                for r in await conn.fetch("SELECT * FROM billing.rated_calls WHERE call_id = ANY($1::text[])", rest):
+                    rows[r["call_id"]] = r
+            return rows
+
+    async def note_failures(self, failures: Sequence[tuple[str, str]]) -> None:
+        """note_failure for a batch of rated calls: (call_id, error)."""
+        if not failures:
+            return
+        async with storage_errors():
+            await self._pool.execute(
+                "UPDATE billing.rated_calls c SET attempts = attempts + 1, last_error = left(u.error, 500)"
+                " FROM unnest($1::text[], $2::text[]) AS u(id, error) WHERE c.call_id = u.id",
+                [f[0] for f in failures], [f[1] for f in failures],
+            )
+
     async def finish_call(self, call_id: str, settled_by: str, entry_id: int | None,
                           charge: dict[str, Any] | None) -> asyncpg.Record:
         """Marks the decision settled and, when billable, records its charge, in one transaction."""
@@ -293,6 +398,9 @@ class BillingStore:
                 " ORDER BY charged_at DESC, charge_id DESC LIMIT $4",
                 contractor_id, before[0] if before else None, before[1] if before else None, limit,
             )
+
+    async def rated_calls_by_id(self, call_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+        return {r["call_id"]: r for r in await self.rated_calls(call_ids)}
 
     async def rated_calls(self, call_ids: Sequence[str]) -> list[asyncpg.Record]:
         async with storage_errors():

@@ -99,6 +99,16 @@ class WalletClient:
             raise
         return reply.entry
 
+    async def settle_calls(self, items: list[wpb.CallSettlement]) -> list[wpb.CallSettlementResult]:
+        """One SettleCalls for a batch; safe to retry, as every item is keyed like Capture and Charge."""
+        reply = await self._call("SettleCalls", wpb.SettleCallsRequest(items=items))
+        return list(reply.results)
+
+    async def without_wallet(self, contractor_ids: list[str]) -> set[str]:
+        """Which of the contractors (at most 1000) have no wallet, in one call."""
+        reply = await self._call("GetRoutability", wpb.GetRoutabilityRequest(contractor_ids=contractor_ids))
+        return {r.contractor_id for r in reply.routabilities if r.reason == wpb.ROUTABILITY_REASON_NO_WALLET}
+
     async def refund(self, entry_id: int, amount_cents: int, key: str, description: str) -> wpb.LedgerEntry:
         reply = await self._call(
             "Refund", wpb.RefundRequest(charge_entry_id=entry_id, amount_cents=amount_cents, idempotency_key=key,

@@ -40,7 +40,7 @@ async def test_a_rate_call_is_one_trace_through_billing_the_wallet_and_their_sto
     assert any(s.attributes.get("db.system") == "postgresql" for s in children(mine, rate_server))
     wallet_clients = [s for s in children(mine, rate_server) if s.kind == CLIENT and "WalletService" in s.name]
     assert wallet_clients, "billing settles with the wallet inside the same trace"
-    charge_client = [s for s in wallet_clients if s.name.endswith("/Charge")]
+    charge_client = [s for s in wallet_clients if s.name.endswith("/SettleCalls")]
     assert len(charge_client) == 1
-    charge_server = one(children(mine, charge_client[0]), "/callersync.wallet.v1.WalletService/Charge", SERVER)
+    charge_server = one(children(mine, charge_client[0]), "/callersync.wallet.v1.WalletService/SettleCalls", SERVER)
     assert any(s.attributes.get("db.system") == "postgresql" for s in children(mine, charge_server))
