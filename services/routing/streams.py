@@ -99,5 +99,8 @@ class StreamConsumer:
             except asyncio.CancelledError:
                 raise
             except Exception as err:  # PostgreSQL or Redis away: keep the entries pending and try again
+                if isinstance(err, redis.ResponseError) and "NOGROUP" in str(err):
+                    # Redis lost the group (FLUSHALL, a failover to an empty replica): create it again.
+                    self._group_ready = False
                 log.warning("consumer %s of %s: %s; will retry", self.consumer, self.stream, err)
                 await asyncio.sleep(1)

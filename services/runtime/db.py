@@ -22,6 +22,9 @@ CONNECTION_ERRORS = (
     asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.InterfaceError,
+    # A pooled connection that already received the server's shutdown message fails its next query with
+    # "cannot switch to state ...; another operation is in progress": the server went away, not the request.
+    asyncpg.exceptions.InternalClientError,
 )
 
 

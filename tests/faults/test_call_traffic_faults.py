@@ -109,25 +109,11 @@ async def test_restart_postgresql_while_calls_flow(stack, own_servers):
     async def inject():
         await asyncio.get_running_loop().run_in_executor(None, pg.restart)
 
-    # INTERNAL is retried here only so the money checks still run: the xfail test below pins that bug down.
-    traffic = await traffic_through(
-        stack, "PostgreSQL restart", inject, also_retry=frozenset({grpc.StatusCode.INTERNAL})
-    )
+    traffic = await traffic_through(stack, "PostgreSQL restart", inject)
     assert any(name.endswith("UNAVAILABLE") for name in traffic.tally.failed_attempts), traffic.tally
     assert traffic.tally.sessions_lost == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "while PostgreSQL restarts, a pooled connection that received the server's FATAL (admin shutdown) is handed "
-        "out again and asyncpg raises InternalClientError 'cannot switch to state 12 (or 15); another operation (2) "
-        "is in progress', which services/runtime/db.py storage_errors does not map, so the RPC answers INTERNAL "
-        "('internal error in /callersync.billing.v1.BillingService/RateCall; nothing was changed...') instead of "
-        "UNAVAILABLE (seen on billing RateCall and wallet Refund; about 5 restarts in 6 show it)"
-    ),
-)
 async def test_restart_postgresql_answers_unavailable_never_internal(stack, own_servers):
     """Reads hitting every service's pool while PostgreSQL restarts, up to five times: the only failures allowed
     are the retryable ones."""
@@ -200,17 +186,6 @@ async def wait_for_threshold(stubs, contractor: str, cents: int, within_s: float
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "after FLUSHALL + restart, routing logs every second 'consumer ... of callersync.billing.events: NOGROUP No such "
-        "key ... or consumer group 'routing' in XREADGROUP' (and the same for routing.steps / routing-step-writer) until "
-        "routing restarts: StreamConsumer.ensure_group never re-creates a group once _group_ready is set. So a "
-        "SetZipRate made after the flush never moves the wallet's pause threshold (stays 4000, expected 5000), and "
-        "CallRated no longer frees live slots or counts caps"
-    ),
-)
 async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart(stack, own_servers):
     # A routing process of its own, whose consumer groups an earlier flush in this folder cannot have broken.
     stack.processes["routing"].kill()

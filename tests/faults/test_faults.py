@@ -57,9 +57,7 @@ async def test_restart_postgresql_mid_load(stack, own_servers):
     async def inject():
         await asyncio.get_running_loop().run_in_executor(None, pg.restart)
 
-    # INTERNAL is retried (and counted) so the ledger is still checked: the known bug is pinned down by
-    # test_call_traffic_faults.py::test_restart_postgresql_answers_unavailable_never_internal.
-    outcome = await run_with_fault(stack, inject, "PostgreSQL restart", also_retry=frozenset({grpc.StatusCode.INTERNAL}))
+    outcome = await run_with_fault(stack, inject, "PostgreSQL restart")
     assert outcome.failed_attempts.get("UNAVAILABLE", 0) + outcome.failed_attempts.get("ABORTED", 0) > 0
     assert "UNKNOWN" not in outcome.failed_attempts
 
