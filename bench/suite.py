@@ -233,10 +233,23 @@ def _scaling(base: dict, scaled: dict) -> dict:
         "route_p50_scaled_vs_base": _ratio(s["route_call"]["route_call"]["p50_ms"],
                                            b["route_call"]["route_call"]["p50_ms"]),
         "echo_p99_scaled_vs_base": _ratio(s["route_call"]["echo"]["p99_ms"], b["route_call"]["echo"]["p99_ms"]),
+        # CPU per call moves far less than latency when other work shares the machine.
+        "wallet_cpu_per_charge_scaled_vs_base": _ratio(s["wallet_charge"]["wallet_cpu_us_per_charge"],
+                                                       b["wallet_charge"]["wallet_cpu_us_per_charge"]),
+        "postgres_cpu_per_charge_scaled_vs_base": _ratio(s["wallet_charge"]["postgres_cpu_us_per_charge"],
+                                                         b["wallet_charge"]["postgres_cpu_us_per_charge"]),
+        "rate_calls_cpu_per_call_scaled_vs_base": _ratio(s["rate_calls"]["service_cpu_s_per_1000_calls"],
+                                                         b["rate_calls"]["service_cpu_s_per_1000_calls"]),
+        "route_cpu_per_call_scaled_vs_base": _ratio(_route_cpu(s), _route_cpu(b)),
     }
     return {"ratios": ratios,
             "targets": {k: f"{op} {bound}" for k, (op, bound) in SCALING_TARGETS.items()},
             "pass": {k: _passes(ratios[k], SCALING_TARGETS[k]) for k in SCALING_TARGETS}}
+
+
+def _route_cpu(f: dict) -> float:
+    cpu = f["route_call"]["route_call"]["cpu_ms_per_call"]
+    return cpu["routing"] + cpu["wallet"]
 
 
 def _peak_memory(f: dict) -> dict:
@@ -303,7 +316,10 @@ def render(result: dict) -> str:
         rows += table_rows(result["scaled"]["figures"], None, f" x{result['scale']}")
     header = ("phase", "throughput", "p50 ms", "p99 ms", "peak memory MB (VmHWM)")
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(5)]
-    line = lambda r: "  ".join(c.ljust(widths[i]) if i in (0, 4) else c.rjust(widths[i]) for i, c in enumerate(r))  # noqa: E731
+
+    def line(r: tuple) -> str:
+        return "  ".join(c.ljust(widths[i]) if i in (0, 4) else c.rjust(widths[i]) for i, c in enumerate(r)).rstrip()
+
     out = [line(header), line(tuple("-" * w for w in widths))] + [line(r) for r in rows]
     out.append("* RateCalls latency is per batch.")
     for key, value in result["ratios"].items():
