@@ -48,6 +48,9 @@ class MoneyLoad:
         self.outcome = Outcome()
         self._in_flight = 0
         self.started = asyncio.Event()
+        # Set once the fault has been injected: every worker keeps going until then, and a few operations
+        # beyond, so the fault always lands mid-load however fast the machine is.
+        self.fault_done = asyncio.Event()
 
     async def run(self, give_up_after_s: float = 90) -> Outcome:
         async with grpc.aio.insecure_channel(self.target) as channel:
@@ -57,7 +60,10 @@ class MoneyLoad:
         return self.outcome
 
     async def _worker(self, wallet, w: int, deadline: float) -> None:
-        for i in range(self.ops_per_worker):
+        i = after_fault = 0
+        while i < self.ops_per_worker or after_fault < 5:
+            if self.fault_done.is_set():
+                after_fault += 1
             contractor = self.contractors[(w + i) % len(self.contractors)]
             key = f"load-{uuid.uuid4().hex}"
             if i % 3 == 0:
@@ -72,6 +78,7 @@ class MoneyLoad:
             await self._until_done(call, deadline)
             self.outcome.applied[key] = cents
             self.started.set()
+            i += 1
 
     async def _until_done(self, call, deadline: float) -> None:
         while True:

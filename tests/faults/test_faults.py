@@ -27,6 +27,7 @@ async def run_with_fault(stack, inject, label: str, **options):
     in_flight = load.in_flight()
     await inject()
     assert not task.done(), "the fault must land while the load is still running"
+    load.fault_done.set()
     outcome = await task
     conn = await asyncpg.connect(stack.database_url)
     try:
