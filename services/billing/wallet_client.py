@@ -7,11 +7,11 @@ import logging
 import random
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.interceptors import error_reason
 
 log = logging.getLogger("callersync.billing.wallet")
 
@@ -26,17 +26,6 @@ class WalletRefused(Exception):
         self.code = code
         self.message = message
         self.reason = reason
-
-
-def _reason(err: grpc.aio.AioRpcError) -> str:
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
 
 
 class WalletClient:
@@ -60,7 +49,7 @@ class WalletClient:
                 return await rpc(request, timeout=self._timeout_s)
             except grpc.aio.AioRpcError as err:
                 if err.code() not in RETRYABLE:
-                    raise WalletRefused(err.code(), err.details() or "", _reason(err)) from None
+                    raise WalletRefused(err.code(), err.details() or "", error_reason(err)) from None
                 if attempt == self._attempts:
                     raise Unavailable(
                         f"the wallet at {self._target} did not answer {method} ({err.code().name}: {err.details()}); "

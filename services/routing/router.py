@@ -9,7 +9,6 @@ import datetime as dt
 import time
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
@@ -22,6 +21,7 @@ from services.routing.directory import Directory
 from services.routing.live_state import LiveState, live_key, usage_key
 from services.routing.schedule import Profile
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.runtime.interceptors import error_reason
 
 SKIP_PB = {
     cascade.PAUSED: pb.SKIP_REASON_PAUSED,
@@ -49,18 +49,6 @@ _WALLET_REASONS = {
     wpb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: "insufficient_available",
 }
 _RESERVE_REFUSALS = {"PAUSED": "paused", "NO_WALLET": "no_wallet", "INSUFFICIENT_AVAILABLE": "insufficient_available"}
-
-
-def error_reason(err: grpc.aio.AioRpcError) -> str:
-    """The ErrorInfo reason a CallerSync service attached to its status, or ''."""
-    for key, value in err.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            status = status_pb2.Status.FromString(value)
-            for detail in status.details:
-                info = error_details_pb2.ErrorInfo()
-                if detail.Unpack(info):
-                    return info.reason
-    return ""
 
 
 def _encode(response: pb.RouteCallResponse) -> str:

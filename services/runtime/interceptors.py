@@ -32,6 +32,18 @@ def status_details(err: DomainError) -> bytes:
     return status.SerializeToString()
 
 
+def error_reason(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason a CallerSync service attached to its status (status_details' inverse), or ''."""
+    for key, value in err.trailing_metadata() or ():
+        if key == "grpc-status-details-bin":
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                info = error_details_pb2.ErrorInfo()
+                if detail.Unpack(info):
+                    return info.reason
+    return ""
+
+
 def _parse(parse: Callable[[bytes], Any] | None, raw: Any, method: str) -> Any:
     if parse is None or not isinstance(raw, bytes):
         return raw
