@@ -7,25 +7,13 @@ import datetime as dt
 import re
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.validation import require_id
 
 ZIP = re.compile(r"^[0-9]{5}$")
 # No call or booking above $10,000: a typo guard far inside int64.
 MAX_PRICE_CENTS = 1_000_000
-MAX_ID_LEN = 128
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 DEFAULT_RATE_PAGE = 100
 MAX_RATE_PAGE = 1000
-
-
-def require_id(name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
-    if not value:
-        raise InvalidArgument(f"{name} is required", reason="MISSING_FIELD", field=name)
-    if len(value) > max_len or not _PRINTABLE.match(value):
-        raise InvalidArgument(
-            f"{name} must be 1-{max_len} printable characters (no control characters)",
-            reason="MALFORMED_FIELD",
-            field=name,
-        )
 
 
 def require_zip(zip_code: str, field: str = "zip") -> None:

@@ -6,10 +6,10 @@ import dataclasses
 import re
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument
+from services.runtime.validation import require_id  # noqa: F401 (one of routing's rules, shared by every service)
 
 PRIMARY = "primary"
 BACKUP = "backup"
-MAX_ID_LEN = 128
 _ZIP = re.compile(r"[0-9]{5}")
 # E.164: a plus, a country code not starting with 0, at most 15 digits in all.
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
@@ -22,14 +22,6 @@ class Slot:
     contractor_id: str
     position: str
     backup_rank: int
-
-
-def require_id(name: str, value: str) -> None:
-    if not value or not value.strip():
-        raise InvalidArgument(f"{name} is required", field=name)
-    if len(value) > MAX_ID_LEN or value != value.strip():
-        raise InvalidArgument(f"{name} must be at most {MAX_ID_LEN} characters without surrounding spaces",
-                              field=name)
 
 
 def require_zip(value: str, name: str = "zip") -> str:

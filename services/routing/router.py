@@ -15,13 +15,14 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing import cascade, schedule
 from services.routing.cascade import Entry, Facts, Session, Skip
-from services.routing.claims import PRIMARY, require_e164, require_id, require_zip
+from services.routing.claims import PRIMARY, require_e164, require_zip
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
 from services.routing.live_state import LiveState, live_key, usage_key
 from services.routing.schedule import Profile
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.interceptors import error_reason
+from services.runtime.validation import require_id
 
 SKIP_PB = {
     cascade.PAUSED: pb.SKIP_REASON_PAUSED,

@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import re
 
+
 from services.runtime.errors import (
     AlreadyExists,
     DomainError,
@@ -14,12 +15,12 @@ from services.runtime.errors import (
     InvalidArgument,
     NotFound,
 )
+from services.runtime.validation import require_id
 
 # Policy: "You prepay any amount — $25 minimum top-up."
 MIN_TOP_UP_CENTS = 2500
 # No single movement above $1bn: keeps every sum far inside int64 whatever a client sends.
 MAX_AMOUNT_CENTS = 100_000_000_000
-MAX_ID_LEN = 128
 MAX_KEY_LEN = 200
 MAX_TEXT_LEN = 500
 DEFAULT_PAGE_SIZE = 50
@@ -27,7 +28,6 @@ MAX_PAGE_SIZE = 500
 MAX_RESERVATION_TTL_S = 86_400
 MAX_ROUTABILITY_BATCH = 1000
 
-_PRINTABLE = re.compile(r"^[^\x00-\x1f\x7f]+$")
 # Deliberately plain: one @, a dot in the domain, no spaces. The SMTP server is the real judge.
 _EMAIL = re.compile(r"^[^@\s\x00-\x1f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.)+[A-Za-z]{2,63}$")
 
@@ -83,17 +83,6 @@ def validate_settlement(index: int, call_id: str, payer: str, amount_cents: int,
     require_id(at + "payer_contractor_id", payer)
     require_amount(at + "amount_cents", amount_cents)
     require_id(at + "idempotency_key", key, MAX_KEY_LEN)
-
-
-def require_id(name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
-    if not value:
-        raise InvalidArgument(f"{name} is required", reason="MISSING_FIELD", field=name)
-    if len(value) > max_len or not _PRINTABLE.match(value):
-        raise InvalidArgument(
-            f"{name} must be 1-{max_len} printable characters (no control characters)",
-            reason="MALFORMED_FIELD",
-            field=name,
-        )
 
 
 def require_text(name: str, value: str) -> None:
