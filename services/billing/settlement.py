@@ -25,6 +25,7 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing import events, messages, policy
 from services.billing.storage import BillingStore
 from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
+from services.runtime.background import cancel_and_wait
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition
 
 log = logging.getLogger("callersync.billing.settlement")
@@ -422,11 +423,8 @@ class Sweeper:
         self._task = asyncio.create_task(self._run(), name="billing-settlement-sweeper")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

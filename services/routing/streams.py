@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
 
+from services.runtime.background import cancel_and_wait
+
 log = logging.getLogger("callersync.routing.streams")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
@@ -84,13 +86,8 @@ class StreamConsumer:
         self._task = asyncio.create_task(self._run(), name=f"stream-consumer:{self.stream}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import logging
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing.storage import RoutingStore
+from services.runtime.background import cancel_and_wait
 
 log = logging.getLogger("callersync.routing.thresholds")
 
@@ -54,13 +55,8 @@ class ThresholdRelay:
         self._task = asyncio.create_task(self._run(), name="routing-threshold-relay")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -15,6 +15,8 @@ import asyncpg
 import redis.asyncio as redis
 from opentelemetry import metrics
 
+from services.runtime.background import cancel_and_wait
+
 log = logging.getLogger("callersync.outbox")
 
 Row = asyncpg.Record
@@ -72,13 +74,8 @@ class OutboxRelay:
         self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._table}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:

@@ -10,6 +10,7 @@ import asyncpg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.runtime import telemetry
+from services.runtime.background import cancel_and_wait
 
 log = logging.getLogger("callersync.wallet.gauges")
 # Instruments are per process, servers may be several (tests): the gauge reports the newest one's count.
@@ -42,10 +43,8 @@ class PausedContractors:
         self._task = asyncio.create_task(self._run(), name="wallet-paused-gauge")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self in _current:
             _current.remove(self)
 
