@@ -39,6 +39,12 @@ async def storage_errors() -> AsyncIterator[None]:
         raise Unavailable(f"PostgreSQL is unreachable ({type(err).__name__}); retry shortly") from err
 
 
+async def _no_session_state(conn: asyncpg.Connection) -> None:
+    """Pool connections carry no session state (settings are transaction-local, advisory locks transaction-scoped, no
+    LISTEN), so the default reset (RESET ALL, UNLISTEN, unlock all: a round trip per release) is skipped. An
+    open transaction is still rolled back by asyncpg before this runs."""
+
+
 async def create_pool(url: str, size: int, *, attempts: int = 1) -> asyncpg.Pool:
     if not url:
         raise SystemExit("CALLERSYNC_DATABASE_URL is not set (callersync up starts an embedded PostgreSQL)")
@@ -46,7 +52,8 @@ async def create_pool(url: str, size: int, *, attempts: int = 1) -> asyncpg.Pool
     for _ in range(max(1, attempts)):
         try:
             return await asyncpg.create_pool(
-                url, min_size=min(2, size), max_size=size, command_timeout=30, statement_cache_size=256
+                url, min_size=min(2, size), max_size=size, command_timeout=30, statement_cache_size=256,
+                reset=_no_session_state,
             )
         except (OSError, asyncpg.PostgresError) as err:
             last = err
