@@ -46,7 +46,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         billing_events.BillingEventHandler(store, live, directory.forget, thresholds.nudge),
         claim_idle_ms=config.claim_idle_ms)
     steps = StreamConsumer(redis_client, STEPS_STREAM, step_log.GROUP, step_log.StepWriter(store),
-                           claim_idle_ms=config.claim_idle_ms)
+                           claim_idle_ms=config.claim_idle_ms, linger_ms=config.step_linger_ms)
     thresholds.start()
     events.start()
     steps.start()

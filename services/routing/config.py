@@ -24,6 +24,9 @@ class RoutingConfig:
     wallet_timeout_s: float = 2.0
     # The consumer of callersync.billing.events: idle time after which a dead consumer's entries are claimed.
     claim_idle_ms: int = 30_000
+    # The step log (who was offered or skipped) reaches PostgreSQL in batches gathered over this long: a
+    # missed-calls page can lag by this much, and the hot path shares its process with fewer, larger writes.
+    step_linger_ms: int = 100
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoutingConfig:

@@ -83,6 +83,29 @@ async def test_a_consumer_that_died_before_acknowledging_is_taken_over_and_nothi
     assert await isolated.fetchval("SELECT count(*) FROM routing.consumed_events") == 2
 
 
+async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_poll(redis_client, isolated, stream):
+    """Recovery of pending entries runs only now and then, except right after a failure: PostgreSQL back from
+    a blip must not leave a rate change waiting for the next recovery round (half claim_idle_ms)."""
+    store = RoutingStore(isolated)
+    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
+    real = BillingEventHandler(store, live, lambda: None, lambda: None)
+    failures = [RuntimeError("PostgreSQL restarting")]
+
+    async def flaky(entries):
+        if failures:
+            raise failures.pop()
+        await real(entries)
+
+    flickering = consumer(redis_client, isolated, stream, "replica-flicker", handler=flaky)
+    await flickering.poll_once()  # the first poll recovers (nothing yet): the next would not, unprompted
+    await publish(redis_client, rate_event("40404", 2200), stream)
+    with pytest.raises(RuntimeError):
+        await flickering.poll_once()
+    assert await flickering.poll_once() == 1
+    assert await rates(isolated) == {"40404": 2200}
+    assert (await redis_client.xpending(stream, "routing"))["pending"] == 0
+
+
 async def test_a_redelivered_event_is_applied_once(redis_client, isolated, stream):
     block = events_pb2.BillingEvent(event_id=next_event_id(), caller_block_requested=events_pb2.CallerBlockRequested(
         caller_number="+14155550199", refund_case_id="rc-1", contractor_id="ctr-y", call_id="c-1", reviewer="ops"))
