@@ -6,7 +6,6 @@ import dataclasses
 import re
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument
-from services.runtime.validation import require_id  # noqa: F401 (one of routing's rules, shared by every service)
 
 PRIMARY = "primary"
 BACKUP = "backup"

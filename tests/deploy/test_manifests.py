@@ -8,7 +8,7 @@ import re
 import pytest
 import yaml
 
-from services.cli import SERVICES, build_parser
+from services.cli import build_parser
 from services.runtime.config import SERVICE_PORTS, Settings
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"

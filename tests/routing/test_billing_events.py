@@ -1,7 +1,6 @@
 """callersync.billing.events as routing consumes them: at least once, applied once, resumed after a restart
 without loss, a dead consumer's pending entries taken over; and what each event does to routing."""
 
-import dataclasses
 import datetime as dt
 
 import asyncpg

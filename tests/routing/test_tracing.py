@@ -1,7 +1,6 @@
 """One RouteCall is one trace: the engine's call into routing, routing's Redis work, its Reserve on the
 wallet, and the wallet's PostgreSQL work, all under the same trace id with parent links intact."""
 
-import grpc
 from opentelemetry import trace
 
 from callersync.routing.v1 import routing_pb2 as pb
