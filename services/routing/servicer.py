@@ -24,6 +24,7 @@ from services.routing.schedule import Window
 from services.routing.storage import ClaimChange, RoutingStore, profile_from
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
+from services.runtime.validation import require_id
 
 log = logging.getLogger("callersync.routing")
 
@@ -116,7 +117,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     # ------------------------------------------------------------ claims
 
     async def ClaimZip(self, request: pb.ClaimZipRequest, context: grpc.aio.ServicerContext) -> pb.ClaimZipResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
         position = _POSITIONS.get(request.position)
         if position is None:
@@ -131,7 +132,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                                    pause_threshold_cents=threshold)
 
     async def ReleaseZip(self, request: pb.ReleaseZipRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseZipResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
         change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
         await self._changed(GEN_CLAIMS)
@@ -146,7 +147,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             rules.require_zip(request.zip)
             # A ZIP has at most one primary and a few backups: one page always holds them all.
             return pb.ListClaimsResponse(claims=[claim_message(r) for r in await self._store.claims_of_zip(request.zip)])
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         after = str(decode_token(request.page_token)[0]) if request.page_token else ""
         rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
         more = len(rows) > size
@@ -178,7 +179,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         )
 
     async def SetMode(self, request: pb.SetModeRequest, context: grpc.aio.ServicerContext) -> pb.SetModeResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         mode = _MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument("mode must be CONTRACTOR_MODE_HUMAN or CONTRACTOR_MODE_AI_AGENT", field="mode")
@@ -189,7 +190,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     async def SetSchedule(self, request: pb.SetScheduleRequest,
                           context: grpc.aio.ServicerContext) -> pb.SetScheduleResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         schedule.require_time_zone(request.time_zone)
         windows = schedule.validate_windows(
             [Window(int(w.day), w.start_minute, w.end_minute) for w in request.weekly_hours])
@@ -200,7 +201,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         return pb.SetScheduleResponse(profile=await self._profile_message(request.contractor_id, row))
 
     async def SetCaps(self, request: pb.SetCapsRequest, context: grpc.aio.ServicerContext) -> pb.SetCapsResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         if not request.HasField("caps"):
             raise InvalidArgument("caps is required: every ceiling at once, 0 removes one", field="caps")
         caps = request.caps
@@ -216,7 +217,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     async def GetRoutingProfile(self, request: pb.GetRoutingProfileRequest,
                                 context: grpc.aio.ServicerContext) -> pb.GetRoutingProfileResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         return pb.GetRoutingProfileResponse(profile=await self._profile_message(request.contractor_id))
 
     # ------------------------------------------------------------ routing a call
@@ -234,7 +235,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def BlockCaller(self, request: pb.BlockCallerRequest,
                           context: grpc.aio.ServicerContext) -> pb.BlockCallerResponse:
         rules.require_e164(request.caller_number)
-        rules.require_id("blocked_by", request.blocked_by)
+        require_id("blocked_by", request.blocked_by)
         require_text("note", request.note)
         row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
         await self._changed(GEN_BLOCKLIST)
@@ -243,7 +244,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def UnblockCaller(self, request: pb.UnblockCallerRequest,
                             context: grpc.aio.ServicerContext) -> pb.UnblockCallerResponse:
         rules.require_e164(request.caller_number)
-        rules.require_id("unblocked_by", request.unblocked_by)
+        require_id("unblocked_by", request.unblocked_by)
         require_text("note", request.note)
         row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
         await self._changed(GEN_BLOCKLIST)
@@ -266,7 +267,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     async def ListMissedCalls(self, request: pb.ListMissedCallsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
-        rules.require_id("contractor_id", request.contractor_id)
+        require_id("contractor_id", request.contractor_id)
         size = page_size(request.page_size)
         end = request.period_end.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_end") else dt.datetime.now(dt.UTC)
         start = (request.period_start.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_start")
