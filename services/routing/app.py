@@ -11,7 +11,7 @@ from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing import billing_events, step_log
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
-from services.routing.live_state import STEPS_STREAM, LiveState
+from services.routing.live_state import GEN_CLAIMS, STEPS_STREAM, LiveState
 from services.routing.rate_card import RateCard
 from services.routing.router import Router
 from services.routing.servicer import RoutingServicer
@@ -41,17 +41,23 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     live = LiveState(redis_client, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
                      slot_ttl_s=config.live_slot_ttl_s)
     thresholds = ThresholdRelay(store, wallet, settings.outbox_poll_ms)
+
+    async def rates_re_read() -> None:  # what a rate event does (billing_events), for the whole card at once
+        directory.forget()
+        thresholds.nudge()
+        await live.bump(GEN_CLAIMS)
+
+    rate_card = RateCard(store, billing_pb2_grpc.BillingServiceStub(billing_channel), on_resync=rates_re_read)
     events = StreamConsumer(
         redis_client, billing_events.STREAM, billing_events.GROUP,
         billing_events.BillingEventHandler(store, live, directory.forget, thresholds.nudge),
-        claim_idle_ms=config.claim_idle_ms)
+        claim_idle_ms=config.claim_idle_ms, on_group_created=rate_card.start_resync)
     steps = StreamConsumer(redis_client, STEPS_STREAM, step_log.GROUP, step_log.StepWriter(store),
                            claim_idle_ms=config.claim_idle_ms, linger_ms=config.step_linger_ms)
     thresholds.start()
     events.start()
     steps.start()
     router = Router(directory, live, wallet, config)
-    rate_card = RateCard(store, billing_pb2_grpc.BillingServiceStub(billing_channel))
     servicer = RoutingServicer(store, router, directory, live, rate_card, thresholds, config)
 
     async def close_channels() -> None:
@@ -66,7 +72,8 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Newest first: stop the consumers and the relay, then the channels and pools they use.
-        cleanups=[pool.close, redis_client.aclose, close_channels, thresholds.stop, events.stop, steps.stop],
+        cleanups=[pool.close, redis_client.aclose, close_channels, thresholds.stop, rate_card.stop, events.stop,
+                  steps.stop],
     )
     if tls.enabled(settings):
         server.use_tls(tls.server_credentials(settings))

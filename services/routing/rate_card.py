@@ -1,26 +1,35 @@
-"""Asks billing for a ZIP's rates when routing has not heard of the ZIP (the events stream is the usual
-source; this covers a ZIP priced before routing's consumer group existed, or a lagging consumer)."""
+"""Asks billing for rates when the events stream may not have told routing: for one ZIP routing has not heard
+of (a ZIP priced before routing's consumer group existed, or a lagging consumer), and for the whole card when
+the consumer group had to be created (a first start, or Redis lost the stream with events not yet read)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
+import redis.asyncio as redis
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.routing.storage import RoutingStore, unpriced
-from services.runtime.errors import Unavailable
+from services.runtime.background import cancel_and_wait
+from services.runtime.errors import DomainError, Unavailable
 
 log = logging.getLogger("callersync.routing.rate_card")
 
 
 class RateCard:
     def __init__(self, store: RoutingStore, billing: billing_pb2_grpc.BillingServiceStub | None,
-                 timeout_s: float = 2.0) -> None:
+                 timeout_s: float = 2.0, on_resync: Callable[[], Awaitable[None]] | None = None,
+                 retry_s: float = 2.0) -> None:
         self._store = store
         self._billing = billing
         self._timeout_s = timeout_s
+        self._on_resync = on_resync
+        self._retry_s = retry_s
+        self._resync: asyncio.Task[int] | None = None
 
     async def require_priced(self, zip_code: str) -> int:
         """The ZIP's rate in effect now, asking billing when routing does not know it; FAILED_PRECONDITION
@@ -52,3 +61,48 @@ class RateCard:
                 for f in [reply.booking_fee, *reply.booking_fee_history]
                 if f.fee_cents > 0 and f.HasField("effective_from")]
         await self._store.store_rate_card(rates, fees)
+
+    def start_resync(self) -> None:
+        """Re-reads the whole card in the background, retrying until billing answers (routing keeps serving
+        from what it has meanwhile). A request while one runs starts nothing more: the running one reads it all."""
+        if self._billing is None or (self._resync is not None and not self._resync.done()):
+            return
+        self._resync = asyncio.create_task(self._resync_until_done(), name="routing-rate-card-resync")
+
+    async def resynced(self) -> int:
+        """Waits for the running re-read, if any; how many versions it changed."""
+        return await self._resync if self._resync is not None else 0
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._resync)
+
+    async def _resync_until_done(self) -> int:
+        while True:
+            try:
+                changed = await self.resync_all()
+                if self._on_resync is not None:  # always, cheap and rare: a retry after a failure here sees no change
+                    await self._on_resync()
+            except (DomainError, grpc.aio.AioRpcError, redis.RedisError) as err:
+                log.warning("re-reading billing's rate card: %s; will retry", err)
+                await asyncio.sleep(self._retry_s)
+                continue
+            log.info("re-read billing's rate card: %d versions changed here", changed)
+            return changed
+
+    async def resync_all(self) -> int:
+        rates: list[tuple[str, dt.datetime, int]] = []
+        fees: dict[dt.datetime, int] = {}
+        token = ""
+        while True:
+            reply = await self._billing.GetRateCard(
+                billing_pb2.GetRateCardRequest(include_history=True, page_size=1000, page_token=token),
+                timeout=self._timeout_s)
+            rates += [(r.zip, r.effective_from.ToDatetime(tzinfo=dt.UTC), r.rate_cents)
+                      for r in reply.rates if r.rate_cents > 0]
+            fees.update((f.effective_from.ToDatetime(tzinfo=dt.UTC), f.fee_cents)
+                        for f in [reply.booking_fee, *reply.booking_fee_history]
+                        if f.fee_cents > 0 and f.HasField("effective_from"))
+            token = reply.next_page_token
+            if not token:
+                break
+        return await self._store.resync_rate_card(rates, sorted(fees.items()), "re-read from billing")

@@ -117,6 +117,38 @@ class RoutingStore:
                 "INSERT INTO routing.booking_fees (effective_from, fee_cents) VALUES ($1, $2)"
                 " ON CONFLICT (effective_from) DO NOTHING", fees)
 
+    async def resync_rate_card(self, rates: Sequence[tuple[str, dt.datetime, int]],
+                               fees: Sequence[tuple[dt.datetime, int]], cause: str) -> int:
+        """Billing's whole rate card, read after events may have been lost: every version routing lacked or
+        held at another figure is written, and the contractors it concerns get their threshold pushed again,
+        as the lost event would have done. Returns how many versions changed."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            changed = await conn.fetch(
+                "INSERT INTO routing.zip_rates (zip, effective_from, rate_cents)"
+                " SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::bigint[])"
+                " ON CONFLICT (zip, effective_from) DO UPDATE SET rate_cents = EXCLUDED.rate_cents, heard_at = now()"
+                " WHERE routing.zip_rates.rate_cents <> EXCLUDED.rate_cents RETURNING zip, effective_from",
+                [r[0] for r in rates], [r[1] for r in rates], [r[2] for r in rates])
+            if changed:
+                await conn.execute(
+                    "INSERT INTO routing.threshold_outbox (contractor_id, not_before, cause)"
+                    " SELECT c.contractor_id, greatest(now(), u.at), $3 || ' (rate of ' || u.zip || ')'"
+                    " FROM routing.claims c JOIN unnest($1::text[], $2::timestamptz[]) AS u(zip, at) ON c.zip = u.zip",
+                    [r["zip"] for r in changed], [r["effective_from"] for r in changed], cause)
+            fee_changed = await conn.fetch(
+                "INSERT INTO routing.booking_fees (effective_from, fee_cents)"
+                " SELECT * FROM unnest($1::timestamptz[], $2::bigint[])"
+                " ON CONFLICT (effective_from) DO UPDATE SET fee_cents = EXCLUDED.fee_cents, heard_at = now()"
+                " WHERE routing.booking_fees.fee_cents <> EXCLUDED.fee_cents RETURNING effective_from",
+                [f[0] for f in fees], [f[1] for f in fees])
+            if fee_changed:
+                await conn.execute(
+                    "INSERT INTO routing.threshold_outbox (contractor_id, not_before, cause)"
+                    " SELECT p.contractor_id, greatest(now(), u.at), $2 || ' (booking fee)'"
+                    " FROM routing.profiles p CROSS JOIN unnest($1::timestamptz[]) AS u(at) WHERE p.mode = 'ai_agent'",
+                    [r["effective_from"] for r in fee_changed], cause)
+        return len(changed) + len(fee_changed)
+
     # ------------------------------------------------------------ claims
 
     async def claim(self, contractor_id: str, zip_code: str, position: str, backup_rank: int,

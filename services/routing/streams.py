@@ -27,7 +27,7 @@ def consumer_name() -> str:
 class StreamConsumer:
     def __init__(self, client: redis.Redis, stream: str, group: str, handler: Handler, *, consumer: str = "",
                  batch_size: int = 200, block_ms: int = 500, claim_idle_ms: int = 30_000,
-                 linger_ms: int = 0) -> None:
+                 linger_ms: int = 0, on_group_created: Callable[[], None] = lambda: None) -> None:
         self._redis = client
         self.stream = stream
         self._group = group
@@ -40,6 +40,8 @@ class StreamConsumer:
         # (one handler call and one XACK for many entries) instead of an entry or two per round trip.
         self._linger_s = linger_ms / 1000
         self._recovered_at: float | None = None
+        # A group created here (a first start, or Redis lost the stream): events published before it may be gone.
+        self._on_group_created = on_group_created
         self._task: asyncio.Task[None] | None = None
         self._group_ready = False
 
@@ -52,6 +54,8 @@ class StreamConsumer:
         except redis.ResponseError as err:
             if "BUSYGROUP" not in str(err):
                 raise
+        else:
+            self._on_group_created()
         self._group_ready = True
 
     async def poll_once(self, block: bool = False) -> int:

@@ -171,6 +171,20 @@ async def test_flushall_and_restart_redis_while_calls_flow(stack, own_servers):
     no_unexpected_codes(traffic)
 
 
+async def published(database_url: str, zip_code: str) -> None:
+    """Waits until billing's relay has put every rate event of the ZIP in Redis (so a flush can lose them)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        for _ in range(100):
+            if not await conn.fetchval(
+                    "SELECT count(*) FROM billing.outbox WHERE published_at IS NULL"):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"billing's outbox still holds unpublished events for {zip_code}")
+    finally:
+        await conn.close()
+
+
 async def wait_for_threshold(stubs, contractor: str, cents: int, within_s: float) -> float:
     started = time.monotonic()
     while time.monotonic() - started < within_s:
@@ -229,5 +243,15 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
         await set_rate(5000, time.time_ns())
         after = await wait_for_threshold(stubs, contractor, 5000, 5)
         print(f"[Redis FLUSHALL + restart, rate events] after the fault: in {after:.1f} s")
+        # A rate event Redis held, unread (routing was down), when it lost everything: routing, started
+        # again, finds its consumer group gone and re-reads billing's card, so the change still arrives.
+        stack.processes["routing"].kill()
+        await set_rate(6000, time.time_ns())
+        await published(stack.database_url, zip_code)
+        await flushall_and_restart(own_servers)
+        await asyncio.get_running_loop().run_in_executor(None, stack.start, "routing")
+        lost = await wait_for_threshold(stubs, contractor, 6000, 10)
+        print(f"[Redis FLUSHALL + restart, rate events] an event lost unread in the flush: arrived by re-reading "
+              f"billing's rate card {lost:.1f} s after routing started")
     finally:
         await channels.close()

@@ -11,6 +11,7 @@ from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
 from services.routing.billing_events import BillingEventHandler
 from services.routing.live_state import LiveState
+from services.routing.rate_card import RateCard
 from services.routing.storage import RoutingStore
 from services.routing.streams import StreamConsumer
 from tests.conftest import fresh_database
@@ -192,3 +193,43 @@ async def test_a_rate_set_in_billing_reaches_the_wallet_threshold_through_the_st
         return (await get_wallet(wallet, contractor)).pause_threshold_cents == 5100
 
     await eventually(raised, what="the new rate's threshold at the wallet")
+
+
+async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
+        redis_client, isolated, stream, billing_target, zip_code):
+    """Redis lost the stream (FLUSHALL, an empty failover replica): the events it held are gone, so routing reads
+    billing's card again, and the contractors of every ZIP whose rate it lacked get their threshold pushed."""
+    async with grpc.aio.insecure_channel(billing_target) as channel:
+        billing = billing_pb2_grpc.BillingServiceStub(channel)
+        await billing.SetZipRate(billing_pb2.SetZipRateRequest(
+            zip=zip_code, rate_cents=3700, effective_from=ts(dt.datetime.now(dt.UTC)), set_by="ops"))
+        await isolated.execute("INSERT INTO routing.claims (zip, contractor_id, position, backup_rank)"
+                               " VALUES ($1, 'ctr-lost-event', 'primary', 0)", zip_code)
+        resyncs = []
+        rate_card = RateCard(RoutingStore(isolated), billing, on_resync=lambda: _note(resyncs))
+        created = []
+
+        def group_created():
+            created.append(stream)
+            rate_card.start_resync()
+
+        first = StreamConsumer(redis_client, stream, "routing", BillingEventHandler(
+            RoutingStore(isolated), LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60),
+            lambda: None, lambda: None), consumer="replica-new", on_group_created=group_created)
+        await first.poll_once()
+        assert await rate_card.resynced() >= 1 and resyncs == [1]
+        assert (await rates(isolated))[zip_code] == 3700
+        causes = await isolated.fetch("SELECT cause FROM routing.threshold_outbox WHERE contractor_id = 'ctr-lost-event'")
+        assert [r["cause"] for r in causes] == [f"re-read from billing (rate of {zip_code})"]
+        # The group exists now: another replica joining it re-reads nothing; a second re-read changes nothing.
+        second = consumer(redis_client, isolated, stream, "replica-other")
+        second._on_group_created = group_created
+        await second.poll_once()
+        assert created == [stream]
+        assert await rate_card.resync_all() == 0
+        assert await isolated.fetchval(
+            "SELECT count(*) FROM routing.threshold_outbox WHERE contractor_id = 'ctr-lost-event'") == 1
+
+
+async def _note(calls: list) -> None:
+    calls.append(1)
