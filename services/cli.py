@@ -89,9 +89,12 @@ async def reconcile(database_url: str) -> int:
     return 1 if failed else 0
 
 
-def wait_healthy(target: str, deadline_s: float) -> bool:
+def wait_healthy(target: str, deadline_s: float, settings: Settings | None = None) -> bool:
+    """Polls the health service; over TLS (with this process's certificate) when the settings configure it."""
     end = time.monotonic() + deadline_s
-    with grpc.insecure_channel(target) as channel:
+    secure = settings is not None and tls.enabled(settings)
+    with (grpc.secure_channel(target, tls.channel_credentials(settings)) if secure
+          else grpc.insecure_channel(target)) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < end:
             try:
@@ -101,6 +104,13 @@ def wait_healthy(target: str, deadline_s: float) -> bool:
             except grpc.RpcError:
                 time.sleep(0.2)
     return False
+
+
+def _grpcurl_security(settings: Settings) -> str:
+    if not tls.enabled(settings):
+        return "-plaintext"
+    ca = f" -cacert {settings.tls_ca_file}" if settings.tls_ca_file else ""
+    return f"{ca} -cert {settings.tls_cert_file} -key {settings.tls_key_file}".strip()
 
 
 def up(data_dir: pathlib.Path) -> int:
@@ -140,7 +150,7 @@ def up(data_dir: pathlib.Path) -> int:
             children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
         for name in SERVICES:
             target = f"{settings.host}:{settings.port_of(name)}"
-            if not wait_healthy(target, 30):
+            if not wait_healthy(target, 30, settings):
                 print(f"{name} did not become healthy on {target}; stopping", file=sys.stderr)
                 return 1
         children["gateway"] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env)
@@ -151,7 +161,8 @@ def up(data_dir: pathlib.Path) -> int:
             "CallerSync is up: "
             + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
             + f", gateway {settings.host}:{settings.gateway_port} (HTTP/JSON, /openapi.json)"
-            + f"\n  try: grpcurl -plaintext {settings.host}:{settings.wallet_port} list\n  Ctrl-C stops everything.",
+            + f"\n  try: grpcurl {_grpcurl_security(settings)} {settings.host}:{settings.wallet_port} list"
+            + "\n  Ctrl-C stops everything.",
             flush=True,
         )
         while not stopping:

@@ -14,6 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import free_port
+from tests.runtime.test_tls import make_ca, make_cert
 from tests.system.processes import Process, callersync_env
 
 SERVICES = {
@@ -69,5 +70,41 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
         assert time.monotonic() - started < 15
         assert "CallerSync stopped" in up.output()
         assert not any(port_open(p) for p in ports.values())
+    finally:
+        up.kill()
+
+
+def test_up_with_mutual_tls_between_services(tmp_path):
+    """With certificates configured, `up` checks every service's health over TLS (it used to wait for a
+    plaintext answer that never came, and gave up after 30 s) and the services answer only TLS clients."""
+    pki = tmp_path / "pki"
+    pki.mkdir()
+    make_ca(pki, "ca")
+    make_cert(pki, "service", "ca")
+    ports = {name: free_port() for name in SERVICES}
+    env = callersync_env(
+        **{f"CALLERSYNC_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+        CALLERSYNC_GATEWAY_PORT=str(free_port()),
+        CALLERSYNC_TLS_CERT_FILE=str(pki / "service.pem"), CALLERSYNC_TLS_KEY_FILE=str(pki / "service.key"),
+        CALLERSYNC_TLS_CA_FILE=str(pki / "ca.pem"),
+    )
+    up = Process("up", "--data-dir", str(tmp_path / "data"), env=env)
+    try:
+        up.wait_for("CallerSync is up", timeout=120)
+        assert f"-cacert {pki / 'ca.pem'}" in up.output()
+        credentials = grpc.ssl_channel_credentials(
+            (pki / "ca.pem").read_bytes(), (pki / "service.key").read_bytes(), (pki / "service.pem").read_bytes())
+        for port in ports.values():
+            with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with grpc.insecure_channel(f"127.0.0.1:{ports['wallet']}") as channel:
+            try:
+                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
+                raise AssertionError("a plaintext client was served")
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE
+        up.popen.send_signal(signal.SIGTERM)
+        assert up.popen.wait(timeout=15) == 0
     finally:
         up.kill()
