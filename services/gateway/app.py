@@ -216,7 +216,8 @@ class Gateway:
                 headers=challenge,
             )
         try:
-            principal = tokens.principal_of(tokens.verify(token.strip(), self.keys))
+            principal = tokens.principal_of(tokens.verify(token.strip(), self.keys, issuer=self.settings.jwt_issuer,
+                                                          audience=self.settings.jwt_audience))
         except tokens.InvalidToken as err:
             self._refuse(request, 401, str(err))
             return error_response(

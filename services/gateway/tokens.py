@@ -4,7 +4,8 @@ Why not PyJWT: one algorithm, fixed by configuration, is a few dozen lines, and 
 (never trusting the token's own `alg`) closes the classic `alg: none` / algorithm-confusion holes.
 
 Claims: `sub` (who), `role` ("contractor" or "operator"), `contractor_id` (required for contractors),
-`exp` (required), optionally `nbf` and `iat`.
+`exp` (required), `iss` and `aud` (required to match the configured issuer and audience, unless those are
+configured empty), optionally `nbf` and `iat`.
 
     python -m services.gateway.tokens --role operator --sub alice
     python -m services.gateway.tokens --role contractor --sub bob --contractor-id ctr-42 --ttl-s 3600
@@ -28,7 +29,10 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from services.runtime.config import Settings
+
 ROLES = ("contractor", "operator")
+ISSUER, AUDIENCE = Settings.jwt_issuer, Settings.jwt_audience  # the configuration's defaults
 LEEWAY_S = 30
 DEV_SECRET_FILE = "jwt_secret"
 
@@ -68,8 +72,9 @@ def _b64encode(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
-def verify(token: str, keys: Sequence[bytes], now: float | None = None) -> dict[str, Any]:
-    """The claims of a valid token; raises InvalidToken otherwise."""
+def verify(token: str, keys: Sequence[bytes], now: float | None = None, *, issuer: str = "",
+           audience: str = "") -> dict[str, Any]:
+    """The claims of a valid token; raises InvalidToken otherwise. An empty issuer or audience is not checked."""
     if not keys:
         raise InvalidToken("the gateway has no CALLERSYNC_JWT_SECRET configured; no token can be valid")
     parts = token.split(".")
@@ -97,6 +102,11 @@ def verify(token: str, keys: Sequence[bytes], now: float | None = None) -> dict[
     nbf = claims.get("nbf")
     if isinstance(nbf, (int, float)) and now + LEEWAY_S < nbf:
         raise InvalidToken("token not valid yet")
+    if issuer and claims.get("iss") != issuer:
+        raise InvalidToken(f"token issuer must be {issuer!r}")
+    aud = claims.get("aud")
+    if audience and audience not in (aud if isinstance(aud, list) else [aud]):
+        raise InvalidToken(f"token audience must include {audience!r}")
     return claims
 
 
@@ -118,9 +128,14 @@ def mint(claims: Mapping[str, Any], key: bytes) -> str:
     return f"{header}.{body}.{_b64encode(signature)}"
 
 
-def mint_for(key: bytes, *, sub: str, role: str, contractor_id: str = "", ttl_s: int = 3600) -> str:
+def mint_for(key: bytes, *, sub: str, role: str, contractor_id: str = "", ttl_s: int = 3600,
+             issuer: str = ISSUER, audience: str = AUDIENCE) -> str:
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl_s}
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
     if contractor_id:
         claims["contractor_id"] = contractor_id
     return mint(claims, key)
@@ -138,8 +153,6 @@ def dev_secret(data_dir: pathlib.Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from services.runtime.config import Settings
-
     parser = argparse.ArgumentParser(
         prog="python -m services.gateway.tokens", description="Mints a gateway token."
     )
@@ -150,7 +163,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     keys = keys_of(settings.jwt_secret or dev_secret(pathlib.Path(settings.data_dir)))
-    print(mint_for(keys[0], sub=args.sub, role=args.role, contractor_id=args.contractor_id, ttl_s=args.ttl_s))
+    print(mint_for(keys[0], sub=args.sub, role=args.role, contractor_id=args.contractor_id, ttl_s=args.ttl_s,
+                   issuer=settings.jwt_issuer, audience=settings.jwt_audience))
 
 
 if __name__ == "__main__":

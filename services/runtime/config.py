@@ -35,6 +35,10 @@ class Settings:
     # all verify, so keys rotate without downtime) and the web origins allowed by CORS (comma-separated, or *).
     gateway_port: int = 8080
     jwt_secret: str = ""
+    # A token must name this issuer (`iss`) and this audience (`aud`): a token minted with the same key for
+    # another service or by another issuer is refused. Empty turns that check off.
+    jwt_issuer: str = "callersync"
+    jwt_audience: str = "callersync-gateway"
     cors_origins: str = ""
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
@@ -91,6 +95,8 @@ class Settings:
             routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
             gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
             jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
+            jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
+            jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
             cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),

@@ -28,6 +28,10 @@ async def test_bad_tokens_are_401(call, contractor):
         tokens.mint(now_claims, b"some other key"),
         token("operator", ttl_s=-3600),  # expired an hour ago
         tokens.mint({"sub": "x", "role": "operator"}, b"gateway-test-key-new"),  # no exp
+        # the right key, but minted for another audience, or by another issuer
+        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", audience="callersync-admin-ui"),
+        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", issuer="someone-else"),
+        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", audience="", issuer=""),
     ):
         status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(bad))
         assert (status, body["code"]) == (401, 16), (bad, body)

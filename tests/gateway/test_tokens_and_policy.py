@@ -38,6 +38,19 @@ def test_expiry_and_not_before_allow_a_little_clock_skew():
         tokens.verify(token, [KEY], now=899 - tokens.LEEWAY_S)
 
 
+def test_issuer_and_audience_must_match_unless_configured_empty():
+    checks = {"issuer": "callersync", "audience": "callersync-gateway"}
+    tokens.verify(tokens.mint_for(KEY, sub="a", role="operator"), [KEY], **checks)
+    several = tokens.mint({"sub": "a", "role": "operator", "exp": 4_000_000_000, "iss": "callersync",
+                           "aud": ["callersync-admin-ui", "callersync-gateway"]}, KEY)
+    tokens.verify(several, [KEY], **checks)
+    with pytest.raises(tokens.InvalidToken, match="audience must include 'callersync-gateway'"):
+        tokens.verify(tokens.mint_for(KEY, sub="a", role="operator", audience="callersync-admin-ui"), [KEY], **checks)
+    with pytest.raises(tokens.InvalidToken, match="issuer must be 'callersync'"):
+        tokens.verify(tokens.mint_for(KEY, sub="a", role="operator", issuer=""), [KEY], **checks)
+    tokens.verify(tokens.mint_for(KEY, sub="a", role="operator", issuer="", audience=""), [KEY])
+
+
 def test_no_configured_key_means_no_valid_token():
     with pytest.raises(tokens.InvalidToken, match="CALLERSYNC_JWT_SECRET"):
         tokens.verify(tokens.mint_for(KEY, sub="a", role="operator"), tokens.keys_of(""))
