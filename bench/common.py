@@ -201,6 +201,17 @@ def pgbench_run(url: str, clients: int, jobs: int, seconds: int) -> PgbenchResul
     return PgbenchResult(clients, jobs, seconds, float(tps.group(1)), latency_ms)
 
 
+def wait_port(port: int, deadline_s: float) -> None:
+    """For servers without a health service (the echo): until 127.0.0.1:port accepts connections."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {deadline_s}s")
+
+
 def wait_healthy(target: str, deadline_s: float) -> None:
     from services.cli import wait_healthy as check
 

@@ -145,7 +145,11 @@ async def run_suite(mode: str, scale: int) -> dict:
         _phase_banner("anchor: pgbench TPC-B-like")
         pgbench = await wallet_charge.measure_pgbench(st.database_url, m["pgbench_seconds"], m["pgbench_scale"])
         loads["after_pgbench"] = common.load_average()
+        _phase_banner("anchor: grpc.aio echo, Charge's load shape (the ceiling of any service on this stack)")
+        ceiling = await wallet_charge.echo_ceiling(_wallet_args(m, 1))
+        loads["after_echo_ceiling"] = common.load_average()
         base = await work_phases(st, m, 1, 1, loads, "")
+        base["echo_ceiling"] = ceiling
 
         _phase_banner("wallet Charge, tracing on (OTEL_TRACES_EXPORTER=console to /dev/null)")
         traced = await wallet_charge.charge_phase(
@@ -168,7 +172,7 @@ async def run_suite(mode: str, scale: int) -> dict:
                 scaled_error = repr(err)
     loads["end"] = common.load_average()
 
-    result["anchors"] = {"pgbench": pgbench, "echo": base["route_call"]["echo"]}
+    result["anchors"] = {"pgbench": pgbench, "echo": base["route_call"]["echo"], "echo_ceiling": ceiling}
     result["figures"] = base
     result.update(_ratios(pgbench, base))
     if scaled is not None:
@@ -202,6 +206,9 @@ def _ratios(pgbench: dict, f: dict) -> dict:
                                                            off["wallet_cpu_us_per_charge"]),
         "route_p50_vs_echo_p50": _ratio(f["route_call"]["route_call"]["p50_ms"], f["route_call"]["echo"]["p50_ms"]),
         "rate_calls_rated_vs_pgbench": _ratio(f["rate_calls"]["rated_calls_per_s"], tps),
+        # A bare echo with Charge's clients and message: if this is under 0.8, so is every gRPC service here.
+        "echo_ceiling_vs_pgbench": _ratio(f["echo_ceiling"]["calls_per_s"], tps),
+        "wallet_charge_vs_echo_ceiling": _ratio(f["wallet_charge"]["charges_per_s"], f["echo_ceiling"]["calls_per_s"]),
     }
     if "gateway" in f:
         g = f["gateway"]
@@ -278,6 +285,10 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
         for c in (8, 64):
             rows.append((f"pgbench TPC-B-like -c {c} (anchor)", f"{_fmt(pgbench[f'pgbench_tps_c{c}'], 0)} tps",
                          "-", "-", f"avg {_fmt(pgbench[f'pgbench_latency_avg_ms_c{c}'], 1)} ms"))
+    if "echo_ceiling" in f:
+        e = f["echo_ceiling"]
+        rows.append((f"grpc.aio echo, {e['clients']} clients (ceiling)", f"{_fmt(e['calls_per_s'], 0)}/s",
+                     _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
     for key, name in (("wallet_charge", "wallet Charge, 64 clients"),
                       ("wallet_charge_tracing_on", "wallet Charge, tracing on")):
         if key in f:

@@ -66,8 +66,13 @@ async def _top_up(targets: list[str], wallets: list[str], run_id: str) -> None:
         await asyncio.gather(*(one(c) for c in wallets))
 
 
+ECHO_METHOD = "/bench.Echo/Echo"  # bench/route_call.py --echo-server serves it
+
+
 async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix: str, start_at: float,
-                warmup_s: float, seconds: float) -> dict:
+                warmup_s: float, seconds: float, echo: bool = False) -> dict:
+    """Closed loop: each client sends its next Charge when the last returns. With echo, the same messages go
+    to a bare grpc.aio echo server instead (as bytes, in and out): the ceiling of the stack itself."""
     measure_from = start_at + warmup_s
     until = measure_from + seconds
     latencies: list[float] = []
@@ -75,6 +80,7 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
     acknowledged = 0
     async with _channel(targets) as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
+        send = channel.unary_unary(ECHO_METHOD) if echo else None
         await channel.channel_ready()
         await asyncio.sleep(max(0.0, start_at - time.time()))
         cpu_started = time.process_time()
@@ -91,7 +97,7 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
                 n += 1
                 started = time.perf_counter()
                 try:
-                    await stub.Charge(request, timeout=30)
+                    await (send(request.SerializeToString(), timeout=30) if send else stub.Charge(request, timeout=30))
                 except grpc.aio.AioRpcError as err:
                     errors[err.code().name] += 1
                     continue
@@ -105,17 +111,17 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
     return {"latencies": latencies, "acknowledged": acknowledged, "errors": dict(errors), "cpu_s": cpu_s}
 
 
-def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds) -> dict:
+def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo=False) -> dict:
     try:
         import uvloop
 
-        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds))
+        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo))
     except ImportError:
-        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds))
+        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo))
 
 
 def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str,
-                server_pids: list[int], pg_pids: list[int]) -> dict:
+                server_pids: list[int], pg_pids: list[int], echo: bool = False) -> dict:
     """64 clients split over args.client_procs load processes; returns the measured window's figures."""
     procs = args.client_procs
     share = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
@@ -126,7 +132,7 @@ def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace
         cpu_before = (common.cpu_seconds(server_pids), common.cpu_seconds(pg_pids), time.perf_counter())
         futures = [
             pool.submit(_load_process, targets, wallets, share[i], f"{run_id}-w{i}", start_at, args.warmup,
-                        args.seconds)
+                        args.seconds, echo)
             for i in range(procs)
         ]
         parts = [f.result() for f in futures]
@@ -146,6 +152,30 @@ def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace
         "acknowledged": acknowledged,
         "errors": dict(errors),
     }
+
+
+async def echo_ceiling(args: argparse.Namespace) -> dict:
+    """The Charge load shape (clients, load processes, message) against a bare grpc.aio echo server: what one
+    unary call costs this machine's CPU with nothing behind it, so no service on this stack can beat it."""
+    port = common.free_port()
+    echo = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve().parent / "route_call.py"),
+                             "--echo-server", str(port)])
+    try:
+        common.wait_port(port, 30)
+        figures = await asyncio.to_thread(run_charges, [f"127.0.0.1:{port}"], [f"echo-{i}" for i in range(64)],
+                                          args, uuid.uuid4().hex[:6], [echo.pid], [], True)
+        figures["peak_memory_mb"] = {"echo": common.peak_memory_mb(echo.pid)}
+    finally:
+        echo.terminate()
+        echo.wait(10)
+    calls = figures.pop("charges_per_s")
+    cpu = figures.pop("wallet_cpu_us_per_charge")
+    figures.pop("postgres_cpu_us_per_charge")
+    print(f"grpc.aio echo, {args.clients} clients closed loop: {calls:,.0f} calls/s  p50 {figures['p50_ms']:.1f} ms  "
+          f"p99 {figures['p99_ms']:.1f} ms; CPU per call: server {cpu:.0f} us, load generator "
+          f"{figures['client_cpu_us_per_charge']:.0f} us", flush=True)
+    return {**figures, "calls_per_s": calls, "server_cpu_us_per_call": cpu,
+            "client_cpu_us_per_call": figures.pop("client_cpu_us_per_charge"), "clients": args.clients}
 
 
 async def backend_pids(url: str) -> list[int]:

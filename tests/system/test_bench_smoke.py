@@ -47,10 +47,12 @@ async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_p
     assert _number(result["other_ratios"]["tracing_on_vs_off_charges_per_s"])
     assert _number(result["anchors"]["pgbench"]["pgbench_tps_best"])
     assert _number(result["anchors"]["echo"]["p99_ms"])
+    assert _number(result["anchors"]["echo_ceiling"]["calls_per_s"])
+    assert _number(result["other_ratios"]["echo_ceiling_vs_pgbench"])
     assert {"wallet", "billing", "routing", "echo"} <= set(result["peak_memory_mb"])
     assert all(_number(v) for v in result["peak_memory_mb"].values())
     assert result["machine"]["nproc"] >= 1 and result["load_average"]["start"]["1min"] >= 0
     assert result["money_checks_ok"] is True
     table = "\n".join(lines[:-1])
-    for row in ("pgbench TPC-B-like -c 8", "wallet Charge, tracing on", "RateCalls", "grpc.aio echo", "RouteCall"):
+    for row in ("pgbench TPC-B-like -c 8", "clients (ceiling)", "wallet Charge, tracing on", "RateCalls", "grpc.aio echo", "RouteCall"):
         assert row in table
