@@ -169,13 +169,14 @@ async def echo_ceiling(args: argparse.Namespace) -> dict:
         echo.terminate()
         echo.wait(10)
     calls = figures.pop("charges_per_s")
-    cpu = figures.pop("wallet_cpu_us_per_charge")
+    server_cpu = figures.pop("wallet_cpu_us_per_charge")
+    client_cpu = figures.pop("client_cpu_us_per_charge")
     figures.pop("postgres_cpu_us_per_charge")
     print(f"grpc.aio echo, {args.clients} clients closed loop: {calls:,.0f} calls/s  p50 {figures['p50_ms']:.1f} ms  "
-          f"p99 {figures['p99_ms']:.1f} ms; CPU per call: server {cpu:.0f} us, load generator "
-          f"{figures['client_cpu_us_per_charge']:.0f} us", flush=True)
-    return {**figures, "calls_per_s": calls, "server_cpu_us_per_call": cpu,
-            "client_cpu_us_per_call": figures.pop("client_cpu_us_per_charge"), "clients": args.clients}
+          f"p99 {figures['p99_ms']:.1f} ms; CPU per call: server {server_cpu:.0f} us, load generator "
+          f"{client_cpu:.0f} us", flush=True)
+    return {**figures, "calls_per_s": calls, "server_cpu_us_per_call": server_cpu,
+            "client_cpu_us_per_call": client_cpu, "clients": args.clients}
 
 
 async def backend_pids(url: str) -> list[int]:
