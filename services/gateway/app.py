@@ -300,13 +300,17 @@ class Gateway:
         except access.Forbidden as err:
             self._refuse(request, 403, str(err), principal)
             return error_response(grpc.StatusCode.PERMISSION_DENIED, str(err))
+        try:
+            deadline_s = deadline_of(request.headers.get("Grpc-Timeout"))
+        except ValueError as err:
+            return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         metadata = (
             ("x-request-id", request_id),
             ("x-callersync-subject", principal.subject),
             ("x-callersync-role", principal.role),
         )
         try:
-            reply = await self._callable(binding)(message, timeout=DEADLINE_S, metadata=metadata)
+            reply = await self._callable(binding)(message, timeout=deadline_s, metadata=metadata)
         except grpc.aio.AioRpcError as err:
             code = err.code()
             level = logging.WARNING if transcoding.http_status(code) >= 500 else logging.DEBUG
@@ -317,6 +321,20 @@ class Gateway:
                 code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata())
             )
         return _json(transcoding.response_json(binding, reply))
+
+
+_TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+
+
+def deadline_of(header: str | None) -> float:
+    """The upstream deadline: the client's `Grpc-Timeout` header (gRPC's own format, as grpc-gateway and Envoy's
+    transcoder read it: 1-8 digits and a unit H, M, S, m, u or n), never longer than the gateway's own."""
+    if header is None:
+        return DEADLINE_S
+    value, unit = header.strip()[:-1], header.strip()[-1:]
+    if not (value.isascii() and value.isdigit() and 1 <= len(value) <= 8 and unit in _TIMEOUT_UNITS):
+        raise ValueError(f"Grpc-Timeout {header!r} is not 1-8 digits and a unit (H, M, S, m, u, n), e.g. 2S or 500m")
+    return min(int(value) * _TIMEOUT_UNITS[unit], DEADLINE_S)
 
 
 def wait_healthy(host: str, port: int, deadline_s: float) -> bool:

@@ -27,6 +27,7 @@ class RecordedCall:
     method: str  # the gRPC path, e.g. /callersync.billing.v1.BillingService/ResolveRefund
     request: Any
     metadata: dict[str, str]
+    time_remaining: float | None = None
 
 
 class Recorder(grpc.GenericRpcHandler):
@@ -51,7 +52,8 @@ class Recorder(grpc.GenericRpcHandler):
         request_class, response_class = self._types[method]
 
         async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            self.calls.append(RecordedCall(method, request, {k: v for k, v in context.invocation_metadata()}))
+            self.calls.append(RecordedCall(method, request, {k: v for k, v in context.invocation_metadata()},
+                                           context.time_remaining()))
             return response_class()
 
         return grpc.unary_unary_rpc_method_handler(

@@ -8,6 +8,7 @@ from google.api import annotations_pb2, http_pb2
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 from services.gateway import templates, transcoding
+from services.gateway.app import DEADLINE_S
 from services.gateway.bindings import RouteTable, bindings_of
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -175,3 +176,25 @@ def test_grpc_codes_map_to_http_statuses_as_in_grpc_gateway():
         "OK": 200,
     }
     assert {code.name: transcoding.http_status(code) for code in grpc.StatusCode} == expected
+
+
+async def test_grpc_timeout_header_sets_the_upstream_deadline_as_in_grpc_gateway(call, operator, recorder):
+    def slack(s: float) -> float:  # gRPC rounds a deadline up to a coarser unit when it puts it on the wire
+        return s * 1.02 + 0.05
+
+    rate_card = "/callersync.billing.v1.BillingService/GetRateCard"
+    status, body, _ = await call("GET", "/v1/rateCard", headers={**operator, "Grpc-Timeout": "2S"})
+    assert status == 200, body
+    assert 1.0 < recorder.last(rate_card).time_remaining <= slack(2.0)
+    status, _, _ = await call("GET", "/v1/rateCard", headers={**operator, "Grpc-Timeout": "1500m"})
+    assert 0.5 < recorder.last(rate_card).time_remaining <= slack(1.5)
+    # none, or more than the gateway allows: the gateway's own deadline
+    for headers in (operator, {**operator, "Grpc-Timeout": "5H"}):
+        await call("GET", "/v1/rateCard", headers=headers)
+        assert DEADLINE_S - 1 < recorder.last(rate_card).time_remaining <= slack(DEADLINE_S)
+    calls = len(recorder.calls)
+    for bad in ("2", "S", "2s", "-1S", "123456789S", "1.5S"):
+        status, body, _ = await call("GET", "/v1/rateCard", headers={**operator, "Grpc-Timeout": bad})
+        assert (status, body["code"]) == (400, 3), (bad, body)
+        assert "Grpc-Timeout" in body["message"]
+    assert len(recorder.calls) == calls  # refused before any upstream call
