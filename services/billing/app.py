@@ -10,7 +10,7 @@ from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.billing import events
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
-from services.billing.settlement import FaultHook, Settlement, Sweeper
+from services.billing.settlement import FaultHook, Settlement, sweeper as settlement_sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
 from services.billing.wallet_client import WalletClient
 from services.runtime.channels import client_channel
@@ -38,8 +38,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     wallet_target = settings.target_of_wallet()
     wallet = WalletClient(client_channel(wallet_target, "billing", settings), wallet_target)
     settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge)
-    sweeper = Sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
-                      settings.settlement_sweep_after_ms / 1000)
+    sweeper = settlement_sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
+                                 settings.settlement_sweep_after_ms / 1000)
     sweeper.start()
     desk = RefundDesk(store, wallet, settlement, settings.refund_window_days)
     servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge)

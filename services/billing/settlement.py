@@ -25,7 +25,7 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing import events, messages, policy
 from services.billing.storage import BillingStore
 from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
-from services.runtime.background import cancel_and_wait
+from services.runtime.background import Loop
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition
 
 log = logging.getLogger("callersync.billing.settlement")
@@ -412,26 +412,7 @@ class Settlement:
             return 0
 
 
-class Sweeper:
-    def __init__(self, settlement: Settlement, interval_s: float, older_than_s: float) -> None:
-        self._settlement = settlement
-        self._interval_s = interval_s
-        self._older_than_s = older_than_s
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="billing-settlement-sweeper")
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self._settlement.sweep_once(self._older_than_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # PostgreSQL or the wallet down: try again next round
-                log.warning("settlement sweeper: %s", err)
-            await asyncio.sleep(self._interval_s)
+def sweeper(settlement: Settlement, interval_s: float, older_than_s: float) -> Loop:
+    """Re-drives unfinished settlements every interval_s."""
+    return Loop("settlement sweeper", lambda: settlement.sweep_once(older_than_s),
+                lambda: asyncio.sleep(interval_s))

@@ -5,16 +5,14 @@ acknowledged only after it returned, so a crash in between delivers the entry ag
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as redis
 
-from services.runtime.background import cancel_and_wait
+from services.runtime.background import Loop
 
-log = logging.getLogger("callersync.routing.streams")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 Handler = Callable[[Sequence[Entry]], Awaitable[None]]
@@ -42,7 +40,9 @@ class StreamConsumer:
         self._recovered_at: float | None = None
         # A group created here (a first start, or Redis lost the stream): events published before it may be gone.
         self._on_group_created = on_group_created
-        self._task: asyncio.Task[None] | None = None
+        # After a failure (PostgreSQL or Redis away) the entries stay pending: retry in a second.
+        self._loop = Loop(f"consumer {self.consumer} of {stream}", self._poll_and_linger, lambda: asyncio.sleep(0),
+                          retry_s=1.0, on_error=self._failed)
         self._group_ready = False
 
     async def ensure_group(self) -> None:
@@ -104,22 +104,16 @@ class StreamConsumer:
         return len(entries)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"stream-consumer:{self.stream}")
+        self._loop.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self._loop.stop()
 
-    async def _run(self) -> None:
-        while True:
-            try:
-                if 0 < await self.poll_once(block=True) < self._batch_size and self._linger_s:
-                    await asyncio.sleep(self._linger_s)
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # PostgreSQL or Redis away: keep the entries pending and try again
-                if isinstance(err, redis.ResponseError) and "NOGROUP" in str(err):
-                    # Redis lost the group (FLUSHALL, a failover to an empty replica): create it again.
-                    self._group_ready = False
-                log.warning("consumer %s of %s: %s; will retry", self.consumer, self.stream, err)
-                await asyncio.sleep(1)
+    async def _poll_and_linger(self) -> None:
+        if 0 < await self.poll_once(block=True) < self._batch_size and self._linger_s:
+            await asyncio.sleep(self._linger_s)
+
+    def _failed(self, err: Exception) -> None:
+        if isinstance(err, redis.ResponseError) and "NOGROUP" in str(err):
+            # Redis lost the group (FLUSHALL, a failover to an empty replica): create it again.
+            self._group_ready = False

@@ -5,25 +5,20 @@ after a crash is harmless; pushes are computed at push time, so the wallet ends 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing.storage import RoutingStore
-from services.runtime.background import cancel_and_wait
-
-log = logging.getLogger("callersync.routing.thresholds")
-
+from services.runtime.background import Loop, Waker
 
 class ThresholdRelay:
     def __init__(self, store: RoutingStore, wallet: wallet_pb2_grpc.WalletServiceStub, poll_ms: int,
                  timeout_s: float = 5.0) -> None:
         self._store = store
         self._wallet = wallet
-        self._poll_s = poll_ms / 1000.0
         self._timeout_s = timeout_s
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._waker = Waker(poll_ms / 1000.0)
+        self._loop = Loop("pause-threshold relay", self.drain, self._waker.wait)
 
     async def push(self, contractor_id: str) -> int | None:
         """Pushes now if a push is due; the threshold pushed, or None when none was due."""
@@ -49,25 +44,10 @@ class ThresholdRelay:
         return pushed
 
     def nudge(self) -> None:
-        self._wake.set()
+        self._waker.nudge()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="routing-threshold-relay")
+        self._loop.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # the wallet away: the rows wait in the outbox
-                log.warning("pause-threshold relay: %s; will retry", err)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
+        await self._loop.stop()

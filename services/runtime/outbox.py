@@ -6,7 +6,6 @@ the same row at once (FOR UPDATE SKIP LOCKED)."""
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -15,7 +14,7 @@ import asyncpg
 import redis.asyncio as redis
 from opentelemetry import metrics
 
-from services.runtime.background import cancel_and_wait
+from services.runtime.background import Loop, Waker
 
 log = logging.getLogger("callersync.outbox")
 
@@ -30,10 +29,9 @@ class OutboxRelay:
         self._pool = pool
         self._table = table
         self._handlers = handlers
-        self._poll_s = poll_ms / 1000.0
         self._batch_size = batch_size
-        self._task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
+        self._waker = Waker(poll_ms / 1000.0)
+        self._loop = Loop(f"outbox relay {table}", self.drain, self._waker.wait)
         # How long an event waited between its commit and its publication: the relay's health at a glance.
         self._lag = metrics.get_meter("callersync.outbox").create_histogram(
             "outbox.lag", unit="ms", description="commit-to-publish delay of outbox events"
@@ -68,28 +66,13 @@ class OutboxRelay:
         return total
 
     def nudge(self) -> None:
-        self._wake.set()
+        self._waker.nudge()
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"outbox-relay:{self._table}")
+        self._loop.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.drain()
-            except asyncio.CancelledError:
-                raise
-            except Exception as err:  # a down SMTP server or Redis must not kill the relay
-                log.warning("outbox relay %s: %s; will retry", self._table, err)
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
-            except TimeoutError:
-                pass
+        await self._loop.stop()
 
 
 def stream_publisher(

@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import asyncpg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.runtime import telemetry
-from services.runtime.background import cancel_and_wait
+from services.runtime.background import Loop
 
-log = logging.getLogger("callersync.wallet.gauges")
 # Instruments are per process, servers may be several (tests): the gauge reports the newest one's count.
 _current: list[PausedContractors] = []
 
@@ -30,9 +28,8 @@ telemetry.meter("wallet").create_observable_gauge(
 class PausedContractors:
     def __init__(self, pool: asyncpg.Pool, every_s: float = 15.0) -> None:
         self._pool = pool
-        self._every_s = every_s
         self._count: int | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("paused-contractors gauge", self.refresh, lambda: asyncio.sleep(every_s))
         _current.append(self)
 
     async def refresh(self) -> int:
@@ -40,18 +37,9 @@ class PausedContractors:
         return self._count
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="wallet-paused-gauge")
+        self._loop.start()
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-        self._task = None
+        await self._loop.stop()
         if self in _current:
             _current.remove(self)
-
-    async def _run(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except (OSError, asyncpg.PostgresError) as err:
-                log.warning("paused-contractors gauge not refreshed: %s", err)
-            await asyncio.sleep(self._every_s)
