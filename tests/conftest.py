@@ -11,9 +11,7 @@ os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 import dataclasses  # noqa: E402
 import pathlib
-import socket
 import tempfile
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -22,22 +20,12 @@ import grpc
 import pytest
 import redis.asyncio as redis
 
+from bench.common import free_port, with_database
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime.config import Settings
 from services.runtime.db import migrate
 from services.cli import SERVICES
 from services.wallet.app import WALLET
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def with_database(url: str, name: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
 
 @dataclasses.dataclass
