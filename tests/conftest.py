@@ -9,6 +9,7 @@ import os
 # a child that execs at once, and are a known source of crashes when they run mid-call.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import pathlib
 import tempfile
@@ -24,6 +25,7 @@ from bench.common import free_port, with_database
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime.config import Settings
 from services.runtime.db import migrate
+from services.billing.app import BILLING
 from services.cli import SERVICES
 from services.wallet.app import WALLET
 
@@ -140,12 +142,32 @@ def settings(database_url: str, servers: Servers, smtp: SmtpInbox) -> Settings:
     )
 
 
+@contextlib.asynccontextmanager
+async def serving(server) -> AsyncIterator[str]:
+    """An in-process server started on a free port: its target while the block runs, stopped after."""
+    port = await server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await server.stop(1)
+
+
 @pytest.fixture(scope="session")
 async def wallet_target(settings: Settings) -> AsyncIterator[str]:
-    server = await WALLET.build(settings, 0)
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
+    async with serving(await WALLET.build(settings, 0)) as target:
+        yield target
+
+
+@pytest.fixture(scope="session")
+def billing_settings(settings: Settings, wallet_target: str) -> Settings:
+    return dataclasses.replace(settings, wallet_target=wallet_target)
+
+
+@pytest.fixture(scope="session")
+async def billing_target(billing_settings: Settings) -> AsyncIterator[str]:
+    """Billing in-process on a free port, talking to the session's in-process wallet."""
+    async with serving(await BILLING.build(billing_settings, 0)) as target:
+        yield target
 
 
 @pytest.fixture(scope="session")

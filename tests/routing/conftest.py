@@ -11,20 +11,12 @@ import grpc
 import pytest
 
 from callersync.routing.v1 import routing_pb2_grpc
-from services.billing.app import BILLING
 from services.routing.app import build
 from services.routing.config import RoutingConfig
 from services.runtime.config import Settings
+from tests.conftest import serving
 
 CONFIG = RoutingConfig(claim_idle_ms=300, burst_max_calls=5, burst_window_s=60)
-
-
-@pytest.fixture(scope="session")
-async def billing_target(settings: Settings, wallet_target: str) -> AsyncIterator[str]:
-    server = await BILLING.build(dataclasses.replace(settings, wallet_target=wallet_target), 0)
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
 
 
 @pytest.fixture(scope="session")
@@ -34,10 +26,8 @@ def routing_settings(settings: Settings, wallet_target: str, billing_target: str
 
 @pytest.fixture(scope="session")
 async def routing_target(routing_settings: Settings) -> AsyncIterator[str]:
-    server = await build(routing_settings, 0, CONFIG)
-    port = await server.start()
-    yield f"127.0.0.1:{port}"
-    await server.stop(1)
+    async with serving(await build(routing_settings, 0, CONFIG)) as target:
+        yield target
 
 
 @pytest.fixture(scope="session")
