@@ -197,11 +197,11 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
         echo = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--echo-server",
                                  str(echo_port)])
         try:
-            with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc:
+            with common.serve_subprocess("wallet", env, wallet_port, args.server_tree) as wallet_proc:
                 routing_target = f"127.0.0.1:{routing_port}"
                 if args.preload:
                     await load_background(url, args.preload, run_id)
-                with common.serve_subprocess("routing", env, routing_port) as routing_proc:
+                with common.serve_subprocess("routing", env, routing_port, args.server_tree) as routing_proc:
                     pids = {"routing": routing_proc.pid, "wallet": wallet_proc.pid, "echo": echo.pid,
                             "bench client": os.getpid()}
                     zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id, args.hot_zips)
@@ -214,7 +214,7 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
                         routing_target, zips, args.rate, args.seconds, run_id, pids, args.warmup)
                 if args.background:
                     await load_background(url, args.background, run_id, first_zip=20_000 + args.preload // PER_ZIP)
-                    with common.serve_subprocess("routing", env, routing_port) as routing_proc:
+                    with common.serve_subprocess("routing", env, routing_port, args.server_tree) as routing_proc:
                         pids["routing"] = routing_proc.pid
                         results["phase2"] = await phase(
                             f"{len(hot) + args.preload + args.background:,} contractors' claims",
@@ -249,6 +249,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--preload", type=int, default=0, help="contractors' claims bulk-loaded before phase 1")
     parser.add_argument("--history", type=int, default=0, help="ledger entries seeded per called contractor")
     parser.add_argument("--background", type=int, default=99_000, help="extra contractors' claims in phase 2")
+    parser.add_argument("--server-tree", type=pathlib.Path, default=common.ROOT,
+                        help="checkout whose services run (a git worktree of another commit, for before/after)")
     parser.add_argument("--echo-server", type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 

@@ -110,8 +110,8 @@ class Session:
         return [e for e in self.order[start:] if e.contractor_id not in self.offered]
 
     def dumps(self) -> str:
-        data = dataclasses.asdict(self)
-        data["order"] = [[e.contractor_id, e.position, e.backup_rank, e.mode] for e in self.order]
+        # Not dataclasses.asdict: it deep-copies every field first (about a tenth of a RouteCall's Python time).
+        data = dict(vars(self), order=[[e.contractor_id, e.position, e.backup_rank, e.mode] for e in self.order])
         return json.dumps(data, separators=(",", ":"))
 
     @classmethod

@@ -1,6 +1,7 @@
 """Routing's state in Redis: cascade sessions (TTL, so any replica answers the next step), calls ringing or
 connected per contractor, connected-call counts for caps, the burst counter per caller, cache generations,
-and the routing-step stream. Each routing step costs two round trips, each one Lua script."""
+and the routing-step stream. Each routing step costs two round trips, each one Lua script, sent over the
+lean pipelined connection of services/runtime/redis_scripts.py."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import json
 
 import redis.asyncio as redis
 
+from services.runtime.redis_scripts import Script, ScriptConnection
+
 GEN_CLAIMS = "routing:gen:claims"
 GEN_BLOCKLIST = "routing:gen:blocklist"
 STEPS_STREAM = "routing.steps"
@@ -16,7 +19,7 @@ _NO_KEY = "routing:none"
 
 # Before a step: the session if the call is known, the cache generations, the caller's burst count, and per
 # candidate [calls ringing or connected, connected today, connected this month].
-_ADMIT = """
+_ADMIT = Script("routing_admit", """
 local s = redis.call('GET', KEYS[1])
 local out = {s or false, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', 0}
 if s then return out end
@@ -31,12 +34,12 @@ for i = 5, #KEYS, 3 do
   out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
 end
 return out
-"""
+""")
 
 # After the wallet answered: take the offered contractor's live slot if their limit allows, store the session
 # (only over the step it was read at, so two replicas never both advance one call), free the previous
 # contractor's slot and append the step's records to the stream.
-_COMMIT = """
+_COMMIT = Script("routing_commit", """
 local cur = redis.call('GET', KEYS[1])
 local expected = tonumber(ARGV[7])
 if expected == 0 then
@@ -60,7 +63,7 @@ if ARGV[8] ~= '' then
   redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'steps', ARGV[8])
 end
 return {'ok', false}
-"""
+""")
 
 
 def session_key(call_id: str) -> str:
@@ -96,8 +99,7 @@ class LiveState:
     def __init__(self, client: redis.Redis, *, burst_window_s: int, session_ttl_s: int, slot_ttl_s: int,
                  steps_maxlen: int = 1_000_000) -> None:
         self.redis = client
-        self._admit = client.register_script(_ADMIT)
-        self._commit = client.register_script(_COMMIT)
+        self._scripts = ScriptConnection.like(client)
         self._burst_window_s = burst_window_s
         self._session_ttl_s = session_ttl_s
         self._slot_ttl_s = slot_ttl_s
@@ -108,10 +110,13 @@ class LiveState:
         """caller_number None: count no burst (a later step of a known call); call_id None: facts only."""
         burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
         keys = [session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst] + [k for triple in fact_keys for k in triple]
-        out = await self._admit(keys=keys, args=[self._burst_window_s, repr(now)])
+        out = await self._scripts.run(_ADMIT, keys, [self._burst_window_s, repr(now)])
         flat = [int(x) for x in out[4:]]
         return Admission(out[0], out[1], out[2], int(out[3]),
                          [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)])  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        await self._scripts.aclose()
 
     async def session(self, call_id: str) -> bytes | None:
         return await self.redis.get(session_key(call_id))
@@ -124,7 +129,7 @@ class LiveState:
         args = [session_json, self._session_ttl_s, call_id, repr(now), repr(now + self._slot_ttl_s),
                 -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
                 json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s, self._steps_maxlen]
-        out = await self._commit(keys=keys, args=args)
+        out = await self._scripts.run(_COMMIT, keys, args)
         return Committed(out[0].decode(), out[1])
 
     async def end_calls(self, call_id: str, contractor_ids: list[str]) -> None:

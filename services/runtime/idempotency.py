@@ -16,6 +16,7 @@ from google.protobuf.message import Message
 
 from services.runtime.errors import AlreadyExists
 from services.runtime.group_commit import GroupCommitter
+from services.runtime.redis_scripts import Script, ScriptConnection
 
 log = logging.getLogger("callersync.idempotency")
 
@@ -27,7 +28,7 @@ _STORE = b"s"
 # KEYS[i] with ARGV[2i+1] (c: claim, s: store) and ARGV[2i+2] (the value). A claim sets the in-flight marker
 # unless the key is held and then answers what holds it (false when claimed); a store keeps the response.
 # Atomic per key, as SET NX followed by GET would not be. Single-instance Redis: keys span hash slots.
-_BATCH_SCRIPT = """
+_BATCH_SCRIPT = Script("idempotency_batch", """
 local in_flight_s, retention_s = ARGV[1], ARGV[2]
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -44,7 +45,7 @@ for i, key in ipairs(KEYS) do
     end
 end
 return out
-"""
+""")
 
 
 def fingerprint(method: str, request: Message) -> bytes:
@@ -67,9 +68,9 @@ class IdempotencyCache:
         self._namespace = namespace
         self._retention_s = retention_s
         self._in_flight_s = in_flight_s
-        # redis-py costs ~250 us of CPU per command, Redis itself a few: the claims and stored answers of
-        # concurrent calls go to Redis together, as one script call per batch (one command, one round trip).
-        self._script = client.register_script(_BATCH_SCRIPT)
+        # The claims and stored answers of concurrent calls go to Redis together, as one script call per batch
+        # (one command, one round trip), over the lean script connection.
+        self._scripts = ScriptConnection.like(client)
         self._batches: GroupCommitter[tuple[bytes, str, bytes], bytes | None] = GroupCommitter(
             self._run_batch, max_in_flight=1, retry_alone=False
         )
@@ -78,7 +79,10 @@ class IdempotencyCache:
         args: list[bytes | int] = [self._in_flight_s, self._retention_s]
         for op, _, value in ops:
             args += (op, value)
-        return await self._script(keys=[rkey for _, rkey, _ in ops], args=args)
+        return await self._scripts.run(_BATCH_SCRIPT, [rkey for _, rkey, _ in ops], args)
+
+    async def aclose(self) -> None:
+        await self._scripts.aclose()
 
     def _redis_key(self, key: str) -> str:
         return f"idem:{self._namespace}:{key}"

@@ -51,7 +51,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        cleanups=[pool.close, redis_client.aclose, events.stop, emails.stop, paused.stop],
+        cleanups=[pool.close, idempotency.aclose, redis_client.aclose, events.stop, emails.stop, paused.stop],
     )
 
 
