@@ -1,4 +1,5 @@
-"""BillingService.RateCalls end to end (billing, wallet, PostgreSQL, Redis) against pgbench TPC-B on the same PostgreSQL.
+"""BillingService.RateCalls end to end (billing, wallet, PostgreSQL, Redis) against pgbench TPC-B on the same \
+PostgreSQL.
 
     python bench/rate_calls.py               # 4,000 calls; --calls N --batch B --in-flight K; --help
 
@@ -81,7 +82,7 @@ async def setup(wallet, billing, run_id: str, count: int, contractors: int = CON
     await asyncio.gather(*(top_up(i) for i in range(contractors)))
     if history:
         await common.seed_ledger(url, [f"bench-{run_id}-{i}" for i in range(contractors)], history, run_id)
-    start = dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.timezone.utc)
+    start = dt.datetime(2025, 6, 1, 9, 0, tzinfo=dt.UTC)
     calls, billable = [], 0
     for i in range(count):
         c, is_billable = make_call(rng, run_id, i, zips, start, contractors)

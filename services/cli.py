@@ -24,8 +24,8 @@ from services.runtime import logs, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.server import stop_on_signals
-from services.runtime.startup import wait_for_dependencies
 from services.runtime.service import ServiceDef
+from services.runtime.startup import wait_for_dependencies
 from services.wallet.app import WALLET
 from services.wallet.storage import reconcile as reconcile_wallets
 
@@ -142,7 +142,8 @@ def up(data_dir: pathlib.Path) -> int:
             env["CALLERSYNC_REDIS_URL"] = vk.start()
             print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
         run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
-        from services.gateway import app as gateway, tokens as gateway_tokens
+        from services.gateway import app as gateway
+        from services.gateway import tokens as gateway_tokens
 
         if not settings.jwt_secret:  # a dev key kept in the data dir; tokens: python -m services.gateway.tokens
             env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(data_dir)

@@ -23,10 +23,10 @@ import redis.asyncio as redis
 
 from bench.common import free_port, with_database
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime.config import Settings
-from services.runtime.db import migrate
 from services.billing.app import BILLING
 from services.cli import SERVICES
+from services.runtime.config import Settings
+from services.runtime.db import migrate
 from services.wallet.app import WALLET
 
 

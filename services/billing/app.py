@@ -6,11 +6,11 @@ import os
 import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
-
 from services.billing import events
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
-from services.billing.settlement import FaultHook, Settlement, sweeper as settlement_sweeper
+from services.billing.settlement import FaultHook, Settlement
+from services.billing.settlement import sweeper as settlement_sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
 from services.billing.wallet_client import WalletClient
 from services.runtime.channels import client_channel
@@ -18,6 +18,7 @@ from services.runtime.config import Settings
 from services.runtime.db import create_pool
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
+from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
@@ -27,11 +28,12 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 async def build(settings: Settings, port: int) -> GrpcServer:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url)
+    pipe = RedisPipe.like(redis_client)  # CallRated and other outbox batches
     store = BillingStore(pool)
     relay = OutboxRelay(
         pool,
         OUTBOX_TABLE,
-        {events.TOPIC: stream_publisher(redis_client, events.EVENTS_STREAM, events.encode)},
+        {events.TOPIC: stream_publisher(pipe, events.EVENTS_STREAM, events.encode)},
         settings.outbox_poll_ms,
     )
     relay.start()
@@ -50,7 +52,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        cleanups=[pool.close, redis_client.aclose, wallet.close, relay.stop, sweeper.stop],
+        cleanups=[pool.close, redis_client.aclose, pipe.aclose, wallet.close, relay.stop, sweeper.stop],
     )
 
 

@@ -30,7 +30,7 @@ def ts(value: dt.datetime | None) -> Timestamp | None:
 
 
 def to_datetime(value: Timestamp) -> dt.datetime:
-    return value.ToDatetime(tzinfo=dt.timezone.utc)
+    return value.ToDatetime(tzinfo=dt.UTC)
 
 
 def zip_rate(row: asyncpg.Record) -> pb.ZipRate:

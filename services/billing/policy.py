@@ -156,7 +156,7 @@ def rate_call(call: pb.FinishedCall) -> Verdict:
         return Verdict(True, payer.rule, payer.contractor_id, payer.leg_index, payer.connected_ns, tuple(legs))
     if not legs:
         return Verdict(False, pb.DECISION_RULE_FREE_NO_LEGS, "", None, 0, ())
-    answered = [v for v, leg in zip(legs, call.legs) if leg.answered_by != pb.ANSWERED_BY_NONE]
+    answered = [v for v, leg in zip(legs, call.legs, strict=True) if leg.answered_by != pb.ANSWERED_BY_NONE]
     if answered:
         longest = max(answered, key=lambda v: (v.connected_ns, -v.leg_index))
         return Verdict(False, longest.rule, "", longest.leg_index, longest.connected_ns, tuple(legs))
@@ -174,7 +174,7 @@ def _dollars(cents: int) -> str:
 
 
 def _clock(ts) -> str:
-    return ts.ToDatetime(tzinfo=dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return ts.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 _LEG_WORDS = {
@@ -196,11 +196,13 @@ def explain(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, rate_from:
     if not call.legs:
         return f"Call {call.call_id} to ZIP {call.zip} rang nobody (no candidate, or a blocked caller): free."
     parts = []
-    for v, leg in zip(verdict.legs, call.legs):
+    for v, leg in zip(verdict.legs, call.legs, strict=True):
         words = _LEG_WORDS[v.rule].format(c=_seconds(v.connected_ns))
-        when = f"answered at {_clock(leg.answered_at)}" if leg.HasField("answered_at") else f"rung at {_clock(leg.rang_at)}"
+        when = (f"answered at {_clock(leg.answered_at)}" if leg.HasField("answered_at")
+                else f"rung at {_clock(leg.rang_at)}")
         parts.append(f"Leg {v.leg_index + 1}: {v.contractor_id}, {when}, {words}.")
-    rate = f"ZIP {call.zip}'s rate in effect when the call started was {_dollars(rate_cents)} (since {rate_from:%Y-%m-%d})."
+    rate = (f"ZIP {call.zip}'s rate in effect when the call started was {_dollars(rate_cents)} "
+            f"(since {rate_from:%Y-%m-%d}).")
     if verdict.billable:
         head = f"Billable: {verdict.payer_contractor_id} pays {_dollars(rate_cents)} for call {call.call_id}."
     else:

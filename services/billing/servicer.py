@@ -26,7 +26,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     # ------------------------------------------------------------ rate card
 
-    async def SetZipRate(self, request: pb.SetZipRateRequest, context: grpc.aio.ServicerContext) -> pb.SetZipRateResponse:
+    async def SetZipRate(
+        self, request: pb.SetZipRateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetZipRateResponse:
         ratecard.validate_zip_rate(request.zip, request.rate_cents, request.HasField("effective_from"), request.set_by)
 
         def event(previous_cents: int) -> bytes:
@@ -58,7 +60,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self._on_event()
         return pb.SetBookingFeeResponse(booking_fee=messages.booking_fee(row))
 
-    async def GetRateCard(self, request: pb.GetRateCardRequest, context: grpc.aio.ServicerContext) -> pb.GetRateCardResponse:
+    async def GetRateCard(
+        self, request: pb.GetRateCardRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRateCardResponse:
         if request.zip:
             ratecard.require_zip(request.zip)
         size = ratecard.page_size(request.page_size, ratecard.DEFAULT_RATE_PAGE, ratecard.MAX_RATE_PAGE)
@@ -104,7 +108,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 results.append(pb.CallResult(call_id=call.call_id, decision=messages.decision(row), replayed=replayed))
         return pb.RateCallsResponse(results=results)
 
-    async def ExplainCall(self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext) -> pb.ExplainCallResponse:
+    async def ExplainCall(
+        self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ExplainCallResponse:
         ratecard.require_id("call_id", request.call_id)
         rated = await self._store.get_rated_call(request.call_id)
         charges = await self._store.charges_of_call(request.call_id)
@@ -125,7 +131,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             explanation=explain.story(request.call_id, rated, charges, cases, bookings),
         )
 
-    async def ListCharges(self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext) -> pb.ListChargesResponse:
+    async def ListCharges(
+        self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChargesResponse:
         ratecard.require_id("contractor_id", request.contractor_id)
         size = ratecard.page_size(request.page_size, 50, 500)
         position = ratecard.decode_position(request.page_token)
@@ -144,7 +152,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     # ------------------------------------------------------------ bookings
 
-    async def RecordBooking(self, request: pb.RecordBookingRequest, context: grpc.aio.ServicerContext) -> pb.RecordBookingResponse:
+    async def RecordBooking(
+        self, request: pb.RecordBookingRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RecordBookingResponse:
         ratecard.require_id("booking_id", request.booking_id)
         ratecard.require_id("call_id", request.call_id)
         ratecard.require_id("contractor_id", request.contractor_id)
@@ -161,12 +171,18 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     # ------------------------------------------------------------ refunds
 
-    async def RequestRefund(self, request: pb.RequestRefundRequest, context: grpc.aio.ServicerContext) -> pb.RequestRefundResponse:
+    async def RequestRefund(
+        self, request: pb.RequestRefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RequestRefundResponse:
         return pb.RequestRefundResponse(refund_case=messages.refund_case(await self._desk.request(request)))
 
-    async def ResolveRefund(self, request: pb.ResolveRefundRequest, context: grpc.aio.ServicerContext) -> pb.ResolveRefundResponse:
+    async def ResolveRefund(
+        self, request: pb.ResolveRefundRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveRefundResponse:
         return pb.ResolveRefundResponse(refund_case=messages.refund_case(await self._desk.resolve(request)))
 
-    async def ListRefundCases(self, request: pb.ListRefundCasesRequest, context: grpc.aio.ServicerContext) -> pb.ListRefundCasesResponse:
+    async def ListRefundCases(
+        self, request: pb.ListRefundCasesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRefundCasesResponse:
         rows, token = await self._desk.list_cases(request)
         return pb.ListRefundCasesResponse(refund_cases=[messages.refund_case(r) for r in rows], next_page_token=token)

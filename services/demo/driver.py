@@ -13,15 +13,15 @@ import secrets
 import time
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from google.protobuf.timestamp_pb2 import Timestamp
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from services.demo import scenario
 from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
 from services.demo.report import Tally, dollars, skip_lines, table
@@ -170,7 +170,8 @@ class Demo:
                 timeout=TIMEOUT_S,
             )
         print(
-            "  ZIP rates: " + ", ".join(f"{z} {dollars(p.rate_cents)}" for z, p in zip(self.zips, day.zips)),
+            "  ZIP rates: "
+            + ", ".join(f"{z} {dollars(p.rate_cents)}" for z, p in zip(self.zips, day.zips, strict=True)),
             flush=True,
         )
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from callersync.billing.v1 import billing_pb2 as bpb
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from callersync.billing.v1 import billing_pb2 as bpb
 from services.demo import scenario
 from services.demo.scenario import Ring
 

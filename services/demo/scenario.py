@@ -166,7 +166,10 @@ def plan_day(seed: int | None, n_contractors: int, n_calls: int) -> Day:
     cast = contractors(n_contractors, rates)
     zips = claims(n_contractors, rates)
     human = next(i for i in range(n_contractors) if i not in (LOW, AI))
-    c = lambda z, *kinds, **extra: _call(rng, z, *kinds, **extra)
+
+    def c(z, *kinds, **extra):
+        return _call(rng, z, *kinds, **extra)
+
     # The scripted moments, in the order a dispatcher would tell the story.
     morning = [
         c(LOW, CONNECTED, note="a real conversation: billable"),

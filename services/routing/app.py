@@ -72,8 +72,8 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Newest first: stop the consumers and the relay, then the channels and pools they use.
-        cleanups=[pool.close, live.aclose, redis_client.aclose, close_channels, thresholds.stop, rate_card.stop, events.stop,
-                  steps.stop],
+        cleanups=[pool.close, live.aclose, redis_client.aclose, close_channels, thresholds.stop, rate_card.stop,
+                  events.stop, steps.stop],
     )
     if tls.enabled(settings):
         server.use_tls(tls.server_credentials(settings))

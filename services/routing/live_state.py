@@ -1,7 +1,7 @@
 """Routing's state in Redis: cascade sessions (TTL, so any replica answers the next step), calls ringing or
 connected per contractor, connected-call counts for caps, the burst counter per caller, cache generations,
 and the routing-step stream. Each routing step costs two round trips, each one Lua script, sent over the
-lean pipelined connection of services/runtime/redis_scripts.py."""
+pipelined connection of services/runtime/redis_pipe.py."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 
 import redis.asyncio as redis
 
-from services.runtime.redis_scripts import Script, ScriptConnection
+from services.runtime.redis_pipe import RedisPipe, Script
 
 GEN_CLAIMS = "routing:gen:claims"
 GEN_BLOCKLIST = "routing:gen:blocklist"
@@ -99,7 +99,7 @@ class LiveState:
     def __init__(self, client: redis.Redis, *, burst_window_s: int, session_ttl_s: int, slot_ttl_s: int,
                  steps_maxlen: int = 1_000_000) -> None:
         self.redis = client
-        self._scripts = ScriptConnection.like(client)
+        self._scripts = RedisPipe.like(client)
         self._burst_window_s = burst_window_s
         self._session_ttl_s = session_ttl_s
         self._slot_ttl_s = slot_ttl_s
@@ -109,7 +109,8 @@ class LiveState:
                     now: float) -> Admission:
         """caller_number None: count no burst (a later step of a known call); call_id None: facts only."""
         burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
-        keys = [session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst] + [k for triple in fact_keys for k in triple]
+        keys = ([session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst]
+                + [k for triple in fact_keys for k in triple])
         out = await self._scripts.run(_ADMIT, keys, [self._burst_window_s, repr(now)])
         flat = [int(x) for x in out[4:]]
         return Admission(out[0], out[1], out[2], int(out[3]),

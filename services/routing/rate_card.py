@@ -23,12 +23,13 @@ log = logging.getLogger("callersync.routing.rate_card")
 class RateCard:
     def __init__(self, store: RoutingStore, billing: billing_pb2_grpc.BillingServiceStub | None,
                  timeout_s: float = 2.0, on_resync: Callable[[], Awaitable[None]] | None = None,
-                 retry_s: float = 2.0) -> None:
+                 retry_s: float = 2.0, max_retry_s: float = 60.0) -> None:
         self._store = store
         self._billing = billing
         self._timeout_s = timeout_s
         self._on_resync = on_resync
         self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
         self._resync: asyncio.Task[int] | None = None
 
     async def require_priced(self, zip_code: str) -> int:
@@ -77,14 +78,18 @@ class RateCard:
         await cancel_and_wait(self._resync)
 
     async def _resync_until_done(self) -> int:
+        delay_s = self._retry_s
         while True:
             try:
                 changed = await self.resync_all()
                 if self._on_resync is not None:  # always, cheap and rare: a retry after a failure here sees no change
                     await self._on_resync()
             except (DomainError, grpc.aio.AioRpcError, redis.RedisError) as err:
-                log.warning("re-reading billing's rate card: %s; will retry", err)
-                await asyncio.sleep(self._retry_s)
+                reason = err.details() if isinstance(err, grpc.aio.AioRpcError) else err
+                log.warning("re-reading billing's rate card failed (%s); retrying in %g s", reason, delay_s)
+                await asyncio.sleep(delay_s)
+                # Doubling, so a billing that is down for long is asked once a minute, not every 2 s.
+                delay_s = min(delay_s * 2, self._max_retry_s)
                 continue
             log.info("re-read billing's rate card: %d versions changed here", changed)
             return changed

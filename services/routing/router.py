@@ -1,6 +1,6 @@
 """RouteCall and NextCandidate, the hot path: one cached ZIP view, one wallet call (Reserve; a GetRoutability
-batch only after a refusal) and two Redis round trips per step. The step's records ride in the second round trip (a Redis stream that the
-step writer moves into PostgreSQL), so no PostgreSQL commit sits on the path."""
+batch only after a refusal) and two Redis round trips per step. The step's records ride in the second round trip
+(a Redis stream that the step writer moves into PostgreSQL), so no PostgreSQL commit sits on the path."""
 
 from __future__ import annotations
 

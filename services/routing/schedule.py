@@ -69,7 +69,7 @@ def validate_windows(windows: list[Window]) -> tuple[Window, ...]:
                 f"{field} must satisfy 0 <= start_minute < end_minute <= 1440 (got {w.start_minute}-{w.end_minute});"
                 " overnight hours are two windows", field=field)
     ordered = sorted(windows, key=lambda w: (w.weekday, w.start_minute))
-    for a, b in zip(ordered, ordered[1:]):
+    for a, b in zip(ordered, ordered[1:], strict=False):
         if a.weekday == b.weekday and b.start_minute < a.end_minute:
             raise InvalidArgument(
                 f"weekly_hours overlap on day {a.weekday}: {a.start_minute}-{a.end_minute} and "

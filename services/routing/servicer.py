@@ -69,7 +69,8 @@ def decode_token(token: str) -> list:
 
 def claim_message(row) -> pb.Claim:
     return pb.Claim(contractor_id=row["contractor_id"], zip=row["zip"], position=POSITION_PB[row["position"]],
-                    backup_rank=row["backup_rank"], rate_cents=row["rate_cents"] or 0, claimed_at=_ts(row["claimed_at"]))
+                    backup_rank=row["backup_rank"], rate_cents=row["rate_cents"] or 0,
+                    claimed_at=_ts(row["claimed_at"]))
 
 
 def blocked_message(row) -> pb.BlockedCaller:
@@ -131,7 +132,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                                    zip_claims=[claim_message(r) for r in change.zip_claims],
                                    pause_threshold_cents=threshold)
 
-    async def ReleaseZip(self, request: pb.ReleaseZipRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseZipResponse:
+    async def ReleaseZip(self, request: pb.ReleaseZipRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ReleaseZipResponse:
         require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
         change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
@@ -139,14 +141,16 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
         return pb.ReleaseZipResponse(released_claim=claim_message(change.claim), pause_threshold_cents=threshold)
 
-    async def ListClaims(self, request: pb.ListClaimsRequest, context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
+    async def ListClaims(self, request: pb.ListClaimsRequest,
+                         context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
         if bool(request.contractor_id) == bool(request.zip):
             raise InvalidArgument("set exactly one of contractor_id and zip", field="contractor_id")
         size = page_size(request.page_size)
         if request.zip:
             rules.require_zip(request.zip)
             # A ZIP has at most one primary and a few backups: one page always holds them all.
-            return pb.ListClaimsResponse(claims=[claim_message(r) for r in await self._store.claims_of_zip(request.zip)])
+            return pb.ListClaimsResponse(claims=[claim_message(r)
+                                                 for r in await self._store.claims_of_zip(request.zip)])
         require_id("contractor_id", request.contractor_id)
         after = str(decode_token(request.page_token)[0]) if request.page_token else ""
         rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
@@ -269,7 +273,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                               context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
         require_id("contractor_id", request.contractor_id)
         size = page_size(request.page_size)
-        end = request.period_end.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_end") else dt.datetime.now(dt.UTC)
+        end = (request.period_end.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_end")
+               else dt.datetime.now(dt.UTC))
         start = (request.period_start.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_start")
                  else end - dt.timedelta(days=30))
         if start >= end:

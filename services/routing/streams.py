@@ -13,7 +13,6 @@ import redis.asyncio as redis
 
 from services.runtime.background import Loop
 
-
 Entry = tuple[bytes, dict[bytes, bytes]]
 Handler = Callable[[Sequence[Entry]], Awaitable[None]]
 

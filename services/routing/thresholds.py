@@ -11,6 +11,7 @@ from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing.storage import RoutingStore
 from services.runtime.background import Loop, Waker
 
+
 class ThresholdRelay:
     def __init__(self, store: RoutingStore, wallet: wallet_pb2_grpc.WalletServiceStub, poll_ms: int,
                  timeout_s: float = 5.0) -> None:

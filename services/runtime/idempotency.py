@@ -16,7 +16,7 @@ from google.protobuf.message import Message
 
 from services.runtime.errors import AlreadyExists
 from services.runtime.group_commit import GroupCommitter
-from services.runtime.redis_scripts import Script, ScriptConnection
+from services.runtime.redis_pipe import RedisPipe, Script, pack
 
 log = logging.getLogger("callersync.idempotency")
 
@@ -63,14 +63,13 @@ def key_reused(key: str) -> AlreadyExists:
 
 
 class IdempotencyCache:
-    def __init__(self, client: redis.Redis, namespace: str, retention_s: int, in_flight_s: int = 30) -> None:
-        self._redis = client
+    def __init__(self, pipe: RedisPipe, namespace: str, retention_s: int, in_flight_s: int = 30) -> None:
+        # The claims and stored answers of concurrent calls go to Redis together, as one script call per batch
+        # (one command, one round trip).
+        self._pipe = pipe
         self._namespace = namespace
         self._retention_s = retention_s
         self._in_flight_s = in_flight_s
-        # The claims and stored answers of concurrent calls go to Redis together, as one script call per batch
-        # (one command, one round trip), over the lean script connection.
-        self._scripts = ScriptConnection.like(client)
         self._batches: GroupCommitter[tuple[bytes, str, bytes], bytes | None] = GroupCommitter(
             self._run_batch, max_in_flight=1, retry_alone=False
         )
@@ -79,10 +78,7 @@ class IdempotencyCache:
         args: list[bytes | int] = [self._in_flight_s, self._retention_s]
         for op, _, value in ops:
             args += (op, value)
-        return await self._scripts.run(_BATCH_SCRIPT, [rkey for _, rkey, _ in ops], args)
-
-    async def aclose(self) -> None:
-        await self._scripts.aclose()
+        return await self._pipe.run(_BATCH_SCRIPT, [rkey for _, rkey, _ in ops], args)
 
     def _redis_key(self, key: str) -> str:
         return f"idem:{self._namespace}:{key}"
@@ -114,6 +110,6 @@ class IdempotencyCache:
 
     async def _forget(self, rkey: str) -> None:
         try:
-            await self._redis.delete(rkey)
+            await self._pipe.call(pack((b"DEL", rkey)))
         except redis.RedisError:
             pass

@@ -76,7 +76,8 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler)
             return await inner(_parse(parse, request, method), context)
         except NotImplementedError:
             code = "UNIMPLEMENTED"
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is in the v1 contract but not implemented yet")
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                f"{method} is in the v1 contract but not implemented yet")
         except (grpc.aio.AbortError, asyncio.CancelledError):
             code = "ABORTED_BY_HANDLER"
             raise

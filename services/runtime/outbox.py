@@ -11,10 +11,10 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 import asyncpg
-import redis.asyncio as redis
 from opentelemetry import metrics
 
 from services.runtime.background import Loop, Waker
+from services.runtime.redis_pipe import RedisPipe, pack
 
 log = logging.getLogger("callersync.outbox")
 
@@ -53,7 +53,7 @@ class OutboxRelay:
                 f"UPDATE {self._table} SET published_at = now() WHERE event_id = ANY($1::bigint[])",
                 [r["event_id"] for r in rows],
             )
-            now = dt.datetime.now(dt.timezone.utc)
+            now = dt.datetime.now(dt.UTC)
             for row in rows:
                 self._lag.record((now - row["created_at"]).total_seconds() * 1000.0, {"topic": topic})
             return len(rows)
@@ -76,15 +76,13 @@ class OutboxRelay:
 
 
 def stream_publisher(
-    client: redis.Redis, stream: str, encode: Callable[[Row], dict[str, bytes | int | str]], maxlen: int = 1_000_000
+    pipe: RedisPipe, stream: str, encode: Callable[[Row], dict[str, bytes | int | str]], maxlen: int = 1_000_000
 ) -> Handler:
-    """Publishes outbox rows to a Redis stream in one pipeline; `encode` gives each entry's fields, which
+    """Publishes outbox rows to a Redis stream in one pipelined write; `encode` gives each entry's fields, which
     carry the outbox event id so consumers can dedupe."""
+    head = (b"XADD", stream, b"MAXLEN", b"~", maxlen, b"*")
 
     async def publish(rows: Sequence[Row]) -> None:
-        pipe = client.pipeline(transaction=False)
-        for row in rows:
-            pipe.xadd(stream, encode(row), maxlen=maxlen, approximate=True)
-        await pipe.execute()
+        await pipe.pipeline([pack((*head, *(x for kv in encode(row).items() for x in kv))) for row in rows])
 
     return publish

@@ -10,6 +10,7 @@ from services.runtime.db import create_pool
 from services.runtime.idempotency import IdempotencyCache
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
+from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 from services.wallet import alerts
@@ -23,12 +24,13 @@ SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 async def build(settings: Settings, port: int) -> GrpcServer:
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url)
+    pipe = RedisPipe.like(redis_client)  # idempotency scripts and outbox batches
     store = WalletStore(pool)
-    idempotency = IdempotencyCache(redis_client, "wallet", settings.idempotency_retention_s)
+    idempotency = IdempotencyCache(pipe, "wallet", settings.idempotency_retention_s)
     events = OutboxRelay(
         pool,
         OUTBOX_TABLE,
-        {"wallet.pause_changed": stream_publisher(redis_client, alerts.EVENTS_STREAM, alerts.encode_pause)},
+        {"wallet.pause_changed": stream_publisher(pipe, alerts.EVENTS_STREAM, alerts.encode_pause)},
         settings.outbox_poll_ms,
     )
     # One email per transaction: a failed send must not resend the emails already accepted in its batch.
@@ -51,7 +53,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        cleanups=[pool.close, idempotency.aclose, redis_client.aclose, events.stop, emails.stop, paused.stop],
+        cleanups=[pool.close, redis_client.aclose, pipe.aclose, events.stop, emails.stop, paused.stop],
     )
 
 

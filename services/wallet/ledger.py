@@ -7,7 +7,6 @@ import dataclasses
 import datetime as dt
 import re
 
-
 from services.runtime.errors import (
     AlreadyExists,
     DomainError,

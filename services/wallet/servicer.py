@@ -248,7 +248,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             )
         return pb.ReleaseResponse(reservation=reservation_message(row, row["now"]))
 
-    async def SettleCalls(self, request: pb.SettleCallsRequest, context: grpc.aio.ServicerContext) -> pb.SettleCallsResponse:
+    async def SettleCalls(
+        self, request: pb.SettleCallsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SettleCallsResponse:
         if not request.items or len(request.items) > ledger.MAX_SETTLE_BATCH:
             raise InvalidArgument(
                 f"items must hold 1 to {ledger.MAX_SETTLE_BATCH} calls; got {len(request.items)}", field="items"
@@ -319,7 +321,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if not request.contractor_ids:
             raise InvalidArgument("contractor_ids must name at least one contractor", field="contractor_ids")
         if len(request.contractor_ids) > ledger.MAX_ROUTABILITY_BATCH:
-            raise InvalidArgument(f"at most {ledger.MAX_ROUTABILITY_BATCH} contractors per call", field="contractor_ids")
+            raise InvalidArgument(
+                f"at most {ledger.MAX_ROUTABILITY_BATCH} contractors per call", field="contractor_ids"
+            )
         for cid in request.contractor_ids:
             ledger.require_id("contractor_ids", cid)
         ledger.require_amount("amount_cents", request.amount_cents, minimum=0)

@@ -200,7 +200,9 @@ class WalletStore:
             await conn.execute("SELECT wallet.set_pause_threshold($1, $2)", contractor_id, threshold_cents)
             return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
 
-    async def set_low_balance_alert(self, contractor_id: str, threshold_cents: int, email: str) -> asyncpg.Record | None:
+    async def set_low_balance_alert(
+        self, contractor_id: str, threshold_cents: int, email: str
+    ) -> asyncpg.Record | None:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             found = await conn.fetchval(
                 "SELECT (wallet.set_low_balance_alert($1, $2, $3)).contractor_id", contractor_id, threshold_cents, email

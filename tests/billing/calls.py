@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
 
-START = dt.datetime(2024, 3, 5, 14, 0, 0, tzinfo=dt.timezone.utc)
+START = dt.datetime(2024, 3, 5, 14, 0, 0, tzinfo=dt.UTC)
 
 
 def after(seconds: float, start: dt.datetime = START) -> Timestamp:

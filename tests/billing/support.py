@@ -30,7 +30,7 @@ def at(moment: dt.datetime | str) -> Timestamp:
 
 
 def utc(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
 
 
 async def set_rate(billing, zip_code: str, cents: int, effective_from: str = "2020-01-01T00:00:00+00:00",

@@ -14,7 +14,7 @@ from tests.wallet.support import expect_error, ledger, top_up
 
 
 def booking_request(contractor, when=None, booking_id=None, call_id="call-ai-1"):
-    when = when or dt.datetime.now(dt.timezone.utc)
+    when = when or dt.datetime.now(dt.UTC)
     return pb.RecordBookingRequest(booking_id=booking_id or f"bk-{uuid.uuid4().hex[:10]}", call_id=call_id,
                                    contractor_id=contractor, scheduled_at=at(when))
 
@@ -59,7 +59,7 @@ async def test_a_booking_is_billed_at_the_fee_in_effect_when_it_was_scheduled(bi
     await top_up(wallet, contractor, 10_000)
     await billing.SetBookingFee(pb.SetBookingFeeRequest(fee_cents=4000, effective_from=at("2997-01-01T00:00:00+00:00"),
                                                         set_by="ops"))
-    reply = await billing.RecordBooking(booking_request(contractor, dt.datetime(2997, 2, 1, tzinfo=dt.timezone.utc)))
+    reply = await billing.RecordBooking(booking_request(contractor, dt.datetime(2997, 2, 1, tzinfo=dt.UTC)))
     assert reply.booking.fee_cents == 4000
     err = await expect_error(
         billing.SetBookingFee(pb.SetBookingFeeRequest(fee_cents=4100, effective_from=at("2996-12-01T00:00:00+00:00"),
@@ -77,7 +77,8 @@ async def test_a_booking_for_a_contractor_without_a_wallet_is_refused_by_name(bi
 
 async def test_ineligible_reasons_are_rejected_at_once_in_the_policys_words(billing, wallet, contractor):
     _, d = await billed_call(billing, wallet, contractor)
-    case = (await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_DID_NOT_CLOSE_SALE))).refund_case
+    case = (await billing.RequestRefund(
+        refund(contractor, d.charge_id, pb.REFUND_REASON_DID_NOT_CLOSE_SALE))).refund_case
     assert case.state == pb.REFUND_STATE_REJECTED_INELIGIBLE and case.auto_resolved
     assert "sales question, not a billing one" in case.resolution_note
     for reason in (pb.REFUND_REASON_CUSTOMER_NOT_SERVED, pb.REFUND_REASON_SERVICE_QUALITY_DISPUTE):
@@ -92,7 +93,8 @@ async def test_approved_spam_refund_credits_once_and_asks_routing_to_block_the_c
     case = (await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SPAM, key=key))).refund_case
     assert case.state == pb.REFUND_STATE_PENDING_REVIEW and not case.auto_resolved
     assert case.evidence.recording_uri == c.recording.uri and case.evidence.transcript_uri == c.transcript_uri
-    assert (await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SPAM, key=key))).refund_case == case
+    assert (await billing.RequestRefund(
+        refund(contractor, d.charge_id, pb.REFUND_REASON_SPAM, key=key))).refund_case == case
     err = await expect_error(billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SYSTEM_BUG)),
                              grpc.StatusCode.FAILED_PRECONDITION)
     assert case.refund_case_id in err.details()
@@ -127,7 +129,8 @@ async def test_a_denied_case_moves_no_money(billing, wallet, db, contractor):
     _, d = await billed_call(billing, wallet, contractor)
     case = (await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SYSTEM_BUG))).refund_case
     denied = (await billing.ResolveRefund(pb.ResolveRefundRequest(
-        refund_case_id=case.refund_case_id, resolution=pb.REFUND_RESOLUTION_DENY, reviewer="op", note="fine"))).refund_case
+        refund_case_id=case.refund_case_id, resolution=pb.REFUND_RESOLUTION_DENY, reviewer="op",
+        note="fine"))).refund_case
     assert denied.state == pb.REFUND_STATE_DENIED and denied.refund_entry_id == 0
     assert await ledger(db, contractor) == (5500, 2, 5500)
 
@@ -159,7 +162,7 @@ async def test_a_double_bill_is_approved_only_when_the_ledger_shows_it(billing, 
 
 async def test_requests_after_the_refund_window_are_rejected_with_a_clear_message(billing, wallet, contractor):
     await top_up(wallet, contractor, 10_000)
-    old = await billing.RecordBooking(booking_request(contractor, dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=31)))
+    old = await billing.RecordBooking(booking_request(contractor, dt.datetime.now(dt.UTC) - dt.timedelta(days=31)))
     case = (await billing.RequestRefund(refund(contractor, old.charge.charge_id, pb.REFUND_REASON_SPAM))).refund_case
     assert case.state == pb.REFUND_STATE_REJECTED_OUT_OF_WINDOW and case.refund_entry_id == 0
     assert "within 30 days" in case.resolution_note

@@ -18,12 +18,14 @@ def rated(*legs, **kw) -> policy.Verdict:
 
 def test_30_000_seconds_connected_is_billable():
     v = rated(connected("acme", 30.000))
-    assert (v.billable, v.rule, v.payer_contractor_id, v.connected_ms) == (True, R.Value("DECISION_RULE_BILLABLE_CONNECTED_30S"), "acme", 30_000)
+    assert (v.billable, v.rule, v.payer_contractor_id, v.connected_ms) == (
+        True, R.Value("DECISION_RULE_BILLABLE_CONNECTED_30S"), "acme", 30_000)
 
 
 def test_29_999_seconds_is_free():
     v = rated(connected("acme", 29.999))
-    assert (v.billable, v.rule, v.payer_contractor_id, v.connected_ms) == (False, R.Value("DECISION_RULE_FREE_UNDER_30S"), "", 29_999)
+    assert (v.billable, v.rule, v.payer_contractor_id, v.connected_ms) == (
+        False, R.Value("DECISION_RULE_FREE_UNDER_30S"), "", 29_999)
 
 
 def test_connected_time_runs_from_answer_to_hangup_not_from_the_ring():
@@ -100,15 +102,15 @@ def test_every_decision_says_which_rule_and_figures_in_words():
     c = call(missed("primary"), connected("backup", 47.2, answered=25.0))
     v = policy.rate_call(c)
     import datetime as dt
-    text = policy.explain(c, v, 4500, dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc))
+    text = policy.explain(c, v, 4500, dt.datetime(2024, 1, 1, tzinfo=dt.UTC))
     assert "backup pays $45.00" in text and "47.200 s" in text and "cascaded" in text
 
 
 @pytest.mark.parametrize(
     "bad, field",
     [
-        (lambda c: c.legs[0].ended_at.CopyFrom(c.legs[0].rang_at) or setattr(c.legs[0].ended_at, "seconds",
-                                                                             c.legs[0].rang_at.seconds - 1), "ended_at"),
+        (lambda c: c.legs[0].ended_at.CopyFrom(c.legs[0].rang_at)
+         or setattr(c.legs[0].ended_at, "seconds", c.legs[0].rang_at.seconds - 1), "ended_at"),
         (lambda c: setattr(c.legs[0].answered_at, "seconds", c.legs[0].rang_at.seconds - 1), "answered_at"),
         (lambda c: setattr(c, "mode", pb.CALL_MODE_UNSPECIFIED), "mode"),
         (lambda c: setattr(c, "mode", 42), "mode"),

@@ -71,7 +71,7 @@ def test_a_human_call_is_billable_exactly_when_some_person_leg_reached_30_second
 @given(calls())
 def test_voicemail_is_never_billed(c):
     v = policy.rate_call(c)
-    for leg_v, leg_ in zip(v.legs, c.legs):
+    for leg_v, leg_ in zip(v.legs, c.legs, strict=True):
         if leg_.answered_by == pb.ANSWERED_BY_VOICEMAIL:
             assert not leg_v.billable
 

@@ -59,7 +59,8 @@ async def test_concurrent_and_repeated_batches_settle_each_call_once(billing, wa
         assert all(r.state in (wpb.RESERVATION_STATE_CAPTURED, wpb.RESERVATION_STATE_RELEASED) for r in held)
 
 
-async def test_the_same_call_twice_in_a_batch_with_other_facts_is_refused_the_second_time(billing, wallet, db, contractor):
+async def test_the_same_call_twice_in_a_batch_with_other_facts_is_refused_the_second_time(billing, wallet, db,
+                                                                                           contractor):
     zip_code = unique_zip()
     await set_rate(billing, zip_code, 1000)
     await top_up(wallet, contractor, 10_000)

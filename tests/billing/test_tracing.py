@@ -29,7 +29,8 @@ async def test_a_rate_call_is_one_trace_through_billing_the_wallet_and_their_sto
             await set_rate(billing, zip_code, 4500)
             spans.clear()
             with trace.get_tracer("engine").start_as_current_span("call finished") as root:
-                reply = await billing.RateCall(pb.RateCallRequest(call=call(connected(contractor, 45), zip_code=zip_code)))
+                reply = await billing.RateCall(
+                    pb.RateCallRequest(call=call(connected(contractor, 45), zip_code=zip_code)))
     finally:
         await server.stop(1)
     assert reply.decision.billable and reply.decision.price_cents == 4500

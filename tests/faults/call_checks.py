@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 
 from callersync.billing.v1 import billing_pb2 as bpb
-
 from tests.faults.traffic import SEED_CENTS, CallTraffic
 
 

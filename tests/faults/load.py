@@ -10,6 +10,7 @@ import time
 import uuid
 
 import grpc
+
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 
@@ -67,13 +68,15 @@ class MoneyLoad:
             contractor = self.contractors[(w + i) % len(self.contractors)]
             key = f"load-{uuid.uuid4().hex}"
             if i % 3 == 0:
-                call = lambda contractor=contractor, key=key: wallet.TopUp(pb.TopUpRequest(
-                    contractor_id=contractor, amount_cents=2500, payment_reference=key, idempotency_key=key),
-                    timeout=5)
+                def call(contractor=contractor, key=key):
+                    return wallet.TopUp(pb.TopUpRequest(
+                        contractor_id=contractor, amount_cents=2500, payment_reference=key, idempotency_key=key),
+                        timeout=5)
                 cents = 2500
             else:
-                call = lambda contractor=contractor, key=key: wallet.Charge(pb.ChargeRequest(
-                    contractor_id=contractor, amount_cents=700, idempotency_key=key, reference="load"), timeout=5)
+                def call(contractor=contractor, key=key):
+                    return wallet.Charge(pb.ChargeRequest(
+                        contractor_id=contractor, amount_cents=700, idempotency_key=key, reference="load"), timeout=5)
                 cents = -700
             await self._until_done(call, deadline)
             self.outcome.applied[key] = cents

@@ -14,10 +14,10 @@ import asyncpg
 import grpc
 import pytest
 import redis.asyncio as redis
+
 from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.wallet.v1 import wallet_pb2 as wpb
-
 from services.demo.legs import stamp
 from tests.faults import call_checks
 from tests.faults.traffic import CallTraffic, Channels, set_up_world, unused_zip

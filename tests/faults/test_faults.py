@@ -11,9 +11,9 @@ import uuid
 import asyncpg
 import grpc
 import redis.asyncio as redis
+
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-
 from tests.faults.load import MoneyLoad, seed_wallets, verify_exactly_once
 from tests.system.processes import callersync_env, run_cli
 

@@ -14,13 +14,13 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 import grpc
+
 from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
-
 from services.demo import scenario
 from services.demo.legs import LegSpec, ai_leg, human_leg, lay_out, stamp
 from services.demo.scenario import Ring

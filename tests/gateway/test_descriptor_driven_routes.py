@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 import urllib.parse
 
+from google.api import annotations_pb2
+from google.protobuf.descriptor import FieldDescriptor
+
 from callersync.billing.v1 import billing_pb2
 from callersync.routing.v1 import routing_pb2
 from callersync.wallet.v1 import wallet_pb2
-from google.api import annotations_pb2
-from google.protobuf.descriptor import FieldDescriptor
 
 MODULES = (wallet_pb2, billing_pb2, routing_pb2)
 

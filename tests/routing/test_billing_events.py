@@ -15,8 +15,21 @@ from services.routing.rate_card import RateCard
 from services.routing.storage import RoutingStore
 from services.routing.streams import StreamConsumer
 from tests.conftest import fresh_database
-from tests.routing.support import (caller, claim, contractors, eventually, get_wallet, new_call, next_event_id, price,
-                                   publish, rate_event, route, top_up, ts)
+from tests.routing.support import (
+    caller,
+    claim,
+    contractors,
+    eventually,
+    get_wallet,
+    new_call,
+    next_event_id,
+    price,
+    publish,
+    rate_event,
+    route,
+    top_up,
+    ts,
+)
 
 
 @pytest.fixture
@@ -219,7 +232,8 @@ async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
         await first.poll_once()
         assert await rate_card.resynced() >= 1 and resyncs == [1]
         assert (await rates(isolated))[zip_code] == 3700
-        causes = await isolated.fetch("SELECT cause FROM routing.threshold_outbox WHERE contractor_id = 'ctr-lost-event'")
+        causes = await isolated.fetch(
+            "SELECT cause FROM routing.threshold_outbox WHERE contractor_id = 'ctr-lost-event'")
         assert [r["cause"] for r in causes] == [f"re-read from billing (rate of {zip_code})"]
         # The group exists now: another replica joining it re-reads nothing; a second re-read changes nothing.
         second = consumer(redis_client, isolated, stream, "replica-other")

@@ -8,8 +8,7 @@ import grpc
 
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
-from tests.routing.support import (caller, claim, contractors, eventually, get_wallet, new_call, price, route,
-                                   top_up)
+from tests.routing.support import caller, claim, contractors, eventually, get_wallet, new_call, price, route, top_up
 from tests.wallet.support import expect_error
 
 BACKUP = pb.CLAIM_POSITION_BACKUP

@@ -10,6 +10,7 @@ import pytest
 from services.runtime.errors import AlreadyExists
 from services.runtime.group_commit import GroupCommitter
 from services.runtime.idempotency import IdempotencyCache
+from services.runtime.redis_pipe import RedisPipe
 
 
 async def test_concurrent_submits_share_batches_and_get_their_own_results():
@@ -54,7 +55,7 @@ async def test_a_failed_batch_fails_every_item_once_without_retrying_alone():
 
 
 async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(redis_client):
-    cache = IdempotencyCache(redis_client, f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
+    cache = IdempotencyCache(RedisPipe.like(redis_client), f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
     ran: list[str] = []
 
     def work_for(key: str):
@@ -73,7 +74,7 @@ async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(r
 
 
 async def test_same_key_other_parameters_is_refused_and_failed_work_frees_the_key(redis_client):
-    cache = IdempotencyCache(redis_client, f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
+    cache = IdempotencyCache(RedisPipe.like(redis_client), f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
 
     async def ok() -> bytes:
         return b"ok"

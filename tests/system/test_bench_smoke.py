@@ -54,5 +54,6 @@ async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_p
     assert result["machine"]["nproc"] >= 1 and result["load_average"]["start"]["1min"] >= 0
     assert result["money_checks_ok"] is True
     table = "\n".join(lines[:-1])
-    for row in ("pgbench TPC-B-like -c 8", "clients (ceiling)", "wallet Charge, tracing on", "RateCalls", "grpc.aio echo", "RouteCall"):
+    for row in ("pgbench TPC-B-like -c 8", "clients (ceiling)", "wallet Charge, tracing on", "RateCalls",
+                "grpc.aio echo", "RouteCall"):
         assert row in table

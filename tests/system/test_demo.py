@@ -8,9 +8,9 @@ import urllib.parse
 import grpc
 import pytest
 import redis.asyncio as redis
+
 from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-
 from services.billing import policy
 from services.demo import scenario
 from services.demo.driver import slug

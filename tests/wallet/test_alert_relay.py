@@ -8,7 +8,7 @@ import pytest
 from services.runtime.outbox import OutboxRelay
 from services.wallet import alerts
 from services.wallet.storage import OUTBOX_TABLE
-from tests.conftest import fresh_database, free_port
+from tests.conftest import free_port, fresh_database
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from services.runtime.errors import InvalidArgument
 from services.wallet import ledger
 
-NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.timezone.utc)
+NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
 
 def test_an_open_reservation_past_its_expiry_reads_as_expired():

@@ -53,7 +53,8 @@ async def test_a_top_up_is_not_a_charge_and_cannot_be_refunded(wallet, db, contr
 
 async def test_a_retried_refund_replays_and_a_captured_call_can_be_refunded(wallet, db, contractor):
     await top_up(wallet, contractor, 5000)
-    held = (await wallet.Reserve(pb.ReserveRequest(contractor_id=contractor, call_id="c", amount_cents=3000))).reservation
+    held = (await wallet.Reserve(
+        pb.ReserveRequest(contractor_id=contractor, call_id="c", amount_cents=3000))).reservation
     captured = await wallet.Capture(pb.CaptureRequest(reservation_id=held.reservation_id, amount_cents=3000))
     first = await refund(wallet, captured.entry.entry_id, 3000, key=f"r-{contractor}")
     again = await refund(wallet, captured.entry.entry_id, 3000, key=f"r-{contractor}")

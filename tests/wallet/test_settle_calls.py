@@ -143,7 +143,7 @@ async def test_concurrent_duplicate_batches_and_single_captures_move_money_exact
         for r in reply.results:
             assert r.code == OK, r.message
             assert entry_of.setdefault(r.call_id, r.entry.entry_id) == r.entry.entry_id
-    for i, c in enumerate(calls):
+    for _, c in enumerate(calls):
         assert await db.fetchval(
             "SELECT count(*) FROM wallet.entries WHERE idempotency_key IN ($1, $2)",
             f"call:{c}", f"capture:{holds.get(c, uuid.UUID(int=0))}") == 1

@@ -58,7 +58,7 @@ async def test_200_concurrent_top_ups_with_50_repeated_keys_apply_exactly_150(wa
     sends = keys + keys[:50]  # 50 of the 200 repeat an earlier key
     replies = await asyncio.gather(*(top_up(wallet, contractor, 2500, key=k) for k in sends))
     by_key: dict[str, set[int]] = {}
-    for key, reply in zip(sends, replies):
+    for key, reply in zip(sends, replies, strict=True):
         by_key.setdefault(key, set()).add(reply.entry.entry_id)
     assert all(len(ids) == 1 for ids in by_key.values()), "a repeated key got a second entry"
     assert await ledger(db, contractor) == (150 * 2500, 150, 150 * 2500)

@@ -1,15 +1,16 @@
-"""Lua scripts on the hot paths, sent over one pipelined connection of our own instead of through redis-py.
+"""Redis commands on the hot paths (Lua scripts, outbox batches), sent over one pipelined connection of our own
+instead of through redis-py.
 
 redis-py spends ~225 µs of CPU per command on these machines (its pool, retry, observability and packing
-layers), more than Redis spends running the script. The same EVALSHA written straight to a socket and parsed
-by hiredis costs ~37 µs (bench figures in docs/performance.md). Concurrent callers share the connection:
-Redis answers a connection's commands in order, so replies go to callers first in, first out, and a burst of
-calls is pipelined with no pool to wait on. Everything that is not a hot-path script keeps using redis-py.
+layers), more than Redis spends running a script. The same EVALSHA written straight to a socket and parsed
+by hiredis costs ~37 µs (docs/performance.md). Concurrent callers share the connection: Redis answers a
+connection's commands in order, so replies go to callers first in, first out, and a burst of calls is
+pipelined with no pool to wait on. Everything off the hot paths keeps using redis-py.
 
 Failures are redis-py's exceptions, so callers handle both clients alike: ConnectionError (lost or refused;
 the calls in flight fail, the next call reconnects; BusyLoadingError while a restarted Redis loads), TimeoutError
 (no reply in time: the connection can no longer be matched to its callers, so it is dropped) and ResponseError
-(the script raised; this call only). Unlike redis-py's client, nothing is retried here: on these paths the
+(the command failed; that command only). Unlike redis-py's client, nothing is retried here: on these paths the
 caller's own deadline is short, and UNAVAILABLE tells it to retry."""
 
 from __future__ import annotations
@@ -25,9 +26,8 @@ import hiredis
 import redis.asyncio as redis
 from redis.asyncio.connection import SSLConnection
 from redis.connection import BaseParser
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from services.runtime import telemetry
@@ -108,7 +108,7 @@ class _Pipe(asyncio.Protocol):
             self.transport.abort()
 
 
-class ScriptConnection:
+class RedisPipe:
     def __init__(self, params: dict[str, Any], *, tls: bool = False) -> None:
         self._params = params
         self._tls = tls
@@ -125,7 +125,7 @@ class ScriptConnection:
                                           "net.peer.port": int(params.get("port", 6379))})
 
     @classmethod
-    def like(cls, client: redis.Redis) -> ScriptConnection:
+    def like(cls, client: redis.Redis) -> RedisPipe:
         """A connection to the server, database and credentials client uses, with its timeouts."""
         pool = client.connection_pool
         return cls(dict(pool.connection_kwargs), tls=issubclass(pool.connection_class, SSLConnection))
@@ -148,10 +148,25 @@ class ScriptConnection:
 
     async def call(self, request: bytes) -> Any:
         """Sends one packed command and returns its reply."""
-        pipe = self._pipe
-        if pipe is None or pipe.broken is not None:
-            pipe = await self._connected()
-        return await self._send(pipe, request)
+        return await self._send(await self._connected(), request)
+
+    async def pipeline(self, requests: Sequence[bytes]) -> list[Any]:
+        """Sends packed commands in one write and returns their replies in order; the first failed command
+        raises (the others ran: this is a pipeline, not a transaction)."""
+        pipe = await self._connected()
+        loop = asyncio.get_running_loop()
+        futures = [loop.create_future() for _ in requests]
+        pipe.waiting.extend(futures)
+        pipe.transport.write(b"".join(requests))  # type: ignore[union-attr]
+        timer = loop.call_later(self._reply_timeout_s, self._expire, pipe, futures[-1])
+        try:
+            replies = await asyncio.gather(*futures, return_exceptions=True)
+        finally:
+            timer.cancel()
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return replies
 
     async def _send(self, pipe: _Pipe, request: bytes) -> Any:
         loop = asyncio.get_running_loop()
@@ -170,6 +185,9 @@ class ScriptConnection:
             pipe.fail(RedisConnectionError("dropped after a reply timed out"))
 
     async def _connected(self) -> _Pipe:
+        pipe = self._pipe
+        if pipe is not None and pipe.broken is None:
+            return pipe
         async with self._connecting:
             if self._pipe is None or self._pipe.broken is not None:
                 self._pipe = await self._open()

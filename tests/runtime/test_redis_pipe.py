@@ -1,4 +1,4 @@
-"""The lean script connection against the real Redis: same replies as redis-py, pipelined callers each get
+"""The hot-path Redis connection against the real Redis: same replies as redis-py, pipelined callers each get
 their own answer, and every failure is a redis-py exception the services already handle."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError, TimeoutError
 
-from services.runtime.redis_scripts import Script, ScriptConnection, pack
+from services.runtime.redis_pipe import RedisPipe, Script, pack
 
 MIXED = Script("mixed", """
 redis.call('SET', KEYS[1], ARGV[1])
@@ -27,7 +27,7 @@ def _keys(n: int) -> list[str]:
 
 @pytest.fixture
 async def scripts(redis_client: redis.Redis):
-    conn = ScriptConnection.like(redis_client)
+    conn = RedisPipe.like(redis_client)
     yield conn
     await conn.aclose()
 
@@ -67,7 +67,7 @@ async def test_the_database_of_the_url_is_selected(redis_client):
     params = dict(redis_client.connection_pool.connection_kwargs)
     other_db = 9 if params.get("db") != 9 else 8
     [key] = _keys(1)
-    conn = ScriptConnection(dict(params, db=other_db))
+    conn = RedisPipe(dict(params, db=other_db))
     other = redis.Redis(**{k: v for k, v in params.items() if k in ("host", "port", "path", "password")}, db=other_db)
     try:
         await asyncio.gather(*(conn.run(ECHO, [key], ["x"]) for _ in range(5)))  # concurrent with the SELECT
@@ -85,10 +85,10 @@ async def test_credentials_of_the_url_are_used_and_a_wrong_password_is_a_connect
     params = dict(redis_client.connection_pool.connection_kwargs)
     [key] = _keys(1)
     try:
-        good = ScriptConnection(dict(params, username=user, password="s3cret"))
+        good = RedisPipe(dict(params, username=user, password="s3cret"))
         assert await good.run(ECHO, [key], ["in"]) == [b"in", 1]
         await good.aclose()
-        bad = ScriptConnection(dict(params, username=user, password="wrong"))
+        bad = RedisPipe(dict(params, username=user, password="wrong"))
         with pytest.raises(AuthenticationError, match="refused the connection's set-up"):
             await bad.run(ECHO, [key], ["out"])
         assert await redis_client.get(key) == b"1"
@@ -116,7 +116,7 @@ async def test_calls_in_flight_fail_when_the_connection_drops_and_the_next_call_
 
 async def test_no_reply_in_time_is_a_timeout_and_the_connection_is_replaced(redis_client):
     params = dict(redis_client.connection_pool.connection_kwargs, socket_timeout=0.2)
-    conn = ScriptConnection(params)
+    conn = RedisPipe(params)
     [counter] = _keys(1)
     try:
         first_id = await conn.call(pack(("CLIENT", "ID")))
@@ -133,7 +133,7 @@ async def test_no_reply_in_time_is_a_timeout_and_the_connection_is_replaced(redi
 async def test_nothing_listening_is_a_connection_error():
     from bench.common import free_port
 
-    conn = ScriptConnection({"host": "127.0.0.1", "port": free_port(), "socket_connect_timeout": 1})
+    conn = RedisPipe({"host": "127.0.0.1", "port": free_port(), "socket_connect_timeout": 1})
     with pytest.raises(ConnectionError, match="cannot connect to Redis"):
         await conn.run(ECHO, ["k"], ["v"])
 
@@ -142,3 +142,16 @@ def test_arguments_are_encoded_as_redis_py_encodes_them():
     assert pack(("SET", b"k", 7, 0.5)) == b"*4\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\n7\r\n$3\r\n0.5\r\n"
     with pytest.raises(TypeError):
         pack(("SET", True))
+
+
+async def test_a_pipeline_returns_every_reply_in_order(scripts):
+    [key] = _keys(1)
+    assert await scripts.pipeline([pack(("SET", key, 1)), pack(("INCR", key)), pack(("GET", key))]) == [b"OK", 2, b"2"]
+
+
+async def test_a_failed_command_fails_the_pipeline_but_the_others_ran(scripts, redis_client):
+    key, other = _keys(2)
+    with pytest.raises(ResponseError, match="not an integer"):
+        await scripts.pipeline([pack(("SET", key, "text")), pack(("INCR", key)), pack(("SET", other, "ran"))])
+    assert await redis_client.get(other) == b"ran"
+    assert await scripts.run(ECHO, [key + ":n"], ["still usable"]) == [b"still usable", 1]
