@@ -131,8 +131,9 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
         env = {"CALLERSYNC_DATABASE_URL": url, "CALLERSYNC_REDIS_URL": redis_url,
                "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
                "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS": "600000"}
-        with common.serve_subprocess("wallet", env, wallet_port) as wallet_proc, \
-                common.serve_subprocess("billing", env, billing_port) as billing_proc:
+        tree = getattr(args, "server_tree", common.ROOT)
+        with common.serve_subprocess("wallet", env, wallet_port, tree) as wallet_proc, \
+                common.serve_subprocess("billing", env, billing_port, tree) as billing_proc:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{wallet_port}") as wch, \
                     grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as bch:
                 wallet = wallet_pb2_grpc.WalletServiceStub(wch)
@@ -179,6 +180,8 @@ async def run_pgbench(admin_url: str, seconds: int, scale: int = 10) -> common.P
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--calls", type=int, default=4000)
+    parser.add_argument("--server-tree", type=pathlib.Path, default=common.ROOT,
+                        help="checkout whose services run (a git worktree of another commit, for before/after)")
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--in-flight", type=int, default=2)
     parser.add_argument("--pgbench-seconds", type=int, default=10)

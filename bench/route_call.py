@@ -92,12 +92,15 @@ def summary(name: str, latencies: list[float], errors: int, extra: str = "") -> 
     return {"n": len(latencies), "errors": errors, "p50_ms": p50, "p99_ms": p99}
 
 
-async def phase(label: str, echo_target: str, routing_target: str, zips: list[str], rate: float, seconds: float,
-                run_id: str, pids: dict[str, int], warmup: float = 2.0) -> dict:
+async def phase(label: str, echo_target: str, routing_target: str, wallet_target: str, zips: list[str],
+                rate: float, seconds: float, run_id: str, pids: dict[str, int], warmup: float = 2.0) -> dict:
     rng = random.Random(label)
-    async with grpc.aio.insecure_channel(echo_target) as ech, grpc.aio.insecure_channel(routing_target) as rch:
+    async with grpc.aio.insecure_channel(echo_target) as ech, grpc.aio.insecure_channel(routing_target) as rch, \
+            grpc.aio.insecure_channel(wallet_target) as wch:
         echo = ech.unary_unary(ECHO_METHOD)
         routing = routing_pb2_grpc.RoutingServiceStub(rch)
+        wallet = wallet_pb2_grpc.WalletServiceStub(wch)
+        hot = [f"bench-{run_id}-{z}-{k}" for z in zips for k in range(PER_ZIP)]
         sample = pb.RouteCallRequest(call_id="x" * 28, zip="60614", caller_number="+14155550123").SerializeToString()
         outcomes: dict[int, int] = {}
 
@@ -110,9 +113,16 @@ async def phase(label: str, echo_target: str, routing_target: str, zips: list[st
                 caller_number=f"+1{rng.randrange(2_000_000_000, 9_999_999_999)}"), timeout=10)
             outcomes[reply.outcome] = outcomes.get(reply.outcome, 0) + 1
 
+        async def send_reserve(i: int) -> None:  # the one wallet hop a RouteCall makes, alone
+            await wallet.Reserve(wpb.ReserveRequest(contractor_id=rng.choice(hot), call_id=f"{run_id}-{label}-r{i}",
+                                                    amount_cents=1, expires_in_s=30), timeout=10)
+
         print(f"{label}: {rate:.0f} calls/s for {seconds:.0f} s each ({common.cpu_load()})", flush=True)
         await open_loop(send_echo, rate, warmup)
         echo_fig = summary("grpc.aio echo", *await open_loop(send_echo, rate, seconds))
+        # Where RouteCall's time goes: this hop's own latency, measured the same way.
+        await open_loop(send_reserve, rate, warmup / 2)
+        reserve_fig = summary("wallet Reserve alone", *await open_loop(send_reserve, rate, seconds))
         await open_loop(send_route, rate, warmup)
         outcomes.clear()
         cpu_before = {name: common.cpu_seconds([pid]) for name, pid in pids.items()}
@@ -125,8 +135,8 @@ async def phase(label: str, echo_target: str, routing_target: str, zips: list[st
         print(f"  outcomes: {offered} offered of {sum(outcomes.values())}; "
               f"p99 ratio RouteCall/echo = {route_fig['p99_ms'] / echo_fig['p99_ms']:.2f} (target <= 2)", flush=True)
     route_fig["peak_memory_mb"] = {name: common.peak_memory_mb(pid) for name, pid in pids.items()}
-    return {"echo": echo_fig, "route_call": route_fig, "offered": offered, "rate": rate, "seconds": seconds,
-            "p99_ratio": route_fig["p99_ms"] / echo_fig["p99_ms"]}
+    return {"echo": echo_fig, "reserve_alone": reserve_fig, "route_call": route_fig, "offered": offered, "rate": rate,
+            "seconds": seconds, "p99_ratio": route_fig["p99_ms"] / echo_fig["p99_ms"]}
 
 
 # ---------------------------------------------------------------- setup
@@ -211,14 +221,16 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
                           f"{args.preload} more contractors' claims, {seeded} seeded ledger entries", flush=True)
                     results["phase1"] = await phase(
                         f"{len(hot) + args.preload:,} contractors' claims", f"127.0.0.1:{echo_port}",
-                        routing_target, zips, args.rate, args.seconds, run_id, pids, args.warmup)
+                        routing_target, f"127.0.0.1:{wallet_port}", zips, args.rate, args.seconds, run_id, pids,
+                        args.warmup)
                 if args.background:
                     await load_background(url, args.background, run_id, first_zip=20_000 + args.preload // PER_ZIP)
                     with common.serve_subprocess("routing", env, routing_port, args.server_tree) as routing_proc:
                         pids["routing"] = routing_proc.pid
                         results["phase2"] = await phase(
                             f"{len(hot) + args.preload + args.background:,} contractors' claims",
-                            f"127.0.0.1:{echo_port}", routing_target, zips, args.rate, args.seconds, run_id, pids,
+                            f"127.0.0.1:{echo_port}", routing_target, f"127.0.0.1:{wallet_port}", zips, args.rate,
+                            args.seconds, run_id, pids,
                             args.warmup)
             results["settings"] = await common.server_settings(url)
         finally:

@@ -205,6 +205,9 @@ def _ratios(pgbench: dict, f: dict) -> dict:
         "tracing_on_vs_off_wallet_cpu_per_charge": _ratio(on["wallet_cpu_us_per_charge"],
                                                            off["wallet_cpu_us_per_charge"]),
         "route_p50_vs_echo_p50": _ratio(f["route_call"]["route_call"]["p50_ms"], f["route_call"]["echo"]["p50_ms"]),
+        # RouteCall's one wallet hop alone: how much of the ratio that hop already takes.
+        "reserve_alone_p50_vs_echo_p50": _ratio(f["route_call"]["reserve_alone"]["p50_ms"],
+                                                f["route_call"]["echo"]["p50_ms"]),
         "rate_calls_rated_vs_pgbench": _ratio(f["rate_calls"]["rated_calls_per_s"], tps),
         # A bare echo with Charge's clients and message: if this is under 0.8, so is every gRPC service here.
         "echo_ceiling_vs_pgbench": _ratio(f["echo_ceiling"]["calls_per_s"], tps),
@@ -305,12 +308,16 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
                  f"{_fmt(rc['billable_settled_per_s'], 0)} billable/s", f"{_fmt(rc['batch_latency_p50_ms'])}*",
                  f"{_fmt(rc['batch_latency_p99_ms'])}*", _mem(rc["peak_memory_mb"])))
     rt = f["route_call"]
-    for key, name in (("echo", "grpc.aio echo (anchor)"), ("route_call", "RouteCall, wallet in path")):
-        x = rt[key]
+    for key, name in (("echo", "grpc.aio echo (anchor)"), ("reserve_alone", "wallet Reserve alone"),
+                      ("route_call", "RouteCall, wallet in path")):
+        x = rt.get(key)
+        if x is None:  # a result file from before the Reserve phase existed
+            continue
         rows.append((f"{name} @ {rt['rate']:.0f}/s" + tag, f"{_fmt(x['n'] / rt['seconds'], 0)}/s",
                      _fmt(x["p50_ms"], 2), _fmt(x["p99_ms"], 2),
                      _mem(x.get("peak_memory_mb", {})) if key == "route_call" else
-                     _mem({"echo": rt["route_call"]["peak_memory_mb"].get("echo", math.nan)})))
+                     _mem({"echo": rt["route_call"]["peak_memory_mb"].get("echo", math.nan)}) if key == "echo" else
+                     "(same wallet)"))
     if "gateway" in f:
         g = f["gateway"]
         for key, name in (("grpc_direct", "GetWallet gRPC direct, 16 clients"),
