@@ -6,7 +6,8 @@ a bare grpc.aio echo service at the same load in the same run; then the same wit
 Wallet, routing and the echo server run as subprocesses (`python -m services.cli serve ...`) on a scratch
 database. Setup (untimed): 250 ZIPs priced, each claimed by a primary and 3 backups (1,000 contractors, topped up,
 concurrency cap raised so only money decides), via routing's own RPCs. Phases, each after a 2 s warm-up at the
-same rate: echo, RouteCall with those 1,000 contractors' claims; then 99,000 more contractors' claims on 24,750
+same rate: echo, the wallet's Reserve alone and RouteCall with those 1,000 contractors' claims, taking turns in
+one-second windows so all three see the same machine; then 99,000 more contractors' claims on 24,750
 more ZIPs are bulk-loaded, routing restarts (cold cache), echo again, RouteCall again. Calls go to random ZIPs of
 the 250, from random caller numbers. Latency is measured from each call's scheduled send time (open loop, so a
 stall shows up as latency instead of a lower rate). Targets (issue 4): RouteCall p99 <= 2x echo p99; p99 with
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import pathlib
 import random
@@ -113,22 +115,37 @@ async def phase(label: str, echo_target: str, routing_target: str, wallet_target
                 caller_number=f"+1{rng.randrange(2_000_000_000, 9_999_999_999)}"), timeout=10)
             outcomes[reply.outcome] = outcomes.get(reply.outcome, 0) + 1
 
+        reserve_ids = itertools.count()
+
         async def send_reserve(i: int) -> None:  # the one wallet hop a RouteCall makes, alone
-            await wallet.Reserve(wpb.ReserveRequest(contractor_id=rng.choice(hot), call_id=f"{run_id}-{label}-r{i}",
-                                                    amount_cents=1, expires_in_s=30), timeout=10)
+            await wallet.Reserve(wpb.ReserveRequest(
+                contractor_id=rng.choice(hot), call_id=f"{run_id}-{label}-r{next(reserve_ids)}", amount_cents=1,
+                expires_in_s=30), timeout=10)
 
         print(f"{label}: {rate:.0f} calls/s for {seconds:.0f} s each ({common.cpu_load()})", flush=True)
         await open_loop(send_echo, rate, warmup)
-        echo_fig = summary("grpc.aio echo", *await open_loop(send_echo, rate, seconds))
-        # Where RouteCall's time goes: this hop's own latency, measured the same way.
         await open_loop(send_reserve, rate, warmup / 2)
-        reserve_fig = summary("wallet Reserve alone", *await open_loop(send_reserve, rate, seconds))
         await open_loop(send_route, rate, warmup)
         outcomes.clear()
-        cpu_before = {name: common.cpu_seconds([pid]) for name, pid in pids.items()}
-        route_fig = summary("RouteCall (wallet in the path)", *await open_loop(send_route, rate, seconds))
+        # The echo, the Reserve hop alone (where RouteCall's time goes) and RouteCall take turns in one-second
+        # windows, so all three see the same machine: on these VMs a hop that finds its process's core idle
+        # pays hundreds of µs to wake it, and that cost drifts by 2x with whatever ran just before.
+        sends = {"echo": send_echo, "reserve": send_reserve, "route": send_route}
+        got: dict[str, tuple[list[float], int]] = {name: ([], 0) for name in sends}
+        cpu_s = dict.fromkeys(pids, 0.0)
+        windows = max(1, round(seconds))
+        for _ in range(windows):
+            for name, send in sends.items():
+                before = {who: common.cpu_seconds([pid]) for who, pid in pids.items()} if name == "route" else {}
+                latencies, errors = await open_loop(send, rate, seconds / windows)
+                got[name] = (got[name][0] + latencies, got[name][1] + errors)
+                for who, pid in pids.items() if name == "route" else ():
+                    cpu_s[who] += common.cpu_seconds([pid]) - before[who]
+        echo_fig = summary("grpc.aio echo", *got["echo"])
+        reserve_fig = summary("wallet Reserve alone", *got["reserve"])
+        route_fig = summary("RouteCall (wallet in the path)", *got["route"])
         calls = rate * seconds
-        cpu_ms = {name: (common.cpu_seconds([pid]) - cpu_before[name]) * 1000 / calls for name, pid in pids.items()}
+        cpu_ms = {name: cpu_s[name] * 1000 / calls for name in pids}
         print("  CPU per RouteCall: " + ", ".join(f"{name} {ms:.2f} ms" for name, ms in cpu_ms.items()), flush=True)
         route_fig["cpu_ms_per_call"] = cpu_ms
         offered = outcomes.get(pb.ROUTE_OUTCOME_OFFERED, 0)
