@@ -57,7 +57,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     thresholds.start()
     events.start()
     steps.start()
-    router = Router(directory, live, wallet, config)
+    router = Router(directory, live, wallet, config, store)
     servicer = RoutingServicer(store, router, directory, live, rate_card, thresholds, config)
 
     async def close_channels() -> None:

@@ -20,7 +20,6 @@ log = logging.getLogger("callersync.routing.billing_events")
 
 STREAM = "callersync.billing.events"
 GROUP = "routing"
-USAGE_TTL_S = 40 * 86400  # a month's count outlives the month
 
 
 def _when(ts) -> dt.datetime:
@@ -110,10 +109,7 @@ class BillingEventHandler:
     async def _refresh_usage(self, contractor_id: str, started_at: dt.datetime) -> None:
         """Writes the absolute counts (not increments), so applying an event twice counts it once."""
         profile = profile_from(contractor_id, await self._store.profile(contractor_id))
-        local = schedule.local_time(profile, started_at)
-        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        month_start = day_start.replace(day=1)
-        today, month = await self._store.connected_calls_between(contractor_id, day_start, month_start)
+        today, month = await self._store.connected_calls_between(contractor_id,
+                                                                 *schedule.period_starts(profile, started_at))
         await self._live.set_usage({usage_key(contractor_id, schedule.day_key(profile, started_at)): today,
-                                    usage_key(contractor_id, schedule.month_key(profile, started_at)): month},
-                                   USAGE_TTL_S)
+                                    usage_key(contractor_id, schedule.month_key(profile, started_at)): month})

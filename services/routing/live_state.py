@@ -10,15 +10,17 @@ import json
 
 import redis.asyncio as redis
 
-from services.runtime.redis_pipe import RedisPipe, Script
+from services.runtime.redis_pipe import RedisPipe, Script, pack
 
 GEN_CLAIMS = "routing:gen:claims"
 GEN_BLOCKLIST = "routing:gen:blocklist"
 STEPS_STREAM = "routing.steps"
 _NO_KEY = "routing:none"
+USAGE_TTL_S = 40 * 86400  # a month's count outlives the month
 
 # Before a step: the session if the call is known, the cache generations, the caller's burst count, and per
-# candidate [calls ringing or connected, connected today, connected this month].
+# candidate [calls ringing or connected, connected today, connected this month]; -1 for a count Redis does not
+# have (never set, flushed, evicted), which routing then reads from PostgreSQL.
 _ADMIT = Script("routing_admit", """
 local s = redis.call('GET', KEYS[1])
 local out = {s or false, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', 0}
@@ -30,8 +32,8 @@ if KEYS[4] ~= 'routing:none' then
 end
 for i = 5, #KEYS, 3 do
   out[#out + 1] = redis.call('ZCOUNT', KEYS[i], '(' .. ARGV[2], '+inf')
-  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '0')
-  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '0')
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '-1')
+  out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '-1')
 end
 return out
 """)
@@ -141,12 +143,12 @@ class LiveState:
                 pipe.zrem(live_key(cid), call_id)
             await pipe.execute()
 
-    async def set_usage(self, counts: dict[str, int], ttl_s: int) -> None:
+    async def set_usage(self, counts: dict[str, int], *, only_missing: bool = False) -> None:
+        """Connected-call counts, absolute (so a repeated event counts once). only_missing: a count read from
+        PostgreSQL to refill the cache, which must not overwrite a newer one a rated call wrote meanwhile."""
         if counts:
-            pipe = self.redis.pipeline(transaction=False)
-            for key, n in counts.items():
-                pipe.set(key, n, ex=ttl_s)
-            await pipe.execute()
+            nx = (b"NX",) if only_missing else ()
+            await self._scripts.pipeline([pack((b"SET", key, n, b"EX", USAGE_TTL_S, *nx)) for key, n in counts.items()])
 
     async def bump(self, *generations: str) -> None:
         """Tells every replica's cache that claims/profiles/rates (or the blocklist) changed."""

@@ -20,6 +20,7 @@ from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
 from services.routing.live_state import LiveState, live_key, usage_key
 from services.routing.schedule import Profile
+from services.routing.storage import RoutingStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.interceptors import error_reason
 from services.runtime.validation import require_id
@@ -63,8 +64,9 @@ def stored_response(session: Session, index: int) -> pb.RouteCallResponse:
 
 class Router:
     def __init__(self, directory: Directory, live: LiveState, wallet: wallet_pb2_grpc.WalletServiceStub,
-                 config: RoutingConfig) -> None:
+                 config: RoutingConfig, store: RoutingStore) -> None:
         self._directory = directory
+        self._store = store
         self._live = live
         self._wallet = wallet
         self._config = config
@@ -100,8 +102,8 @@ class Router:
         session.rate_cents = view.rate_cents
         session.order = [Entry(s.contractor_id, s.position, s.backup_rank, p.mode) for s, p in view.claims]
         profiles = {s.contractor_id: p for s, p in view.claims}
-        return await self._offer_next(session, profiles, self._facts(view.claims, facts), now, expected_step=0,
-                                      previous=None, records=[])
+        known = await self._facts(view.claims, facts, now)
+        return await self._offer_next(session, profiles, known, now, expected_step=0, previous=None, records=[])
 
     async def next_candidate(self, call_id: str, after_step: int, ring_outcome: int) -> pb.RouteCallResponse:
         require_id("call_id", call_id)
@@ -138,7 +140,8 @@ class Router:
         expected = session.step
         session.step += 1
         session.reservation_id = ""
-        return await self._offer_next(session, profiles, self._facts(claims, facts), now, expected_step=expected,
+        known = await self._facts(claims, facts, now)
+        return await self._offer_next(session, profiles, known, now, expected_step=expected,
                                       previous=previous.contractor_id, records=records)
 
     # ------------------------------------------------------------ one step of the cascade
@@ -317,6 +320,24 @@ class Router:
         return [(live_key(s.contractor_id), usage_key(s.contractor_id, schedule.day_key(p, now)),
                  usage_key(s.contractor_id, schedule.month_key(p, now))) for s, p in claims]
 
-    @staticmethod
-    def _facts(claims: list, facts: list[tuple[int, int, int]]) -> dict[str, Facts]:
-        return {s.contractor_id: Facts(*f) for (s, _), f in zip(claims, facts, strict=True)}
+    async def _facts(self, claims: list, facts: list[tuple[int, int, int]], now: dt.datetime) -> dict[str, Facts]:
+        """What Redis said of each claim's contractor. A connected-call count it no longer has (flushed, evicted)
+        is read from routing's own record of connected calls and put back: a cap holds whatever Redis lost.
+        Only contractors with a cap need counts, so the others cost nothing here."""
+        out: dict[str, Facts] = {}
+        missing: list[tuple[str, Profile]] = []
+        for (slot, profile), (live, today, month) in zip(claims, facts, strict=True):
+            out[slot.contractor_id] = Facts(live, max(today, 0), max(month, 0))
+            if (today < 0 or month < 0) and profile.counts_connected_calls:
+                missing.append((slot.contractor_id, profile))
+        if missing:
+            counts = await self._store.connected_calls_for(
+                [(cid, *schedule.period_starts(profile, now)) for cid, profile in missing])
+            refill = {}
+            for cid, profile in missing:
+                today, month = counts[cid]
+                out[cid] = Facts(out[cid].live_calls, today, month)
+                refill[usage_key(cid, schedule.day_key(profile, now))] = today
+                refill[usage_key(cid, schedule.month_key(profile, now))] = month
+            await self._live.set_usage(refill, only_missing=True)
+        return out

@@ -35,6 +35,11 @@ class Profile:
     def ai_mode(self) -> bool:
         return self.mode == "ai_agent"
 
+    @property
+    def counts_connected_calls(self) -> bool:
+        """A daily or monthly cap: routing needs this contractor's connected-call counts."""
+        return bool(self.daily_max_connected_calls or self.monthly_max_connected_calls)
+
     def concurrency_limit(self) -> int | None:
         """None for no limit: 0 means one at a time for a person and no limit for the AI."""
         if self.max_concurrent_calls:
@@ -98,6 +103,12 @@ def day_key(profile: Profile, moment: dt.datetime) -> str:
 
 def month_key(profile: Profile, moment: dt.datetime) -> str:
     return local_time(profile, moment).strftime("%Y-%m")
+
+
+def period_starts(profile: Profile, moment: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The first instants of the local day and month the moment falls in (aware, in the schedule's zone)."""
+    day_start = local_time(profile, moment).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day_start, day_start.replace(day=1)
 
 
 def cap_reached(profile: Profile, connected_today: int, connected_this_month: int) -> str | None:

@@ -164,9 +164,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def _profile_message(self, contractor_id: str, row=None) -> pb.RoutingProfile:
         row = row if row is not None else await self._store.profile(contractor_id)
         profile = profile_from(contractor_id, row)
-        local = schedule.local_time(profile, dt.datetime.now(dt.UTC))
-        day_start = local.replace(hour=0, minute=0, second=0, microsecond=0)
-        today, month = await self._store.connected_calls_between(contractor_id, day_start, day_start.replace(day=1))
+        today, month = await self._store.connected_calls_between(
+            contractor_id, *schedule.period_starts(profile, dt.datetime.now(dt.UTC)))
         return pb.RoutingProfile(
             contractor_id=contractor_id,
             mode=MODE_PB[profile.mode],

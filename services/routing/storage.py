@@ -242,14 +242,25 @@ class RoutingStore:
     async def connected_calls_between(self, contractor_id: str, day_start: dt.datetime,
                                       month_start: dt.datetime) -> tuple[int, int]:
         """Connected calls in the local day and the local month that start at the given (aware) moments."""
-        day_end = day_start + dt.timedelta(days=1)
-        month_end = (month_start + dt.timedelta(days=32)).replace(day=1)
+        return (await self.connected_calls_for([(contractor_id, day_start, month_start)]))[contractor_id]
+
+    async def connected_calls_for(
+        self, asks: Sequence[tuple[str, dt.datetime, dt.datetime]]
+    ) -> dict[str, tuple[int, int]]:
+        """connected_calls_between for several contractors (each with their own local day and month), at once."""
+        ends = [(day + dt.timedelta(days=1), (month + dt.timedelta(days=32)).replace(day=1)) for _, day, month in asks]
         async with storage_errors():
-            row = await self._pool.fetchrow(
-                "SELECT count(*) FILTER (WHERE started_at >= $2 AND started_at < $3) AS today, count(*) AS month"
-                " FROM routing.connected_calls WHERE contractor_id = $1 AND started_at >= $4 AND started_at < $5",
-                contractor_id, day_start, day_end, month_start, month_end)
-        return row["today"], row["month"]
+            rows = await self._pool.fetch(
+                "SELECT q.c, count(cc.started_at) FILTER (WHERE cc.started_at >= q.day AND cc.started_at < q.day_end)"
+                " AS today, count(cc.started_at) AS month"
+                " FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::timestamptz[], $5::timestamptz[])"
+                " AS q(c, day, day_end, month, month_end)"
+                " LEFT JOIN routing.connected_calls cc"
+                " ON cc.contractor_id = q.c AND cc.started_at >= q.month AND cc.started_at < q.month_end"
+                " GROUP BY q.c",
+                [c for c, _, _ in asks], [d for _, d, _ in asks], [e[0] for e in ends], [m for _, _, m in asks],
+                [e[1] for e in ends])
+        return {r["c"]: (r["today"], r["month"]) for r in rows}
 
     async def _recompute_threshold(self, conn: asyncpg.Connection, contractor_id: str, cause: str,
                                    queue_push: bool) -> int:
