@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
@@ -11,6 +13,9 @@ from services.billing.refund_desk import RefundDesk
 from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
+from services.runtime.validation import require_id
+
+log = logging.getLogger("callersync.billing")
 
 # A batch is rated, stored and settled together (one SettleCalls, a few statements), so it is bounded by the
 # wallet's SettleCalls limit.
@@ -186,3 +191,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     ) -> pb.ListRefundCasesResponse:
         rows, token = await self._desk.list_cases(request)
         return pb.ListRefundCasesResponse(refund_cases=[messages.refund_case(r) for r in rows], next_page_token=token)
+
+    # ------------------------------------------------------------ events
+
+    async def ReplayEvents(
+        self, request: pb.ReplayEventsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReplayEventsResponse:
+        require_id("requested_by", request.requested_by)
+        since = messages.to_datetime(request.since) if request.HasField("since") else None
+        queued = await self._store.republish(since)
+        log.warning("%s asked to replay billing's events since %s: %d queued for publication again",
+                    request.requested_by, since.isoformat() if since else "the beginning", queued)
+        self._on_event()
+        return pb.ReplayEventsResponse(events_queued=queued)

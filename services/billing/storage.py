@@ -83,6 +83,15 @@ class BillingStore:
         async with storage_errors():
             return await self._pool.fetchval("SELECT now()")
 
+    async def republish(self, since: dt.datetime | None) -> int:
+        """Marks the events recorded since `since` (all when None) unpublished, so the relay publishes them
+        again; how many."""
+        async with storage_errors():
+            return await self._pool.fetchval(
+                "WITH again AS (UPDATE billing.outbox SET published_at = NULL"
+                " WHERE published_at IS NOT NULL AND ($1::timestamptz IS NULL OR created_at >= $1) RETURNING 1)"
+                " SELECT count(*) FROM again", since)
+
     # ------------------------------------------------------------ rate card
 
     async def set_zip_rate(
@@ -238,6 +247,9 @@ class BillingStore:
                     rows.append(row)
             if not rows:
                 return {}
+            # In one global order: twin batches (the same calls in another order) inserting the same keys in
+            # their own orders each wait for the other's uncommitted key, a deadlock.
+            rows.sort(key=lambda r: r["call_id"])
             stored = await conn.fetch(
                 _unnest_insert("billing.rated_calls", _DECISION_TYPES, "call_id", "RETURNING *"),
                 *_columns(rows, _DECISION_TYPES),
@@ -255,6 +267,10 @@ class BillingStore:
         per call, and the charges of the billable ones. Returns every call's row as it now stands."""
         ids = [s[0] for s in settled]
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            # Rows locked in call id order first: the join below locks in whatever order its plan reads them,
+            # and two twin batches doing that in different orders deadlock.
+            await conn.execute("SELECT 1 FROM billing.rated_calls WHERE call_id = ANY($1::text[])"
+                               " ORDER BY call_id FOR UPDATE", ids)
             updated = await conn.fetch(
                 "UPDATE billing.rated_calls c SET state = 'settled', settled_by = u.how, wallet_entry_id = u.entry,"
                 " capture_reservation_id = CASE WHEN u.rid = '' THEN c.capture_reservation_id ELSE u.rid END,"
@@ -264,7 +280,7 @@ class BillingStore:
                 ids, [s[1] for s in settled], [s[2] for s in settled], [s[3] for s in settled],
             )
             rows = {r["call_id"]: r for r in updated}
-            mine = [c for c in charges if c["call_id"] in rows]
+            mine = sorted((c for c in charges if c["call_id"] in rows), key=lambda c: c["call_id"])
             if mine:
                 await conn.execute(_unnest_insert("billing.charges", _CALL_CHARGE_TYPES, "charge_id"),
                                    *_columns(mine, _CALL_CHARGE_TYPES))

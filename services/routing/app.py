@@ -47,11 +47,18 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         thresholds.nudge()
         await live.bump(GEN_CLAIMS)
 
-    rate_card = RateCard(store, billing_pb2_grpc.BillingServiceStub(billing_channel), on_resync=rates_re_read)
+    billing = billing_pb2_grpc.BillingServiceStub(billing_channel)
+    rate_card = RateCard(store, billing, on_resync=rates_re_read)
+    replay = billing_events.EventReplay(store, billing)
+
+    def stream_lost() -> None:  # or never existed: events billing published before may be gone with it
+        rate_card.start_resync()
+        replay.start()
+
     events = StreamConsumer(
         redis_client, billing_events.STREAM, billing_events.GROUP,
         billing_events.BillingEventHandler(store, live, directory.forget, thresholds.nudge),
-        claim_idle_ms=config.claim_idle_ms, on_group_created=rate_card.start_resync)
+        claim_idle_ms=config.claim_idle_ms, on_group_created=stream_lost)
     steps = StreamConsumer(redis_client, STEPS_STREAM, step_log.GROUP, step_log.StepWriter(store),
                            claim_idle_ms=config.claim_idle_ms, linger_ms=config.step_linger_ms)
     thresholds.start()
@@ -73,7 +80,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Newest first: stop the consumers and the relay, then the channels and pools they use.
         cleanups=[pool.close, live.aclose, redis_client.aclose, close_channels, thresholds.stop, rate_card.stop,
-                  events.stop, steps.stop],
+                  replay.stop, events.stop, steps.stop],
     )
     if tls.enabled(settings):
         server.use_tls(tls.server_credentials(settings))

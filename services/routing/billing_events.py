@@ -8,13 +8,16 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Sequence
 
+import grpc
 from google.protobuf.message import DecodeError
 
-from callersync.billing.v1 import events_pb2
+from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from services.routing import schedule
 from services.routing.live_state import GEN_BLOCKLIST, GEN_CLAIMS, LiveState, usage_key
 from services.routing.storage import BillingFact, RoutingStore, profile_from
 from services.routing.streams import Entry
+from services.runtime.background import UntilDone
+from services.runtime.errors import DomainError
 
 log = logging.getLogger("callersync.routing.billing_events")
 
@@ -113,3 +116,44 @@ class BillingEventHandler:
                                                                  *schedule.period_starts(profile, started_at))
         await self._live.set_usage({usage_key(contractor_id, schedule.day_key(profile, started_at)): today,
                                     usage_key(contractor_id, schedule.month_key(profile, started_at)): month})
+
+
+# Replays reach back this far before the last event routing applied: an event committed late (its id taken
+# before one routing already applied) or a clock difference between billing and routing is still covered.
+REPLAY_MARGIN = dt.timedelta(hours=1)
+
+
+class EventReplay:
+    """After Redis lost the stream (routing had to create its consumer group: a first start, a FLUSHALL, a
+    failover to an empty replica), asks billing to publish its events again from shortly before the last one
+    routing applied, or all of them when it applied none. Spam blocks and rated calls (connected-call counts
+    for caps) the lost stream held unread are not lost with it; the replayed events it did read are deduped by
+    event id."""
+
+    def __init__(self, store: RoutingStore, billing: billing_pb2_grpc.BillingServiceStub, *, timeout_s: float = 5.0,
+                 retry_s: float = 2.0, max_retry_s: float = 60.0) -> None:
+        self._store = store
+        self._billing = billing
+        self._timeout_s = timeout_s
+        self._ask = UntilDone("asking billing to replay its events", self.replay_once, retry_s=retry_s,
+                              max_retry_s=max_retry_s, retry_on=(DomainError, grpc.aio.AioRpcError), logger=log)
+
+    def start(self) -> None:
+        self._ask.start()
+
+    async def done(self) -> int:
+        """Waits for the running request, if any; how many events billing queued again."""
+        return await self._ask.result() or 0
+
+    async def stop(self) -> None:
+        await self._ask.stop()
+
+    async def replay_once(self) -> int:
+        last = await self._store.last_event_applied(STREAM)
+        request = billing_pb2.ReplayEventsRequest(requested_by="routing")
+        if last is not None:
+            request.since.FromDatetime(last - REPLAY_MARGIN)
+        reply = await self._billing.ReplayEvents(request, timeout=self._timeout_s)
+        log.info("billing queued %d events again (since %s)", reply.events_queued,
+                 (last - REPLAY_MARGIN).isoformat() if last else "the beginning")
+        return reply.events_queued

@@ -4,7 +4,6 @@ the consumer group had to be created (a first start, or Redis lost the stream wi
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
@@ -14,7 +13,7 @@ import redis.asyncio as redis
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.routing.storage import RoutingStore, unpriced
-from services.runtime.background import cancel_and_wait
+from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError, Unavailable
 
 log = logging.getLogger("callersync.routing.rate_card")
@@ -28,9 +27,9 @@ class RateCard:
         self._billing = billing
         self._timeout_s = timeout_s
         self._on_resync = on_resync
-        self._retry_s = retry_s
-        self._max_retry_s = max_retry_s
-        self._resync: asyncio.Task[int] | None = None
+        self._resync = UntilDone("re-reading billing's rate card", self._resync_step, retry_s=retry_s,
+                                 max_retry_s=max_retry_s,
+                                 retry_on=(DomainError, grpc.aio.AioRpcError, redis.RedisError), logger=log)
 
     async def require_priced(self, zip_code: str) -> int:
         """The ZIP's rate in effect now, asking billing when routing does not know it; FAILED_PRECONDITION
@@ -66,33 +65,22 @@ class RateCard:
     def start_resync(self) -> None:
         """Re-reads the whole card in the background, retrying until billing answers (routing keeps serving
         from what it has meanwhile). A request while one runs starts nothing more: the running one reads it all."""
-        if self._billing is None or (self._resync is not None and not self._resync.done()):
-            return
-        self._resync = asyncio.create_task(self._resync_until_done(), name="routing-rate-card-resync")
+        if self._billing is not None:
+            self._resync.start()
 
     async def resynced(self) -> int:
         """Waits for the running re-read, if any; how many versions it changed."""
-        return await self._resync if self._resync is not None else 0
+        return await self._resync.result() or 0
 
     async def stop(self) -> None:
-        await cancel_and_wait(self._resync)
+        await self._resync.stop()
 
-    async def _resync_until_done(self) -> int:
-        delay_s = self._retry_s
-        while True:
-            try:
-                changed = await self.resync_all()
-                if self._on_resync is not None:  # always, cheap and rare: a retry after a failure here sees no change
-                    await self._on_resync()
-            except (DomainError, grpc.aio.AioRpcError, redis.RedisError) as err:
-                reason = err.details() if isinstance(err, grpc.aio.AioRpcError) else err
-                log.warning("re-reading billing's rate card failed (%s); retrying in %g s", reason, delay_s)
-                await asyncio.sleep(delay_s)
-                # Doubling, so a billing that is down for long is asked once a minute, not every 2 s.
-                delay_s = min(delay_s * 2, self._max_retry_s)
-                continue
-            log.info("re-read billing's rate card: %d versions changed here", changed)
-            return changed
+    async def _resync_step(self) -> int:
+        changed = await self.resync_all()
+        if self._on_resync is not None:  # always, cheap and rare: a retry after a failure here sees no change
+            await self._on_resync()
+        log.info("re-read billing's rate card: %d versions changed here", changed)
+        return changed
 
     async def resync_all(self) -> int:
         rates: list[tuple[str, dt.datetime, int]] = []

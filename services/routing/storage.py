@@ -381,6 +381,12 @@ class RoutingStore:
 
     # ------------------------------------------------------------ billing events
 
+    async def last_event_applied(self, stream: str) -> dt.datetime | None:
+        """When routing last applied an event of the stream; None if it never did."""
+        async with storage_errors():
+            return await self._pool.fetchval("SELECT max(applied_at) FROM routing.consumed_events WHERE stream = $1",
+                                             stream)
+
     async def apply_billing_events(self, stream: str, events: Sequence[BillingFact]) -> list[BillingFact]:
         """Applies each event once (deduped by event id in the same transaction); returns the ones new here."""
         applied = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 log = logging.getLogger("callersync.background")
 
@@ -68,3 +69,42 @@ class Loop:
                 log.warning("%s: %s; will retry", self.name, err)
                 await asyncio.sleep(self._retry_s)
             await self._wait()
+
+
+class UntilDone:
+    """One step run in the background until it succeeds (a re-read, a replay request), waiting twice as long
+    after each failure up to max_retry_s, so a peer that is down for long is asked once a minute, not every two
+    seconds. start() while it runs starts nothing more."""
+
+    def __init__(self, name: str, step: Callable[[], Awaitable[Any]], *, retry_s: float = 2.0,
+                 max_retry_s: float = 60.0, retry_on: tuple[type[Exception], ...] = (Exception,),
+                 logger: logging.Logger = log) -> None:
+        self.name = name
+        self._step = step
+        self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
+        self._retry_on = retry_on
+        self._log = logger
+        self._task: asyncio.Task[Any] | None = None
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    async def result(self) -> Any:
+        """What the running (or last) step returned; None if it never started."""
+        return await self._task if self._task is not None else None
+
+    async def stop(self) -> None:
+        await cancel_and_wait(self._task)
+
+    async def _run(self) -> Any:
+        delay_s = self._retry_s
+        while True:
+            try:
+                return await self._step()
+            except self._retry_on as err:
+                reason = err.details() if hasattr(err, "details") and callable(err.details) else err
+                self._log.warning("%s failed (%s); retrying in %g s", self.name, reason, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._max_retry_s)

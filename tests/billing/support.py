@@ -53,3 +53,12 @@ async def stream_events(redis_client, match, timeout_s: float = 5.0, count: int 
         if len(found) >= count or asyncio.get_running_loop().time() > deadline:
             return found
         await asyncio.sleep(0.05)
+
+
+async def outbox_settled(db) -> None:
+    """Waits until billing's relay has published every event of its outbox."""
+    for _ in range(100):
+        if not await db.fetchval("SELECT count(*) FROM billing.outbox WHERE published_at IS NULL"):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("billing's relay left events unpublished")

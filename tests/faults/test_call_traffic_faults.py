@@ -6,6 +6,7 @@ checked (`pytest tests/faults -s`)."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import random
 import signal
 import time
@@ -19,6 +20,8 @@ from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.demo.legs import stamp
+from tests.billing.calls import call as finished_call
+from tests.billing.calls import connected
 from tests.faults import call_checks
 from tests.faults.traffic import CallTraffic, Channels, set_up_world, unused_zip
 from tests.system.processes import callersync_env, run_cli
@@ -253,5 +256,45 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
         lost = await wait_for_threshold(stubs, contractor, 6000, 10)
         print(f"[Redis FLUSHALL + restart, rate events] an event lost unread in the flush: arrived by re-reading "
               f"billing's rate card {lost:.1f} s after routing started")
+    finally:
+        await channels.close()
+
+
+async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stack, own_servers):
+    """A CallRated event Redis held unread (routing down) when it lost everything: routing, started again, finds
+    its consumer group gone and asks billing to replay its events, so the connected call still counts."""
+    stack.processes["routing"].kill()
+    await asyncio.get_running_loop().run_in_executor(None, stack.start, "routing")
+    channels = Channels(stack)
+    stubs = channels.stubs
+    try:
+        contractor, zip_code = f"replay-{time.time_ns()}", await unused_zip(stubs, random.Random(), set())
+        await stubs.billing.SetZipRate(bpb.SetZipRateRequest(zip=zip_code, rate_cents=3000, set_by="faults",
+                                                             effective_from=stamp(time.time_ns() - 3600 * 10**9)),
+                                       timeout=5)
+        await stubs.wallet.TopUp(wpb.TopUpRequest(contractor_id=contractor, amount_cents=100_000,
+                                                  payment_reference=contractor, idempotency_key=contractor), timeout=5)
+        await stubs.routing.ClaimZip(rpb.ClaimZipRequest(contractor_id=contractor, zip=zip_code,
+                                                         position=rpb.CLAIM_POSITION_PRIMARY), timeout=5)
+
+        async def connected_today() -> int:
+            reply = await stubs.routing.GetRoutingProfile(rpb.GetRoutingProfileRequest(contractor_id=contractor),
+                                                          timeout=5)
+            return reply.profile.connected_calls_today
+
+        stack.processes["routing"].kill()
+        started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        rated = await stubs.billing.RateCall(bpb.RateCallRequest(call=finished_call(
+            connected(contractor, 90, start=started), zip_code=zip_code, start=started)), timeout=10)
+        assert rated.decision.billable
+        await published(stack.database_url, zip_code)
+        await flushall_and_restart(own_servers)
+        await asyncio.get_running_loop().run_in_executor(None, stack.start, "routing")
+        t0 = time.monotonic()
+        while await connected_today() != 1:
+            assert time.monotonic() - t0 < 15, "the rated call lost in the flush never reached routing"
+            await asyncio.sleep(0.1)
+        print(f"\n[Redis FLUSHALL + restart, rated call] an event lost unread in the flush: replayed by billing, "
+              f"counted by routing {time.monotonic() - t0:.1f} s after routing started")
     finally:
         await channels.close()

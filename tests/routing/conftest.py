@@ -7,6 +7,7 @@ import itertools
 import random
 from collections.abc import AsyncIterator
 
+import asyncpg
 import grpc
 import pytest
 
@@ -14,7 +15,7 @@ from callersync.routing.v1 import routing_pb2_grpc
 from services.routing.app import build
 from services.routing.config import RoutingConfig
 from services.runtime.config import Settings
-from tests.conftest import serving
+from tests.conftest import fresh_database, serving
 
 CONFIG = RoutingConfig(claim_idle_ms=300, burst_max_calls=5, burst_window_s=60)
 
@@ -37,6 +38,14 @@ async def routing(routing_target: str) -> AsyncIterator[routing_pb2_grpc.Routing
 
 
 _zips = itertools.count(random.randrange(100, 900) * 100)
+
+
+@pytest.fixture
+async def isolated(servers):
+    """A routing database of its own, with no routing server consuming into it."""
+    pool = await asyncpg.create_pool(await fresh_database(servers), min_size=1, max_size=4)
+    yield pool
+    await pool.close()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ without loss, a dead consumer's pending entries taken over; and what each event 
 
 import datetime as dt
 
-import asyncpg
 import grpc
 import pytest
 
@@ -14,7 +13,6 @@ from services.routing.live_state import LiveState
 from services.routing.rate_card import RateCard
 from services.routing.storage import RoutingStore
 from services.routing.streams import StreamConsumer
-from tests.conftest import fresh_database
 from tests.routing.support import (
     caller,
     claim,
@@ -30,14 +28,6 @@ from tests.routing.support import (
     top_up,
     ts,
 )
-
-
-@pytest.fixture
-async def isolated(servers):
-    """A database of its own, with no routing server consuming into it."""
-    pool = await asyncpg.create_pool(await fresh_database(servers), min_size=1, max_size=4)
-    yield pool
-    await pool.close()
 
 
 @pytest.fixture

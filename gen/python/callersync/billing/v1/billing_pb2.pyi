@@ -1544,3 +1544,56 @@ class ExplainCallResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainCallResponse: _TypeAlias = ExplainCallResponse  # noqa: Y015
+
+@_typing.final
+class ReplayEventsRequest(_message.Message):
+    """---------------------------------------------------------------- events
+
+    Asks billing to publish its events again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SINCE_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
+    requested_by: _builtins.str
+    """Who asks, for billing's log (for example "routing")."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Events recorded at or after this moment; unset for every event billing holds."""
+
+    def __init__(
+        self,
+        *,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        requested_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requested_by", b"requested_by", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayEventsRequest: _TypeAlias = ReplayEventsRequest  # noqa: Y015
+
+@_typing.final
+class ReplayEventsResponse(_message.Message):
+    """What a replay queued."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_QUEUED_FIELD_NUMBER: _builtins.int
+    events_queued: _builtins.int
+    """Events queued for publication again; the outbox relay publishes them shortly."""
+    def __init__(
+        self,
+        *,
+        events_queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events_queued", b"events_queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayEventsResponse: _TypeAlias = ReplayEventsResponse  # noqa: Y015

@@ -97,6 +97,11 @@ class BillingServiceStub:
                 request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.SerializeToString,
                 response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.FromString,
                 _registered_method=True)
+        self.ReplayEvents = channel.unary_unary(
+                '/callersync.billing.v1.BillingService/ReplayEvents',
+                request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsRequest.SerializeToString,
+                response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -203,6 +208,15 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReplayEvents(self, request, context):
+        """Publishes billing's events again from its outbox, for a consumer whose Redis
+        stream was lost with events it had not read (Redis flushed, or failed over to
+        an empty replica). Consumers dedupe by event id: a replay applies nothing twice.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_BillingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -260,6 +274,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListCharges,
                     request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.FromString,
                     response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.SerializeToString,
+            ),
+            'ReplayEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayEvents,
+                    request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsRequest.FromString,
+                    response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -567,6 +586,33 @@ class BillingService:
             '/callersync.billing.v1.BillingService/ListCharges',
             callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.SerializeToString,
             callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.billing.v1.BillingService/ReplayEvents',
+            callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsRequest.SerializeToString,
+            callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,11 @@ class BillingServiceStub:
     """Refund cases, newest first: the ops console's review queue."""
     ListCharges: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListChargesRequest, _billing_pb2.ListChargesResponse]
     """A contractor's charges, newest first, with decision, evidence and refund state."""
+    ReplayEvents: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ReplayEventsRequest, _billing_pb2.ReplayEventsResponse]
+    """Publishes billing's events again from its outbox, for a consumer whose Redis
+    stream was lost with events it had not read (Redis flushed, or failed over to
+    an empty replica). Consumers dedupe by event id: a replay applies nothing twice.
+    """
 
 @_typing.type_check_only
 class BillingServiceAsyncStub(BillingServiceStub):
@@ -147,6 +152,11 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Refund cases, newest first: the ops console's review queue."""
     ListCharges: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListChargesRequest, _billing_pb2.ListChargesResponse]  # type: ignore[assignment]
     """A contractor's charges, newest first, with decision, evidence and refund state."""
+    ReplayEvents: _aio.UnaryUnaryMultiCallable[_billing_pb2.ReplayEventsRequest, _billing_pb2.ReplayEventsResponse]  # type: ignore[assignment]
+    """Publishes billing's events again from its outbox, for a consumer whose Redis
+    stream was lost with events it had not read (Redis flushed, or failed over to
+    an empty replica). Consumers dedupe by event id: a replay applies nothing twice.
+    """
 
 class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     """BillingService turns finished calls and AI bookings into charges by the
@@ -270,5 +280,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.ListChargesResponse, _abc.Awaitable[_billing_pb2.ListChargesResponse]]:
         """A contractor's charges, newest first, with decision, evidence and refund state."""
+
+    @_abc_1.abstractmethod
+    def ReplayEvents(
+        self,
+        request: _billing_pb2.ReplayEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ReplayEventsResponse, _abc.Awaitable[_billing_pb2.ReplayEventsResponse]]:
+        """Publishes billing's events again from its outbox, for a consumer whose Redis
+        stream was lost with events it had not read (Redis flushed, or failed over to
+        an empty replica). Consumers dedupe by event id: a replay applies nothing twice.
+        """
 
 def add_BillingServiceServicer_to_server(servicer: BillingServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
