@@ -225,7 +225,8 @@ class RedisPipe:
         context = ssl.create_default_context(cafile=p.get("ssl_ca_certs"))
         if p.get("ssl_certfile"):
             context.load_cert_chain(p["ssl_certfile"], p.get("ssl_keyfile"))
-        if str(p.get("ssl_cert_reqs", "required")).lower() in ("none", str(int(ssl.CERT_NONE))):
+        reqs = p.get("ssl_cert_reqs", "required")  # "none" from a URL's query, ssl.CERT_NONE from code
+        if reqs == ssl.CERT_NONE or str(reqs).lower() == "none":
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
         return context

@@ -203,10 +203,15 @@ async def wait_for_threshold(stubs, contractor: str, cents: int, within_s: float
     )
 
 
-async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart(stack, own_servers):
-    # A routing process of its own, whose consumer groups an earlier flush in this folder cannot have broken.
+async def restart_routing(stack) -> None:
+    """A routing process of the test's own, whose consumer groups an earlier flush in this folder cannot have
+    broken (or, with Redis flushed meanwhile, one that finds them gone)."""
     stack.processes["routing"].kill()
     await asyncio.get_running_loop().run_in_executor(None, stack.start, "routing")
+
+
+async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart(stack, own_servers):
+    await restart_routing(stack)
     channels = Channels(stack)
     stubs = channels.stubs
     try:
@@ -263,8 +268,7 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
 async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stack, own_servers):
     """A CallRated event Redis held unread (routing down) when it lost everything: routing, started again, finds
     its consumer group gone and asks billing to replay its events, so the connected call still counts."""
-    stack.processes["routing"].kill()
-    await asyncio.get_running_loop().run_in_executor(None, stack.start, "routing")
+    await restart_routing(stack)
     channels = Channels(stack)
     stubs = channels.stubs
     try:

@@ -102,3 +102,18 @@ async def route(routing, zip_code: str, number: str | None = None, call_id: str 
 
 def contractors(n: int) -> list[str]:
     return [f"ctr-{uuid.uuid4().hex[:12]}" for _ in range(n)]
+
+
+async def capped_primary_and_backup(routing, wallet, redis_client, db, zip_code: str) -> tuple[str, str]:
+    """A ZIP with a primary capped at one connected call a day and an uncapped backup, both able to pay. Many
+    calls at once are allowed, so only the daily cap can make routing pass the primary over."""
+    primary, backup = contractors(2)
+    await price(redis_client, db, zip_code, 3000)
+    await claim(routing, primary, zip_code)
+    await claim(routing, backup, zip_code, pb.CLAIM_POSITION_BACKUP)
+    for cid in (primary, backup):
+        await top_up(wallet, cid, 20000)
+    await routing.SetCaps(pb.SetCapsRequest(contractor_id=primary, caps=pb.Caps(daily_max_connected_calls=1,
+                                                                                max_concurrent_calls=100)))
+    await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
+    return primary, backup

@@ -15,6 +15,7 @@ from services.routing.storage import RoutingStore
 from services.routing.streams import StreamConsumer
 from tests.routing.support import (
     caller,
+    capped_primary_and_backup,
     claim,
     contractors,
     eventually,
@@ -152,16 +153,7 @@ async def test_an_approved_spam_refund_blocks_the_caller_for_routing(routing, wa
 
 
 async def test_rated_calls_count_against_the_daily_cap_and_free_the_slot(routing, wallet, redis_client, db, zip_code):
-    primary, backup = contractors(2)
-    await price(redis_client, db, zip_code, 3000)
-    await claim(routing, primary, zip_code)
-    await claim(routing, backup, zip_code, pb.CLAIM_POSITION_BACKUP)
-    for cid in (primary, backup):
-        await top_up(wallet, cid, 20000)
-    # Many calls at once allowed, so only the daily cap can make routing pass the primary over.
-    await routing.SetCaps(pb.SetCapsRequest(contractor_id=primary, caps=pb.Caps(daily_max_connected_calls=1,
-                                                                                max_concurrent_calls=100)))
-    await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
+    primary, backup = await capped_primary_and_backup(routing, wallet, redis_client, db, zip_code)
     offered = await route(routing, zip_code)
     assert offered.candidate.contractor_id == primary
     await publish(redis_client, events_pb2.BillingEvent(call_rated=events_pb2.CallRated(

@@ -5,7 +5,18 @@ import datetime as dt
 
 from callersync.billing.v1 import events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
-from tests.routing.support import claim, contractors, eventually, new_call, price, publish, route, top_up, ts
+from tests.routing.support import (
+    capped_primary_and_backup,
+    claim,
+    contractors,
+    eventually,
+    new_call,
+    price,
+    publish,
+    route,
+    top_up,
+    ts,
+)
 
 
 async def _usage_keys(redis_client, contractor_id: str) -> dict[bytes, bytes]:
@@ -14,15 +25,7 @@ async def _usage_keys(redis_client, contractor_id: str) -> dict[bytes, bytes]:
 
 
 async def test_a_daily_cap_still_holds_after_redis_lost_the_counts(routing, wallet, redis_client, db, zip_code):
-    primary, backup = contractors(2)
-    await price(redis_client, db, zip_code, 3000)
-    await claim(routing, primary, zip_code)
-    await claim(routing, backup, zip_code, pb.CLAIM_POSITION_BACKUP)
-    for cid in (primary, backup):
-        await top_up(wallet, cid, 20000)
-    await routing.SetCaps(pb.SetCapsRequest(contractor_id=primary, caps=pb.Caps(daily_max_connected_calls=1,
-                                                                                max_concurrent_calls=100)))
-    await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
+    primary, backup = await capped_primary_and_backup(routing, wallet, redis_client, db, zip_code)
     await publish(redis_client, events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
         call_id=new_call(), zip=zip_code, billable=True, payer_contractor_id=primary, connected_ms=60_000,
         price_cents=3000, started_at=ts(dt.datetime.now(dt.UTC)), rung_contractor_ids=[primary])))
