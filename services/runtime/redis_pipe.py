@@ -48,12 +48,13 @@ def pack(args: Sequence[Arg]) -> bytes:
     """One command in RESP, encoded as redis-py encodes arguments (numbers as their repr)."""
     parts = [b"*%d\r\n" % len(args)]
     for arg in args:
-        if isinstance(arg, str):
+        kind = type(arg)  # exact types first: an outbox batch packs thousands of arguments
+        if kind is str:
             arg = arg.encode()
-        elif isinstance(arg, bool) or not isinstance(arg, bytes | int | float):
-            raise TypeError(f"a Redis argument must be str, bytes, int or float, not {type(arg).__name__}")
-        elif not isinstance(arg, bytes):
+        elif kind is int or kind is float:  # not bool, whose type is bool
             arg = repr(arg).encode()
+        elif kind is not bytes:
+            raise TypeError(f"a Redis argument must be str, bytes, int or float, not {kind.__name__}")
         parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
     return b"".join(parts)
 
