@@ -117,6 +117,7 @@ class RefundDesk:
             note = request.note or ("Approved by an operator." if wanted == "approved" else "Denied by an operator.")
             resolved = await self._store.resolve_case(case["refund_case_id"], wanted, request.reviewer, note)
             case = resolved or await self._store.get_case(request.refund_case_id)
+            assert case is not None  # found above, and refund cases are never deleted
         if case["state"] != wanted:
             raise FailedPrecondition(
                 f"refund case {case['refund_case_id']} is already {case['state'].replace('_', ' ')}"

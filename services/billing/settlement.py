@@ -175,7 +175,7 @@ class Settlement:
         fp = {i: facts_hash(calls[i]) for i in unique}
         stored = await self._store.rated_calls_by_id([calls[i].call_id for i in unique])
         new = [i for i in unique if calls[i].call_id not in stored]
-        fresh: set[str] = set()
+        fresh: dict[str, asyncpg.Record] = {}
         if new:
             fresh = await self._decide(calls, new, fp, out)
             lost = [calls[i].call_id for i in new if out[i] is None and calls[i].call_id not in fresh]
@@ -273,9 +273,15 @@ class Settlement:
         for row, result in done:
             entry = result.entry if result.HasField("entry") else None
             how = "none" if entry is None else ("capture" if entry.kind == wpb.ENTRY_KIND_CAPTURE else "charge")
-            settled.append((row["call_id"], how, entry.entry_id if entry else None,
-                            entry.reservation_id if how == "capture" else ""))
+            reservation_id = ""
+            if how == "capture":
+                assert entry is not None  # how is "none" without an entry
+                reservation_id = entry.reservation_id
+            settled.append((row["call_id"], how, entry.entry_id if entry else None, reservation_id))
             if row["billable"]:
+                # A billable call has a payer and a price (_settlement_item), so the wallet posted a capture or a
+                # charge for it: a refusal went to failed above.
+                assert entry is not None
                 call = pb.FinishedCall.FromString(bytes(row["facts"]))
                 charges.append({
                     "charge_id": charge_id(f"call:{row['call_id']}"), "contractor_id": row["payer_contractor_id"],
@@ -320,6 +326,8 @@ class Settlement:
             stored = await self._store.insert_booking(messages.to_datetime(request.scheduled_at), decide)
             fresh = stored is not None
             row = stored or await self._store.get_booking(request.booking_id)
+            # insert_booking stores nothing only when the booking is there already, and bookings are never deleted.
+            assert row is not None
         else:
             fresh = False
         if bytes(row["facts_hash"]) == fp and row["state"] == "settling":
@@ -355,6 +363,7 @@ class Settlement:
         block the caller, in the same transaction that records the credit."""
         case_id = case["refund_case_id"]
         charge = await self._store.get_charge(case["charge_id"])
+        assert charge is not None  # refund_cases.charge_id references billing.charges, whose rows are never deleted
         try:
             entry = await self._wallet.refund(
                 charge["wallet_entry_id"], case["amount_cents"], f"refund:{case_id}",

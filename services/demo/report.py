@@ -81,7 +81,7 @@ COLUMNS = (
 
 
 def table(tallies: list[Tally]) -> list[str]:
-    rows = [COLUMNS]
+    rows: list[tuple[str, ...]] = [COLUMNS]
     for t in tallies:
         rows.append(
             (

@@ -107,6 +107,7 @@ class BillingEventHandler:
                 continue
             await self._live.end_calls(fact.call_id, list(fact.rung_contractor_ids))
             if fact.payer_contractor_id:
+                assert fact.effective_from is not None  # fact_of gives every call_rated fact its started_at
                 await self._refresh_usage(fact.payer_contractor_id, fact.effective_from)
 
     async def _refresh_usage(self, contractor_id: str, started_at: dt.datetime) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,7 +32,7 @@ class RoutingConfig:
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoutingConfig:
         env = os.environ if env is None else env
-        values = {}
+        values: dict[str, Any] = {}
         for field in dataclasses.fields(cls):
             raw = env.get(f"CALLERSYNC_ROUTING_{field.name.upper()}", "")
             if raw:

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import cast
 
 import redis.asyncio as redis
 
-from services.runtime.redis_pipe import RedisPipe, Script, pack
+from services.runtime.redis_pipe import Arg, RedisPipe, Script, pack
 
 GEN_CLAIMS = "routing:gen:claims"
 GEN_BLOCKLIST = "routing:gen:blocklist"
@@ -122,16 +123,18 @@ class LiveState:
         await self._scripts.aclose()
 
     async def session(self, call_id: str) -> bytes | None:
-        return await self.redis.get(session_key(call_id))
+        # redis-py types replies as str too, for clients that decode them; ours does not.
+        return cast(bytes | None, await self.redis.get(session_key(call_id)))
 
     async def commit(self, call_id: str, session_json: str, *, expected_step: int, now: float,
                      offered_to: str | None, limit: int | None, previous: str | None, steps: list[dict]) -> Committed:
         """limit None: no ceiling on the offered contractor's live calls."""
         keys = [session_key(call_id), live_key(offered_to) if offered_to else _NO_KEY,
                 live_key(previous) if previous else _NO_KEY, STEPS_STREAM]
-        args = [session_json, self._session_ttl_s, call_id, repr(now), repr(now + self._slot_ttl_s),
-                -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
-                json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s, self._steps_maxlen]
+        args: list[Arg] = [session_json, self._session_ttl_s, call_id, repr(now), repr(now + self._slot_ttl_s),
+                           -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
+                           json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s,
+                           self._steps_maxlen]
         out = await self._scripts.run(_COMMIT, keys, args)
         return Committed(out[0].decode(), out[1])
 

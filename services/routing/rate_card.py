@@ -83,11 +83,13 @@ class RateCard:
         return changed
 
     async def resync_all(self) -> int:
+        billing = self._billing
+        assert billing is not None, "start_resync runs this only when routing has a billing to ask"
         rates: list[tuple[str, dt.datetime, int]] = []
         fees: dict[dt.datetime, int] = {}
         token = ""
         while True:
-            reply = await self._billing.GetRateCard(
+            reply = await billing.GetRateCard(
                 billing_pb2.GetRateCardRequest(include_history=True, page_size=1000, page_token=token),
                 timeout=self._timeout_s)
             rates += [(r.zip, r.effective_from.ToDatetime(tzinfo=dt.UTC), r.rate_cents)

@@ -197,6 +197,7 @@ class Router:
         step_records = records + [self._record(session, s.entry, "skipped", now, skip_reason=s.reason,
                                                message=s.message) for s in skipped]
         if offered is not None:
+            assert reservation is not None  # an offer always comes with the reservation made for it
             step_records.append(self._record(session, offered, "offered", now))
             session.offered.append(offered.contractor_id)
             session.reservation_id = reservation.reservation_id
@@ -212,6 +213,9 @@ class Router:
             session.offered.pop()
             session.reservation_id = ""
         if result.outcome == "busy":
+            # Only an offer with a profile sends a limit (offered_to and limit above), and only a limit makes the
+            # script answer busy, with the live count.
+            assert reservation is not None and profile is not None and result.detail is not None
             await self._release(reservation.reservation_id)
             return cascade.concurrency_skip(profile, int(result.detail))
         # Another replica answered this step first: give its answer, and drop our hold unless it is the same.
@@ -221,6 +225,7 @@ class Router:
                 await self._release(reservation.reservation_id)
         if result.outcome == "gone":
             raise NotFound(f"the cascade of call {session.call_id!r} expired while routing it", reason="UNKNOWN_CALL")
+        assert result.detail is not None  # exists and moved, the outcomes left, carry the stored session
         winner = Session.loads(result.detail)
         return stored_response(winner, 0 if expected_step == 0 else min(expected_step, len(winner.responses) - 1))
 

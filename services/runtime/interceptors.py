@@ -93,6 +93,7 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler)
                     f"internal error in {method}; nothing was changed if the call moves money. "
                     f"Report trace id {trace_id or 'n/a'} to the CallerSync on-call engineer.",
                 )
+            assert refusal is not None  # context.abort raised above: grpc's API is untyped, so mypy cannot see it
             if refusal is not err:
                 log.warning("%s: %s (%s)", method, refusal.message, type(err).__name__)
             code = refusal.code.name

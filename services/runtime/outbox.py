@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeAlias
 
 import asyncpg
 from opentelemetry import metrics
@@ -18,7 +19,7 @@ from services.runtime.redis_pipe import RedisPipe, pack
 
 log = logging.getLogger("callersync.outbox")
 
-Row = asyncpg.Record
+Row: TypeAlias = asyncpg.Record
 Handler = Callable[[Sequence[Row]], Awaitable[None]]
 
 

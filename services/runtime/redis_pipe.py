@@ -47,6 +47,7 @@ class Script:
 def pack(args: Sequence[Arg]) -> bytes:
     """One command in RESP, encoded as redis-py encodes arguments (numbers as their repr)."""
     parts = [b"*%d\r\n" % len(args)]
+    arg: Any  # mypy cannot narrow through `kind`, and type(arg) in each test would cost the speed it buys
     for arg in args:
         kind = type(arg)  # exact types first: an outbox batch packs thousands of arguments
         if kind is str:
@@ -118,7 +119,8 @@ class RedisPipe:
         self._pipe: _Pipe | None = None
         self._connecting = asyncio.Lock()
         self._tracer = telemetry.tracer("redis")
-        self._span_attributes = {"db.system": "redis", "db.redis.database_index": int(params.get("db") or 0)}
+        self._span_attributes: dict[str, str | int] = {"db.system": "redis",
+                                                       "db.redis.database_index": int(params.get("db") or 0)}
         if params.get("path"):
             self._span_attributes["net.transport"] = "unix"
         else:

@@ -95,6 +95,9 @@ def stop_on_signals(servers: Sequence[GrpcServer], grace_s: float) -> asyncio.Ev
         await asyncio.gather(*(s.stop(grace_s) for s in servers))
         done.set()
 
+    def on_signal(sig: signal.Signals) -> None:
+        asyncio.ensure_future(shutdown(sig.name))
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda s=sig: asyncio.ensure_future(shutdown(s.name)))
+        loop.add_signal_handler(sig, on_signal, sig)
     return done

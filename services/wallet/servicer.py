@@ -213,10 +213,12 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         posted = await self._post(op)
         if posted.outcome == "key_reused":  # captured before, at another amount
             held = await self._store.get_reservation(reservation_id)
+            assert held is not None  # reservation_owner found it above, and reservations are never deleted
             raise ledger.refusal("reservation_captured", op, held["captured_cents"], held["capture_entry_id"])
         if posted.outcome not in ("applied", "replayed"):
             raise ledger.refusal(posted.outcome, op, posted.row["detail_cents"], posted.row["entry_id"])
         reservation = await self._store.get_reservation(reservation_id)
+        assert reservation is not None  # as above: it exists, and reservations are never deleted
         return pb.CaptureResponse(
             reservation=reservation_message(reservation, reservation["now"]), entry=entry_message(posted.row)
         )
