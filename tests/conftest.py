@@ -27,6 +27,7 @@ from services.billing.app import BILLING
 from services.cli import SERVICES
 from services.runtime.config import Settings
 from services.runtime.db import migrate
+from services.runtime.redis_pipe import RedisPipe
 from services.wallet.app import WALLET
 
 
@@ -92,6 +93,13 @@ async def redis_client(servers: Servers) -> AsyncIterator[redis.Redis]:
     client = redis.Redis.from_url(servers.redis_url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture(scope="session")
+async def redis_pipe(redis_client: redis.Redis) -> AsyncIterator[RedisPipe]:
+    pipe = RedisPipe.like(redis_client)
+    yield pipe
+    await pipe.aclose()
 
 
 class SmtpInbox:

@@ -23,6 +23,7 @@ from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
 from services.runtime.redis_client import create_redis
+from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
@@ -38,7 +39,8 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
     store = RoutingStore(pool)
     directory = Directory(store)
-    live = LiveState(redis_client, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
+    pipe = RedisPipe.like(redis_client)  # the hot path's scripts
+    live = LiveState(redis_client, pipe, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
                      slot_ttl_s=config.live_slot_ttl_s)
     thresholds = ThresholdRelay(store, wallet, settings.outbox_poll_ms)
 
@@ -79,7 +81,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         # Newest first: stop the consumers and the relay, then the channels and pools they use.
-        cleanups=[pool.close, live.aclose, redis_client.aclose, close_channels, thresholds.stop, rate_card.stop,
+        cleanups=[pool.close, redis_client.aclose, pipe.aclose, close_channels, thresholds.stop, rate_card.stop,
                   replay.stop, events.stop, steps.stop],
     )
     if tls.enabled(settings):

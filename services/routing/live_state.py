@@ -99,10 +99,10 @@ class Committed:
 
 
 class LiveState:
-    def __init__(self, client: redis.Redis, *, burst_window_s: int, session_ttl_s: int, slot_ttl_s: int,
-                 steps_maxlen: int = 1_000_000) -> None:
+    def __init__(self, client: redis.Redis, pipe: RedisPipe, *, burst_window_s: int, session_ttl_s: int,
+                 slot_ttl_s: int, steps_maxlen: int = 1_000_000) -> None:
         self.redis = client
-        self._scripts = RedisPipe.like(client)
+        self._pipe = pipe  # the scripts of every step, and the connected-call counts
         self._burst_window_s = burst_window_s
         self._session_ttl_s = session_ttl_s
         self._slot_ttl_s = slot_ttl_s
@@ -114,13 +114,10 @@ class LiveState:
         burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
         keys = ([session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst]
                 + [k for triple in fact_keys for k in triple])
-        out = await self._scripts.run(_ADMIT, keys, [self._burst_window_s, repr(now)])
+        out = await self._pipe.run(_ADMIT, keys, [self._burst_window_s, repr(now)])
         flat = [int(x) for x in out[4:]]
         return Admission(out[0], out[1], out[2], int(out[3]),
                          [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)])  # type: ignore[misc]
-
-    async def aclose(self) -> None:
-        await self._scripts.aclose()
 
     async def session(self, call_id: str) -> bytes | None:
         # redis-py types replies as str too, for clients that decode them; ours does not.
@@ -135,7 +132,7 @@ class LiveState:
                            -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
                            json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s,
                            self._steps_maxlen]
-        out = await self._scripts.run(_COMMIT, keys, args)
+        out = await self._pipe.run(_COMMIT, keys, args)
         return Committed(out[0].decode(), out[1])
 
     async def end_calls(self, call_id: str, contractor_ids: list[str]) -> None:
@@ -151,7 +148,7 @@ class LiveState:
         PostgreSQL to refill the cache, which must not overwrite a newer one a rated call wrote meanwhile."""
         if counts:
             nx = (b"NX",) if only_missing else ()
-            await self._scripts.pipeline([pack((b"SET", key, n, b"EX", USAGE_TTL_S, *nx)) for key, n in counts.items()])
+            await self._pipe.pipeline([pack((b"SET", key, n, b"EX", USAGE_TTL_S, *nx)) for key, n in counts.items()])
 
     async def bump(self, *generations: str) -> None:
         """Tells every replica's cache that claims/profiles/rates (or the blocklist) changed."""

@@ -1,15 +1,12 @@
 """ReplayEvents: billing publishes its events again from the outbox, for a consumer whose stream Redis lost."""
 
-import datetime as dt
-
 import grpc
 import pytest
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import events_pb2
 from services.billing.events import EVENTS_STREAM
-from tests.billing.support import outbox_settled, unique_zip
+from tests.billing.support import at, outbox_settled, set_rate, unique_zip
 
 
 async def _published_ids(redis_client) -> list[int]:
@@ -17,27 +14,19 @@ async def _published_ids(redis_client) -> list[int]:
     return [events_pb2.BillingEvent.FromString(fields[b"data"]).event_id for _, fields in entries]
 
 
-def _stamp(moment: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(moment)
-    return ts
-
-
 async def test_events_since_a_moment_are_published_again_and_older_ones_are_not(billing, db, redis_client):
     old_zip, new_zip = unique_zip(), unique_zip()
-    await billing.SetZipRate(pb.SetZipRateRequest(zip=old_zip, rate_cents=2100, set_by="ops",
-                                                  effective_from=_stamp(dt.datetime.now(dt.UTC))))
+    await set_rate(billing, old_zip, 2100)
     await outbox_settled(db)
     between = await db.fetchval("SELECT now()")
-    await billing.SetZipRate(pb.SetZipRateRequest(zip=new_zip, rate_cents=2200, set_by="ops",
-                                                  effective_from=_stamp(dt.datetime.now(dt.UTC))))
+    await set_rate(billing, new_zip, 2200)
     await outbox_settled(db)
     old_id, new_id = [await db.fetchval(
         "SELECT max(event_id) FROM billing.outbox WHERE created_at < $1", between),
         await db.fetchval("SELECT max(event_id) FROM billing.outbox")]
     before = await _published_ids(redis_client)
 
-    reply = await billing.ReplayEvents(pb.ReplayEventsRequest(since=_stamp(between), requested_by="test"))
+    reply = await billing.ReplayEvents(pb.ReplayEventsRequest(since=at(between), requested_by="test"))
     assert reply.events_queued >= 1
     await outbox_settled(db)
     again = (await _published_ids(redis_client))[len(before):]

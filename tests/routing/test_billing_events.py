@@ -37,40 +37,44 @@ def stream(redis_client):
     return f"test.billing.events.{next_event_id()}"
 
 
-def consumer(redis_client, pool, stream, name, handler=None, claim_idle_ms=60_000):
-    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
+@pytest.fixture
+def live(redis_client, redis_pipe) -> LiveState:
+    return LiveState(redis_client, redis_pipe, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
+
+
+def consumer(live, pool, stream, name, handler=None, claim_idle_ms=60_000):
     handler = handler or BillingEventHandler(RoutingStore(pool), live, lambda: None, lambda: None)
-    return StreamConsumer(redis_client, stream, "routing", handler, consumer=name, claim_idle_ms=claim_idle_ms)
+    return StreamConsumer(live.redis, stream, "routing", handler, consumer=name, claim_idle_ms=claim_idle_ms)
 
 
 async def rates(pool):
     return {r["zip"]: r["rate_cents"] for r in await pool.fetch("SELECT zip, rate_cents FROM routing.zip_rates")}
 
 
-async def test_events_published_while_routing_is_down_are_consumed_after_the_restart(redis_client, isolated, stream):
-    first = consumer(redis_client, isolated, stream, "replica-a")
+async def test_events_published_while_routing_is_down_are_consumed_after_the_restart(
+        redis_client, live, isolated, stream):
+    first = consumer(live, isolated, stream, "replica-a")
     for i in range(3):
         await publish(redis_client, rate_event(f"1000{i}", 1000 + i), stream)
     assert await first.drain() == 3
     # routing is down; billing keeps publishing
     for i in range(3, 6):
         await publish(redis_client, rate_event(f"1000{i}", 1000 + i), stream)
-    restarted = consumer(redis_client, isolated, stream, "replica-a-restarted")
+    restarted = consumer(live, isolated, stream, "replica-a-restarted")
     assert await restarted.drain() == 3
     assert await rates(isolated) == {f"1000{i}": 1000 + i for i in range(6)}
 
 
 async def test_a_consumer_that_died_before_acknowledging_is_taken_over_and_nothing_applies_twice(
-        redis_client, isolated, stream):
+        redis_client, live, isolated, stream):
     store = RoutingStore(isolated)
-    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
     real = BillingEventHandler(store, live, lambda: None, lambda: None)
 
     async def apply_then_die(entries):
         await real(entries)
         raise RuntimeError("killed between commit and XACK")
 
-    dying = consumer(redis_client, isolated, stream, "replica-dying", handler=apply_then_die)
+    dying = consumer(live, isolated, stream, "replica-dying", handler=apply_then_die)
     rated = events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
         call_id=new_call(), zip="20001", billable=True, payer_contractor_id="ctr-x", connected_ms=45_000,
         price_cents=4000, started_at=ts(dt.datetime.now(dt.UTC))))
@@ -80,18 +84,17 @@ async def test_a_consumer_that_died_before_acknowledging_is_taken_over_and_nothi
         await dying.poll_once()
     pending = await redis_client.xpending(stream, "routing")
     assert pending["pending"] == 2
-    heir = consumer(redis_client, isolated, stream, "replica-heir", claim_idle_ms=0)
+    heir = consumer(live, isolated, stream, "replica-heir", claim_idle_ms=0)
     assert await heir.drain() == 2
     assert (await redis_client.xpending(stream, "routing"))["pending"] == 0
     assert await isolated.fetchval("SELECT count(*) FROM routing.connected_calls WHERE contractor_id = 'ctr-x'") == 1
     assert await isolated.fetchval("SELECT count(*) FROM routing.consumed_events") == 2
 
 
-async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_poll(redis_client, isolated, stream):
+async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_poll(redis_client, live, isolated, stream):
     """Recovery of pending entries runs only now and then, except right after a failure: PostgreSQL back from
     a blip must not leave a rate change waiting for the next recovery round (half claim_idle_ms)."""
     store = RoutingStore(isolated)
-    live = LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60)
     real = BillingEventHandler(store, live, lambda: None, lambda: None)
     failures = [RuntimeError("PostgreSQL restarting")]
 
@@ -100,7 +103,7 @@ async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_pol
             raise failures.pop()
         await real(entries)
 
-    flickering = consumer(redis_client, isolated, stream, "replica-flicker", handler=flaky)
+    flickering = consumer(live, isolated, stream, "replica-flicker", handler=flaky)
     await flickering.poll_once()  # the first poll recovers (nothing yet): the next would not, unprompted
     await publish(redis_client, rate_event("40404", 2200), stream)
     with pytest.raises(RuntimeError):
@@ -110,22 +113,22 @@ async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_pol
     assert (await redis_client.xpending(stream, "routing"))["pending"] == 0
 
 
-async def test_a_redelivered_event_is_applied_once(redis_client, isolated, stream):
+async def test_a_redelivered_event_is_applied_once(redis_client, live, isolated, stream):
     block = events_pb2.BillingEvent(event_id=next_event_id(), caller_block_requested=events_pb2.CallerBlockRequested(
         caller_number="+14155550199", refund_case_id="rc-1", contractor_id="ctr-y", call_id="c-1", reviewer="ops"))
     await publish(redis_client, block, stream)
     await publish(redis_client, block, stream)  # the relay crashed before marking it published: sent again
-    assert await consumer(redis_client, isolated, stream, "replica-b").drain() == 2
+    assert await consumer(live, isolated, stream, "replica-b").drain() == 2
     assert await isolated.fetchval("SELECT count(*) FROM routing.blocklist_history") == 1
     row = await isolated.fetchrow("SELECT * FROM routing.blocked_callers")
     assert (row["source"], row["refund_case_id"]) == ("spam_refund", "rc-1")
 
 
-async def test_an_entry_routing_cannot_read_is_set_aside_and_the_rest_applied(redis_client, isolated, stream):
+async def test_an_entry_routing_cannot_read_is_set_aside_and_the_rest_applied(redis_client, live, isolated, stream):
     await redis_client.xadd(stream, {"event_id": 1, "type": "zip_rate_changed", "data": b"\xff\xffnot a proto"})
     await publish(redis_client, rate_event("123", 1000), stream)  # not a ZIP
     await publish(redis_client, rate_event("30303", 1500), stream)
-    assert await consumer(redis_client, isolated, stream, "replica-c").drain() == 3
+    assert await consumer(live, isolated, stream, "replica-c").drain() == 3
     assert await rates(isolated) == {"30303": 1500}
     assert await isolated.fetchval("SELECT count(*) FROM routing.rejected_events") == 2
 
@@ -191,7 +194,7 @@ async def test_a_rate_set_in_billing_reaches_the_wallet_threshold_through_the_st
 
 
 async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
-        redis_client, isolated, stream, billing_target, zip_code):
+        redis_client, live, isolated, stream, billing_target, zip_code):
     """Redis lost the stream (FLUSHALL, an empty failover replica): the events it held are gone, so routing reads
     billing's card again, and the contractors of every ZIP whose rate it lacked get their threshold pushed."""
     async with grpc.aio.insecure_channel(billing_target) as channel:
@@ -209,7 +212,7 @@ async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
             rate_card.start_resync()
 
         first = StreamConsumer(redis_client, stream, "routing", BillingEventHandler(
-            RoutingStore(isolated), LiveState(redis_client, burst_window_s=60, session_ttl_s=60, slot_ttl_s=60),
+            RoutingStore(isolated), live,
             lambda: None, lambda: None), consumer="replica-new", on_group_created=group_created)
         await first.poll_once()
         assert await rate_card.resynced() >= 1 and resyncs == [1]
@@ -218,7 +221,7 @@ async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
             "SELECT cause FROM routing.threshold_outbox WHERE contractor_id = 'ctr-lost-event'")
         assert [r["cause"] for r in causes] == [f"re-read from billing (rate of {zip_code})"]
         # The group exists now: another replica joining it re-reads nothing; a second re-read changes nothing.
-        second = consumer(redis_client, isolated, stream, "replica-other")
+        second = consumer(live, isolated, stream, "replica-other")
         second._on_group_created = group_created
         await second.poll_once()
         assert created == [stream]

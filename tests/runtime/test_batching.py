@@ -10,7 +10,6 @@ import pytest
 from services.runtime.errors import AlreadyExists
 from services.runtime.group_commit import GroupCommitter
 from services.runtime.idempotency import IdempotencyCache
-from services.runtime.redis_pipe import RedisPipe
 
 
 async def test_concurrent_submits_share_batches_and_get_their_own_results():
@@ -54,8 +53,8 @@ async def test_a_failed_batch_fails_every_item_once_without_retrying_alone():
     assert sum(len(c) for c in calls) == 5  # each item tried once, never again alone
 
 
-async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(redis_client):
-    cache = IdempotencyCache(RedisPipe.like(redis_client), f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
+async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(redis_pipe):
+    cache = IdempotencyCache(redis_pipe, f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
     ran: list[str] = []
 
     def work_for(key: str):
@@ -73,8 +72,8 @@ async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(r
     assert sorted(ran) == sorted(keys)  # the retries were answered by Redis
 
 
-async def test_same_key_other_parameters_is_refused_and_failed_work_frees_the_key(redis_client):
-    cache = IdempotencyCache(RedisPipe.like(redis_client), f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
+async def test_same_key_other_parameters_is_refused_and_failed_work_frees_the_key(redis_pipe):
+    cache = IdempotencyCache(redis_pipe, f"test-{uuid.uuid4().hex[:8]}", retention_s=60)
 
     async def ok() -> bytes:
         return b"ok"
