@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from callersync.billing.v1 import events_pb2
 from services.runtime.outbox import Row
+from services.runtime.timestamps import set_stamp
 
 EVENTS_STREAM = "callersync.billing.events"
 TOPIC = "billing.event"
@@ -26,9 +25,7 @@ def payload(event: events_pb2.BillingEvent) -> bytes:
 def from_row(row: Row) -> events_pb2.BillingEvent:
     event = events_pb2.BillingEvent.FromString(bytes(row["payload"]))
     event.event_id = row["event_id"]
-    occurred_at = Timestamp()
-    occurred_at.FromDatetime(row["created_at"])
-    event.occurred_at.CopyFrom(occurred_at)
+    set_stamp(event.occurred_at, row["created_at"])
     return event
 
 

@@ -8,6 +8,7 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
+from services.runtime.timestamps import stamp
 
 CHARGE_KINDS = {"call": pb.CHARGE_KIND_CALL, "booking": pb.CHARGE_KIND_BOOKING}
 REFUND_STATES = {
@@ -22,15 +23,8 @@ REFUND_STATE_NAMES = {v: k for k, v in REFUND_STATES.items()}
 
 
 def ts(value: dt.datetime | None) -> Timestamp | None:
-    if value is None:
-        return None
-    out = Timestamp()
-    out.FromDatetime(value)
-    return out
-
-
-def to_datetime(value: Timestamp) -> dt.datetime:
-    return value.ToDatetime(tzinfo=dt.UTC)
+    """None stays None, so a message field built from it stays unset."""
+    return None if value is None else stamp(value)
 
 
 def zip_rate(row: asyncpg.Record) -> pb.ZipRate:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import re
+import time
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2
 from services.billing import ratecard
 from services.runtime.errors import InvalidArgument
+from services.runtime.timestamps import set_stamp
 
 # Policy: "both sides stayed connected for 30 seconds or longer. 30.000 s is billable, 29.999 s is free."
 BILLABLE_NS = 30 * 1_000_000_000
@@ -174,7 +176,7 @@ def _dollars(cents: int) -> str:
 
 
 def _clock(ts) -> str:
-    return ts.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts.seconds))
 
 
 _LEG_WORDS = {
@@ -230,7 +232,7 @@ def decision_message(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, r
     )
     if verdict.leg_index is not None:
         out.leg_index = verdict.leg_index
-    out.rate_effective_from.FromDatetime(rate_from)
+    set_stamp(out.rate_effective_from, rate_from)
     return out
 
 

@@ -13,6 +13,7 @@ from services.billing.refund_desk import RefundDesk
 from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
+from services.runtime.timestamps import to_datetime
 from services.runtime.validation import require_id
 
 log = logging.getLogger("callersync.billing")
@@ -43,7 +44,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             )))
 
         row = await self._store.set_zip_rate(
-            request.zip, request.rate_cents, messages.to_datetime(request.effective_from), request.set_by, event
+            request.zip, request.rate_cents, to_datetime(request.effective_from), request.set_by, event
         )
         self._on_event()
         return pb.SetZipRateResponse(rate=messages.zip_rate(row))
@@ -60,7 +61,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             )))
 
         row = await self._store.set_booking_fee(
-            request.fee_cents, messages.to_datetime(request.effective_from), request.set_by, event
+            request.fee_cents, to_datetime(request.effective_from), request.set_by, event
         )
         self._on_event()
         return pb.SetBookingFeeResponse(booking_fee=messages.booking_fee(row))
@@ -72,7 +73,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             ratecard.require_zip(request.zip)
         size = ratecard.page_size(request.page_size, ratecard.DEFAULT_RATE_PAGE, ratecard.MAX_RATE_PAGE)
         after = ratecard.decode_position(request.page_token)
-        as_of = messages.to_datetime(request.as_of) if request.HasField("as_of") else await self._store.now()
+        as_of = to_datetime(request.as_of) if request.HasField("as_of") else await self._store.now()
         rows = await self._store.zip_rates(request.zip or None, as_of, request.include_history, after, size + 1)
         if request.zip and not rows and after is None:
             raise NotFound(
@@ -198,7 +199,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.ReplayEventsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ReplayEventsResponse:
         require_id("requested_by", request.requested_by)
-        since = messages.to_datetime(request.since) if request.HasField("since") else None
+        since = to_datetime(request.since) if request.HasField("since") else None
         queued = await self._store.republish(since)
         log.warning("%s asked to replay billing's events since %s: %d queued for publication again",
                     request.requested_by, since.isoformat() if since else "the beginning", queued)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hashlib
 import logging
 import os
@@ -18,15 +19,17 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import events_pb2
 from callersync.wallet.v1 import wallet_pb2 as wpb
-from services.billing import events, messages, policy
+from services.billing import events, policy
 from services.billing.storage import BillingStore
 from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
 from services.runtime.background import Loop
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition
+from services.runtime.timestamps import now_stamp, to_datetime
 
 log = logging.getLogger("callersync.billing.settlement")
 
@@ -34,12 +37,22 @@ _CHARGE_IDS = uuid.UUID("6c1f1d1e-5b0e-4d7a-9a57-0c2b7f1c9e01")
 
 
 def charge_id(natural_key: str) -> str:
-    """Deterministic, so every attempt at the same settlement names the same charge."""
-    return str(uuid.uuid5(_CHARGE_IDS, natural_key))
+    """Deterministic, so every attempt at the same settlement names the same charge: uuid5 of the key,
+    spelled out here because uuid.uuid5 and str(UUID) cost 5.6 µs a call against 1.9 (one per billable call)."""
+    digest = bytearray(hashlib.sha1(_CHARGE_IDS.bytes + natural_key.encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50  # version 5
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = digest.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
-def facts_hash(message) -> bytes:
-    return hashlib.sha256(message.SerializeToString(deterministic=True)).digest()
+def facts_of(message) -> bytes:
+    """The facts as stored and hashed: one serialization serves both."""
+    return message.SerializeToString(deterministic=True)
+
+
+def facts_hash(message, facts: bytes | None = None) -> bytes:
+    return hashlib.sha256(facts if facts is not None else facts_of(message)).digest()
 
 
 def _rated_with_other_facts(call_id: str, row: asyncpg.Record) -> AlreadyExists:
@@ -51,23 +64,23 @@ def _rated_with_other_facts(call_id: str, row: asyncpg.Record) -> AlreadyExists:
     )
 
 
-def _decision_row(call: pb.FinishedCall, verdict: policy.Verdict, fp: bytes,
-                  rate: asyncpg.Record | None) -> dict[str, Any]:
+def _decision_row(call: pb.FinishedCall, verdict: policy.Verdict, facts: bytes, started_at: dt.datetime,
+                  rate: asyncpg.Record | None, decided_at: Timestamp) -> dict[str, Any]:
     """The decision to store before any money moves (with its CallRated event under "event")."""
     if rate is None:
         raise FailedPrecondition(
             f"ZIP {call.zip} had no rate in effect when call {call.call_id} started "
-            f"({messages.to_datetime(call.started_at).isoformat()}); set one with SetZipRate effective "
+            f"({started_at.isoformat()}); set one with SetZipRate effective "
             "on or before that moment, then send the call again (nothing was recorded)",
             reason="ZIP_NOT_PRICED", zip=call.zip,
         )
-    the_charge = charge_id(f"call:{call.call_id}")
+    the_charge = charge_id(f"call:{call.call_id}") if verdict.billable else ""
     decision = policy.decision_message(call, verdict, rate["rate_cents"], rate["effective_from"], the_charge)
-    decision.decided_at.GetCurrentTime()
+    decision.decided_at.CopyFrom(decided_at)
     return {
-        "call_id": call.call_id, "facts_hash": fp, "facts": call.SerializeToString(deterministic=True),
+        "call_id": call.call_id, "facts_hash": facts_hash(call, facts), "facts": facts,
         "zip": call.zip, "caller_number": call.caller_number,
-        "started_at": messages.to_datetime(call.started_at), "billable": verdict.billable,
+        "started_at": started_at, "billable": verdict.billable,
         "rule": pb.DecisionRule.Name(verdict.rule), "payer_contractor_id": verdict.payer_contractor_id,
         "price_cents": decision.price_cents, "decision": decision.SerializeToString(deterministic=True),
         # Which hold pays is the wallet's to find (the payer's on this call) and is recorded at settlement.
@@ -172,12 +185,13 @@ class Settlement:
                 continue
             if first_of.setdefault(call.call_id, i) == i:
                 unique.append(i)
-        fp = {i: facts_hash(calls[i]) for i in unique}
+        facts = {i: facts_of(calls[i]) for i in unique}
+        fp = {i: facts_hash(calls[i], facts[i]) for i in unique}
         stored = await self._store.rated_calls_by_id([calls[i].call_id for i in unique])
         new = [i for i in unique if calls[i].call_id not in stored]
         fresh: dict[str, asyncpg.Record] = {}
         if new:
-            fresh = await self._decide(calls, new, fp, out)
+            fresh = await self._decide(calls, new, facts, out)
             lost = [calls[i].call_id for i in new if out[i] is None and calls[i].call_id not in fresh]
             stored.update(fresh)
             if lost:  # a twin in another request decided first
@@ -205,7 +219,7 @@ class Settlement:
                     out[i] = (first[0], True)
         return out
 
-    async def _decide(self, calls: list[pb.FinishedCall], new: list[int], fp: dict[int, bytes],
+    async def _decide(self, calls: list[pb.FinishedCall], new: list[int], facts: dict[int, bytes],
                       out: list[Any]) -> dict[str, asyncpg.Record]:
         """Rates the calls never stored and stores their decisions in state 'settling' (with their CallRated
         events) before any money moves. Refusals go into out and store nothing."""
@@ -221,16 +235,19 @@ class Settlement:
             else:
                 deciding.append(i)
 
+        started = [to_datetime(calls[i].started_at) for i in deciding]
+        decided_at = now_stamp()  # one decision time for the batch: its decisions commit together
+
         def decide(k: int, rate: asyncpg.Record | None) -> dict[str, Any] | None:
             i = deciding[k]
             try:
-                return _decision_row(calls[i], verdicts[i], fp[i], rate)
+                return _decision_row(calls[i], verdicts[i], facts[i], started[k], rate, decided_at)
             except DomainError as err:
                 out[i] = err
                 return None
 
         fresh = await self._store.insert_decisions(
-            [(calls[i].zip, messages.to_datetime(calls[i].started_at)) for i in deciding], decide
+            [(calls[i].zip, started[k]) for k, i in enumerate(deciding)], decide
         )
         if fresh:
             self._on_event()
@@ -316,14 +333,14 @@ class Settlement:
                 return {
                     "booking_id": request.booking_id, "facts_hash": fp, "call_id": request.call_id,
                     "contractor_id": request.contractor_id,
-                    "scheduled_at": messages.to_datetime(request.scheduled_at),
-                    "appointment_at": (messages.to_datetime(request.appointment_at)
+                    "scheduled_at": to_datetime(request.scheduled_at),
+                    "appointment_at": (to_datetime(request.appointment_at)
                                        if request.HasField("appointment_at") else None),
                     "fee_cents": fee["fee_cents"], "fee_effective_from": fee["effective_from"],
                     "charge_id": charge_id(f"booking:{request.booking_id}"), "state": "settling",
                 }
 
-            stored = await self._store.insert_booking(messages.to_datetime(request.scheduled_at), decide)
+            stored = await self._store.insert_booking(to_datetime(request.scheduled_at), decide)
             fresh = stored is not None
             row = stored or await self._store.get_booking(request.booking_id)
             # insert_booking stores nothing only when the booking is there already, and bookings are never deleted.

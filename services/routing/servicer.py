@@ -9,7 +9,6 @@ import json
 import logging
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.routing.v1 import routing_pb2_grpc
@@ -24,6 +23,7 @@ from services.routing.schedule import Window
 from services.routing.storage import ClaimChange, RoutingStore, profile_from
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
+from services.runtime.timestamps import stamp
 from services.runtime.validation import require_id
 
 log = logging.getLogger("callersync.routing")
@@ -38,12 +38,6 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_NOTE = 1000
 
-
-def _ts(value: dt.datetime | None) -> Timestamp:
-    ts = Timestamp()
-    if value is not None:
-        ts.FromDatetime(value)
-    return ts
 
 
 def page_size(requested: int) -> int:
@@ -70,13 +64,13 @@ def decode_token(token: str) -> list:
 def claim_message(row) -> pb.Claim:
     return pb.Claim(contractor_id=row["contractor_id"], zip=row["zip"], position=POSITION_PB[row["position"]],
                     backup_rank=row["backup_rank"], rate_cents=row["rate_cents"] or 0,
-                    claimed_at=_ts(row["claimed_at"]))
+                    claimed_at=stamp(row["claimed_at"]))
 
 
 def blocked_message(row) -> pb.BlockedCaller:
     return pb.BlockedCaller(caller_number=row["caller_number"], source=_SOURCES[row["source"]],
                             blocked_by=row["blocked_by"], note=row["note"], refund_case_id=row["refund_case_id"],
-                            blocked_at=_ts(row["blocked_at"]))
+                            blocked_at=stamp(row["blocked_at"]))
 
 
 def require_text(name: str, value: str, limit: int = MAX_NOTE) -> None:
@@ -178,7 +172,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             connected_calls_today=today,
             connected_calls_this_month=month,
             pause_threshold_cents=row["pause_threshold_cents"] if row is not None else 0,
-            updated_at=_ts(row["updated_at"] if row is not None else None),
+            updated_at=stamp(row["updated_at"] if row is not None else None),
         )
 
     async def SetMode(self, request: pb.SetModeRequest, context: grpc.aio.ServicerContext) -> pb.SetModeResponse:
@@ -287,7 +281,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         rows = rows[:size]
         return pb.ListMissedCallsResponse(
             missed_calls=[pb.MissedCall(
-                call_id=r["call_id"], zip=r["zip"], missed_at=_ts(r["at"]), position=POSITION_PB[r["position"]],
+                call_id=r["call_id"], zip=r["zip"], missed_at=stamp(r["at"]), position=POSITION_PB[r["position"]],
                 skip_reason=_SKIPS.get(r["skip_reason"], pb.SKIP_REASON_UNSPECIFIED),
                 ring_outcome=_RINGS.get(r["ring_outcome"], pb.RING_OUTCOME_UNSPECIFIED),
                 message=r["message"], rate_cents=r["rate_cents"]) for r in rows],

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 from email.message import EmailMessage
 
 import aiosmtplib
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.wallet.v1 import events_pb2
 from services.runtime.outbox import Handler, Row
+from services.runtime.timestamps import stamp
 
 log = logging.getLogger("callersync.wallet.alerts")
 
@@ -25,8 +25,7 @@ def _payload(row: Row) -> dict:
 
 def pause_event(row: Row) -> events_pb2.WalletEvent:
     data = _payload(row)
-    occurred_at = Timestamp()
-    occurred_at.FromDatetime(row["created_at"])
+    occurred_at = stamp(row["created_at"])
     return events_pb2.WalletEvent(
         event_id=row["event_id"],
         occurred_at=occurred_at,

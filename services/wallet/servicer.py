@@ -9,7 +9,6 @@ from typing import Any
 
 import asyncpg
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
@@ -17,6 +16,7 @@ from services.runtime import telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.idempotency import IdempotencyCache, fingerprint
+from services.runtime.timestamps import stamp
 from services.wallet import ledger
 from services.wallet.storage import WalletStore
 
@@ -40,12 +40,6 @@ _ROUTABILITY = {
 }
 
 
-def _ts(value) -> Timestamp:
-    ts = Timestamp()
-    if value is not None:
-        ts.FromDatetime(value)
-    return ts
-
 
 def _uuid(name: str, value: str) -> str:
     ledger.require_id(name, value)
@@ -67,7 +61,7 @@ def entry_message(row: asyncpg.Record) -> pb.LedgerEntry:
         description=row["description"],
         refund_of_entry_id=row["refund_of_entry_id"] or 0,
         reservation_id=str(row["reservation_id"]) if row["reservation_id"] else "",
-        created_at=_ts(row["created_at"]),
+        created_at=stamp(row["created_at"]),
     )
 
 
@@ -82,8 +76,8 @@ def wallet_message(row: asyncpg.Record) -> pb.Wallet:
         low_balance_alert=pb.LowBalanceAlert(
             threshold_cents=row["alert_threshold_cents"], email=row["alert_email"], armed=row["alert_armed"]
         ),
-        created_at=_ts(row["created_at"]),
-        updated_at=_ts(row["updated_at"]),
+        created_at=stamp(row["created_at"]),
+        updated_at=stamp(row["updated_at"]),
     )
 
 
@@ -94,7 +88,7 @@ def reservation_message(row: Mapping[str, Any], now: dt.datetime) -> pb.Reservat
         call_id=row["call_id"],
         amount_cents=row["amount_cents"],
         state=_RESERVATION_STATES[ledger.reservation_state(row["state"], row["expires_at"], now)],
-        expires_at=_ts(row["expires_at"]),
+        expires_at=stamp(row["expires_at"]),
         captured_cents=row["captured_cents"] or 0,
         capture_entry_id=row["capture_entry_id"] or 0,
     )
