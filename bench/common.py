@@ -259,6 +259,18 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+async def backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends connected to the database (the services' pools), whose CPU the work costs."""
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows]
+
+
 def cpu_load() -> str:
     """The 1-minute load average and core count, so figures can be read against what else was running."""
     one, five, _ = os.getloadavg()

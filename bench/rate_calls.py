@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import pathlib
 import random
 import sys
@@ -141,9 +142,14 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
                 calls, billable = await setup(wallet, billing, run_id, args.calls, args.contractors, args.zips, url,
                                               args.history)
                 pids = [wallet_proc.pid, billing_proc.pid]
+                # Where each rated call's CPU goes: the two services, their PostgreSQL backends, this client
+                who = {"wallet": [wallet_proc.pid], "billing": [billing_proc.pid],
+                       "postgres": await common.backend_pids(url), "bench client": [os.getpid()]}
                 cpu0 = common.cpu_seconds(pids)
+                split0 = {k: common.cpu_seconds(v) for k, v in who.items()}
                 seconds, latencies, failures = await rate_all(billing, calls, args.batch, args.in_flight)
                 cpu = common.cpu_seconds(pids) - cpu0
+                split = {k: round((common.cpu_seconds(v) - split0[k]) / len(calls) * 1e6) for k, v in who.items()}
                 # A re-send of the first batch must change nothing.
                 again = await billing.RateCalls(pb.RateCallsRequest(calls=calls[:args.batch]), timeout=120)
                 replayed = all(r.replayed for r in again.results)
@@ -168,6 +174,7 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
         "batch_latency_p50_ms": round(common.percentile(latencies, 50), 1),
         "batch_latency_p99_ms": round(common.percentile(latencies, 99), 1),
         "service_cpu_s_per_1000_calls": round(cpu / len(calls) * 1000, 2),
+        "cpu_us_per_rated_call": split,
     }
 
 
@@ -197,6 +204,9 @@ def report(figures: dict) -> None:
           f"(batches of {figures['batch']}, {figures['batches_in_flight']} in flight, "
           f"p50 {figures['batch_latency_p50_ms']} ms, p99 {figures['batch_latency_p99_ms']} ms per batch); "
           f"money check {'ok' if figures['verify']['ok'] else 'FAILED ' + str(figures['verify'])}", flush=True)
+    split = figures["cpu_us_per_rated_call"]
+    print("CPU per rated call: " + ", ".join(f"{k} {v} µs" for k, v in split.items())
+          + f" (sum {sum(split.values())} µs)", flush=True)
 
 
 async def main() -> None:

@@ -179,18 +179,6 @@ async def echo_ceiling(args: argparse.Namespace) -> dict:
             "client_cpu_us_per_call": client_cpu, "clients": args.clients}
 
 
-async def backend_pids(url: str) -> list[int]:
-    """The PostgreSQL backends connected to the wallet's database (its pool), whose CPU the charges cost."""
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    return [r["pid"] for r in rows]
-
-
 async def verify(url: str, acknowledged: int) -> dict:
     """Every acknowledged charge is in the ledger once, and every wallet reconciles."""
     from services.wallet.storage import reconcile
@@ -272,7 +260,7 @@ async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: 
             print(f"{label}topped up {len(wallets)} wallets, {seeded} seeded ledger entries; charging with "
                   f"{args.clients} clients for {args.seconds}s after {args.warmup}s warm-up ...", flush=True)
             charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
-                                              await backend_pids(wallet_db))
+                                              await common.backend_pids(wallet_db))
             figures["load_during_charges"] = common.cpu_load()
             if args.read_seconds:
                 figures["balance_reads"] = await _read_balances(targets, wallets, 16, args.read_seconds)

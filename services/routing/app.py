@@ -10,8 +10,8 @@ from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing import billing_events, step_log
 from services.routing.config import RoutingConfig
-from services.routing.directory import Directory
-from services.routing.live_state import GEN_CLAIMS, STEPS_STREAM, LiveState
+from services.routing.directory import Directory, announce
+from services.routing.live_state import STEPS_STREAM, Change, LiveState
 from services.routing.rate_card import RateCard
 from services.routing.router import Router
 from services.routing.servicer import RoutingServicer
@@ -45,9 +45,8 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     thresholds = ThresholdRelay(store, wallet, settings.outbox_poll_ms)
 
     async def rates_re_read() -> None:  # what a rate event does (billing_events), for the whole card at once
-        directory.forget()
         thresholds.nudge()
-        await live.bump(GEN_CLAIMS)
+        await announce(directory, live, Change(every_zip=True))
 
     billing = billing_pb2_grpc.BillingServiceStub(billing_channel)
     rate_card = RateCard(store, billing, on_resync=rates_re_read)
@@ -59,7 +58,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
 
     events = StreamConsumer(
         redis_client, billing_events.STREAM, billing_events.GROUP,
-        billing_events.BillingEventHandler(store, live, directory.forget, thresholds.nudge),
+        billing_events.BillingEventHandler(store, live, directory, thresholds.nudge),
         claim_idle_ms=config.claim_idle_ms, on_group_created=stream_lost)
     steps = StreamConsumer(redis_client, STEPS_STREAM, step_log.GROUP, step_log.StepWriter(store),
                            claim_idle_ms=config.claim_idle_ms, linger_ms=config.step_linger_ms)

@@ -13,7 +13,8 @@ from google.protobuf.message import DecodeError
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from services.routing import schedule
-from services.routing.live_state import GEN_BLOCKLIST, GEN_CLAIMS, LiveState, usage_key
+from services.routing.directory import Directory, announce
+from services.routing.live_state import Change, LiveState, usage_key
 from services.routing.storage import BillingFact, RoutingStore, profile_from
 from services.routing.streams import Entry
 from services.runtime.background import UntilDone
@@ -67,11 +68,11 @@ def validate(fact: BillingFact) -> None:
 
 
 class BillingEventHandler:
-    def __init__(self, store: RoutingStore, live: LiveState, on_change: Callable[[], None],
+    def __init__(self, store: RoutingStore, live: LiveState, directory: Directory,
                  nudge_thresholds: Callable[[], None]) -> None:
         self._store = store
         self._live = live
-        self._on_change = on_change
+        self._directory = directory
         self._nudge_thresholds = nudge_thresholds
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
@@ -95,11 +96,10 @@ class BillingEventHandler:
 
     async def _after_commit(self, facts: list[BillingFact]) -> None:
         kinds = {f.kind for f in facts}
-        gens = ([GEN_CLAIMS] if kinds & {"zip_rate", "booking_fee"} else []) + (
-            [GEN_BLOCKLIST] if "block" in kinds else [])
-        if gens:
-            self._on_change()
-            await self._live.bump(*gens)
+        change = Change(zips=tuple(sorted({f.zip for f in facts if f.kind == "zip_rate"})),
+                        every_zip="booking_fee" in kinds, blocklist="block" in kinds)
+        if change != Change():
+            await announce(self._directory, self._live, change)
         if kinds & {"zip_rate", "booking_fee"}:
             self._nudge_thresholds()
         for fact in facts:

@@ -13,25 +13,30 @@ import redis.asyncio as redis
 
 from services.runtime.redis_pipe import Arg, RedisPipe, Script, pack
 
-GEN_CLAIMS = "routing:gen:claims"
+GEN_CLAIMS = "routing:gen:claims"  # every ZIP's view at once (a whole rate card re-read)
+GEN_ZIPS = "routing:gen:zips"  # a hash: one ZIP's view (its claims, their contractors' profiles, its rate)
 GEN_BLOCKLIST = "routing:gen:blocklist"
 STEPS_STREAM = "routing.steps"
-_NO_KEY = "routing:none"
+NO_KEY = "routing:none"  # a key never set: a slot in a script's KEYS with nothing to read
 USAGE_TTL_S = 40 * 86400  # a month's count outlives the month
 
-# Before a step: the session if the call is known, the cache generations, the caller's burst count, and per
-# candidate [calls ringing or connected, connected today, connected this month]; -1 for a count Redis does not
-# have (never set, flushed, evicted), which routing then reads from PostgreSQL.
+# Before a step: the session if the call is known, the cache generations (the one of the ZIP asked for, or of
+# the known call's ZIP), the caller's burst count, and per candidate [calls ringing or connected, connected today,
+# connected this month]; -1 for a count Redis does not have (never set, flushed, evicted), which routing then
+# reads from PostgreSQL.
 _ADMIT = Script("routing_admit", """
 local s = redis.call('GET', KEYS[1])
-local out = {s or false, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', 0}
+local z = ARGV[3]
+if s and z == '' then z = cjson.decode(s)['zip'] end
+local out = {s or false, redis.call('GET', KEYS[2]) or '0', redis.call('GET', KEYS[3]) or '0', 0,
+             z ~= '' and redis.call('HGET', KEYS[5], z) or '0'}
 if s then return out end
 if KEYS[4] ~= 'routing:none' then
   local n = redis.call('INCR', KEYS[4])
   if n == 1 then redis.call('EXPIRE', KEYS[4], ARGV[1]) end
   out[4] = n
 end
-for i = 5, #KEYS, 3 do
+for i = 6, #KEYS, 3 do
   out[#out + 1] = redis.call('ZCOUNT', KEYS[i], '(' .. ARGV[2], '+inf')
   out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 1]) or '-1')
   out[#out + 1] = tonumber(redis.call('GET', KEYS[i + 2]) or '-1')
@@ -83,11 +88,21 @@ def usage_key(contractor_id: str, period: str) -> str:
 
 
 @dataclasses.dataclass(frozen=True)
+class Change:
+    """What a write changed, for every replica's cache: some ZIPs' views, all of them, the blocklist."""
+
+    zips: tuple[str, ...] = ()
+    every_zip: bool = False
+    blocklist: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Admission:
     session: bytes | None
     gen_claims: bytes
     gen_blocklist: bytes
     burst_count: int
+    gen_zip: bytes  # of the ZIP asked for, or of the known call's ZIP
     # Per asked candidate: (live calls, connected today, connected this month).
     facts: list[tuple[int, int, int]]
 
@@ -109,14 +124,15 @@ class LiveState:
         self._steps_maxlen = steps_maxlen
 
     async def admit(self, call_id: str | None, caller_number: str | None, fact_keys: list[tuple[str, str, str]],
-                    now: float) -> Admission:
-        """caller_number None: count no burst (a later step of a known call); call_id None: facts only."""
-        burst = f"routing:burst:{caller_number}" if caller_number else _NO_KEY
-        keys = ([session_key(call_id) if call_id else _NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst]
+                    now: float, zip_code: str = "") -> Admission:
+        """caller_number None: count no burst (a later step of a known call); call_id None: facts only;
+        zip_code empty: the generation of the known call's ZIP."""
+        burst = f"routing:burst:{caller_number}" if caller_number else NO_KEY
+        keys = ([session_key(call_id) if call_id else NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst, GEN_ZIPS]
                 + [k for triple in fact_keys for k in triple])
-        out = await self._pipe.run(_ADMIT, keys, [self._burst_window_s, repr(now)])
-        flat = [int(x) for x in out[4:]]
-        return Admission(out[0], out[1], out[2], int(out[3]),
+        out = await self._pipe.run(_ADMIT, keys, [self._burst_window_s, repr(now), zip_code])
+        flat = [int(x) for x in out[5:]]
+        return Admission(out[0], out[1], out[2], int(out[3]), out[4],
                          [tuple(flat[i:i + 3]) for i in range(0, len(flat), 3)])  # type: ignore[misc]
 
     async def session(self, call_id: str) -> bytes | None:
@@ -126,8 +142,8 @@ class LiveState:
     async def commit(self, call_id: str, session_json: str, *, expected_step: int, now: float,
                      offered_to: str | None, limit: int | None, previous: str | None, steps: list[dict]) -> Committed:
         """limit None: no ceiling on the offered contractor's live calls."""
-        keys = [session_key(call_id), live_key(offered_to) if offered_to else _NO_KEY,
-                live_key(previous) if previous else _NO_KEY, STEPS_STREAM]
+        keys = [session_key(call_id), live_key(offered_to) if offered_to else NO_KEY,
+                live_key(previous) if previous else NO_KEY, STEPS_STREAM]
         args: list[Arg] = [session_json, self._session_ttl_s, call_id, repr(now), repr(now + self._slot_ttl_s),
                            -2 if offered_to is None else (-1 if limit is None else limit), expected_step,
                            json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s,
@@ -150,9 +166,10 @@ class LiveState:
             nx = (b"NX",) if only_missing else ()
             await self._pipe.pipeline([pack((b"SET", key, n, b"EX", USAGE_TTL_S, *nx)) for key, n in counts.items()])
 
-    async def bump(self, *generations: str) -> None:
-        """Tells every replica's cache that claims/profiles/rates (or the blocklist) changed."""
-        pipe = self.redis.pipeline(transaction=False)
-        for gen in generations:
-            pipe.incr(gen)
-        await pipe.execute()
+    async def bump(self, change: Change) -> None:
+        """Tells every replica's cache what changed: they drop their copy at their next look."""
+        commands = [pack((b"HINCRBY", GEN_ZIPS, z, 1)) for z in change.zips]
+        commands += [pack((b"INCR", gen)) for gen, changed in ((GEN_CLAIMS, change.every_zip),
+                                                                (GEN_BLOCKLIST, change.blocklist)) if changed]
+        if commands:
+            await self._pipe.pipeline(commands)

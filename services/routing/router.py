@@ -18,7 +18,7 @@ from services.routing.cascade import Entry, Facts, Session, Skip
 from services.routing.claims import PRIMARY, require_e164, require_zip
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
-from services.routing.live_state import LiveState, live_key, usage_key
+from services.routing.live_state import NO_KEY, LiveState, live_key, usage_key
 from services.routing.schedule import Profile
 from services.routing.storage import RoutingStore
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
@@ -80,10 +80,10 @@ class Router:
         now = dt.datetime.now(dt.UTC)
         view = self._directory.cached(zip_code)
         admission = await self._live.admit(call_id, caller_number, self._fact_keys(view.claims if view else [], now),
-                                           now.timestamp())
+                                           now.timestamp(), zip_code)
         if admission.session is not None:
             return stored_response(Session.loads(admission.session), 0)
-        dropped = self._directory.observe(admission.gen_claims, admission.gen_blocklist)
+        dropped = self._directory.observe(admission.gen_claims, admission.gen_blocklist, zip_code, admission.gen_zip)
         session = Session(call_id, zip_code, caller_number, 0, [])
         if await self._directory.is_blocked(caller_number):
             return await self._finish_early(session, pb.ROUTE_OUTCOME_CALLER_BLOCKED,
@@ -117,8 +117,8 @@ class Router:
         if admission.session is None:
             raise NotFound(f"no cascade for call {call_id!r}: unknown, or older than {self._config.session_ttl_s}s;"
                            " start it with RouteCall", reason="UNKNOWN_CALL", call_id=call_id)
-        self._directory.observe(admission.gen_claims, admission.gen_blocklist)
         session = Session.loads(admission.session)
+        self._directory.observe(admission.gen_claims, admission.gen_blocklist, session.zip, admission.gen_zip)
         if after_step < session.step:
             return stored_response(session, after_step)  # a repeat: the answer it got before
         if after_step > session.step:
@@ -322,8 +322,10 @@ class Router:
 
     @staticmethod
     def _fact_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
+        """Connected-call counts only for contractors with a cap: nothing reads the others'."""
         return [(live_key(s.contractor_id), usage_key(s.contractor_id, schedule.day_key(p, now)),
-                 usage_key(s.contractor_id, schedule.month_key(p, now))) for s, p in claims]
+                 usage_key(s.contractor_id, schedule.month_key(p, now))) if p.counts_connected_calls
+                else (live_key(s.contractor_id), NO_KEY, NO_KEY) for s, p in claims]
 
     async def _facts(self, claims: list, facts: list[tuple[int, int, int]], now: dt.datetime) -> dict[str, Facts]:
         """What Redis said of each claim's contractor. A connected-call count it no longer has (flushed, evicted)

@@ -15,8 +15,8 @@ from callersync.routing.v1 import routing_pb2_grpc
 from services.routing import claims as rules
 from services.routing import schedule
 from services.routing.config import RoutingConfig
-from services.routing.directory import Directory
-from services.routing.live_state import GEN_BLOCKLIST, GEN_CLAIMS, LiveState
+from services.routing.directory import Directory, announce
+from services.routing.live_state import Change, LiveState
 from services.routing.rate_card import RateCard
 from services.routing.router import MODE_PB, POSITION_PB, SKIP_PB, Router
 from services.routing.schedule import Window
@@ -91,13 +91,16 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
 
     # ------------------------------------------------------------ after a write
 
-    async def _changed(self, generation: str) -> None:
-        """Every replica's cache drops what it holds (ours at once)."""
-        self._directory.forget()
+    async def _changed(self, change: Change) -> None:
+        """Every replica's cache drops its copy of what changed (ours at once)."""
         try:
-            await self._live.bump(generation)
+            await announce(self._directory, self._live, change)
         except Exception as err:  # the cache's 60 s age limit still bounds the staleness elsewhere
             log.warning("could not announce a routing change to other replicas: %s", err)
+
+    async def _profile_changed(self, contractor_id: str) -> None:
+        """A contractor's profile is part of the view of every ZIP they claim."""
+        await self._changed(Change(zips=tuple(await self._store.claimed_zips(contractor_id))))
 
     async def _push_threshold(self, contractor_id: str, computed: int) -> int:
         """Pushes at once for a prompt answer; the outbox row keeps the push alive if the wallet is away."""
@@ -120,7 +123,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         await self._rate_card.require_priced(request.zip)
         change = await self._store.claim(request.contractor_id, request.zip, position, request.backup_rank,
                                          self._config.max_backups)
-        await self._changed(GEN_CLAIMS)
+        await self._changed(Change(zips=(request.zip,)))
         threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
         return pb.ClaimZipResponse(claim=claim_message(change.claim),
                                    zip_claims=[claim_message(r) for r in change.zip_claims],
@@ -131,7 +134,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
         change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
-        await self._changed(GEN_CLAIMS)
+        await self._changed(Change(zips=(request.zip,)))
         threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
         return pb.ReleaseZipResponse(released_claim=claim_message(change.claim), pause_threshold_cents=threshold)
 
@@ -181,7 +184,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         if mode is None:
             raise InvalidArgument("mode must be CONTRACTOR_MODE_HUMAN or CONTRACTOR_MODE_AI_AGENT", field="mode")
         row = await self._store.update_profile(request.contractor_id, mode=mode)
-        await self._changed(GEN_CLAIMS)
+        await self._profile_changed(request.contractor_id)
         await self._push_threshold(request.contractor_id, row["pause_threshold_cents"])
         return pb.SetModeResponse(profile=await self._profile_message(request.contractor_id))
 
@@ -194,7 +197,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         row = await self._store.update_profile(
             request.contractor_id, time_zone=request.time_zone,
             weekly_hours=json.dumps([[w.weekday, w.start_minute, w.end_minute] for w in windows]))
-        await self._changed(GEN_CLAIMS)
+        await self._profile_changed(request.contractor_id)
         return pb.SetScheduleResponse(profile=await self._profile_message(request.contractor_id, row))
 
     async def SetCaps(self, request: pb.SetCapsRequest, context: grpc.aio.ServicerContext) -> pb.SetCapsResponse:
@@ -209,7 +212,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             request.contractor_id, daily_max_connected_calls=caps.daily_max_connected_calls,
             monthly_max_connected_calls=caps.monthly_max_connected_calls,
             max_concurrent_calls=caps.max_concurrent_calls)
-        await self._changed(GEN_CLAIMS)
+        await self._profile_changed(request.contractor_id)
         return pb.SetCapsResponse(profile=await self._profile_message(request.contractor_id, row))
 
     async def GetRoutingProfile(self, request: pb.GetRoutingProfileRequest,
@@ -235,7 +238,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         require_id("blocked_by", request.blocked_by)
         require_text("note", request.note)
         row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
-        await self._changed(GEN_BLOCKLIST)
+        await self._changed(Change(blocklist=True))
         return pb.BlockCallerResponse(blocked_caller=blocked_message(row))
 
     async def UnblockCaller(self, request: pb.UnblockCallerRequest,
@@ -244,7 +247,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         require_id("unblocked_by", request.unblocked_by)
         require_text("note", request.note)
         row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
-        await self._changed(GEN_BLOCKLIST)
+        await self._changed(Change(blocklist=True))
         return pb.UnblockCallerResponse(blocked_caller=blocked_message(row))
 
     async def ListBlockedCallers(self, request: pb.ListBlockedCallersRequest,

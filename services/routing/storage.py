@@ -82,23 +82,22 @@ class RoutingStore:
     # ------------------------------------------------------------ the hot path's one query
 
     async def zip_view(self, zip_code: str) -> ZipView:
+        """One round trip: the rate row always, joined to each claim (none: one row without a contractor)."""
         async with storage_errors():
             rows = await self._pool.fetch(
-                "SELECT c.contractor_id, c.position, c.backup_rank, p.mode, p.time_zone, p.weekly_hours,"
-                " p.daily_max_connected_calls, p.monthly_max_connected_calls, p.max_concurrent_calls"
-                " FROM routing.claims c LEFT JOIN routing.profiles p USING (contractor_id)"
-                " WHERE c.zip = $1 ORDER BY c.backup_rank",
-                zip_code,
-            )
-            rate = await self._pool.fetchrow(
-                "SELECT " + _RATE_NOW.format(zip="$1") + " AS rate_cents,"
-                " (SELECT min(effective_from) FROM routing.zip_rates WHERE zip = $1 AND effective_from > now())"
-                " AS next_change",
+                "SELECT q.rate_cents, q.next_change, c.contractor_id, c.position, c.backup_rank, p.mode, p.time_zone,"
+                " p.weekly_hours, p.daily_max_connected_calls, p.monthly_max_connected_calls, p.max_concurrent_calls"
+                " FROM (SELECT " + _RATE_NOW.format(zip="$1") + " AS rate_cents,"
+                "   (SELECT min(effective_from) FROM routing.zip_rates WHERE zip = $1 AND effective_from > now())"
+                "   AS next_change) q"
+                " LEFT JOIN routing.claims c ON c.zip = $1"
+                " LEFT JOIN routing.profiles p ON p.contractor_id = c.contractor_id"
+                " ORDER BY c.backup_rank",
                 zip_code,
             )
         claims = [(Slot(r["contractor_id"], r["position"], r["backup_rank"]), profile_from(r["contractor_id"], r))
-                  for r in rows]
-        return ZipView(rate["rate_cents"], claims, rate["next_change"])
+                  for r in rows if r["contractor_id"] is not None]
+        return ZipView(rows[0]["rate_cents"], claims, rows[0]["next_change"])
 
     # ------------------------------------------------------------ rate card projection
 
@@ -213,6 +212,11 @@ class RoutingStore:
             return await self._zip_claims(conn, zip_code)
 
     # ------------------------------------------------------------ profiles and pause thresholds
+
+    async def claimed_zips(self, contractor_id: str) -> list[str]:
+        async with storage_errors():
+            rows = await self._pool.fetch("SELECT zip FROM routing.claims WHERE contractor_id = $1", contractor_id)
+        return [r["zip"] for r in rows]
 
     async def update_profile(self, contractor_id: str, **columns: object) -> asyncpg.Record:
         """Sets the given profile columns (creating the profile); a mode change re-queues the threshold push."""

@@ -9,6 +9,7 @@ import pytest
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
 from services.routing.billing_events import BillingEventHandler
+from services.routing.directory import Directory
 from services.routing.live_state import LiveState
 from services.routing.rate_card import RateCard
 from services.routing.storage import RoutingStore
@@ -43,7 +44,7 @@ def live(redis_client, redis_pipe) -> LiveState:
 
 
 def consumer(live, pool, stream, name, handler=None, claim_idle_ms=60_000):
-    handler = handler or BillingEventHandler(RoutingStore(pool), live, lambda: None, lambda: None)
+    handler = handler or BillingEventHandler(RoutingStore(pool), live, Directory(RoutingStore(pool)), lambda: None)
     return StreamConsumer(live.redis, stream, "routing", handler, consumer=name, claim_idle_ms=claim_idle_ms)
 
 
@@ -68,7 +69,7 @@ async def test_events_published_while_routing_is_down_are_consumed_after_the_res
 async def test_a_consumer_that_died_before_acknowledging_is_taken_over_and_nothing_applies_twice(
         redis_client, live, isolated, stream):
     store = RoutingStore(isolated)
-    real = BillingEventHandler(store, live, lambda: None, lambda: None)
+    real = BillingEventHandler(store, live, Directory(store), lambda: None)
 
     async def apply_then_die(entries):
         await real(entries)
@@ -95,7 +96,7 @@ async def test_entries_a_failed_handler_left_pending_are_retried_on_the_next_pol
     """Recovery of pending entries runs only now and then, except right after a failure: PostgreSQL back from
     a blip must not leave a rate change waiting for the next recovery round (half claim_idle_ms)."""
     store = RoutingStore(isolated)
-    real = BillingEventHandler(store, live, lambda: None, lambda: None)
+    real = BillingEventHandler(store, live, Directory(store), lambda: None)
     failures = [RuntimeError("PostgreSQL restarting")]
 
     async def flaky(entries):
@@ -213,7 +214,7 @@ async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
 
         first = StreamConsumer(redis_client, stream, "routing", BillingEventHandler(
             RoutingStore(isolated), live,
-            lambda: None, lambda: None), consumer="replica-new", on_group_created=group_created)
+            Directory(RoutingStore(isolated)), lambda: None), consumer="replica-new", on_group_created=group_created)
         await first.poll_once()
         assert await rate_card.resynced() >= 1 and resyncs == [1]
         assert (await rates(isolated))[zip_code] == 3700
