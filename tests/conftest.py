@@ -9,6 +9,7 @@ import os
 # a child that execs at once, and are a known source of crashes when they run mid-call.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
+import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import pathlib
@@ -55,12 +56,27 @@ def servers() -> Iterator[Servers]:
         redis_url = vk.start()
         started.append(vk)
     yield Servers(db_url, redis_url, data_dir)
+    if not any(isinstance(s, EmbeddedPostgres) for s in started):
+        asyncio.run(_drop(db_url, _created))  # a server we did not start keeps nothing of ours
     for server in reversed(started):
         server.stop()
 
 
+_created: list[str] = []  # the databases fresh_database made this session
+
+
+async def _drop(admin_url: str, names: list[str]) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        for name in names:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
 async def fresh_database(servers: Servers) -> str:
     name = f"cs_test_{uuid.uuid4().hex[:12]}"
+    _created.append(name)
     conn = await asyncpg.connect(servers.admin_url)
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')
