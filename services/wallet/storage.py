@@ -23,12 +23,9 @@ CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.
 ORDER BY op.ord
 """
 
-_SETTLE_BATCH = """
-SELECT r.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[],
-                      $8::uuid[], $9::bytea[]) WITH ORDINALITY AS op(call, payer, a, key, h, ref, d, rid, ch, ord)
-CROSS JOIN LATERAL wallet.settle_call(op.call, op.payer, op.a, op.key, op.h, op.ref, op.d, op.rid, op.ch) AS r
-ORDER BY op.ord
-"""
+# The common cases set-based, the rest through wallet.settle_call item by item (migration 0006); a row per
+# item, by ord.
+_SETTLE_BATCH = "SELECT * FROM wallet.settle_calls($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _WALLET = """
 SELECT w.*, coalesce(h.held, 0) AS reserved_cents
@@ -101,7 +98,7 @@ class WalletStore:
 
     async def settle_calls(self, items: Sequence[SettleOp]) -> list[asyncpg.Record]:
         """Settles every item in one statement and one commit; a row per item, in order. Payers' wallets are
-        locked in contractor order (free calls, which lock none, first), as _post_batch does."""
+        locked in contractor order, as _post_batch does, and the per-item path takes the items in that order."""
         order = sorted(range(len(items)), key=lambda i: (items[i].payer_contractor_id, items[i].call_id))
         ranked = [items[i] for i in order]
         async with storage_errors(), self._pool.acquire() as conn:

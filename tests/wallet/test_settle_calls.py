@@ -169,3 +169,47 @@ async def test_malformed_items_are_invalid_and_write_nothing(wallet, db, contrac
         assert "items[1]" in err.details()
     assert await states(wallet, call_id) == {contractor: pb.RESERVATION_STATE_OPEN}
     assert await ledger(db, contractor) == (10_000, 1, 10_000)
+
+
+async def test_one_payers_calls_in_a_batch_keep_a_running_balance_and_pause_them_once(wallet, db, contractor):
+    calls = [uuid.uuid4().hex for _ in range(4)]
+    await top_up(wallet, contractor, 10_000)
+    await wallet.SetPauseThreshold(pb.SetPauseThresholdRequest(contractor_id=contractor, threshold_cents=5_000))
+    await wallet.SetLowBalanceAlert(pb.SetLowBalanceAlertRequest(contractor_id=contractor, threshold_cents=7_000,
+                                                                 email="owner@example.com"))
+    for call_id in calls[:3]:
+        await reserve(wallet, contractor, call_id, 2000)
+    results = await settle(wallet, *(item(c, contractor, 2000) for c in calls))  # the last one without a hold
+    assert [(r.code, r.entry.kind) for r in results] == [(OK, pb.ENTRY_KIND_CAPTURE)] * 3 + [
+        (OK, pb.ENTRY_KIND_CHARGE)]
+    in_order = sorted(calls)  # a batch is settled in (payer, call id) order
+    assert [r.entry.balance_after_cents for r in results] == [10_000 - 2000 * (in_order.index(c) + 1) for c in calls]
+    rows = await db.fetch("SELECT amount_cents, balance_after_cents FROM wallet.entries WHERE contractor_id = $1"
+                          " ORDER BY entry_id", contractor)
+    assert [(r["amount_cents"], r["balance_after_cents"]) for r in rows] == [
+        (10_000, 10_000), (-2000, 8000), (-2000, 6000), (-2000, 4000), (-2000, 2000)]
+    assert await ledger(db, contractor) == (2000, 5, 2000)
+    assert (await balance(wallet, contractor)).paused
+    topics = await db.fetch("SELECT topic, payload FROM wallet.outbox WHERE payload->>'contractor_id' = $1"
+                            " ORDER BY event_id", contractor)
+    assert sorted(r["topic"] for r in topics) == ["wallet.low_balance_email", "wallet.pause_changed"]
+    assert all('"balance_cents": 2000' in r["payload"] for r in topics)  # one of each, at the batch's end
+    assert await states(wallet, calls[0]) == {contractor: pb.RESERVATION_STATE_CAPTURED}
+
+
+async def test_a_key_clash_inside_a_batch_falls_back_to_settling_item_by_item(wallet, db, contractor):
+    """Two items that would write the same ledger key (a charge keyed like the other's capture) cannot both go
+    the set-based way: the batch settles them one by one instead, and money moves once per key."""
+    held, other = uuid.uuid4().hex, uuid.uuid4().hex
+    await top_up(wallet, contractor, 10_000)
+    rid = await reserve(wallet, contractor, held, 1500)
+    clash = pb.CallSettlement(call_id=other, payer_contractor_id=contractor, amount_cents=700,
+                              idempotency_key=f"capture:{rid}", reference=other, description="call")
+    results = await settle(wallet, item(held, contractor, 1500), clash)
+    keys = await db.fetch("SELECT idempotency_key, amount_cents FROM wallet.entries WHERE contractor_id = $1"
+                          " AND kind <> 'top_up'", contractor)
+    assert len({r["idempotency_key"] for r in keys}) == len(keys)
+    moved = -sum(r["amount_cents"] for r in keys)
+    assert await ledger(db, contractor) == (10_000 - moved, 1 + len(keys), 10_000 - moved)
+    assert [r.code for r in results].count(OK) == len(keys)
+    assert await states(wallet, held) != {contractor: pb.RESERVATION_STATE_OPEN}
