@@ -15,23 +15,6 @@
 -- Each step is its own statement over arrays, joined through indexes or a jsonb map: a join of one WITH
 -- query's rows against another's is planned as a nested loop (the planner guesses one row for each) and cost
 -- 18 ms per batch of 200 by itself.
-CREATE TYPE wallet.settle_result AS (
-    ord                  bigint,
-    outcome              text,
-    entry_id             bigint,
-    contractor_id        text,
-    kind                 text,
-    amount_cents         bigint,
-    balance_after_cents  bigint,
-    idempotency_key      text,
-    reference            text,
-    description          text,
-    refund_of_entry_id   bigint,
-    reservation_id       uuid,
-    created_at           timestamptz,
-    detail_cents         bigint
-);
-
 -- One item the set-based part settles: kind NULL for a free call, else the entry it writes.
 CREATE TYPE wallet.settle_item AS (
     ord            bigint,
@@ -50,13 +33,14 @@ CREATE TYPE wallet.settle_item AS (
 CREATE FUNCTION wallet.settle_calls(
     p_call_ids text[], p_payers text[], p_amounts bigint[], p_keys text[], p_hashes bytea[], p_refs text[],
     p_descs text[], p_rids uuid[], p_capture_hashes bytea[]
-) RETURNS SETOF wallet.settle_result
+) RETURNS SETOF wallet.post_outcome  -- one per item, in their order
 LANGUAGE plpgsql AS $$
 DECLARE
     items wallet.settle_item[];
     written wallet.entries[];
     position_of jsonb;  -- entry key -> its index in written
-    settled wallet.settle_result[] := '{}';
+    settled wallet.post_outcome[] := '{}';
+    settled_ords bigint[] := '{}';
 BEGIN
     -- In contractor order, as every other path that locks several wallets.
     PERFORM 1 FROM wallet.wallets w WHERE w.contractor_id = ANY (p_payers) ORDER BY w.contractor_id FOR UPDATE;
@@ -111,13 +95,14 @@ BEGIN
          WHERE h.call_id = ANY (ARRAY(SELECT i.call_id FROM unnest(items) i)) AND h.state = 'open';
 
         SELECT coalesce(array_agg(CASE WHEN i.kind IS NULL
-                   THEN ROW(i.ord, 'applied', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                            NULL)::wallet.settle_result
-                   ELSE ROW(i.ord, 'applied', (e).entry_id, (e).contractor_id, (e).kind, (e).amount_cents,
+                   THEN ROW('applied', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                            NULL)::wallet.post_outcome
+                   ELSE ROW('applied', (e).entry_id, (e).contractor_id, (e).kind, (e).amount_cents,
                             (e).balance_after_cents, (e).idempotency_key, (e).reference, (e).description,
-                            (e).refund_of_entry_id, (e).reservation_id, (e).created_at, NULL)::wallet.settle_result
-                   END ORDER BY i.ord), '{}')
-          INTO settled
+                            (e).refund_of_entry_id, (e).reservation_id, (e).created_at, NULL)::wallet.post_outcome
+                   END ORDER BY i.ord), '{}'),
+               coalesce(array_agg(i.ord ORDER BY i.ord), '{}')
+          INTO settled, settled_ords
           FROM (SELECT i.*, written[(position_of ->> i.entry_key)::int] AS e FROM unnest(items) i) i;
 
         PERFORM wallet.apply_balance(w, w.balance_cents + t.delta)
@@ -127,18 +112,21 @@ BEGIN
           ORDER BY w.contractor_id;
     EXCEPTION WHEN unique_violation THEN
         settled := '{}';
+        settled_ords := '{}';
     END;
     IF cardinality(settled) = cardinality(p_call_ids) THEN  -- the usual batch: nothing left for the per-item path
         RETURN QUERY SELECT * FROM unnest(settled);
         RETURN;
     END IF;
     RETURN QUERY
-        SELECT * FROM unnest(settled)
-        UNION ALL
-        SELECT op.ord, r.*
-          FROM unnest(p_call_ids, p_payers, p_amounts, p_keys, p_hashes, p_refs, p_descs, p_rids, p_capture_hashes)
-               WITH ORDINALITY AS op(call, payer, a, key, h, ref, d, rid, ch, ord)
-         CROSS JOIN LATERAL wallet.settle_call(op.call, op.payer, op.a, op.key, op.h, op.ref, op.d, op.rid, op.ch) r
-         WHERE op.ord <> ALL (ARRAY(SELECT s.ord FROM unnest(settled) s))
-        ORDER BY 1;
+        SELECT (x.o).* FROM (
+            SELECT settled[k] AS o, settled_ords[k] AS ord FROM generate_subscripts(settled, 1) k
+            UNION ALL
+            SELECT ROW(r.*)::wallet.post_outcome, op.ord
+              FROM unnest(p_call_ids, p_payers, p_amounts, p_keys, p_hashes, p_refs, p_descs, p_rids,
+                          p_capture_hashes) WITH ORDINALITY AS op(call, payer, a, key, h, ref, d, rid, ch, ord)
+             CROSS JOIN LATERAL wallet.settle_call(op.call, op.payer, op.a, op.key, op.h, op.ref, op.d, op.rid,
+                                                   op.ch) r
+             WHERE op.ord <> ALL (settled_ords)) x
+        ORDER BY x.ord;
 END $$;
