@@ -19,6 +19,7 @@ from services.routing.storage import BillingFact, RoutingStore, profile_from
 from services.routing.streams import Entry
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError
+from services.runtime.timestamps import set_stamp, to_datetime
 
 log = logging.getLogger("callersync.routing.billing_events")
 
@@ -26,19 +27,16 @@ STREAM = "callersync.billing.events"
 GROUP = "routing"
 
 
-def _when(ts) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC)
-
-
 def fact_of(event: events_pb2.BillingEvent) -> BillingFact:
     kind = event.WhichOneof("event")
     if kind == "zip_rate_changed":
         e = event.zip_rate_changed
         return BillingFact("zip_rate", event.event_id, zip=e.zip, cents=e.rate_cents,
-                           effective_from=_when(e.effective_from))
+                           effective_from=to_datetime(e.effective_from))
     if kind == "booking_fee_changed":
         e = event.booking_fee_changed
-        return BillingFact("booking_fee", event.event_id, cents=e.fee_cents, effective_from=_when(e.effective_from))
+        return BillingFact("booking_fee", event.event_id, cents=e.fee_cents,
+                           effective_from=to_datetime(e.effective_from))
     if kind == "caller_block_requested":
         e = event.caller_block_requested
         return BillingFact("block", event.event_id, caller_number=e.caller_number, refund_case_id=e.refund_case_id,
@@ -49,7 +47,7 @@ def fact_of(event: events_pb2.BillingEvent) -> BillingFact:
         e = event.call_rated
         return BillingFact("call_rated", event.event_id, call_id=e.call_id,
                            payer_contractor_id=e.payer_contractor_id if e.billable else "",
-                           effective_from=_when(e.started_at), rung_contractor_ids=tuple(e.rung_contractor_ids))
+                           effective_from=to_datetime(e.started_at), rung_contractor_ids=tuple(e.rung_contractor_ids))
     return BillingFact("ignored", event.event_id)
 
 
@@ -153,7 +151,7 @@ class EventReplay:
         last = await self._store.last_event_applied(STREAM)
         request = billing_pb2.ReplayEventsRequest(requested_by="routing")
         if last is not None:
-            request.since.FromDatetime(last - REPLAY_MARGIN)
+            set_stamp(request.since, last - REPLAY_MARGIN)
         reply = await self._billing.ReplayEvents(request, timeout=self._timeout_s)
         log.info("billing queued %d events again (since %s)", reply.events_queued,
                  (last - REPLAY_MARGIN).isoformat() if last else "the beginning")

@@ -15,6 +15,7 @@ from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.routing.storage import RoutingStore, unpriced
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError, Unavailable
+from services.runtime.timestamps import to_datetime
 
 log = logging.getLogger("callersync.routing.rate_card")
 
@@ -55,9 +56,9 @@ class RateCard:
                 return
             raise Unavailable(f"billing could not be asked for the rate of ZIP {zip_code} ({err.code().name}); "
                               "retry", reason="BILLING_UNAVAILABLE") from err
-        rates = [(r.zip, r.effective_from.ToDatetime(tzinfo=dt.UTC), r.rate_cents)
+        rates = [(r.zip, to_datetime(r.effective_from), r.rate_cents)
                  for r in reply.rates if r.zip == zip_code and r.rate_cents > 0]
-        fees = [(f.effective_from.ToDatetime(tzinfo=dt.UTC), f.fee_cents)
+        fees = [(to_datetime(f.effective_from), f.fee_cents)
                 for f in [reply.booking_fee, *reply.booking_fee_history]
                 if f.fee_cents > 0 and f.HasField("effective_from")]
         await self._store.store_rate_card(rates, fees)
@@ -92,9 +93,9 @@ class RateCard:
             reply = await billing.GetRateCard(
                 billing_pb2.GetRateCardRequest(include_history=True, page_size=1000, page_token=token),
                 timeout=self._timeout_s)
-            rates += [(r.zip, r.effective_from.ToDatetime(tzinfo=dt.UTC), r.rate_cents)
+            rates += [(r.zip, to_datetime(r.effective_from), r.rate_cents)
                       for r in reply.rates if r.rate_cents > 0]
-            fees.update((f.effective_from.ToDatetime(tzinfo=dt.UTC), f.fee_cents)
+            fees.update((to_datetime(f.effective_from), f.fee_cents)
                         for f in [reply.booking_fee, *reply.booking_fee_history]
                         if f.fee_cents > 0 and f.HasField("effective_from"))
             token = reply.next_page_token

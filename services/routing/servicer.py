@@ -23,7 +23,7 @@ from services.routing.schedule import Window
 from services.routing.storage import ClaimChange, RoutingStore, profile_from
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
-from services.runtime.timestamps import stamp
+from services.runtime.timestamps import stamp, to_datetime
 from services.runtime.validation import require_id
 
 log = logging.getLogger("callersync.routing")
@@ -269,9 +269,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                               context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
         require_id("contractor_id", request.contractor_id)
         size = page_size(request.page_size)
-        end = (request.period_end.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_end")
+        end = (to_datetime(request.period_end) if request.HasField("period_end")
                else dt.datetime.now(dt.UTC))
-        start = (request.period_start.ToDatetime(tzinfo=dt.UTC) if request.HasField("period_start")
+        start = (to_datetime(request.period_start) if request.HasField("period_start")
                  else end - dt.timedelta(days=30))
         if start >= end:
             raise InvalidArgument("period_start must be before period_end", field="period_start")
