@@ -229,6 +229,7 @@ class Demo:
         key = f"{tally.contractor_id}-topup-{tally.topped_up_cents}-{cents}"
         reply = await self.wallet.TopUp(
             wpb.TopUpRequest(
+                reason="operator credit",
                 contractor_id=tally.contractor_id,
                 amount_cents=cents,
                 payment_reference=f"pay-{key}",
