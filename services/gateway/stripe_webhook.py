@@ -52,7 +52,7 @@ async def handle(request: web.Request, secret: str, wallet: grpc.aio.Channel | N
         return _answer(400, "missing Stripe-Signature header")
     try:
         event = stripe.Webhook.construct_event(body.decode("utf-8", "replace"), signature, secret,
-                                               tolerance=TOLERANCE_S)
+                                               tolerance=TOLERANCE_S).to_dict()
     except stripe.SignatureVerificationError as err:
         log.warning("Stripe webhook refused: %s", err)
         return _answer(400, "signature verification failed")

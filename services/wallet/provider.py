@@ -119,8 +119,6 @@ class PaymentProvider:
             "amount": amount_cents, "currency": currency, "payment_method_types": ["card"],
             "metadata": {"contractor_id": contractor_id, "top_up_id": top_up_id},
         }
-        if email:
-            params["receipt_email"] = email
         pi = await self._call("create PaymentIntent", self._client.v1.payment_intents.create_async(
             params=params, options={"idempotency_key": f"top-up:{top_up_id}"}))
         return payment_of(pi)
