@@ -210,6 +210,13 @@ class PaymentDesk:
             return
         self._fault.crash_point()
         fresh = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
+        if payment.status == "succeeded":
+            try:  # asked again with its card expanded, for the receipt; the sweeper asks if this fails
+                payment = await self.provider.payment(payment.payment_intent_id)
+            except ProviderError as err:
+                log.info("auto top-up %s: provider unavailable after the charge (%s); the sweeper will ask",
+                         top_up_id, err)
+                return
         await self._apply(fresh, payment, "auto top-up")
 
     async def top_up(self, top_up_id: str) -> asyncpg.Record | None:

@@ -141,7 +141,8 @@ async def test_a_declined_card_fails_the_top_up_in_plain_words_and_credits_nothi
     # 3-D Secure: localstripe leaves the PaymentIntent waiting for the cardholder.
     secure = await start_top_up(hooked.wallet, contractor, 5000, key=f"3ds-{contractor}")
     assert hooked.stripe.pay(secure.top_up.payment_intent_id, "3ds")["status"] == "requires_action"
-    reply = await hooked.wallet.ApplyPaymentEvent(pb.ApplyPaymentEventRequest(object_id=secure.top_up.payment_intent_id))
+    reply = await hooked.wallet.ApplyPaymentEvent(
+        pb.ApplyPaymentEventRequest(object_id=secure.top_up.payment_intent_id))
     assert reply.outcome == pb.PAYMENT_EVENT_OUTCOME_RECORDED
     assert await credits(hooked.db, contractor) == []
 
