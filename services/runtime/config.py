@@ -77,6 +77,8 @@ class Settings:
     payment_retry_base_ms: int = 2000
     # The runaway breaker: at most this many auto top-ups per contractor per hour.
     auto_top_up_max_per_hour: int = 3
+    # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
+    auto_top_up_lease_ms: int = 60_000
     # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
     # settlements left unfinished (a crash, a wallet outage) once they are this old.
     refund_window_days: int = 30
@@ -146,4 +148,5 @@ class Settings:
             payment_sweep_after_ms=_int(env, "CALLERSYNC_PAYMENT_SWEEP_AFTER_MS", d.payment_sweep_after_ms),
             payment_retry_base_ms=_int(env, "CALLERSYNC_PAYMENT_RETRY_BASE_MS", d.payment_retry_base_ms),
             auto_top_up_max_per_hour=_int(env, "CALLERSYNC_AUTO_TOP_UP_MAX_PER_HOUR", d.auto_top_up_max_per_hour),
+            auto_top_up_lease_ms=_int(env, "CALLERSYNC_AUTO_TOP_UP_LEASE_MS", d.auto_top_up_lease_ms),
         )

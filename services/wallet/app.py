@@ -35,7 +35,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     payments = PaymentDesk(
         PaymentStore(pool), provider, dashboard_url=settings.dashboard_url,
         sweep_interval_ms=settings.payment_sweep_interval_ms, sweep_after_ms=settings.payment_sweep_after_ms,
-        retry_base_ms=settings.payment_retry_base_ms, fault=FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")),
+        retry_base_ms=settings.payment_retry_base_ms, lease_ms=settings.auto_top_up_lease_ms,
+        fault=FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")),
     )
 
     async def start_auto_top_ups(rows: object) -> None:

@@ -20,8 +20,6 @@ from services.wallet.provider import Payment, PaymentProvider, ProviderError
 log = logging.getLogger("callersync.wallet.payments")
 refusals = logging.getLogger("callersync.wallet.payments.refused")
 
-AUTO_LEASE_MS = 60_000
-
 
 class FaultHook:
     """Test hook: when the named file exists at the point between the provider's word that a payment succeeded
@@ -38,12 +36,14 @@ class FaultHook:
 
 class PaymentDesk:
     def __init__(self, store: PaymentStore, provider: PaymentProvider, *, dashboard_url: str, sweep_interval_ms: int,
-                 sweep_after_ms: int, retry_base_ms: int, fault: FaultHook | None = None) -> None:
+                 sweep_after_ms: int, retry_base_ms: int, lease_ms: int = 60_000,
+                 fault: FaultHook | None = None) -> None:
         self._store = store
         self.provider = provider
         self._dashboard_url = dashboard_url.rstrip("/")
         self._sweep_after_ms = sweep_after_ms
         self._retry_base_ms = retry_base_ms
+        self._lease_ms = lease_ms
         self._fault = fault or FaultHook(None)
         self._sweep_waker = Waker(sweep_interval_ms / 1000.0)
         self._charge_waker = Waker(sweep_interval_ms / 1000.0)
@@ -178,7 +178,7 @@ class PaymentDesk:
 
     async def charge_once(self) -> int:
         """Makes the provider call of every auto top-up waiting for one (at most one per wallet exists)."""
-        claimed = await self._store.claim_auto(AUTO_LEASE_MS)
+        claimed = await self._store.claim_auto(self._lease_ms)
         for top_up in claimed:
             await self._charge(top_up)
         return len(claimed)
