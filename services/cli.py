@@ -166,7 +166,8 @@ def up(data_dir: pathlib.Path) -> int:
             payments = SimulatedPayments(data_dir)
             embedded.append(payments)
             env.update(payments.start())
-            payments.send_webhooks_to(f"http://{settings.host}:{settings.gateway_port}/v1/stripe/webhook")
+            payments.send_webhooks_to(f"http://{settings.host}:{settings.gateway_port}/v1/stripe/webhook",
+                                      settings.target_of("wallet"))
             print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
                   "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
                   flush=True)

@@ -3,6 +3,7 @@ the settings every service needs to use it. Payments are simulated: no card is e
 
 from __future__ import annotations
 
+import json
 import pathlib
 import secrets
 import socket
@@ -14,6 +15,15 @@ import urllib.parse
 import urllib.request
 
 DEFAULT_PORT = 8420
+# Written by `callersync up` while it runs, so `callersync demo` (another process) finds the simulator.
+STATE_FILE = "simulated-payments.json"
+
+
+def read_simulated(data_dir: pathlib.Path) -> dict[str, str]:
+    try:
+        return dict(json.loads((data_dir / STATE_FILE).read_text()))
+    except (OSError, ValueError):
+        return {}
 
 
 def _free(port: int) -> bool:
@@ -34,6 +44,7 @@ def _any_port() -> int:
 class SimulatedPayments:
     def __init__(self, data_dir: pathlib.Path, port: int = DEFAULT_PORT) -> None:
         self._store = data_dir.resolve() / "localstripe.pickle"
+        self._state = data_dir.resolve() / STATE_FILE
         self.port = port if _free(port) else _any_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook_secret = "whsec_" + secrets.token_hex(16)
@@ -64,11 +75,13 @@ class SimulatedPayments:
             "CALLERSYNC_STRIPE_WEBHOOK_SECRET": self.webhook_secret,
         }
 
-    def send_webhooks_to(self, url: str) -> None:
+    def send_webhooks_to(self, url: str, wallet_target: str) -> None:
         data = urllib.parse.urlencode({"url": url, "secret": self.webhook_secret}).encode()
         urllib.request.urlopen(f"{self.url}/_config/webhooks/callersync", data=data, timeout=5).close()
+        self._state.write_text(json.dumps({"api_base": self.url, "wallet_target": wallet_target}))
 
     def stop(self) -> None:
+        self._state.unlink(missing_ok=True)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:
