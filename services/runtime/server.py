@@ -57,6 +57,8 @@ class GrpcServer:
         )
         self.port = 0
         self._credentials: grpc.ServerCredentials | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._health_address = ""
 
     def use_tls(self, credentials: grpc.ServerCredentials, *, trust_domain: str) -> None:
         """Serve over mutual TLS (credentials from tls.server_credentials with a CA), every call checked against
@@ -66,6 +68,13 @@ class GrpcServer:
         self._credentials = credentials
         self._gate.enforce(trust_domain)
 
+    def serve_health_on(self, address: str) -> None:
+        """Also answer grpc.health.v1 (and nothing else) in plaintext on `address`: the kubelet's native gRPC
+        probes cannot present a client certificate. Before start()."""
+        self._health_address = address
+        self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+
     async def start(self) -> int:
         if self._credentials is not None:
             self.port = self.server.add_secure_port(self._address, self._credentials)
@@ -73,6 +82,10 @@ class GrpcServer:
             self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
+        if self._health_server is not None:
+            if self._health_server.add_insecure_port(self._health_address) == 0:
+                raise SystemExit(f"{self.name}: cannot serve health on {self._health_address} (port in use?)")
+            await self._health_server.start()
         await self.server.start()
         for svc in ("", self.service_full_name):
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
@@ -85,6 +98,8 @@ class GrpcServer:
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for cleanup in reversed(self._cleanups):
             try:
                 await cleanup()
