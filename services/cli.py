@@ -107,7 +107,7 @@ def wait_healthy(target: str, deadline_s: float, settings: Settings | None = Non
     return False
 
 
-def _demo_line(pki: certs.DevPki, settings: Settings) -> str:
+def _demo_line(pki: certs.DevPki) -> str:
     operator = " ".join(f"{k}={v}" for k, v in tls_env(pki, "operator/oncall").items())
     engine = pki["routing-engine"]
     return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
@@ -149,6 +149,12 @@ def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
     from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
 
     settings = Settings.from_env()
+    if tls.enabled(settings):
+        # One certificate would give every service the same identity, which no access table allows.
+        print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
+              "use `callersync up --tls` (development certificates, one per identity) or run each service with "
+              "`callersync serve` and its own certificate", file=sys.stderr)
+        return 2
     env = dict(os.environ)
     identity_env: dict[str, dict[str, str]] = {}
     if with_tls:
@@ -204,7 +210,7 @@ def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
             + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
             + f", gateway {settings.host}:{settings.gateway_port} (HTTP/JSON, /openapi.json)"
             + f"\n  try: grpcurl {_grpcurl_security(settings)} {settings.host}:{settings.wallet_port} list"
-            + (f"\n  demo: {_demo_line(pki, settings)}" if with_tls else "")
+            + (f"\n  demo: {_demo_line(pki)}" if with_tls else "")
             + "\n  Ctrl-C stops everything.",
             flush=True,
         )

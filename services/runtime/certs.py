@@ -3,7 +3,8 @@ benchmarks. Production certificates come from cert-manager (deploy/k8s), never f
 
 Each identity's certificate names it with a SPIFFE-style URI SAN (spiffe://<trust domain>/<identity>), which is
 what the servers authorize by (services/runtime/authz.py), and carries DNS:localhost, IP:127.0.0.1 and a service's
-own name as DNS SANs so it also serves as a server certificate on a developer's machine and in docker compose. Keys are ECDSA P-256: small and fast to make.
+own name as DNS SANs so it also serves as a server certificate on a developer's machine and in docker compose.
+Keys are ECDSA P-256: small and fast to make.
 """
 
 from __future__ import annotations
