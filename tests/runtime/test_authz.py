@@ -237,7 +237,7 @@ def test_only_billing_settles_only_routing_reserves_only_the_engine_reports_call
     for method in ("RateCall", "RateCalls", "RecordBooking"):
         assert BILLING_ACCESS[method] == {authz.ENGINE}
     assert ROUTING_ACCESS["RouteCall"] == {authz.ENGINE}
-    assert BILLING_ACCESS["ReplayEvents"] == {authz.ROUTING}
+    assert BILLING_ACCESS["ReplayEvents"] == {authz.ROUTING, authz.OPERATOR}
     assert authz.GATEWAY not in WALLET_ACCESS["Refund"] and authz.OPERATOR not in WALLET_ACCESS["Refund"]
 
 
