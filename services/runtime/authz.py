@@ -109,7 +109,8 @@ class Gate:
 def authorize_handler(gate: Gate, method: str, allowed: frozenset[str],
                       handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     if handler.unary_unary is None:
-        return handler
+        # Fail closed: a streaming method would otherwise be registered without the check.
+        raise ValueError(f"{method}: only unary methods are authorized by services/runtime/authz.py")
     inner = handler.unary_unary
     who_may = ", ".join(sorted(allowed)) or "nobody"
 

@@ -300,3 +300,9 @@ async def test_the_health_port_answers_health_in_plaintext_and_nothing_else(sett
             assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(1)
+
+
+def test_a_streaming_method_is_refused_at_registration_rather_than_served_unchecked():
+    streaming = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
+    with pytest.raises(ValueError, match="only unary methods"):
+        authz.authorize_handler(authz.Gate(), "/x.v1.S/Watch", frozenset({authz.OPERATOR}), streaming)
