@@ -20,6 +20,8 @@ from callersync.wallet.v1 import wallet_pb2_grpc
 log = logging.getLogger("callersync.gateway.stripe")
 
 PATH = "/v1/stripe/webhook"
+# The one gRPC method the gateway calls outside its HTTP bindings (the wallet's access table grants it).
+CALLS = "callersync.wallet.v1.WalletService.ApplyPaymentEvent"
 # What the wallet acts on (docs/payments.md lists them for a Stripe dashboard); anything else is acknowledged.
 EVENTS = (
     "payment_intent.succeeded",
