@@ -86,6 +86,10 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
         legacy = await conn.fetchval(
             "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
+        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
+        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
+                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
         if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
             from services.wallet.payment_audit import uncredited_payments
             from services.wallet.provider import PaymentProvider
@@ -104,6 +108,9 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
             print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
     if legacy:
         print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    for row in refused:
+        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
+              f"{row['failure_reason']}")
     if asked is None:
         print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"

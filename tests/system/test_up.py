@@ -106,7 +106,8 @@ def test_up_with_mutual_tls_gives_each_service_its_own_certificate(tmp_path):
         assert listed.returncode == 0 and SERVICES["wallet"] in listed.stdout, listed.stderr
         top_up = subprocess.run(
             [binary, *flags, "-d", json.dumps({"contractor_id": "ctr-tls", "amount_cents": 5000,
-                                               "payment_reference": "pay-1", "idempotency_key": "tls-1"}),
+                                               "payment_reference": "pay-1", "idempotency_key": "tls-1",
+                                               "reason": "welcome credit"}),
              wallet, "callersync.wallet.v1.WalletService/TopUp"], capture_output=True, text=True, timeout=30)
         assert top_up.returncode == 0, top_up.stderr
         reserve = subprocess.run(
