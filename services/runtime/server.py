@@ -56,10 +56,13 @@ class GrpcServer:
         self._credentials = credentials
 
     async def start(self) -> int:
-        if self._credentials is not None:
-            self.port = self.server.add_secure_port(self._address, self._credentials)
-        else:
-            self.port = self.server.add_insecure_port(self._address)
+        try:
+            if self._credentials is not None:
+                self.port = self.server.add_secure_port(self._address, self._credentials)
+            else:
+                self.port = self.server.add_insecure_port(self._address)
+        except RuntimeError:  # grpc raises "Failed to bind" with a C-core trace: one line says more
+            self.port = 0
         if self.port == 0:
             raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
         await self.server.start()
