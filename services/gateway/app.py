@@ -320,6 +320,7 @@ class Gateway:
             return error_response(
                 code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata())
             )
+        access.anonymise(principal, binding, reply)
         return _json(transcoding.response_json(binding, reply))
 
 
