@@ -1,5 +1,6 @@
 """`callersync bench` in its tiniest mode (about a second per phase) against the test servers: it runs every
-phase, prints its table, and its last line is a short JSON summary a CI job parses (verdicts, and the --out file with everything).
+phase, prints its table, and its last line is a short JSON summary a CI job parses (verdicts, and the --out
+file holding everything).
 No figure is judged here (speed lives in the bench output), only that each one is there and that the money
 checks of every phase passed."""
 
