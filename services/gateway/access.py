@@ -7,7 +7,8 @@ whatever the path, body or query said; an empty top-level `contractor_id` is fil
 
 A few list calls can also be keyed by something shared between contractors (ListClaims by ZIP): a contractor
 may ask, and the answer keeps the shape (how many claims, which positions are taken, their own place in the
-cascade) with every other contractor's id blanked, so a ZIP's competition is visible, never who it is.
+cascade) with every other contractor's id blanked, so a ZIP's competition is visible, never who it is. The same
+blanking applies to every answer a contractor gets (ClaimZip returns the ZIP's cascade, too).
 
 A call keyed only by ids the gateway cannot map to a contractor (a call id, a refund case id, a caller
 number) is refused to contractors unless it is listed here as CONTRACTOR_SAFE: it carries no contractor's
@@ -133,8 +134,10 @@ def authorize(principal: Principal, binding: Binding, request: Message) -> None:
 
 
 def anonymise(principal: Principal, binding: Binding, reply: Message) -> None:
-    """Blanks every contractor id but the principal's in the answer of an OWN_OR_ANONYMISED call."""
-    if principal.is_operator or access_of(binding) is not Access.OWN_OR_ANONYMISED:
+    """Blanks every contractor id but the principal's in any answer to a contractor: a by-ZIP ListClaims, and
+    also ClaimZip's zip_claims (the ZIP's cascade after the change), which a contractor reaches for their own
+    claim."""
+    if principal.is_operator:
         return
     _blank_others(reply, principal.contractor_id)
 

@@ -110,6 +110,12 @@ def test_anonymise_blanks_every_other_contractors_id():
     from services.gateway.tokens import Principal
 
     binding = next(b for b in bindings_of(discover_services()) if b.method.name == "ListClaims")
+    claim_binding = next(b for b in bindings_of(discover_services()) if b.method.name == "ClaimZip")
+    claimed = rpb.ClaimZipResponse(claim=rpb.Claim(contractor_id="ctr-me"), zip_claims=[
+        rpb.Claim(contractor_id="ctr-rival"), rpb.Claim(contractor_id="ctr-me")])
+    access.anonymise(Principal("me", "contractor", "ctr-me"), claim_binding, claimed)
+    assert claimed.claim.contractor_id == "ctr-me"
+    assert [c.contractor_id for c in claimed.zip_claims] == ["", "ctr-me"]
     reply = rpb.ListClaimsResponse(claims=[
         rpb.Claim(contractor_id="ctr-rival", zip="94107", position=rpb.CLAIM_POSITION_PRIMARY, rate_cents=4500),
         rpb.Claim(contractor_id="ctr-me", zip="94107", position=rpb.CLAIM_POSITION_BACKUP, backup_rank=1),
