@@ -11,6 +11,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime import descriptors
 from services.runtime.interceptors import WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
@@ -45,8 +46,10 @@ class GrpcServer:
         )
         add_servicer(WrappingRegistrar(self.server, name))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # From the descriptors with the protos' comments: `grpcurl describe` shows what each call and field means.
         reflection.enable_server_reflection(
-            (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server,
+            pool=descriptors.reflection_pool(),  # type: ignore[arg-type]  # duck-typed: the lookups reflection makes
         )
         self.port = 0
         self._credentials: grpc.ServerCredentials | None = None
