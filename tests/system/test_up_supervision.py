@@ -209,3 +209,17 @@ def test_commands_without_a_stack_say_they_could_not_check(tmp_path):
         description = helped.stdout.split("\n\n")[1]
         assert description.strip() and not description.startswith(("options:", "positional")), command
     assert "(default: 3600)" in run_cli("token", "--help", env=plain, cwd=tmp_path).stdout
+
+
+async def test_a_service_whose_port_is_taken_says_so_in_one_line():
+    """grpc raised `RuntimeError: Failed to bind` with a C-core trace; `serve` now exits with one line."""
+    from services.runtime.server import GrpcServer
+
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        server = GrpcServer("wallet", "callersync.wallet.v1.WalletService", lambda _: None,
+                            host="127.0.0.1", port=port)
+        with pytest.raises(SystemExit, match=f"wallet: cannot listen on 127.0.0.1:{port}"):
+            await server.start()
