@@ -3,7 +3,7 @@
 - Before starting anything: every port must be free, and no other `up` may be running on the same data dir;
   otherwise one line says which port (or which pid) and `up` exits 1.
 - Embedded PostgreSQL and Valkey unless configured, a watchdog that stops them if `up` itself is killed
-  (services.runtime.watchdog), then the three services and the gateway, each a child that dies with `up`
+  (services.runtime.watchdog), then the three services (each healthy before the next) and the gateway, each a child that dies with `up`
   (PR_SET_PDEATHSIG) and whose process title names it, its port and the data dir.
 - A child that exits during start-up fails the start (exit 1). Once up, a child that exits is restarted
   with backoff (1 s, doubling to 30 s; back to 1 s after it ran a minute), and each restart is logged.
@@ -202,16 +202,17 @@ class Supervisor:
             self.env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(self.data_dir)
         self.write_state()
         serve = [sys.executable, "-m", "services.cli", "serve"]
+        # One after the other, in dependency order (billing calls the wallet; routing calls both at start):
+        # started together, routing's first calls fail and log warnings about a start-up that is fine.
         for name in SERVICE_NAMES:
             self.children[name] = Child(name, [*serve, name])
             self.spawn(self.children[name])
-        for name in SERVICE_NAMES:
             target = f"{self.settings.host}:{self.settings.port_of(name)}"
 
             def serving(target: str = target) -> bool:
                 return wait_healthy(target, 0.5, self.settings)
 
-            self.wait_until(name, serving, list(SERVICE_NAMES))
+            self.wait_until(name, serving, list(self.children))
         self.children["gateway"] = Child("gateway", [*serve, "gateway"])
         self.spawn(self.children["gateway"])
         host, port = self.settings.host, self.settings.gateway_port
