@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
-from services.runtime import logs, stack_file, telemetry, tls
+from services.runtime import authz, certs, logs, stack_file, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.processes import set_title
@@ -63,12 +63,12 @@ async def migrate_all(database_url: str, names: list[str] | None = None) -> None
 async def serve(name: str, port: int | None) -> None:
     settings = Settings.from_env()
     service = SERVICES[name]
+    tls.guard_listen(settings, name)
     telemetry.configure(name)
     await wait_for_dependencies(name, settings)
     await migrate_all(settings.database_url, [name])
     server = await service.build(settings, settings.port_of(name) if port is None else port)
-    if tls.enabled(settings):
-        server.use_tls(tls.server_credentials(settings))
+    tls.secure_server(server, settings)
     bound = await server.start()
     set_title(process_title(name, bound))
     print(f"{name} listening on {settings.host}:{bound}", flush=True)
@@ -121,6 +121,35 @@ def wait_healthy(target: str, deadline_s: float, settings: Settings | None = Non
             except grpc.RpcError:
                 time.sleep(0.2)
     return False
+
+
+def _demo_line(pki: certs.DevPki) -> str:
+    operator = " ".join(f"{k}={v}" for k, v in tls_env(pki, "operator/oncall").items())
+    engine = pki["routing-engine"]
+    return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
+
+
+def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
+    """The CALLERSYNC_TLS_* variables that make a process present `identity`'s certificate."""
+    return {
+        "CALLERSYNC_TLS_CERT_FILE": str(pki[identity].cert_file),
+        "CALLERSYNC_TLS_KEY_FILE": str(pki[identity].key_file),
+        "CALLERSYNC_TLS_CA_FILE": str(pki.ca_file),
+    }
+
+
+def write_certs(args: argparse.Namespace, settings: Settings) -> int:
+    identities = args.identities or list(certs.DEFAULT_IDENTITIES)
+    for identity in identities:
+        if authz.role_of(identity) is None:
+            print(f"certs: {identity!r} is no identity: use one of {', '.join(sorted(authz.ROLES - {authz.OPERATOR}))}"
+                  " or operator/<name>", file=sys.stderr)
+            return 2
+    pki = certs.write_dev_pki(args.out, identities, trust_domain=settings.trust_domain, valid_days=args.days)
+    print(f"CA: {pki.ca_file} (its key beside it: keep it to issue more, never ship it)")
+    for issued in pki.issued.values():
+        print(f"{issued.uri}: {issued.cert_file} {issued.key_file}")
+    return 0
 
 
 def bench(args: argparse.Namespace) -> int:
@@ -219,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     up_cmd.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(Settings.data_dir),
                         help="where embedded servers keep their data, the dev JWT key and stack.json "
                              "($CALLERSYNC_DATA_DIR overrides the default)")
+    up_cmd.add_argument("--tls", action="store_true",
+                        help="mutual TLS everywhere, with development certificates made in <data dir>/certs")
+    certs_cmd = command(
+        "certs", "a development CA and a certificate per identity (mutual TLS)",
+        "Writes ca.pem and <identity>.pem / <identity>-key.pem; reuses a CA found in --out.\n\n"
+        "  callersync certs --identities wallet operator/alice",
+    )
+    certs_cmd.add_argument("--out", type=pathlib.Path, default=pathlib.Path(".callersync/certs"),
+                           help="folder for ca.pem and <identity>.pem/<identity>-key.pem (reuses a CA found there)")
+    certs_cmd.add_argument("--identities", nargs="+", default=None,
+                           help=f"default: {' '.join(certs.DEFAULT_IDENTITIES)}; operators are operator/<name>")
+    certs_cmd.add_argument("--days", type=int, default=30, help="how long the certificates are valid")
     serve_cmd = command(
         "serve", "run one service (for deployments)",
         "Needs CALLERSYNC_DATABASE_URL and CALLERSYNC_REDIS_URL; applies the service's pending migrations,\n"
@@ -283,7 +324,9 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = args.data_dir
         if data_dir == pathlib.Path(Settings.data_dir):
             data_dir = pathlib.Path(settings.data_dir)
-        sys.exit(up(settings, data_dir))
+        sys.exit(up(settings, data_dir, args.tls))
+    if args.command == "certs":
+        sys.exit(write_certs(args, settings))
     if args.command == "serve" and args.service == "gateway":
         from services.gateway.app import serve as serve_gateway
 

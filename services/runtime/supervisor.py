@@ -3,7 +3,8 @@
 - Before starting anything: every port must be free, and no other `up` may be running on the same data dir;
   otherwise one line says which port (or which pid) and `up` exits 1.
 - Embedded PostgreSQL and Valkey unless configured, a watchdog that stops them if `up` itself is killed
-  (services.runtime.watchdog), then the three services (each healthy before the next) and the gateway, each a child that dies with `up`
+  (services.runtime.watchdog), then the three services (each healthy before the next) and the gateway,
+  with --tls each under its own development certificate (mutual TLS), each a child that dies with `up`
   (PR_SET_PDEATHSIG) and whose process title names it, its port and the data dir.
 - A child that exits during start-up fails the start (exit 1). Once up, a child that exits is restarted
   with backoff (1 s, doubling to 30 s; back to 1 s after it ran a minute), and each restart is logged.
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from services.runtime import stack_file, tls
+from services.runtime import certs, stack_file, tls
 from services.runtime.config import Settings
 from services.runtime.processes import die_with_parent, set_title
 
@@ -78,8 +79,11 @@ def _describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, data_dir: pathlib.Path) -> None:
+    def __init__(self, settings: Settings, data_dir: pathlib.Path, with_tls: bool = False) -> None:
         self.settings = settings
+        self.with_tls = with_tls
+        self.pki: certs.DevPki | None = None
+        self.identity_env: dict[str, dict[str, str]] = {}  # per child: the certificate it presents
         self.data_dir = data_dir.resolve()
         self.env = dict(os.environ)
         self.env["CALLERSYNC_DATA_DIR"] = str(self.data_dir)  # for the children's process titles
@@ -127,6 +131,19 @@ class Supervisor:
                 "CALLERSYNC_{WALLET,BILLING,ROUTING,GATEWAY}_PORT"
             )
 
+    def make_certificates(self) -> None:
+        """--tls: development certificates, one identity per service and the gateway; `up` itself checks
+        health as an operator."""
+        from services.cli import tls_env
+
+        self.pki = certs.write_dev_pki(self.data_dir / "certs", certs.DEFAULT_IDENTITIES,
+                                       trust_domain=self.settings.trust_domain)
+        self.identity_env = {name: tls_env(self.pki, name) for name in (*SERVICE_NAMES, "gateway")}
+        operator = tls_env(self.pki, "operator/oncall")
+        self.settings = dataclasses.replace(
+            self.settings, tls_cert_file=operator["CALLERSYNC_TLS_CERT_FILE"],
+            tls_key_file=operator["CALLERSYNC_TLS_KEY_FILE"], tls_ca_file=operator["CALLERSYNC_TLS_CA_FILE"])
+
     def start_embedded(self) -> None:
         from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
 
@@ -168,7 +185,8 @@ class Supervisor:
         )
 
     def spawn(self, child: Child) -> None:
-        child.popen = subprocess.Popen(child.argv, env=self.env, preexec_fn=die_with_parent)
+        child.popen = subprocess.Popen(child.argv, env=self.env | self.identity_env.get(child.name, {}),
+                                       preexec_fn=die_with_parent)
         child.started_at = time.monotonic()
         child.restart_at = None
 
@@ -192,6 +210,8 @@ class Supervisor:
         from services.gateway import tokens as gateway_tokens
 
         self.preflight()
+        if self.with_tls:
+            self.make_certificates()
         self.start_embedded()
         self._check_stop()
         from services.cli import migrate_all, run
@@ -281,7 +301,9 @@ def grpcurl_security(settings: Settings) -> str:
     return f"{ca} -cert {settings.tls_cert_file} -key {settings.tls_key_file}".strip()
 
 
-def banner(settings: Settings, data_dir: pathlib.Path) -> str:
+def banner(settings: Settings, data_dir: pathlib.Path, pki: certs.DevPki | None = None) -> str:
+    from services.cli import _demo_line
+
     s = settings
     return (
         "CallerSync is up: "
@@ -291,19 +313,26 @@ def banner(settings: Settings, data_dir: pathlib.Path) -> str:
         + f"\n  try: grpcurl {grpcurl_security(s)} {s.host}:{s.wallet_port} list"
         + "\n       curl -H \"Authorization: Bearer $(callersync token --role operator)\" "
         + f"http://{s.host}:{s.gateway_port}/v1/rateCard"
+        + (f"\n  demo: {_demo_line(pki)}" if pki is not None else "")
         + "\n  Ctrl-C stops everything."
     )
 
 
-def up(settings: Settings, data_dir: pathlib.Path) -> int:
-    supervisor = Supervisor(settings, data_dir)
+def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool = False) -> int:
+    if tls.enabled(settings):
+        # One certificate would give every service the same identity, which no access table allows.
+        print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
+              "use `callersync up --tls` (development certificates, one per identity) or run each service with "
+              "`callersync serve` and its own certificate", file=sys.stderr)
+        return 2
+    supervisor = Supervisor(settings, data_dir, with_tls)
     set_title(f"callersync up data={supervisor.data_dir}")
     signal.signal(signal.SIGINT, supervisor._on_signal)
     signal.signal(signal.SIGTERM, supervisor._on_signal)
     code = 0
     try:
         supervisor.start()
-        print(banner(settings, supervisor.data_dir), flush=True)
+        print(banner(supervisor.settings, supervisor.data_dir, supervisor.pki), flush=True)
         supervisor.supervise()
     except Stopping:
         pass
