@@ -622,7 +622,7 @@ async def reconcile_ledger(settings: Settings) -> int:
     try:  # CALLERSYNC_DATABASE_URL, else the database of the `callersync up` running here
         url, _ = stack_file.database_url(settings.database_url, stack_file.find_data_dir())
     except stack_file.NoStack as err:
-        print(f"reconcile: skipped ({err}); the demo itself talks to the services only")
+        print(f"reconcile: skipped: {err}. The demo itself talks to the services only")
         return 0
     return await reconcile(url)
 
