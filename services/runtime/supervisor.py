@@ -182,6 +182,8 @@ class Supervisor:
             jwt_secret="CALLERSYNC_JWT_SECRET" if s.jwt_secret else str(self.data_dir / "jwt_secret"),
             jwt_issuer=s.jwt_issuer,
             jwt_audience=s.jwt_audience,
+            # --tls: the files an operator's grpcurl needs (-cacert, -cert, -key).
+            tls={"ca": s.tls_ca_file, "cert": s.tls_cert_file, "key": s.tls_key_file} if self.with_tls else None,
         )
 
     def spawn(self, child: Child) -> None:

@@ -136,6 +136,13 @@ def test_a_killed_service_is_restarted_and_a_killed_up_leaves_nothing_behind(tmp
         wallets = [p for p in processes_of(data) if " ".join(p.cmdline()).startswith("callersync wallet")]
         assert [" ".join(p.cmdline()) for p in wallets] == [f"callersync wallet :{ports['wallet']} data={data}"]
 
+        # A second `up` on the same data dir (on free ports) is refused before it touches anything.
+        env2, _ = stack_env()
+        second = run_cli("up", "--data-dir", str(data), env=env2, timeout=60)
+        assert second.returncode == 1
+        assert f"another `callersync up` (pid {up.popen.pid}) is running with the data dir {data}" in second.stderr
+        assert json.loads((data / "stack.json").read_text())["pid"] == up.popen.pid
+
         # The commands find the stack from its data dir, here from a subdirectory, with no URL configured.
         sub = tmp_path / "somewhere" / "deeper"
         sub.mkdir(parents=True)
