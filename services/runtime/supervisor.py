@@ -341,6 +341,12 @@ def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool = False) -> in
     except StartFailed as err:
         print(f"callersync up: {err}", file=sys.stderr, flush=True)
         code = 1
+    except Exception as err:  # an embedded server or a migration failed: one line, the trace on demand
+        log.debug("start-up failed", exc_info=True)
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        print(f"callersync up: could not start: {type(err).__name__}: {reason} "
+              "(the lines above say more; CALLERSYNC_LOG_LEVEL=DEBUG adds the traceback)", file=sys.stderr, flush=True)
+        code = 1
     finally:
         supervisor.stop()
         print("CallerSync stopped", flush=True)

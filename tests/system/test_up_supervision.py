@@ -234,3 +234,16 @@ async def test_a_service_whose_port_is_taken_says_so_in_one_line():
                             host="127.0.0.1", port=port)
         with pytest.raises(SystemExit, match=f"wallet: cannot listen on 127.0.0.1:{port}"):
             await server.start()
+
+
+def test_a_database_that_does_not_answer_fails_the_start_in_one_line(tmp_path):
+    env, ports = stack_env(CALLERSYNC_DATABASE_URL=f"postgresql://nobody@127.0.0.1:{free_port()}/none")
+    up = Process("up", "--data-dir", str(tmp_path / "data"), env=env)
+    try:
+        assert up.popen.wait(timeout=60) == 1
+    finally:
+        up.kill()
+    out = up.output()
+    assert "callersync up: could not start:" in out and "Traceback" not in out, out
+    assert "CallerSync stopped" in out
+    assert wait_gone((tmp_path / "data").resolve(), 10) == []
