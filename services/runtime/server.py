@@ -11,10 +11,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime.interceptors import WrappingRegistrar
+from services.runtime.interceptors import Admission, WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
 
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 Cleanup = Callable[[], Awaitable[None]]
 
 
@@ -38,12 +39,22 @@ class GrpcServer:
         self._cleanups = list(cleanups)
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
+        # Past max_concurrent_rpcs the interceptor sheds load at once as RESOURCE_EXHAUSTED with a retry hint,
+        # rather than queue into deadline expiries. grpc's own limit (which answers CANCELLED after ~1 s) stays
+        # as a backstop well above it, so health checks and reflection still get through under overload.
+        self.admission = Admission(max_concurrent_rpcs)
         self.server = grpc.aio.server(
-            # Shed load as RESOURCE_EXHAUSTED rather than queue into deadline expiries.
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
-            options=[("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=max_concurrent_rpcs * 2 + 100,
+            options=[
+                ("grpc.so_reuseport", 0),
+                # No request of ours comes near this (the largest, a RateCalls batch of 1000 calls, is ~1 MB);
+                # a bigger one is refused as RESOURCE_EXHAUSTED before any handler allocates for it.
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                # Incoming metadata (headers) bounded like the trailers a client accepts.
+                ("grpc.max_metadata_size", 16 * 1024),
+            ],
         )
-        add_servicer(WrappingRegistrar(self.server, name))  # type: ignore[arg-type]
+        add_servicer(WrappingRegistrar(self.server, name, self.admission))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
