@@ -112,13 +112,29 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
 
 
 class Admission:
-    """At most `limit` calls of one server run at once; the next is shed at once with RESOURCE_EXHAUSTED and a
-    retry hint. grpc.aio's own maximum_concurrent_rpcs instead leaves the extra call waiting and answers
-    CANCELLED about a second later (measured), which a caller cannot tell from a genuine cancellation."""
+    """At most `limit` calls of one server's own methods run at once; the next is shed at once with
+    RESOURCE_EXHAUSTED, an ErrorInfo (OVERLOADED), a RetryInfo and a request id. grpc.aio's own
+    maximum_concurrent_rpcs counts health checks and reflection too (so an overloaded pod would also fail its
+    health probe and be restarted, shedding everything), carries no retry hint, and has been seen answering
+    CANCELLED after ~1 s; here it stays only as a backstop far above this limit."""
+
+    LOG_EVERY_S = 1.0
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.in_flight = 0
+        self.shed = 0
+        self._logged_at = 0.0
+
+    def note_shed(self, method: str, request_id: str) -> None:
+        """One warning a second at most, with the count since the last: a flood must not become a log flood."""
+        self.shed += 1
+        now = time.monotonic()
+        if now - self._logged_at >= self.LOG_EVERY_S:
+            self._logged_at = now
+            log.warning("shedding load: %d calls refused (last %s request_id=%s), %d in flight, limit %d",
+                        self.shed, method, request_id, self.in_flight, self.limit)
+            self.shed = 0
 
 
 def error_reason(err: grpc.aio.AioRpcError) -> str:
@@ -221,8 +237,7 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler,
         if admission.in_flight >= admission.limit:
             latency.record(0.0, {"rpc.method": method, "rpc.status": "RESOURCE_EXHAUSTED"})
             request_id = request_id_of(context)
-            log.warning("%s shed: %d calls in flight (limit %d) request_id=%s", method, admission.in_flight,
-                        admission.limit, request_id)
+            admission.note_shed(method, request_id)
             await refuse(context, Overloaded(
                 f"{service_name} is at its limit of {admission.limit} concurrent calls; retry after "
                 f"{SHED_RETRY_MS} ms with backoff", reason="OVERLOADED", limit=str(admission.limit)),
