@@ -40,6 +40,14 @@ class Settings:
     jwt_issuer: str = "callersync"
     jwt_audience: str = "callersync-gateway"
     cors_origins: str = ""
+    # A client must finish its first request's headers within this many seconds (slow clients hold sockets);
+    # an idle or half-sent kept-alive connection is closed this long after its last response.
+    gateway_header_timeout_s: int = 10
+    gateway_keepalive_s: int = 75
+    # Bearer tokens from an identity provider: its published keys (JWKS, RS256/ES256), and the longest
+    # lifetime (exp - iat) a token may claim. CALLERSYNC_JWT_SECRET's HS256 keys remain for development.
+    jwt_jwks_url: str = ""
+    jwt_max_lifetime_s: int = 24 * 3600
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
     tls_cert_file: str = ""
@@ -106,6 +114,10 @@ class Settings:
             jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
             cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
+            gateway_header_timeout_s=_int(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S", d.gateway_header_timeout_s),
+            gateway_keepalive_s=_int(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
+            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
+            jwt_max_lifetime_s=_int(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),

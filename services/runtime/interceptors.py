@@ -27,7 +27,7 @@ ERROR_DOMAIN = "callersync.dev"
 REQUEST_ID_KEY = "x-request-id"
 # A caller's own request id (the gateway's, a client's) is kept when it looks like one; anything else is
 # replaced, so a log line never carries a 64 KB or multi-line "id".
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 # How long a shed caller should wait before trying again (google.rpc.RetryInfo).
 SHED_RETRY_MS = 250
 
@@ -106,7 +106,7 @@ def request_id_of(context: grpc.aio.ServicerContext) -> str:
     if traced:
         return traced
     for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID_KEY and isinstance(value, str) and _REQUEST_ID.match(value):
+        if key == REQUEST_ID_KEY and isinstance(value, str) and REQUEST_ID.match(value):
             return value
     return secrets.token_hex(16)
 
