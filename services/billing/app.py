@@ -7,9 +7,9 @@ import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.billing import events
+from services.billing.freshness import FactLimits
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
-from services.billing.freshness import FactLimits
 from services.billing.settlement import FaultHook, Settlement
 from services.billing.settlement import sweeper as settlement_sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore

@@ -36,6 +36,9 @@ class FactLimits:
     rate_earliest_s: int = 1_577_836_800  # 2020-01-01T00:00:00Z
 
 
+DEFAULT_LIMITS = FactLimits()
+
+
 def check_call(call: pb.FinishedCall, limits: FactLimits, now_s: float | None = None) -> None:
     latest = (time.time() if now_s is None else now_s) + limits.clock_skew_s
     why = "a finished call is rated only after it happened"

@@ -9,7 +9,7 @@ import grpc
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
 from services.billing import events, explain, freshness, messages, ratecard
-from services.billing.freshness import FactLimits
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.refund_desk import RefundDesk
 from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
@@ -26,7 +26,7 @@ MAX_BATCH = 1000
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, store: BillingStore, settlement: Settlement, desk: RefundDesk, on_event=lambda: None,
-                 limits: FactLimits = FactLimits()) -> None:
+                 limits: FactLimits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._store = store
         self._settlement = settlement

@@ -26,7 +26,7 @@ from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import events_pb2
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing import events, freshness, policy
-from services.billing.freshness import FactLimits
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.storage import BillingStore
 from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
 from services.runtime.background import Loop
@@ -140,7 +140,7 @@ class FaultHook:
 
 class Settlement:
     def __init__(self, store: BillingStore, wallet: WalletClient, fault: FaultHook,
-                 on_event: Callable[[], None] = lambda: None, limits: FactLimits = FactLimits()) -> None:
+                 on_event: Callable[[], None] = lambda: None, limits: FactLimits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._store = store
         self._wallet = wallet

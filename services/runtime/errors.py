@@ -14,7 +14,7 @@ SHOWN_RUN = 80
 MAX_MESSAGE = 1024
 MAX_METADATA_VALUE = 128
 MAX_METADATA_KEYS = 16
-_LONG_RUN = re.compile(r"\S{%d,}" % (SHOWN_RUN + 1))
+_LONG_RUN = re.compile(rf"\S{{{SHOWN_RUN + 1},}}")
 
 
 def shown(value: object, prefix: int = SHOWN_PREFIX) -> str:

@@ -9,11 +9,11 @@ import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc
-from services.billing.app import BILLING
-from tests.conftest import serving
 from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.billing.app import BILLING
 from tests.billing.calls import call, connected
 from tests.billing.support import at, set_rate, stream_events, unique_zip
+from tests.conftest import serving
 from tests.wallet.support import expect_error, ledger, top_up
 
 

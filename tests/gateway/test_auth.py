@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import logging
+import time
 import uuid
 
 from services.gateway import tokens

@@ -298,5 +298,5 @@ def test_every_string_64k_and_every_timestamp_out_of_range(stack, service, metho
     if _paths(desc, _is_stamp):
         # An out-of-range Timestamp is never accepted.
         bad_stamp_codes = {check(stack, service, method, build(desc, saturated(
-            desc, lambda f: f"fz-{f.name}", lambda f: {"seconds": s, "nanos": n}))) for s, n in BAD_STAMPS}
+            desc, lambda f: f"fz-{f.name}", lambda f, s=s, n=n: {"seconds": s, "nanos": n}))) for s, n in BAD_STAMPS}
         assert bad_stamp_codes == {grpc.StatusCode.INVALID_ARGUMENT}, bad_stamp_codes
