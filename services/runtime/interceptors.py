@@ -63,40 +63,68 @@ def error_info(err: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_pb2.E
     return None
 
 
-def _timestamp_paths(desc: d.Descriptor, seen: frozenset[str] = frozenset()) -> list[tuple[d.FieldDescriptor, Any]]:
-    """The fields of `desc` that are, or lead to, a google.protobuf.Timestamp: each with the plan for its
-    message type (None for a Timestamp itself). Empty for a message that holds none, so most methods pay
-    nothing per call."""
-    plan: list[tuple[d.FieldDescriptor, Any]] = []
+Plan = list[tuple[str, bool, Any]]  # (field name, repeated, the plan of its message type or None for a Timestamp)
+
+
+def _timestamp_paths(desc: d.Descriptor, seen: frozenset[str] = frozenset()) -> Plan:
+    """The fields of `desc` that are, or lead to, a google.protobuf.Timestamp. Empty for a message that holds
+    none, so most methods pay nothing per call. Repeated messages are left to the handler, which checks each
+    item (timestamps.check) as it validates it: a bad item of a batch is then that item's refusal, not the
+    batch's, and a RateCalls batch of 200 calls is not walked twice (3.5 ms here when it was)."""
+    plan: Plan = []
     for field in desc.fields:
         sub = field.message_type
         if sub is None or sub.GetOptions().map_entry:
             continue
+        if field.is_repeated and sub.full_name != "google.protobuf.Timestamp":
+            continue
         if sub.full_name == "google.protobuf.Timestamp":
-            plan.append((field, None))
+            plan.append((field.name, field.is_repeated, None))
         elif sub.full_name not in seen:
             inner = _timestamp_paths(sub, seen | {desc.full_name})
             if inner:
-                plan.append((field, inner))
+                plan.append((field.name, field.is_repeated, inner))
     return plan
 
 
-def check_timestamps(msg: Message, plan: list[tuple[d.FieldDescriptor, Any]], prefix: str = "") -> None:
-    """INVALID_ARGUMENT, naming the field, for the first Timestamp in `msg` outside protobuf's range."""
-    for field, inner in plan:
-        if field.is_repeated:
-            for i, item in enumerate(getattr(msg, field.name)):
-                name = f"{prefix}{field.name}[{i}]"
-                if inner is None:
-                    timestamps.check(name, item)
-                else:
-                    check_timestamps(item, inner, name + ".")
-        elif msg.HasField(field.name):
-            value = getattr(msg, field.name)
+_LO, _HI, _NANOS = timestamps.MIN_SECONDS, timestamps.MAX_SECONDS, timestamps.MAX_NANOS
+
+
+def _stamps_valid(msg: Message, plan: Plan) -> bool:
+    """The fast path, run on every request that can hold a Timestamp (a RateCalls batch of 200 calls holds
+    ~1,400): no names built, no HasField on Timestamps (an unset one reads as the epoch, which is valid)."""
+    for name, repeated, inner in plan:
+        value = getattr(msg, name)
+        if inner is None:
+            for ts in value if repeated else (value,):
+                if not (_LO <= ts.seconds <= _HI and 0 <= ts.nanos <= _NANOS):
+                    return False
+        elif repeated:
+            for item in value:
+                if not _stamps_valid(item, inner):
+                    return False
+        elif msg.HasField(name) and not _stamps_valid(value, inner):
+            return False
+    return True
+
+
+def _first_bad_stamp(msg: Message, plan: Plan, prefix: str = "") -> None:
+    """The slow path, once a request is known to hold a bad Timestamp: refuses it naming the field."""
+    for name, repeated, inner in plan:
+        value = getattr(msg, name)
+        items = list(enumerate(value)) if repeated else [(None, value)]
+        for i, item in items:
+            path = f"{prefix}{name}" if i is None else f"{prefix}{name}[{i}]"
             if inner is None:
-                timestamps.check(prefix + field.name, value)
-            else:
-                check_timestamps(value, inner, f"{prefix}{field.name}.")
+                timestamps.check(path, item)
+            elif repeated or msg.HasField(name):
+                _first_bad_stamp(item, inner, path + ".")
+
+
+def check_timestamps(msg: Message, plan: Plan) -> None:
+    """INVALID_ARGUMENT, naming the field, for the first Timestamp in `msg` outside protobuf's range."""
+    if not _stamps_valid(msg, plan):
+        _first_bad_stamp(msg, plan)
 
 
 def request_id_of(context: grpc.aio.ServicerContext) -> str:

@@ -65,8 +65,13 @@ async def test_a_timestamp_out_of_range_is_invalid_argument_naming_the_field(bil
     start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     c = call(connected(contractor, 60.0, start=start), zip_code=zip_code, start=start)
     c.legs[0].ended_at.CopyFrom(bad)
-    err = await expect_error(billing.RateCalls(pb.RateCallsRequest(calls=[c])), grpc.StatusCode.INVALID_ARGUMENT)
-    assert "calls[0].legs[0].ended_at" in err.details()
+    err = await expect_error(billing.RateCall(pb.RateCallRequest(call=c)), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "legs[0].ended_at" in err.details() and "year 1 to 9999" in err.details()
+    # In a batch, the bad call is refused on its own; the good one beside it is billed.
+    good = call(connected(contractor, 60.0, start=start), zip_code=zip_code, start=start)
+    batch = await billing.RateCalls(pb.RateCallsRequest(calls=[c, good]))
+    assert [r.reason for r in batch.results] == ["TIMESTAMP_OUT_OF_RANGE", ""]
+    assert batch.results[1].decision.billable
     err = await expect_error(billing.ReplayEvents(pb.ReplayEventsRequest(since=bad, requested_by="ops")),
                              grpc.StatusCode.INVALID_ARGUMENT)
-    assert await ledger(db, contractor) == (10_000, 1, 10_000)
+    assert await ledger(db, contractor) == (10_000 - 4500, 2, 10_000 - 4500)
