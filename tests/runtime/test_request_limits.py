@@ -12,6 +12,7 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime import telemetry
 from services.runtime.errors import InvalidArgument
 from services.runtime.interceptors import REQUEST_ID_KEY, error_info
 from services.runtime.logs import JsonFormatter
@@ -109,7 +110,10 @@ async def test_an_echoed_value_is_cut_so_the_status_fits_its_trailers(probe):
     assert sum(len(k) + len(v) for k, v in err.trailing_metadata()) < 8 * 1024
 
 
-async def test_every_reply_carries_a_request_id_that_the_log_lines_carry_too(probe):
+async def test_every_reply_carries_a_request_id_that_the_log_lines_carry_too(probe, monkeypatch):
+    # Tracing off, as in a deployment without an exporter (another test may have installed a tracer provider):
+    # with it on, the request id is the trace id.
+    monkeypatch.setattr(telemetry, "tracing_enabled", lambda: False)
     lines = []
 
     class Keep(logging.Handler):
@@ -148,3 +152,10 @@ async def test_a_refusal_names_its_request_id_in_the_error_info(probe):
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await method(probe, "echo")(b"941", timeout=5)
     assert error_info(info.value).metadata["request_id"] == trailer(info.value, REQUEST_ID_KEY)
+
+
+async def test_with_tracing_on_the_request_id_is_the_trace_id(spans, probe):
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await method(probe, "crash")(b"", timeout=5, metadata=((REQUEST_ID_KEY, "gw-0123456789abcdef"),))
+    request_id = trailer(info.value, REQUEST_ID_KEY)
+    assert len(request_id) == 32 and int(request_id, 16) and f"Report request id {request_id}" in info.value.details()
