@@ -8,7 +8,6 @@ import re
 import time
 
 from callersync.billing.v1 import billing_pb2 as pb
-from callersync.wallet.v1 import wallet_pb2
 from services.billing import ratecard
 from services.runtime.errors import InvalidArgument
 from services.runtime.timestamps import set_stamp
@@ -234,21 +233,3 @@ def decision_message(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, r
         out.leg_index = verdict.leg_index
     set_stamp(out.rate_effective_from, rate_from)
     return out
-
-
-def payer_reservation(verdict: Verdict, call: pb.FinishedCall, reservations) -> str:
-    """The reservation to capture: the payer's leg's own, else the payer's open hold on this call; '' to Charge."""
-    if not verdict.billable or verdict.leg_index is None:
-        return ""
-    usable = {r.reservation_id: r for r in reservations if r.contractor_id == verdict.payer_contractor_id}
-    reported = call.legs[verdict.leg_index].reservation_id
-    if reported in usable:
-        return reported
-    # Open, expired (still capturable) or captured (this settlement's own earlier attempt): the natural key
-    # makes a repeated capture replay, so any of them is the one to capture.
-    capturable = (wallet_pb2.RESERVATION_STATE_OPEN, wallet_pb2.RESERVATION_STATE_EXPIRED,
-                  wallet_pb2.RESERVATION_STATE_CAPTURED)
-    for r in usable.values():
-        if r.state in capturable:
-            return r.reservation_id
-    return ""

@@ -7,10 +7,11 @@ import uuid
 import asyncpg
 
 from callersync.billing.v1 import billing_pb2 as pb
-from services.billing import messages, ratecard, refunds
-from services.billing.settlement import Settlement, facts_hash
+from services.billing import mappers, ratecard, refunds
+from services.billing.clients import WalletClient
+from services.billing.facts import facts_hash
+from services.billing.refund_credit import RefundCredit
 from services.billing.storage import BillingStore
-from services.billing.wallet_client import WalletClient
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 # How far back the double-bill check reads a contractor's ledger (pages of 500 entries).
@@ -18,7 +19,7 @@ LEDGER_PAGES = 4
 
 
 class RefundDesk:
-    def __init__(self, store: BillingStore, wallet: WalletClient, settlement: Settlement, window_days: int) -> None:
+    def __init__(self, store: BillingStore, wallet: WalletClient, settlement: RefundCredit, window_days: int) -> None:
         self._store = store
         self._wallet = wallet
         self._settlement = settlement
@@ -132,9 +133,9 @@ class RefundDesk:
         size = ratecard.page_size(request.page_size, 50, 500)
         state = None
         if request.state:
-            if request.state not in messages.REFUND_STATE_NAMES:
+            if request.state not in mappers.REFUND_STATE_NAMES:
                 raise InvalidArgument(f"unknown refund state {request.state}", field="state")
-            state = messages.REFUND_STATE_NAMES[request.state]
+            state = mappers.REFUND_STATE_NAMES[request.state]
         position = ratecard.decode_position(request.page_token)
         before = (position[1], position[0]) if position else None
         rows = await self._store.cases(state, request.contractor_id or None, None, before, size + 1)

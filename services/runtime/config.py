@@ -62,11 +62,6 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
-    # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
-    # settlements left unfinished (a crash, a wallet outage) once they are this old.
-    refund_window_days: int = 30
-    settlement_sweep_interval_ms: int = 2000
-    settlement_sweep_after_ms: int = 10_000
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -117,9 +112,4 @@ class Settings:
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            refund_window_days=_int(env, "CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
-            settlement_sweep_interval_ms=_int(
-                env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
-            ),
-            settlement_sweep_after_ms=_int(env, "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS", d.settlement_sweep_after_ms),
         )
