@@ -15,7 +15,7 @@ from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from services.routing import schedule
 from services.routing.directory import Directory, announce
 from services.routing.live_state import Change, LiveState, usage_key
-from services.routing.storage import BillingFact, RoutingStore, profile_from
+from services.routing.storage import BillingFact, RoutingStore
 from services.routing.streams import Entry
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError
@@ -110,7 +110,7 @@ class BillingEventHandler:
 
     async def _refresh_usage(self, contractor_id: str, started_at: dt.datetime) -> None:
         """Writes the absolute counts (not increments), so applying an event twice counts it once."""
-        profile = profile_from(contractor_id, await self._store.profile(contractor_id))
+        profile = (await self._store.profile(contractor_id)).profile
         today, month = await self._store.connected_calls_between(contractor_id,
                                                                  *schedule.period_starts(profile, started_at))
         await self._live.set_usage({usage_key(contractor_id, schedule.day_key(profile, started_at)): today,
