@@ -14,14 +14,17 @@ from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
+from services.runtime.paging import decode_position, encode_position, page_size
 from services.runtime.timestamps import to_datetime
-from services.runtime.validation import require_id
+from services.runtime.validation import require_id, require_zip
 
 log = logging.getLogger("callersync.billing")
 
 # A batch is rated, stored and settled together (one SettleCalls, a few statements), so it is bounded by the
 # wallet's SettleCalls limit.
 MAX_BATCH = 1000
+DEFAULT_RATE_PAGE = 100
+MAX_RATE_PAGE = 1000
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
@@ -73,9 +76,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.GetRateCardRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRateCardResponse:
         if request.zip:
-            ratecard.require_zip(request.zip)
-        size = ratecard.page_size(request.page_size, ratecard.DEFAULT_RATE_PAGE, ratecard.MAX_RATE_PAGE)
-        after = ratecard.decode_position(request.page_token)
+            require_zip(request.zip)
+        size = page_size(request.page_size, DEFAULT_RATE_PAGE, MAX_RATE_PAGE)
+        position = decode_position(request.page_token)
+        after = (str(position[1]), position[0]) if position else None
         as_of = to_datetime(request.as_of) if request.HasField("as_of") else await self._store.now()
         rows = await self._store.zip_rates(request.zip or None, as_of, request.include_history, after, size + 1)
         if request.zip and not rows and after is None:
@@ -92,7 +96,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             booking_fee=mappers.booking_fee(current),
             booking_fee_history=[mappers.booking_fee(f) for f in fees] if request.include_history else [],
             next_page_token=(
-                ratecard.encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
+                encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
             ),
         )
 
@@ -120,7 +124,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ExplainCall(
         self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainCallResponse:
-        ratecard.require_id("call_id", request.call_id)
+        require_id("call_id", request.call_id)
         rated = await self._store.get_rated_call(request.call_id)
         charges = await self._store.charges_of_call(request.call_id)
         bookings = await self._store.bookings_of_call(request.call_id)
@@ -143,10 +147,10 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ListCharges(
         self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListChargesResponse:
-        ratecard.require_id("contractor_id", request.contractor_id)
-        size = ratecard.page_size(request.page_size, 50, 500)
-        position = ratecard.decode_position(request.page_token)
-        before = (position[1], position[0]) if position else None
+        require_id("contractor_id", request.contractor_id)
+        size = page_size(request.page_size, 50, 500)
+        position = decode_position(request.page_token)
+        before = (position[0], str(position[1])) if position else None
         rows = await self._store.charges_of_contractor(request.contractor_id, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -156,7 +160,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return pb.ListChargesResponse(
             charges=[mappers.charge(c, decisions.get(c["call_id"]) if c["kind"] == "call" else None,
                                      cases.get(c["charge_id"])) for c in rows],
-            next_page_token=ratecard.encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
+            next_page_token=encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
         )
 
     # ------------------------------------------------------------ bookings
@@ -164,9 +168,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def RecordBooking(
         self, request: pb.RecordBookingRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordBookingResponse:
-        ratecard.require_id("booking_id", request.booking_id)
-        ratecard.require_id("call_id", request.call_id)
-        ratecard.require_id("contractor_id", request.contractor_id)
+        require_id("booking_id", request.booking_id)
+        require_id("call_id", request.call_id)
+        require_id("contractor_id", request.contractor_id)
         if not request.HasField("scheduled_at"):
             raise InvalidArgument("scheduled_at is required: the bill is raised for that moment", field="scheduled_at")
         if request.scheduled_at.seconds < 946_684_800:

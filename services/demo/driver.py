@@ -24,10 +24,11 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.demo import scenario
 from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
-from services.demo.report import Tally, dollars, skip_lines, table
+from services.demo.report import Tally, skip_lines, table
 from services.demo.scenario import CallPlan, Ring, TopUp
 from services.runtime import channels
 from services.runtime.config import Settings
+from services.runtime.money import dollars
 
 TIMEOUT_S = 10.0
 BLOCK_WAIT_S = 15.0

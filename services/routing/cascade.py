@@ -9,8 +9,8 @@ import enum
 import json
 
 from services.routing import schedule
-from services.routing.claims import dollars
 from services.routing.schedule import Profile
+from services.runtime.money import dollars
 
 
 class SkipReason(enum.StrEnum):

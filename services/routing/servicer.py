@@ -3,7 +3,6 @@ router.py (the hot path)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -24,41 +23,15 @@ from services.routing.schedule import Window
 from services.routing.storage import ClaimChange, RoutingStore
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
+from services.runtime.paging import decode_position, decode_token, encode_position, encode_token, page_size
 from services.runtime.timestamps import to_datetime
-from services.runtime.validation import require_id
+from services.runtime.validation import require_id, require_text
 
 log = logging.getLogger("callersync.routing")
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_NOTE = 1000
-
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", field="page_size")
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
-
-
-def encode_token(*parts: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
-
-
-def decode_token(token: str) -> list:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(parts, list):
-            raise ValueError
-        return parts
-    except ValueError:
-        raise InvalidArgument("page_token is not one this service issued; send next_page_token as received",
-                              field="page_token") from None
-
-
-def require_text(name: str, value: str, limit: int = MAX_NOTE) -> None:
-    if len(value) > limit:
-        raise InvalidArgument(f"{name} must be at most {limit} characters", field=name)
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
@@ -125,14 +98,15 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                          context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
         if bool(request.contractor_id) == bool(request.zip):
             raise InvalidArgument("set exactly one of contractor_id and zip", field="contractor_id")
-        size = page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         if request.zip:
             rules.require_zip(request.zip)
             # A ZIP has at most one primary and a few backups: one page always holds them all.
             return pb.ListClaimsResponse(claims=[mappers.claim(r)
                                                  for r in await self._store.claims_of_zip(request.zip)])
         require_id("contractor_id", request.contractor_id)
-        after = str(decode_token(request.page_token)[0]) if request.page_token else ""
+        token = decode_token(request.page_token, 1)
+        after = str(token[0]) if token else ""
         rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -205,7 +179,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                           context: grpc.aio.ServicerContext) -> pb.BlockCallerResponse:
         rules.require_e164(request.caller_number)
         require_id("blocked_by", request.blocked_by)
-        require_text("note", request.note)
+        require_text("note", request.note, MAX_NOTE)
         row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
         await self._changed(Change(blocklist=True))
         return pb.BlockCallerResponse(blocked_caller=mappers.blocked_caller(row))
@@ -214,22 +188,19 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                             context: grpc.aio.ServicerContext) -> pb.UnblockCallerResponse:
         rules.require_e164(request.caller_number)
         require_id("unblocked_by", request.unblocked_by)
-        require_text("note", request.note)
+        require_text("note", request.note, MAX_NOTE)
         row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
         await self._changed(Change(blocklist=True))
         return pb.UnblockCallerResponse(blocked_caller=mappers.blocked_caller(row))
 
     async def ListBlockedCallers(self, request: pb.ListBlockedCallersRequest,
                                  context: grpc.aio.ServicerContext) -> pb.ListBlockedCallersResponse:
-        size = page_size(request.page_size)
-        before = None
-        if request.page_token:
-            at, number = decode_token(request.page_token)
-            before = (dt.datetime.fromisoformat(at), number)
-        rows = await self._store.blocked_page(before, size + 1)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
+        position = decode_position(request.page_token)
+        rows = await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1)
         more = len(rows) > size
         rows = rows[:size]
-        token = encode_token(rows[-1].blocked_at.isoformat(), rows[-1].caller_number) if more else ""
+        token = encode_position(rows[-1].caller_number, rows[-1].blocked_at) if more else ""
         return pb.ListBlockedCallersResponse(blocked_callers=[mappers.blocked_caller(r) for r in rows],
                                              next_page_token=token)
 
@@ -238,20 +209,18 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def ListMissedCalls(self, request: pb.ListMissedCallsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
         require_id("contractor_id", request.contractor_id)
-        size = page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         end = (to_datetime(request.period_end) if request.HasField("period_end")
                else dt.datetime.now(dt.UTC))
         start = (to_datetime(request.period_start) if request.HasField("period_start")
                  else end - dt.timedelta(days=30))
         if start >= end:
             raise InvalidArgument("period_start must be before period_end", field="period_start")
-        before = None
-        if request.page_token:
-            at, step_id = decode_token(request.page_token)
-            before = (dt.datetime.fromisoformat(at), int(step_id))
+        position = decode_position(request.page_token, int)
+        before = (position[0], int(position[1])) if position else None
         rows = await self._store.missed_calls(request.contractor_id, start, end, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         return pb.ListMissedCallsResponse(
             missed_calls=[mappers.missed_call(r) for r in rows],
-            next_page_token=encode_token(rows[-1].at.isoformat(), rows[-1].step_id) if more else "")
+            next_page_token=encode_position(rows[-1].step_id, rows[-1].at) if more else "")
