@@ -23,6 +23,13 @@ REFUND_STATES = {
 REFUND_STATE_NAMES = {v: k for k, v in REFUND_STATES.items()}
 
 
+def refusal(reason: str) -> pb.BillingRefusal.ValueType:
+    """The typed form of an ErrorInfo reason: the enum value named BILLING_REFUSAL_<reason>, else UNSPECIFIED
+    (a reason the contract does not list yet, e.g. one the wallet passed through)."""
+    name = f"BILLING_REFUSAL_{reason}"
+    return pb.BillingRefusal.Value(name) if name in pb.BillingRefusal.keys() else pb.BILLING_REFUSAL_UNSPECIFIED
+
+
 def ts(value: dt.datetime | None) -> Timestamp | None:
     """None stays None, so a message field built from it stays unset."""
     return None if value is None else stamp(value)

@@ -115,7 +115,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         for call, outcome in zip(request.calls, await self._rater.rate_calls(list(request.calls)), strict=True):
             if isinstance(outcome, DomainError):
                 results.append(pb.CallResult(call_id=call.call_id, code=outcome.code.value[0], message=outcome.message,
-                                             reason=outcome.reason))
+                                             reason=outcome.reason, refusal=mappers.refusal(outcome.reason)))
             else:
                 row, replayed = outcome
                 results.append(pb.CallResult(call_id=call.call_id, decision=mappers.decision(row), replayed=replayed))

@@ -263,7 +263,7 @@ class Demo:
             tally = self.by_id.get(s.contractor_id)
             if tally is not None:
                 tally.skipped[reason] += 1
-                if reason == "PAUSED" and tally.pause():
+                if s.reason == rpb.SKIP_REASON_PAUSED and tally.pause():
                     print(f"  ! {tally.name} is paused (routing: {s.message})", flush=True)
             words.append(f"{self.name(s.contractor_id)} skipped ({reason.lower().replace('_', ' ')})")
         return words
