@@ -54,29 +54,30 @@ class Skip:
 
 
 @dataclasses.dataclass(frozen=True)
-class Facts:
-    """What Redis knows about a candidate right now: calls ringing or connected, connected calls counted."""
+class Counters:
+    """Redis's counters for a candidate right now: calls ringing or connected, connected calls counted (billing's
+    "facts" are something else: what a caller asserted about a call)."""
 
     live_calls: int = 0
     connected_today: int = 0
     connected_this_month: int = 0
 
 
-def local_skip(profile: Profile, now: dt.datetime, facts: Facts) -> tuple[SkipReason, str] | None:
+def local_skip(profile: Profile, now: dt.datetime, counters: Counters) -> tuple[SkipReason, str] | None:
     """Routing's own reasons to pass a contractor over (the wallet's come after): hours, caps, busy."""
     if not schedule.within_hours(profile, now):
         local = schedule.local_time(profile, now)
         return SkipReason.OUTSIDE_HOURS, f"outside weekly hours: it is {local:%a %H:%M} in {profile.time_zone}"
-    capped = schedule.cap_reached(profile, facts.connected_today, facts.connected_this_month)
+    capped = schedule.cap_reached(profile, counters.connected_today, counters.connected_this_month)
     if capped == SkipReason.DAILY_CAP:
-        return SkipReason.DAILY_CAP, (f"daily cap reached: {facts.connected_today} of "
+        return SkipReason.DAILY_CAP, (f"daily cap reached: {counters.connected_today} of "
                                       f"{profile.daily_max_connected_calls} connected calls today")
     if capped == SkipReason.MONTHLY_CAP:
-        return SkipReason.MONTHLY_CAP, (f"monthly cap reached: {facts.connected_this_month} of "
+        return SkipReason.MONTHLY_CAP, (f"monthly cap reached: {counters.connected_this_month} of "
                              f"{profile.monthly_max_connected_calls} connected calls this month")
     limit = profile.concurrency_limit()
-    if limit is not None and facts.live_calls >= limit:
-        return concurrency_skip(profile, facts.live_calls)
+    if limit is not None and counters.live_calls >= limit:
+        return concurrency_skip(profile, counters.live_calls)
     return None
 
 

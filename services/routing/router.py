@@ -11,7 +11,7 @@ import time
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.routing import cascade, clients, schedule
-from services.routing.cascade import Entry, Facts, Session, Skip, SkipReason
+from services.routing.cascade import Counters, Entry, Session, Skip, SkipReason
 from services.routing.claims import PRIMARY, require_e164, require_zip
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
@@ -49,7 +49,7 @@ class Router:
         require_e164(caller_number)
         now = dt.datetime.now(dt.UTC)
         view = self._directory.cached(zip_code)
-        admission = await self._live.admit(call_id, caller_number, self._fact_keys(view.claims if view else [], now),
+        admission = await self._live.admit(call_id, caller_number, self._counter_keys(view.claims if view else [], now),
                                            now.timestamp(), zip_code)
         if admission.session is not None:
             return stored_response(Session.loads(admission.session), 0)
@@ -63,16 +63,17 @@ class Router:
                 session, pb.ROUTE_OUTCOME_CALLER_RATE_LIMITED,
                 f"caller {caller_number} placed {admission.burst_count} calls within {self._config.burst_window_s}s"
                 f" (at most {self._config.burst_max_calls}); nobody is rung")
-        facts = admission.facts
+        counters = admission.counters
         if view is None or dropped:
             view = await self._directory.view(zip_code)
-            facts = (await self._live.admit(None, None, self._fact_keys(view.claims, now), now.timestamp())).facts
+            keys = self._counter_keys(view.claims, now)
+            counters = (await self._live.admit(None, None, keys, now.timestamp())).counters
         if not view.claims or view.rate_cents is None:
             return await self._finish_early(session, pb.ROUTE_OUTCOME_NO_CLAIMS, f"nobody claims ZIP {zip_code}")
         session.rate_cents = view.rate_cents
         session.order = [Entry(s.contractor_id, s.position, s.backup_rank, p.mode) for s, p in view.claims]
         profiles = {s.contractor_id: p for s, p in view.claims}
-        known = await self._facts(view.claims, facts, now)
+        known = await self._counters(view.claims, counters, now)
         return await self._offer_next(session, profiles, known, now, expected_step=0, previous=None, records=[])
 
     async def next_candidate(self, call_id: str, after_step: int, ring_outcome: int) -> pb.RouteCallResponse:
@@ -106,22 +107,22 @@ class Router:
         claims = [(s, p) for s, p in view.claims
                   if s.contractor_id in {e.contractor_id for e in session.remaining()}]
         profiles = {s.contractor_id: p for s, p in claims}
-        facts = (await self._live.admit(None, None, self._fact_keys(claims, now), now.timestamp())).facts
+        counters = (await self._live.admit(None, None, self._counter_keys(claims, now), now.timestamp())).counters
         expected = session.step
         session.step += 1
         session.reservation_id = ""
-        known = await self._facts(claims, facts, now)
+        known = await self._counters(claims, counters, now)
         return await self._offer_next(session, profiles, known, now, expected_step=expected,
                                       previous=previous.contractor_id, records=records)
 
     # ------------------------------------------------------------ one step of the cascade
 
-    async def _offer_next(self, session: Session, profiles: dict[str, Profile], facts: dict[str, Facts],
+    async def _offer_next(self, session: Session, profiles: dict[str, Profile], counters: dict[str, Counters],
                           now: dt.datetime, *, expected_step: int, previous: str | None,
                           records: list[dict]) -> pb.RouteCallResponse:
         remaining = [e for e in session.remaining() if e.contractor_id in profiles]
         verdicts = {e.contractor_id: cascade.local_skip(profiles[e.contractor_id], now,
-                                                        facts.get(e.contractor_id, Facts()))
+                                                        counters.get(e.contractor_id, Counters()))
                     for e in remaining}
         # One wallet hop in the usual case: Reserve on the first candidate routing itself has no reason to pass
         # over (the wallet refuses atomically if they are paused or short). Only after a refusal does the wallet
@@ -250,20 +251,21 @@ class Router:
                 "rate_cents": session.rate_cents, "at": time.time() if kind == "not_taken" else now.timestamp()}
 
     @staticmethod
-    def _fact_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
+    def _counter_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
         """Connected-call counts only for contractors with a cap: nothing reads the others'."""
         return [(live_key(s.contractor_id), usage_key(s.contractor_id, schedule.day_key(p, now)),
                  usage_key(s.contractor_id, schedule.month_key(p, now))) if p.counts_connected_calls
                 else (live_key(s.contractor_id), NO_KEY, NO_KEY) for s, p in claims]
 
-    async def _facts(self, claims: list, facts: list[tuple[int, int, int]], now: dt.datetime) -> dict[str, Facts]:
+    async def _counters(self, claims: list, counters: list[tuple[int, int, int]],
+                        now: dt.datetime) -> dict[str, Counters]:
         """What Redis said of each claim's contractor. A connected-call count it no longer has (flushed, evicted)
         is read from routing's own record of connected calls and put back: a cap holds whatever Redis lost.
         Only contractors with a cap need counts, so the others cost nothing here."""
-        out: dict[str, Facts] = {}
+        out: dict[str, Counters] = {}
         missing: list[tuple[str, Profile]] = []
-        for (slot, profile), (live, today, month) in zip(claims, facts, strict=True):
-            out[slot.contractor_id] = Facts(live, max(today, 0), max(month, 0))
+        for (slot, profile), (live, today, month) in zip(claims, counters, strict=True):
+            out[slot.contractor_id] = Counters(live, max(today, 0), max(month, 0))
             if (today < 0 or month < 0) and profile.counts_connected_calls:
                 missing.append((slot.contractor_id, profile))
         if missing:
@@ -272,7 +274,7 @@ class Router:
             refill = {}
             for cid, profile in missing:
                 today, month = counts[cid]
-                out[cid] = Facts(out[cid].live_calls, today, month)
+                out[cid] = Counters(out[cid].live_calls, today, month)
                 refill[usage_key(cid, schedule.day_key(profile, now))] = today
                 refill[usage_key(cid, schedule.month_key(profile, now))] = month
             await self._live.set_usage(refill, only_missing=True)

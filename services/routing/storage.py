@@ -40,7 +40,7 @@ class ZipView:
 
 
 @dataclasses.dataclass(frozen=True)
-class BillingFact:
+class BillingUpdate:
     """One billing event as routing applies it (the consumer turns the proto into this)."""
 
     kind: str  # zip_rate, booking_fee, block, call_rated, ignored
@@ -402,7 +402,7 @@ class RoutingStore:
             return await self._pool.fetchval("SELECT max(applied_at) FROM routing.consumed_events WHERE stream = $1",
                                              stream)
 
-    async def apply_billing_events(self, stream: str, events: Sequence[BillingFact]) -> list[BillingFact]:
+    async def apply_billing_events(self, stream: str, events: Sequence[BillingUpdate]) -> list[BillingUpdate]:
         """Applies each event once (deduped by event id in the same transaction); returns the ones new here."""
         applied = []
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
@@ -415,7 +415,7 @@ class RoutingStore:
                     applied.append(ev)
         return applied
 
-    async def _apply(self, conn: asyncpg.Connection, ev: BillingFact) -> None:
+    async def _apply(self, conn: asyncpg.Connection, ev: BillingUpdate) -> None:
         if ev.kind == "zip_rate":
             await conn.execute(
                 "INSERT INTO routing.zip_rates (zip, effective_from, rate_cents) VALUES ($1, $2, $3)"
