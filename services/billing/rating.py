@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from callersync.billing.v1 import billing_pb2 as pb
-from services.billing import policy
+from services.billing import freshness, policy
 from services.billing.call_settlement import CallSettler
 from services.billing.clients import WalletClient, no_wallet
 from services.billing.decisions import decision_row, rated_with_other_facts
 from services.billing.facts import facts_hash, facts_of
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.records import RatedCall
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError
@@ -21,7 +23,9 @@ Outcome = tuple[RatedCall, bool] | DomainError
 
 
 class Rater:
-    def __init__(self, store: BillingStore, wallet: WalletClient, settler: CallSettler, on_event) -> None:
+    def __init__(self, store: BillingStore, wallet: WalletClient, settler: CallSettler, on_event,
+                 limits: FactLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits  # how far in the future a call's facts may lie (clock skew)
         self._store = store
         self._wallet = wallet
         self._settler = settler
@@ -41,9 +45,11 @@ class Rater:
         out: list[Any] = [None] * len(calls)
         first_of: dict[str, int] = {}
         unique: list[int] = []
+        now_s = time.time()
         for i, call in enumerate(calls):
             try:
                 policy.validate_call(call)
+                freshness.check_call(call, self._limits, now_s)
             except DomainError as err:
                 out[i] = err
                 continue

@@ -8,8 +8,9 @@ import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
-from services.billing import events, explain, mappers, ratecard
+from services.billing import events, explain, freshness, mappers, ratecard
 from services.billing.bookings import Bookings
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
 from services.billing.storage import BillingStore
@@ -29,7 +30,8 @@ MAX_RATE_PAGE = 1000
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, store: BillingStore, rater: Rater, bookings: Bookings, desk: RefundDesk,
-                 on_event=lambda: None) -> None:
+                 on_event=lambda: None, limits: FactLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
         self._store = store
         self._rater = rater
         self._bookings = bookings
@@ -42,6 +44,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.SetZipRateRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetZipRateResponse:
         ratecard.validate_zip_rate(request.zip, request.rate_cents, request.HasField("effective_from"), request.set_by)
+        freshness.check_effective_from(request.effective_from, self._limits)
 
         def event(previous_cents: int) -> bytes:
             return events.payload(events_pb2.BillingEvent(zip_rate_changed=events_pb2.ZipRateChanged(
@@ -59,6 +62,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.SetBookingFeeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetBookingFeeResponse:
         ratecard.validate_booking_fee(request.fee_cents, request.HasField("effective_from"), request.set_by)
+        freshness.check_effective_from(request.effective_from, self._limits)
 
         def event(previous_cents: int) -> bytes:
             return events.payload(events_pb2.BillingEvent(booking_fee_changed=events_pb2.BookingFeeChanged(
@@ -176,6 +180,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         if request.scheduled_at.seconds < 946_684_800:
             raise InvalidArgument("scheduled_at is before 2000-01-01; send the moment the appointment was booked",
                                   field="scheduled_at")
+        freshness.check_booking(request, self._limits)
         row, replayed = await self._bookings.record(request)
         charge = await self._store.get_charge(row.charge_id)
         return pb.RecordBookingResponse(
@@ -208,7 +213,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         require_id("requested_by", request.requested_by)
         since = to_datetime(request.since) if request.HasField("since") else None
         queued = await self._store.republish(since)
-        log.warning("%s asked to replay billing's events since %s: %d queued for publication again",
-                    request.requested_by, since.isoformat() if since else "the beginning", queued)
+        # Routing asks on every start (fresh or after Redis lost its streams): routine, so INFO; WARNING is for
+        # what an on-call engineer should look at.
+        log.info("%s asked to replay billing's events since %s: %d queued for publication again",
+                 request.requested_by, since.isoformat() if since else "the beginning", queued)
         self._on_event()
         return pb.ReplayEventsResponse(events_queued=queued)

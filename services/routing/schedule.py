@@ -56,15 +56,27 @@ def require_time_zone(name: str) -> str:
     if not name:
         raise InvalidArgument("time_zone is required: an IANA name such as America/Chicago", field="time_zone")
     try:
+        # IANA names are short (the longest is 32 characters); a long one would reach the file system as a
+        # path, whose OSError (name too long) must not read as the database being down.
+        if len(name) > 64:
+            raise ValueError(name)
         zone(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidArgument(f"time_zone {name!r} is not an IANA time zone name, e.g. America/Chicago",
                               field="time_zone") from None
     return name
 
 
+# Every RouteCall checks each candidate's windows: ten a day is more than any business keeps, and bounds
+# that work (and the stored profile) where non-overlap alone would allow 10,080.
+MAX_WINDOWS = 70
+
+
 def validate_windows(windows: list[Window]) -> tuple[Window, ...]:
-    """Days 1-7, 0 <= start < end <= 1440, no two windows of a day overlapping."""
+    """At most MAX_WINDOWS; days 1-7, 0 <= start < end <= 1440, no two windows of a day overlapping."""
+    if len(windows) > MAX_WINDOWS:
+        raise InvalidArgument(f"weekly_hours holds {len(windows)} windows; at most {MAX_WINDOWS} (ten a day)",
+                              field="weekly_hours")
     for i, w in enumerate(windows):
         field = f"weekly_hours[{i}]"
         if not 1 <= w.weekday <= 7:

@@ -40,11 +40,26 @@ class Settings:
     jwt_issuer: str = "callersync"
     jwt_audience: str = "callersync-gateway"
     cors_origins: str = ""
+    # A client must finish its first request's headers within this many seconds (slow clients hold sockets);
+    # an idle or half-sent kept-alive connection is closed this long after its last response.
+    gateway_header_timeout_s: int = 10
+    gateway_keepalive_s: int = 75
+    # Bearer tokens from an identity provider: its published keys (JWKS, RS256/ES256), and the longest
+    # lifetime (exp - iat) a token may claim. CALLERSYNC_JWT_SECRET's HS256 keys remain for development.
+    jwt_jwks_url: str = ""
+    jwt_max_lifetime_s: int = 24 * 3600
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
+    # Callers are named spiffe://<trust_domain>/<identity> in their certificates (docs/security.md).
+    trust_domain: str = "callersync.local"
+    # Listening beyond loopback without TLS is refused unless this says something else secures the traffic.
+    insecure_listen: bool = False
+    # Non-zero: also answer grpc.health.v1 alone, in plaintext, on this port (the kubelet's gRPC probes cannot
+    # do mutual TLS). Health says only SERVING or not.
+    health_port: int = 0
     # At start, how long to wait for PostgreSQL and Redis before giving up (0: fail at once, in one line).
     startup_wait_s: int = 0
     log_level: str = "INFO"
@@ -62,6 +77,16 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
+    # Billing knobs still read here, as tests build billing with a Settings that sets them (billing's others are
+    # in services/billing/config.py). Facts from the future (services/billing/freshness.py): the clock skew
+    # tolerated between the sender and billing, how far after its booking an appointment may lie, the earliest
+    # moment a price may take effect.
+    clock_skew_s: int = 60
+    appointment_max_ahead_days: int = 400
+    rate_earliest_s: int = 1_577_836_800
+    # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
+    # wait for an operator.
+    refund_auto_approvals_per_30d: int = 5
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -93,9 +118,16 @@ class Settings:
             jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
             cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
+            gateway_header_timeout_s=_int(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S", d.gateway_header_timeout_s),
+            gateway_keepalive_s=_int(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
+            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
+            jwt_max_lifetime_s=_int(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
+            trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
+            insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
+            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
             startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
             log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
             log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
@@ -112,4 +144,10 @@ class Settings:
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
+            clock_skew_s=_int(env, "CALLERSYNC_CLOCK_SKEW_S", d.clock_skew_s),
+            appointment_max_ahead_days=_int(env, "CALLERSYNC_APPOINTMENT_MAX_AHEAD_DAYS",
+                                            d.appointment_max_ahead_days),
+            rate_earliest_s=_int(env, "CALLERSYNC_RATE_EARLIEST_S", d.rate_earliest_s),
+            refund_auto_approvals_per_30d=_int(env, "CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D",
+                                               d.refund_auto_approvals_per_30d),
         )

@@ -3,9 +3,9 @@ every contractor, a pause and its resumption, billable and free calls, a refund,
 Runs again against the same stack (fresh ids per run), and a seed replays the same day."""
 
 import re
+import tempfile
 import urllib.parse
 
-import grpc
 import pytest
 import redis.asyncio as redis
 
@@ -44,7 +44,8 @@ async def stack(servers):
 
 def demo(stack, *args: str, with_database: bool = True):
     env = {k: v for k, v in stack.env.items() if with_database or k != "CALLERSYNC_DATABASE_URL"}
-    return run_cli("demo", *args, env=env, timeout=120)
+    # Run where no `callersync up` data dir can be found, or the demo would reconcile that stack's database.
+    return run_cli("demo", *args, env=env, timeout=120, cwd=tempfile.gettempdir())
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +111,7 @@ async def test_demo_tells_the_whole_day_and_reconciles(stack, first_day):
 async def test_the_summary_balances_are_the_wallets_own(stack, first_day):
     run_id = re.search(r"^demo run ([0-9a-f]+):", first_day.stdout, re.MULTILINE)[1]
     rows = summary_rows(first_day.stdout)
-    async with grpc.aio.insecure_channel(stack.target("wallet")) as channel:
+    async with stack.channel("wallet") as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         for name in NAMES:
             reply = await wallet.GetWallet(
@@ -124,7 +125,7 @@ def test_the_same_seed_replays_the_same_day_on_the_same_stack_and_reconcile_is_s
 ):
     again = demo(stack, "--seed", "7", with_database=False)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "reconcile: skipped: CALLERSYNC_DATABASE_URL is not set" in again.stdout
+    assert "reconcile: skipped: no database: CALLERSYNC_DATABASE_URL is not set" in again.stdout
     assert re.search(r"^demo run ([0-9a-f]+):", again.stdout, re.MULTILINE)[1] not in first_day.stdout
     assert story(again.stdout) == story(first_day.stdout)
     assert len(story(again.stdout)) == 40
