@@ -215,7 +215,7 @@ def wait_port(port: int, deadline_s: float) -> None:
 
 
 def wait_healthy(target: str, deadline_s: float) -> None:
-    from services.cli import wait_healthy as check
+    from services.runtime.health import wait_healthy as check
 
     if not check(target, deadline_s):
         raise RuntimeError(f"no healthy server on {target} within {deadline_s}s")
