@@ -213,7 +213,7 @@ def wait_port(port: int, deadline_s: float) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {deadline_s}s")
 
 
-def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, identity: str = "operator") -> None:
+def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, identity: str = "operator/bench") -> None:
     """Until the health service at target says SERVING; over mutual TLS with `identity`'s certificate from
     tls_dir (bench/profiles.py's layout) when given."""
     from services.cli import wait_healthy as check
@@ -221,9 +221,10 @@ def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, ide
 
     settings = None
     if tls_dir:
-        d = pathlib.Path(tls_dir)
-        settings = Settings(tls_cert_file=str(d / f"{identity}.pem"), tls_key_file=str(d / f"{identity}.key"),
-                            tls_ca_file=str(d / "ca.pem"))
+        from bench.profiles import cert_files
+
+        cert, key, ca = cert_files(tls_dir, identity)
+        settings = Settings(tls_cert_file=str(cert), tls_key_file=str(key), tls_ca_file=str(ca))
     if not check(target, deadline_s, settings):
         raise RuntimeError(f"no healthy server on {target} within {deadline_s}s")
 
@@ -231,7 +232,7 @@ def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, ide
 @contextlib.contextmanager
 def serve_subprocess(
     service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT, stdout: int | None = None,
-    stderr: Any = None, tls_dir: str | None = None, identity: str = "operator",
+    stderr: Any = None, tls_dir: str | None = None, identity: str = "operator/bench",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards.
 

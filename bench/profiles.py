@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
-import ipaddress
 import json
 import pathlib
 import shutil
@@ -31,52 +29,27 @@ import grpc
 from bench import common
 
 SAMPLE_RATIO = 0.1  # OTEL_TRACES_SAMPLER_ARG: see docs/performance.md, "Sampling in a deployment"
-TRUST_DOMAIN = "callersync.local"
-# Every identity a bench phase needs: the services, and the callers the bench's clients stand in for.
-IDENTITIES = ("wallet", "billing", "routing", "gateway", "routing-engine", "operator", "echo")
+# Every identity a bench phase needs: the services, and the callers the bench's clients stand in for
+# (services/<service>/access.py says who may call what). The echo only needs a server certificate.
+IDENTITIES = ("wallet", "billing", "routing", "gateway", "routing-engine", "operator/bench", "echo")
+OPERATOR = "operator/bench"
 
 
-def spiffe_id(identity: str) -> str:
-    return f"spiffe://{TRUST_DOMAIN}/{identity}"
+def make_certificates(directory: pathlib.Path) -> pathlib.Path:
+    """The development CA and one certificate per identity (services/runtime/certs.py, the same files
+    `callersync certs` writes: <identity>.pem, <identity>-key.pem, ca.pem)."""
+    from services.runtime.certs import write_dev_pki
 
-
-def make_certificates(directory: pathlib.Path, identities: Sequence[str] = IDENTITIES) -> pathlib.Path:
-    """A CA and, per identity, a key and a certificate usable as server and client (SAN: the identity's SPIFFE
-    URI, localhost and 127.0.0.1): <identity>.pem / <identity>.key / ca.pem in `directory`."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    directory.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "callersync bench CA")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-          .not_valid_after(now + dt.timedelta(days=1))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    (directory / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    for identity in identities:
-        key = ec.generate_private_key(ec.SECP256R1())
-        cert = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity)]))
-                .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
-                .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.UniformResourceIdentifier(spiffe_id(identity)), x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH,
-                                                      ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        (directory / f"{identity}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        (directory / f"{identity}.key").write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    write_dev_pki(directory, IDENTITIES, valid_days=1)
     return directory
+
+
+def cert_files(cert_dir: str, identity: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(certificate, key, CA) of one identity in make_certificates' directory."""
+    from services.runtime.certs import CA_FILE, file_stem
+
+    d = pathlib.Path(cert_dir)
+    return d / f"{file_stem(identity)}.pem", d / f"{file_stem(identity)}-key.pem", d / CA_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +74,10 @@ class Profile:
         if not self.production:
             return {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
                     "CALLERSYNC_LOG_LEVEL": "WARNING"}
-        d = pathlib.Path(self.cert_dir)
+        cert, key, ca = cert_files(self.cert_dir, service)
         return {
-            "CALLERSYNC_TLS_CERT_FILE": str(d / f"{service}.pem"), "CALLERSYNC_TLS_KEY_FILE": str(d / f"{service}.key"),
-            "CALLERSYNC_TLS_CA_FILE": str(d / "ca.pem"),
+            "CALLERSYNC_TLS_CERT_FILE": str(cert), "CALLERSYNC_TLS_KEY_FILE": str(key),
+            "CALLERSYNC_TLS_CA_FILE": str(ca),
             "OTEL_TRACES_EXPORTER": "otlp", "OTEL_METRICS_EXPORTER": "otlp",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.collector_port}",
             "OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": str(SAMPLE_RATIO),
@@ -120,10 +93,9 @@ class Profile:
     def credentials(self, identity: str) -> grpc.ChannelCredentials | None:
         if not self.production:
             return None
-        d = pathlib.Path(self.cert_dir)
-        return grpc.ssl_channel_credentials(root_certificates=(d / "ca.pem").read_bytes(),
-                                            private_key=(d / f"{identity}.key").read_bytes(),
-                                            certificate_chain=(d / f"{identity}.pem").read_bytes())
+        cert, key, ca = cert_files(self.cert_dir, identity)
+        return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes(), private_key=key.read_bytes(),
+                                            certificate_chain=cert.read_bytes())
 
     def channel(self, target: str, identity: str, options: Sequence[tuple[str, Any]] = ()) -> grpc.aio.Channel:
         """A bench client's channel, presenting `identity`'s certificate in the production profile."""

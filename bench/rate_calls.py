@@ -141,7 +141,7 @@ async def run_services(admin_url: str, redis_url: str, args, profile: profiles.P
             # Each call with the identity of the caller it stands for: top-ups come through the gateway,
             # reservations from routing, rates from an operator, finished calls from the routing engine.
             async with profile.channel(wallet_at, "gateway") as wch, profile.channel(wallet_at, "routing") as rch, \
-                    profile.channel(billing_at, "operator") as och, \
+                    profile.channel(billing_at, profiles.OPERATOR) as och, \
                     profile.channel(billing_at, "routing-engine") as bch:
                 wallet = wallet_pb2_grpc.WalletServiceStub(wch)
                 billing = billing_pb2_grpc.BillingServiceStub(bch)
