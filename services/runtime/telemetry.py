@@ -9,10 +9,12 @@ and the API's no-op tracer and meter cost next to nothing (bench/ measures it).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 from opentelemetry import metrics, trace
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled, suppress_instrumentation
 from opentelemetry.sdk.resources import Resource
 
 SERVER_KIND = trace.SpanKind.SERVER
@@ -100,6 +102,18 @@ def tracing_enabled() -> bool:
     from opentelemetry.sdk.trace import TracerProvider
 
     return isinstance(trace.get_tracer_provider(), TracerProvider)
+
+
+def unsampled() -> contextlib.AbstractContextManager[object]:
+    """For the work under a span the sampler dropped: the instrumented libraries (asyncpg, Redis) skip their
+    spans instead of building ones a parent-based sampler drops too (each cost ~10-20 µs of CPU with tracing on
+    at a 10% ratio: attributes, sampler, context). Trace context still propagates to the services it calls."""
+    return suppress_instrumentation()
+
+
+def recording_children() -> bool:
+    """False under unsampled(): our own child spans (RedisPipe's) are skipped like the libraries'."""
+    return is_instrumentation_enabled()
 
 
 def tracer(service_name: str) -> trace.Tracer:
