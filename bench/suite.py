@@ -246,6 +246,10 @@ def _ratios(pgbench: dict, f: dict) -> dict:
     other = {
         # RouteCall's one wallet hop alone: how much of the ratio that hop already takes.
         "reserve_alone_p50_vs_echo_p50": _ratio(rt["reserve_alone"]["p50_ms"], rt["echo"]["p50_ms"]),
+        # The floor of route_p50_vs_echo_p50: a RouteCall is a hop into routing (at best an echo) and, in series,
+        # the wallet's Reserve (measured alone in the same windows), before routing does any work of its own.
+        "route_p50_floor_vs_echo_p50": _ratio(rt["echo"]["p50_ms"] + rt["reserve_alone"]["p50_ms"],
+                                              rt["echo"]["p50_ms"]),
         # A bare echo with Charge's clients and message: if this is under 0.8, so is every gRPC service here.
         "echo_ceiling_vs_pgbench": _ratio(f["echo_ceiling"]["calls_per_s"], tps),
         # What the production profile costs, figure by figure (production / bare, same run).
