@@ -7,22 +7,29 @@
 
 One PostgreSQL and one Valkey for the whole run (embedded in a temp dir, or CALLERSYNC_DATABASE_URL /
 CALLERSYNC_REDIS_URL); every phase works in a scratch database of its own and, on the embedded Valkey, in a
-Redis db of its own. Services run as `python -m services.cli serve ...` children of this process. Phases:
+Redis db of its own. Services run as `python -m services.cli serve ...` children of this process. Every measured
+phase runs twice, back to back: in the bare profile (no TLS, no OpenTelemetry SDK, log level WARNING) and in the
+production profile (bench/profiles.py: mutual TLS on every hop with one identity certificate per service and the
+caller's identity on every bench client, OTLP traces and metrics to a collector stand-in with
+parentbased_traceidratio 0.1 sampling and the batch span processor, log level INFO). Phases:
 
 1. anchor: pgbench's built-in TPC-B-like script (`-i -s 10`, `-M prepared -j 2`) at 8 and at 64 clients;
-2. wallet Charge, 64 clients, 1,000 wallets with seeded ledger history, then GetWallet balance reads;
-3. the same Charge phase with OTEL_TRACES_EXPORTER=console (spans dropped to /dev/null): the cost of tracing;
-4. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls;
-5. anchor and RouteCall: a bare grpc.aio echo, then RouteCall (wallet in the path), both open loop at the
-   same offered rate, 100 calls/s (RouteCall costs ~3-7 ms of CPU across routing and wallet, so on 2 shared
-   cores 500/s saturates the machine and measures a queue rather than the service);
-6. (full run only) GetWallet through the HTTP gateway versus direct gRPC.
+2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack), then wallet
+   Charge, 64 clients, 1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in
+   the production profile (the echo serving mutual TLS);
+3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls;
+4. anchor and RouteCall: a bare grpc.aio echo, the wallet's Reserve alone and RouteCall (wallet in the path),
+   taking turns in one-second windows, open loop at the same offered rate, 100 calls/s (RouteCall costs ~3-7 ms
+   of CPU across routing and wallet, so on 2 shared cores 500/s saturates the machine and measures a queue);
+5. (full run only) GetWallet through the HTTP gateway versus direct gRPC.
 
-Ratios: charges/s / pgbench tps (target >= 0.8), billable calls settled/s / pgbench tps (>= 2), RouteCall p99
-/ echo p99 (<= 2); the pgbench denominator is the better of its two runs. With --scale N the wallet, RateCalls
-and RouteCall phases run again with N times more contractors, ZIPs and ledger history (balances and routing
-must not slow down: scaled/base p99 of GetWallet and of RouteCall <= 1.2). Prints a table, then the JSON
-line, which also goes to --out (default bench/results/latest.json). Exit code 1 only when a money check
+Targets (issue 18, each a ratio measured in the same run): production / bare Charge throughput >= 0.8; bare
+Charge / echo ceiling >= 0.6; RateCalls rated calls/s / pgbench tps >= 2 (the pgbench denominator is the better
+of its two runs); RouteCall p50 / echo p50 at 100/s <= 2.3. The earlier pgbench-only targets are withdrawn; their
+ratios stay in `ratios`. With --scale N the bare wallet, RateCalls and RouteCall phases run again with N times
+more contractors, ZIPs and ledger history (balances and routing must not slow down: scaled/base p99 of GetWallet
+and of RouteCall <= 1.2). Prints a table, the production-vs-bare table, then the JSON line, which also goes to
+--out (default bench/results/latest.json). Exit code 1 only when a money check
 (ledger, charges, reconcile) failed; missed speed targets are reported, not fatal."""
 
 from __future__ import annotations
@@ -121,10 +128,17 @@ async def work_phases(st: common.Stack, m: dict, scale: int, first_db: int, load
         return {k: now.get(k, 0) - before.get(k, 0) for k in ("spans", "trace_exports", "metric_exports",
                                                               "metric_points")}
 
+    if prod:  # each ceiling right before its Charge phase: both see the same machine (pgbench's writes settle)
+        _phase_banner("anchor: grpc.aio echo, Charge's load shape (the ceiling of any service on this stack)")
+        out["echo_ceiling"] = await wallet_charge.echo_ceiling(_wallet_args(m, scale))
+        loads["after_echo_ceiling"] = common.load_average()
     _phase_banner(f"wallet Charge{tag}")
     out["wallet_charge"] = await wallet_charge.charge_phase(st, _wallet_args(m, scale), redis_db=first_db)
     loads[f"after_wallet_charge{tag}"] = common.load_average()
     if prod:
+        _phase_banner("anchor: grpc.aio echo, Charge's load shape, mutual TLS (the production profile's ceiling)")
+        production["echo_ceiling"] = await wallet_charge.echo_ceiling(_wallet_args(m, scale), prod)
+        loads["after_echo_ceiling_production"] = common.load_average()
         _phase_banner("wallet Charge, production profile")
         before = prod.telemetry_counts()
         production["wallet_charge"] = await wallet_charge.charge_phase(
@@ -183,14 +197,8 @@ async def run_suite(mode: str, scale: int) -> dict:
         pgbench = await wallet_charge.measure_pgbench(st.database_url, m["pgbench_seconds"], m["pgbench_scale"])
         loads["after_pgbench"] = common.load_average()
         _phase_banner("anchor: grpc.aio echo, Charge's load shape (the ceiling of any service on this stack)")
-        ceiling = await wallet_charge.echo_ceiling(_wallet_args(m, 1))
-        loads["after_echo_ceiling"] = common.load_average()
-        _phase_banner("anchor: grpc.aio echo, Charge's load shape, mutual TLS (the production profile's ceiling)")
-        tls_ceiling = await wallet_charge.echo_ceiling(_wallet_args(m, 1), prod)
-        loads["after_echo_ceiling_production"] = common.load_average()
         base, production = await work_phases(st, m, 1, 1, loads, "", prod)
-        base["echo_ceiling"] = ceiling
-        production["echo_ceiling"] = tls_ceiling
+        ceiling = base["echo_ceiling"]
         base["production"] = production
         result["production_profile"] = {**profiles.describe(prod), "log_lines": prod.log_lines()}
 
