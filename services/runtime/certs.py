@@ -2,8 +2,9 @@
 benchmarks. Production certificates come from cert-manager (deploy/k8s), never from here.
 
 Each identity's certificate names it with a SPIFFE-style URI SAN (spiffe://<trust domain>/<identity>), which is
-what the servers authorize by (services/runtime/authz.py), and carries DNS:localhost and IP:127.0.0.1 so it also
-serves as a server certificate on a developer's machine. Keys are ECDSA P-256: small and fast to make.
+what the servers authorize by (services/runtime/authz.py), and carries DNS:localhost, IP:127.0.0.1 and a service's
+own name as DNS SANs so it also serves as a server certificate on a developer's machine and in docker compose.
+Keys are ECDSA P-256: small and fast to make.
 """
 
 from __future__ import annotations
@@ -52,6 +53,12 @@ def file_stem(identity: str) -> str:
 
 def spiffe_uri(identity: str, trust_domain: str = DEFAULT_TRUST_DOMAIN) -> str:
     return f"spiffe://{trust_domain}/{identity}"
+
+
+def dns_names(identity: str) -> list[str]:
+    """localhost, and a service's own name: clients verify the server by the host they dialled (`wallet:50051`
+    in docker compose, 127.0.0.1 or localhost on a developer's machine)."""
+    return ["localhost"] + ([identity] if "/" not in identity else [])
 
 
 def _key() -> ec.EllipticCurvePrivateKey:
@@ -118,7 +125,7 @@ def _issue(directory: pathlib.Path, identity: str, trust_domain: str, ca: x509.C
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.SubjectAlternativeName([
             x509.UniformResourceIdentifier(uri),
-            x509.DNSName("localhost"),
+            *(x509.DNSName(name) for name in dns_names(identity)),
             x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         ]), critical=False)
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),

@@ -51,6 +51,9 @@ def guard_listen(settings: Settings, what: str) -> None:
 
 
 def secure_server(server: GrpcServer, settings: Settings) -> None:
-    """Mutual TLS and the access table when certificates are configured (after guard_listen)."""
+    """Mutual TLS and the access table when certificates are configured (after guard_listen), and the
+    plaintext health-only port when CALLERSYNC_HEALTH_PORT names one."""
     if enabled(settings):
         server.use_tls(server_credentials(settings), trust_domain=settings.trust_domain)
+    if settings.health_port:
+        server.serve_health_on(f"{settings.host}:{settings.health_port}")

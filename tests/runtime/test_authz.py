@@ -29,7 +29,7 @@ from services.runtime.interceptors import error_reason
 from services.runtime.server import GrpcServer
 from services.wallet.access import ACCESS as WALLET_ACCESS
 from services.wallet.app import WALLET
-from tests.conftest import fresh_database
+from tests.conftest import free_port, fresh_database
 
 PACKAGES = {"wallet": wallet_pb2, "billing": billing_pb2, "routing": routing_pb2}
 TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}
@@ -237,7 +237,7 @@ def test_only_billing_settles_only_routing_reserves_only_the_engine_reports_call
     for method in ("RateCall", "RateCalls", "RecordBooking"):
         assert BILLING_ACCESS[method] == {authz.ENGINE}
     assert ROUTING_ACCESS["RouteCall"] == {authz.ENGINE}
-    assert BILLING_ACCESS["ReplayEvents"] == {authz.ROUTING}
+    assert BILLING_ACCESS["ReplayEvents"] == {authz.ROUTING, authz.OPERATOR}
     assert authz.GATEWAY not in WALLET_ACCESS["Refund"] and authz.OPERATOR not in WALLET_ACCESS["Refund"]
 
 
@@ -281,3 +281,28 @@ def test_secure_by_default_listening(host, tls_on, mutual, insecure, refused, ca
     authz.listen_guard("wallet", host, tls_on=tls_on, mutual=mutual, insecure_listen=insecure)
     warned = [r for r in caplog.records if "WITHOUT TLS" in r.getMessage()]
     assert bool(warned) == (insecure and not tls_on)
+
+
+async def test_the_health_port_answers_health_in_plaintext_and_nothing_else(settings, pki):
+    """For the kubelet's probes, which cannot present a certificate: health only, never a service method."""
+    wallet_settings = dataclasses.replace(as_identity(settings, pki, "wallet"), health_port=free_port())
+    server = await WALLET.build(wallet_settings, 0)
+    tls.secure_server(server, wallet_settings)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{wallet_settings.health_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=SERVICE_NAMES["wallet"].full_name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await wallet_pb2_grpc.WalletServiceStub(channel).GetWallet(
+                    wallet_pb2.GetWalletRequest(contractor_id="x"), timeout=5)
+            assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.stop(1)
+
+
+def test_a_streaming_method_is_refused_at_registration_rather_than_served_unchecked():
+    streaming = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
+    with pytest.raises(ValueError, match="only unary methods"):
+        authz.authorize_handler(authz.Gate(), "/x.v1.S/Watch", frozenset({authz.OPERATOR}), streaming)

@@ -8,6 +8,7 @@ import re
 import signal
 import urllib.parse
 
+import aiohttp
 import grpc
 import pytest
 import redis.asyncio as redis
@@ -16,8 +17,9 @@ from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.runtime.interceptors import error_reason
 from tests.conftest import free_port, fresh_database
 from tests.faults.test_faults import run_with_fault
-from tests.system.processes import callersync_env, run_cli
-from tests.system.stack import start_stack
+from tests.gateway.conftest import SIGNING_KEY, bearer, token
+from tests.system.processes import Process, callersync_env, run_cli
+from tests.system.stack import start_stack, tls_env
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,25 @@ async def test_a_plaintext_client_is_refused_by_the_real_processes(stack):
                 await wallet_pb2_grpc.WalletServiceStub(channel).GetWallet(
                     wallet_pb2.GetWalletRequest(contractor_id="x"), timeout=5)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_the_gateway_calls_upstream_with_its_own_certificate(stack):
+    port = free_port()
+    env = stack.env | tls_env(stack.pki, "gateway") | {
+        "CALLERSYNC_GATEWAY_PORT": str(port), "CALLERSYNC_JWT_SECRET": SIGNING_KEY}
+    gateway = Process("serve", "gateway", env=env)
+    try:
+        gateway.wait_for("gateway listening", timeout=60)
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{port}/readyz") as reply:
+                assert reply.status == 200, await reply.text()
+            # Reached the wallet as spiffe://.../gateway, which may GetWallet: NOT_FOUND, not PERMISSION_DENIED.
+            async with http.get(f"http://127.0.0.1:{port}/v1/wallets/ctr-nobody",
+                                headers=bearer(token("operator"))) as reply:
+                assert reply.status == 404, await reply.text()
+                assert (await reply.json())["details"][0]["reason"] == "NO_WALLET"
+    finally:
+        gateway.kill()
 
 
 def test_a_service_refuses_to_listen_beyond_loopback_in_plaintext(tmp_path):
