@@ -28,6 +28,9 @@ class Triage:
     state: str  # a refund_cases.state
     auto_resolved: bool
     resolution_note: str
+    # Approved only because the charge cannot be defended (no recording or transcript), whatever the reason
+    # given: such approvals are limited per contractor (allowance_exhausted), the rest go to an operator.
+    undefendable: bool = False
 
 
 def validate_request(contractor_id: str, charge_id: str, reason: int, note: str, amount_cents: int,
@@ -78,7 +81,7 @@ def triage(reason: int, charged_at: dt.datetime, now: dt.datetime, window_days: 
         missing = " and ".join(w for w, ok in (("recording", has_recording), ("transcript", has_transcript)) if not ok)
         return Triage("approved", True,
                       f"Approved: the charge has no {missing}, the source of truth for a refund, so it cannot be "
-                      "defended.")
+                      "defended.", undefendable=True)
     if reason == pb.REFUND_REASON_DOUBLE_BILL:
         if duplicate_found:
             return Triage("approved", True, "Approved: the ledger shows this call or booking was charged twice.")
@@ -94,3 +97,10 @@ def duplicate_entries(own_entry_id: int, references: set[str], entries, captured
     found |= captured_entry_ids
     found.discard(own_entry_id)
     return sorted(found)
+
+
+def allowance_exhausted(allowance: int, window_days: int) -> Triage:
+    """What an undefendable charge's refund becomes once the contractor used up its automatic approvals."""
+    return Triage("pending_review", False,
+                  f"Waiting for an operator: {allowance} refunds of charges without a recording were approved "
+                  f"automatically for this contractor in the last {window_days} days, the most allowed.")
