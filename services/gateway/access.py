@@ -37,12 +37,14 @@ POLICY: dict[str, Access] = {
     "callersync.wallet.v1.WalletService.GetWallet": Access.OWN,
     "callersync.wallet.v1.WalletService.ListEntries": Access.OWN,
     "callersync.wallet.v1.WalletService.SetLowBalanceAlert": Access.OWN,
+    "callersync.wallet.v1.WalletService.SetContactEmail": Access.OWN,
+    "callersync.wallet.v1.WalletService.GetSpendForecast": Access.OWN,
     # billing: prices are public to contractors; setting them and resolving refunds is for operators.
     "callersync.billing.v1.BillingService.SetZipRate": Access.OPERATOR,
     "callersync.billing.v1.BillingService.SetBookingFee": Access.OPERATOR,
     "callersync.billing.v1.BillingService.GetRateCard": Access.SAFE,
-    # Keyed by call_id alone: the gateway cannot tell whose call it is (billing would need contractor_id).
-    "callersync.billing.v1.BillingService.ExplainCall": Access.OPERATOR,
+    # A contractor's request carries their contractor_id, and billing answers only about calls that concern it.
+    "callersync.billing.v1.BillingService.ExplainCall": Access.OWN,
     # Billing also checks that the charge belongs to contractor_id.
     "callersync.billing.v1.BillingService.RequestRefund": Access.OWN,
     "callersync.billing.v1.BillingService.ResolveRefund": Access.OPERATOR,

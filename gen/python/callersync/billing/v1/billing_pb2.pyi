@@ -1481,15 +1481,22 @@ class ExplainCallRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CALL_ID_FIELD_NUMBER: _builtins.int
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
+    contractor_id: _builtins.str
+    """When set, the call must concern this contractor (rang one of their legs, or
+    charged them): otherwise NOT_FOUND, as if billing had no record of it. So a
+    contractor may explain their own calls and nobody else's.
+    """
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
+        contractor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "contractor_id", b"contractor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
