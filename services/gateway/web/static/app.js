@@ -1,0 +1,8 @@
+// A form sent twice (a double tap with gloves on) is harmless, since every mutation carries an idempotency key,
+// but the second tap should not look like a second request: the button shows it is working.
+document.addEventListener("submit", (event) => {
+  const button = event.target.querySelector("button[type=submit]");
+  if (button) {
+    setTimeout(() => { button.disabled = true; button.textContent = "Working…"; }, 0);
+  }
+});
