@@ -84,6 +84,7 @@ async def phone(browser: Any) -> AsyncIterator[Any]:
     """A fresh browser profile (no cookies) with a 375 px wide touch screen: what a contractor on a roof has."""
     context = await browser.new_context(viewport=PHONE, has_touch=True, is_mobile=True, bypass_csp=True)
     page = await context.new_page()
+    page.set_default_timeout(10_000)
     yield page
     await context.close()
 
@@ -93,6 +94,7 @@ async def desk(browser: Any) -> AsyncIterator[Any]:
     """A second, separate browser (an operator at a desk)."""
     context = await browser.new_context(viewport={"width": 1280, "height": 900}, bypass_csp=True)
     page = await context.new_page()
+    page.set_default_timeout(10_000)
     yield page
     await context.close()
 

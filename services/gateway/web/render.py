@@ -60,8 +60,12 @@ def badge(text: str, tone: str) -> str:
 
 
 def table(caption: str, headers: Iterable[str], rows: Iterable[Iterable[str]], *, empty: str = "Nothing yet.") -> str:
-    """Cells are HTML already escaped by the caller; on a phone the table scrolls sideways in its own box."""
-    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    """Cells are HTML already escaped by the caller. On a phone each row becomes a card, every cell labelled
+    with its column's name (data-label, shown by the stylesheet)."""
+    headers = list(headers)
+    body = "".join(
+        "<tr>" + "".join(f'<td data-label="{esc(h)}">{cell}</td>' for h, cell in zip(headers, row, strict=False))
+        + "</tr>" for row in rows)
     if not body:
         return f"<p class=\"empty\">{esc(empty)}</p>"
     head = "".join(f'<th scope="col">{esc(h)}</th>' for h in headers)
