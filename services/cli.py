@@ -120,6 +120,7 @@ def up(data_dir: pathlib.Path) -> int:
     settings = Settings.from_env()
     env = dict(os.environ)
     embedded: list[EmbeddedPostgres | EmbeddedValkey] = []
+    sink = None
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
 
@@ -142,6 +143,13 @@ def up(data_dir: pathlib.Path) -> int:
             env["CALLERSYNC_REDIS_URL"] = vk.start()
             print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
         run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
+        from services.gateway.web import dev as web_dev
+
+        if not settings.smtp_host:  # a local mail sink: sign-in links and alerts readable at /app/dev/mail
+            sink = web_dev.MailSink(data_dir / "mail")
+            env["CALLERSYNC_SMTP_HOST"], env["CALLERSYNC_SMTP_PORT"] = "127.0.0.1", str(sink.start())
+            env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
+        env.setdefault("CALLERSYNC_OPERATOR_EMAILS", web_dev.DEV_OPERATOR)
         from services.gateway import app as gateway
         from services.gateway import tokens as gateway_tokens
 
@@ -166,6 +174,12 @@ def up(data_dir: pathlib.Path) -> int:
             + "\n  Ctrl-C stops everything.",
             flush=True,
         )
+        base_url = f"http://{settings.host}:{settings.gateway_port}"
+        links = run(web_dev.signin_links(env, settings, base_url))
+        print(f"  web app: {base_url}/app/ (sign-in links below work once, for 15 minutes; ask for more at "
+              f"{base_url}/app/signin" + (f" and read them at {base_url}/app/dev/mail)" if sink else ")"), flush=True)
+        for label, url in links:
+            print(f"    sign in as {label}: {url}", flush=True)
         while not stopping:
             for name, child in children.items():
                 if child.poll() is not None:
@@ -183,6 +197,8 @@ def up(data_dir: pathlib.Path) -> int:
                 child.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 child.kill()
+        if sink is not None:
+            sink.stop()
         for server in reversed(embedded):
             server.stop()
         print("CallerSync stopped", flush=True)
