@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import importlib
 import logging
 import os
@@ -21,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
-from services.runtime import logs, telemetry, tls
+from services.runtime import authz, certs, logs, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
 from services.runtime.server import stop_on_signals
@@ -57,12 +58,12 @@ async def migrate_all(database_url: str, names: list[str] | None = None) -> None
 async def serve(name: str, port: int | None) -> None:
     settings = Settings.from_env()
     service = SERVICES[name]
+    tls.guard_listen(settings, name)
     telemetry.configure(name)
     await wait_for_dependencies(name, settings)
     await migrate_all(settings.database_url, [name])
     server = await service.build(settings, settings.port_of(name) if port is None else port)
-    if tls.enabled(settings):
-        server.use_tls(tls.server_credentials(settings))
+    tls.secure_server(server, settings)
     bound = await server.start()
     print(f"{name} listening on {settings.host}:{bound}", flush=True)
     stopped = stop_on_signals([server], settings.shutdown_grace_s)
@@ -106,6 +107,12 @@ def wait_healthy(target: str, deadline_s: float, settings: Settings | None = Non
     return False
 
 
+def _demo_line(pki: certs.DevPki) -> str:
+    operator = " ".join(f"{k}={v}" for k, v in tls_env(pki, "operator/oncall").items())
+    engine = pki["routing-engine"]
+    return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
+
+
 def _grpcurl_security(settings: Settings) -> str:
     if not tls.enabled(settings):
         return "-plaintext"
@@ -113,12 +120,50 @@ def _grpcurl_security(settings: Settings) -> str:
     return f"{ca} -cert {settings.tls_cert_file} -key {settings.tls_key_file}".strip()
 
 
-def up(data_dir: pathlib.Path) -> int:
-    """Runs the whole system in the foreground until Ctrl-C or SIGTERM."""
+def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
+    """The CALLERSYNC_TLS_* variables that make a process present `identity`'s certificate."""
+    return {
+        "CALLERSYNC_TLS_CERT_FILE": str(pki[identity].cert_file),
+        "CALLERSYNC_TLS_KEY_FILE": str(pki[identity].key_file),
+        "CALLERSYNC_TLS_CA_FILE": str(pki.ca_file),
+    }
+
+
+def write_certs(args: argparse.Namespace, settings: Settings) -> int:
+    identities = args.identities or list(certs.DEFAULT_IDENTITIES)
+    for identity in identities:
+        if authz.role_of(identity) is None:
+            print(f"certs: {identity!r} is no identity: use one of {', '.join(sorted(authz.ROLES - {authz.OPERATOR}))}"
+                  " or operator/<name>", file=sys.stderr)
+            return 2
+    pki = certs.write_dev_pki(args.out, identities, trust_domain=settings.trust_domain, valid_days=args.days)
+    print(f"CA: {pki.ca_file} (its key beside it: keep it to issue more, never ship it)")
+    for issued in pki.issued.values():
+        print(f"{issued.uri}: {issued.cert_file} {issued.key_file}")
+    return 0
+
+
+def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
+    """Runs the whole system in the foreground until Ctrl-C or SIGTERM; with_tls: every service and the gateway
+    under mutual TLS with development certificates in <data dir>/certs."""
     from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
 
     settings = Settings.from_env()
+    if tls.enabled(settings):
+        # One certificate would give every service the same identity, which no access table allows.
+        print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
+              "use `callersync up --tls` (development certificates, one per identity) or run each service with "
+              "`callersync serve` and its own certificate", file=sys.stderr)
+        return 2
     env = dict(os.environ)
+    identity_env: dict[str, dict[str, str]] = {}
+    if with_tls:
+        pki = certs.write_dev_pki(data_dir / "certs", certs.DEFAULT_IDENTITIES, trust_domain=settings.trust_domain)
+        identity_env = {name: tls_env(pki, name) for name in (*SERVICES, "gateway")}
+        operator = tls_env(pki, "operator/oncall")
+        settings = dataclasses.replace(settings, tls_cert_file=operator["CALLERSYNC_TLS_CERT_FILE"],
+                                       tls_key_file=operator["CALLERSYNC_TLS_KEY_FILE"],
+                                       tls_ca_file=operator["CALLERSYNC_TLS_CA_FILE"])
     embedded: list[EmbeddedPostgres | EmbeddedValkey] = []
     sink = None
     children: dict[str, subprocess.Popen[bytes]] = {}
@@ -156,13 +201,15 @@ def up(data_dir: pathlib.Path) -> int:
         if not settings.jwt_secret:  # a dev key kept in the data dir; tokens: python -m services.gateway.tokens
             env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(data_dir)
         for name in SERVICES:
-            children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name], env=env)
+            children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name],
+                                              env=env | identity_env.get(name, {}))
         for name in SERVICES:
             target = f"{settings.host}:{settings.port_of(name)}"
             if not wait_healthy(target, 30, settings):
                 print(f"{name} did not become healthy on {target}; stopping", file=sys.stderr)
                 return 1
-        children["gateway"] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"], env=env)
+        children["gateway"] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"],
+                                               env=env | identity_env.get("gateway", {}))
         if not gateway.wait_healthy(settings.host, settings.gateway_port, 30):
             print(f"gateway did not become healthy on port {settings.gateway_port}; stopping", file=sys.stderr)
             return 1
@@ -171,6 +218,7 @@ def up(data_dir: pathlib.Path) -> int:
             + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
             + f", gateway {settings.host}:{settings.gateway_port} (HTTP/JSON, /openapi.json)"
             + f"\n  try: grpcurl {_grpcurl_security(settings)} {settings.host}:{settings.wallet_port} list"
+            + (f"\n  demo: {_demo_line(pki)}" if with_tls else "")
             + "\n  Ctrl-C stops everything.",
             flush=True,
         )
@@ -222,6 +270,14 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     up_cmd = commands.add_parser("up", help="run PostgreSQL and Valkey (embedded unless configured) and all services")
     up_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help="where embedded servers keep data")
+    up_cmd.add_argument("--tls", action="store_true",
+                        help="mutual TLS everywhere, with development certificates made in <data dir>/certs")
+    certs_cmd = commands.add_parser("certs", help="a development CA and a certificate per identity (mutual TLS)")
+    certs_cmd.add_argument("--out", type=pathlib.Path, default=pathlib.Path(".callersync/certs"),
+                           help="folder for ca.pem and <identity>.pem/<identity>-key.pem (reuses a CA found there)")
+    certs_cmd.add_argument("--identities", nargs="+", default=None,
+                           help=f"default: {' '.join(certs.DEFAULT_IDENTITIES)}; operators are operator/<name>")
+    certs_cmd.add_argument("--days", type=int, default=30, help="how long the certificates are valid")
     serve_cmd = commands.add_parser("serve", help="run one service (for deployments)")
     serve_cmd.add_argument("service", choices=sorted(SERVICES) + ["gateway"])
     serve_cmd.add_argument("--port", type=int, default=None)
@@ -243,7 +299,9 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     logs.configure(getattr(args, "service", args.command), settings)
     if args.command == "up":
-        sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir)))
+        sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir), args.tls))
+    if args.command == "certs":
+        sys.exit(write_certs(args, settings))
     if args.command == "serve" and args.service == "gateway":
         from services.gateway.app import serve as serve_gateway
 

@@ -7,6 +7,7 @@ import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.billing import events
+from services.billing.access import ACCESS
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
 from services.billing.settlement import FaultHook, Settlement
@@ -52,6 +53,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        access=ACCESS,
         cleanups=[pool.close, redis_client.aclose, pipe.aclose, wallet.close, relay.stop, sweeper.stop],
     )
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import datetime as dt
+import os
 import random
 import re
 import secrets
@@ -50,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--calls", type=int, default=40, help=f"how many calls arrive (at least {scenario.MIN_CALLS})"
     )
+    parser.add_argument(
+        "--engine-cert", default=os.environ.get("CALLERSYNC_DEMO_ENGINE_CERT_FILE", ""),
+        help="under mutual TLS: the routing engine's certificate, for the calls only the engine may make "
+        "(RouteCall, NextCandidate, RateCall, RecordBooking); CALLERSYNC_TLS_* name the operator's",
+    )
+    parser.add_argument("--engine-key", default=os.environ.get("CALLERSYNC_DEMO_ENGINE_KEY_FILE", ""),
+                        help="the key of --engine-cert")
 
 
 def slug(name: str) -> str:
@@ -61,8 +70,12 @@ def now_ns() -> int:
 
 
 class Demo:
-    def __init__(self, settings: Settings, seed: int | None, n_contractors: int, n_calls: int) -> None:
+    def __init__(self, settings: Settings, seed: int | None, n_contractors: int, n_calls: int,
+                 engine_settings: Settings | None = None) -> None:
         self.settings = settings
+        # The demo plays two callers: an operator (rate card, top-ups, claims, refunds) and the telephony engine
+        # (routing and reporting calls). Under mutual TLS each is its own certificate (docs/security.md).
+        self.engine_settings = engine_settings or settings
         self.day = scenario.plan_day(seed, n_contractors, n_calls)
         self.run_id = secrets.token_hex(3)
         self.ids = random.Random(secrets.randbits(64))  # identifiers: fresh each run, whatever the seed
@@ -117,6 +130,14 @@ class Demo:
         self.wallet = wallet_pb2_grpc.WalletServiceStub(stubs["wallet"])
         self.billing = billing_pb2_grpc.BillingServiceStub(stubs["billing"])
         self.routing = routing_pb2_grpc.RoutingServiceStub(stubs["routing"])
+        if self.engine_settings is self.settings:
+            self.engine_billing, self.engine_routing = self.billing, self.routing
+        else:
+            engine = [channels.client_channel(self.settings.target_of(s), "demo-engine", self.engine_settings)
+                      for s in ("billing", "routing")]
+            self.channels += engine
+            self.engine_billing = billing_pb2_grpc.BillingServiceStub(engine[0])
+            self.engine_routing = routing_pb2_grpc.RoutingServiceStub(engine[1])
         return True
 
     async def close(self) -> None:
@@ -274,7 +295,7 @@ class Demo:
         caller = caller or (self.spam_number if plan.spam else self.new_number())
         if plan.spam:
             self.spam_zip = zip_code
-        reply = await self.routing.RouteCall(
+        reply = await self.engine_routing.RouteCall(
             rpb.RouteCallRequest(call_id=call_id, zip=zip_code, caller_number=caller), timeout=TIMEOUT_S
         )
         story = self.note_skips(reply.skipped)
@@ -294,7 +315,7 @@ class Demo:
             story.append(describe(self.name(cand.contractor_id), legs[-1], ring))
             if legs[-1].answered:
                 break
-            reply = await self.routing.NextCandidate(
+            reply = await self.engine_routing.NextCandidate(
                 rpb.NextCandidateRequest(
                     call_id=call_id, after_step=cand.step, ring_outcome=RING_OUTCOME[ring.kind]
                 ),
@@ -336,7 +357,7 @@ class Demo:
                 bpb.Recording(uri=f"s3://callersync-demo/{self.run_id}/{call_id}.wav", disclosure_played=True)
             )
             call.transcript_uri = f"s3://callersync-demo/{self.run_id}/{call_id}.txt"
-        decision = (await self.billing.RateCall(bpb.RateCallRequest(call=call), timeout=TIMEOUT_S)).decision
+        decision = (await self.engine_billing.RateCall(bpb.RateCallRequest(call=call), timeout=TIMEOUT_S)).decision
         for leg in decision.legs:
             tally = self.by_id.get(leg.contractor_id)
             if tally is None:
@@ -360,7 +381,7 @@ class Demo:
         appointment.FromDatetime(
             (now + dt.timedelta(days=1 + self.calls % 3)).replace(hour=15, minute=0, second=0, microsecond=0)
         )
-        reply = await self.billing.RecordBooking(
+        reply = await self.engine_billing.RecordBooking(
             bpb.RecordBookingRequest(
                 booking_id=f"{call_id}-booking",
                 call_id=call_id,
@@ -608,7 +629,10 @@ async def reconcile_ledger(settings: Settings) -> int:
 
 async def main(args: argparse.Namespace, settings: Settings) -> int:
     try:
-        demo = Demo(settings, args.seed, args.contractors, args.calls)
+        engine = None
+        if args.engine_cert or args.engine_key:
+            engine = dataclasses.replace(settings, tls_cert_file=args.engine_cert, tls_key_file=args.engine_key)
+        demo = Demo(settings, args.seed, args.contractors, args.calls, engine)
     except ValueError as err:
         print(f"demo: {err}")
         return 2

@@ -65,6 +65,11 @@ POLICY: dict[str, Access] = {
 }
 
 
+# Called by the gateway on its own behalf, never for a user's request and not on any HTTP route: the web app's
+# sign-in asks the wallet whose address an email is (services/gateway/web/auth_pages.py).
+GATEWAY_OWN_CALLS = frozenset({"callersync.wallet.v1.WalletService.FindContractorsByEmail"})
+
+
 class Forbidden(Exception):
     """The token is genuine but does not reach this resource: 403."""
 

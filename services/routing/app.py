@@ -9,6 +9,7 @@ from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing import billing_events, step_log
+from services.routing.access import ACCESS
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory, announce
 from services.routing.live_state import STEPS_STREAM, Change, LiveState
@@ -18,7 +19,6 @@ from services.routing.servicer import RoutingServicer
 from services.routing.storage import SCHEMA, RoutingStore
 from services.routing.streams import StreamConsumer
 from services.routing.thresholds import ThresholdRelay
-from services.runtime import tls
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
@@ -79,12 +79,11 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        access=ACCESS,
         # Newest first: stop the consumers and the relay, then the channels and pools they use.
         cleanups=[pool.close, redis_client.aclose, pipe.aclose, close_channels, thresholds.stop, rate_card.stop,
                   replay.stop, events.stop, steps.stop],
     )
-    if tls.enabled(settings):
-        server.use_tls(tls.server_credentials(settings))
     return server
 
 

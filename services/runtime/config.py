@@ -45,6 +45,13 @@ class Settings:
     tls_cert_file: str = ""
     tls_key_file: str = ""
     tls_ca_file: str = ""
+    # Callers are named spiffe://<trust_domain>/<identity> in their certificates (docs/security.md).
+    trust_domain: str = "callersync.local"
+    # Listening beyond loopback without TLS is refused unless this says something else secures the traffic.
+    insecure_listen: bool = False
+    # Non-zero: also answer grpc.health.v1 alone, in plaintext, on this port (the kubelet's gRPC probes cannot
+    # do mutual TLS). Health says only SERVING or not.
+    health_port: int = 0
     # At start, how long to wait for PostgreSQL and Redis before giving up (0: fail at once, in one line).
     startup_wait_s: int = 0
     log_level: str = "INFO"
@@ -101,6 +108,9 @@ class Settings:
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
+            trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
+            insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
+            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
             startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
             log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
             log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),

@@ -71,15 +71,36 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}:***@{host}"
 
 
+REPEATABLE = "R__functions.sql"
+
+
 def migration_files(folder: pathlib.Path) -> list[pathlib.Path]:
     return sorted(folder.glob("[0-9][0-9][0-9][0-9]_*.sql"))
 
 
-async def migrate(conn: asyncpg.Connection, schema: str, folder: pathlib.Path) -> list[str]:
-    """Applies the folder's not-yet-applied migrations in order, each in its own transaction.
+def superseded_checksums(folder: pathlib.Path) -> dict[str, set[str]]:
+    """Earlier texts of edited migrations that databases may have applied (migrations/superseded.txt)."""
+    path = folder / "superseded.txt"
+    accepted: dict[str, set[str]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip() and not line.startswith("#"):
+                name, checksum = line.split()[:2]
+                accepted.setdefault(name, set()).add(checksum)
+    return accepted
 
-    Forward-only: an applied file whose text changed is an error, never re-run. An advisory lock keeps
-    two starting replicas from migrating at once."""
+
+def _checksum(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def migrate(conn: asyncpg.Connection, schema: str, folder: pathlib.Path) -> list[str]:
+    """Applies the folder's not-yet-applied migrations in order, each in its own transaction, then the
+    repeatable R__functions.sql when its text changed since it was last applied.
+
+    Numbered migrations are forward-only: an applied file whose text changed is an error, never re-run
+    (unless superseded.txt names the text the database applied). An advisory lock keeps two starting
+    replicas from migrating at once."""
     applied_now: list[str] = []
     lock_key = int.from_bytes(hashlib.sha256(f"migrate:{schema}".encode()).digest()[:8], "big", signed=True)
     await conn.execute("SELECT pg_advisory_lock($1)", lock_key)
@@ -94,11 +115,15 @@ async def migrate(conn: asyncpg.Connection, schema: str, folder: pathlib.Path) -
             r["version"]: r["checksum"]
             for r in await conn.fetch(f'SELECT version, checksum FROM "{schema}".schema_migrations')
         }
+        superseded = superseded_checksums(folder)
         for path in migration_files(folder):
             text = path.read_text()
-            checksum = hashlib.sha256(text.encode()).hexdigest()
+            checksum = _checksum(text)
             if path.name in done:
-                if done[path.name] != checksum:
+                if done[path.name] in superseded.get(path.name, ()):
+                    log.debug("%s/%s was applied in an earlier text; %s brings it current", schema, path.name,
+                              REPEATABLE)
+                elif done[path.name] != checksum:
                     raise SystemExit(
                         f"migration {schema}/{path.name} was edited after it was applied; "
                         "migrations are forward-only: add a new file instead"
@@ -113,6 +138,21 @@ async def migrate(conn: asyncpg.Connection, schema: str, folder: pathlib.Path) -
                 )
             applied_now.append(path.name)
             log.info("applied migration %s/%s", schema, path.name)
+        repeatable = folder / REPEATABLE
+        if repeatable.exists():
+            text = repeatable.read_text()
+            checksum = _checksum(text)
+            if done.get(REPEATABLE) != checksum:
+                async with conn.transaction():
+                    await conn.execute(text)
+                    await conn.execute(
+                        f'INSERT INTO "{schema}".schema_migrations (version, checksum) VALUES ($1, $2)'
+                        " ON CONFLICT (version) DO UPDATE SET checksum = excluded.checksum, applied_at = now()",
+                        REPEATABLE,
+                        checksum,
+                    )
+                applied_now.append(REPEATABLE)
+                log.info("applied %s/%s (its text changed)", schema, REPEATABLE)
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", lock_key)
     return applied_now

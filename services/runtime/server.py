@@ -6,11 +6,13 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.runtime import authz
 from services.runtime.interceptors import WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
@@ -31,6 +33,7 @@ class GrpcServer:
         port: int,
         max_concurrent_rpcs: int = 2000,
         cleanups: Sequence[Cleanup] = (),
+        access: authz.AccessTable | None = None,
     ) -> None:
         self.name = name
         self.service_full_name = service_full_name
@@ -43,17 +46,34 @@ class GrpcServer:
             maximum_concurrent_rpcs=max_concurrent_rpcs,
             options=[("grpc.so_reuseport", 0)],
         )
-        add_servicer(WrappingRegistrar(self.server, name))  # type: ignore[arg-type]
+        # Who may call which method (services/<name>/access.py), checked once TLS gives callers an identity.
+        self._gate = authz.Gate()
+        self._access = access
+        target: Any = self.server if access is None else authz.AuthorizingServer(self.server, self._gate, access)
+        add_servicer(WrappingRegistrar(target, name))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
         self.port = 0
         self._credentials: grpc.ServerCredentials | None = None
+        self._health_server: grpc.aio.Server | None = None
+        self._health_address = ""
 
-    def use_tls(self, credentials: grpc.ServerCredentials) -> None:
-        """Serve over TLS (mutual TLS when the credentials require client certificates). Before start()."""
+    def use_tls(self, credentials: grpc.ServerCredentials, *, trust_domain: str) -> None:
+        """Serve over mutual TLS (credentials from tls.server_credentials with a CA), every call checked against
+        the access table by the caller's spiffe://<trust_domain>/... certificate. Before start()."""
+        if self._access is None:
+            raise ValueError(f"{self.name}: TLS without an access table would let any certificate call anything")
         self._credentials = credentials
+        self._gate.enforce(trust_domain)
+
+    def serve_health_on(self, address: str) -> None:
+        """Also answer grpc.health.v1 (and nothing else) in plaintext on `address`: the kubelet's native gRPC
+        probes cannot present a client certificate. Before start()."""
+        self._health_address = address
+        self._health_server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
 
     async def start(self) -> int:
         if self._credentials is not None:
@@ -62,6 +82,10 @@ class GrpcServer:
             self.port = self.server.add_insecure_port(self._address)
         if self.port == 0:
             raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
+        if self._health_server is not None:
+            if self._health_server.add_insecure_port(self._health_address) == 0:
+                raise SystemExit(f"{self.name}: cannot serve health on {self._health_address} (port in use?)")
+            await self._health_server.start()
         await self.server.start()
         for svc in ("", self.service_full_name):
             await self.health.set(svc, health_pb2.HealthCheckResponse.SERVING)
@@ -74,6 +98,8 @@ class GrpcServer:
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         for cleanup in reversed(self._cleanups):
             try:
                 await cleanup()

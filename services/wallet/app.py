@@ -14,6 +14,7 @@ from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 from services.wallet import alerts
+from services.wallet.access import ACCESS
 from services.wallet.gauges import PausedContractors
 from services.wallet.servicer import WalletServicer
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
@@ -53,6 +54,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         host=settings.host,
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        access=ACCESS,
         cleanups=[pool.close, redis_client.aclose, pipe.aclose, events.stop, emails.stop, paused.stop],
     )
 

@@ -33,7 +33,7 @@ async def one_decision_per_call(conn, traffic: CallTraffic) -> str:
             sent.decision.payer_contractor_id,
         ), sent.call.call_id
         async with gate:
-            again = await traffic.stubs.billing.RateCall(bpb.RateCallRequest(call=sent.call), timeout=10)
+            again = await traffic.stubs.engine_billing.RateCall(bpb.RateCallRequest(call=sent.call), timeout=10)
             told = await traffic.stubs.billing.ExplainCall(
                 bpb.ExplainCallRequest(call_id=sent.call.call_id), timeout=10
             )

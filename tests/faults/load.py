@@ -37,9 +37,9 @@ class Outcome:
 class MoneyLoad:
     """workers × ops_per_worker wallet operations (top-ups and charges) over `contractors` wallets."""
 
-    def __init__(self, target: str, contractors: list[str], workers: int = 16, ops_per_worker: int = 40,
+    def __init__(self, stack, contractors: list[str], workers: int = 16, ops_per_worker: int = 40,
                  also_retry: frozenset[grpc.StatusCode] = frozenset()) -> None:
-        self.target = target
+        self.stack = stack
         # Codes retried although they should never happen, so a known bug does not hide the ledger checks; they
         # are still counted in failed_attempts.
         self.retryable = RETRYABLE | also_retry
@@ -54,13 +54,15 @@ class MoneyLoad:
         self.fault_done = asyncio.Event()
 
     async def run(self, give_up_after_s: float = 90) -> Outcome:
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            wallet = wallet_pb2_grpc.WalletServiceStub(channel)
+        # Top-ups as an operator, charges as billing: under mutual TLS each is the only identity allowed.
+        async with self.stack.channel("wallet") as operator, self.stack.channel("wallet", "billing") as billing:
+            wallets = (wallet_pb2_grpc.WalletServiceStub(operator), wallet_pb2_grpc.WalletServiceStub(billing))
             deadline = time.monotonic() + give_up_after_s
-            await asyncio.gather(*(self._worker(wallet, w, deadline) for w in range(self.workers)))
+            await asyncio.gather(*(self._worker(wallets, w, deadline) for w in range(self.workers)))
         return self.outcome
 
-    async def _worker(self, wallet, w: int, deadline: float) -> None:
+    async def _worker(self, wallets, w: int, deadline: float) -> None:
+        wallet, settler = wallets
         i = after_fault = 0
         while i < self.ops_per_worker or after_fault < 5:
             if self.fault_done.is_set():
@@ -75,7 +77,7 @@ class MoneyLoad:
                 cents = 2500
             else:
                 def call(contractor=contractor, key=key):
-                    return wallet.Charge(pb.ChargeRequest(
+                    return settler.Charge(pb.ChargeRequest(
                         contractor_id=contractor, amount_cents=700, idempotency_key=key, reference="load"), timeout=5)
                 cents = -700
             await self._until_done(call, deadline)
@@ -103,8 +105,8 @@ class MoneyLoad:
         return self._in_flight
 
 
-async def seed_wallets(target: str, contractors: list[str]) -> None:
-    async with grpc.aio.insecure_channel(target) as channel:
+async def seed_wallets(stack, contractors: list[str]) -> None:
+    async with stack.channel("wallet") as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         for c in contractors:
             await wallet.TopUp(pb.TopUpRequest(contractor_id=c, amount_cents=100_000, payment_reference=f"seed-{c}",

@@ -288,7 +288,7 @@ async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stac
 
         stack.processes["routing"].kill()
         started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
-        rated = await stubs.billing.RateCall(bpb.RateCallRequest(call=finished_call(
+        rated = await stubs.engine_billing.RateCall(bpb.RateCallRequest(call=finished_call(
             connected(contractor, 90, start=started), zip_code=zip_code, start=started)), timeout=10)
         assert rated.decision.billable
         await published(stack.database_url, zip_code)

@@ -20,8 +20,8 @@ from tests.system.processes import callersync_env, run_cli
 
 async def run_with_fault(stack, inject, label: str, **options):
     contractors = [f"fault-{uuid.uuid4().hex[:8]}" for _ in range(6)]
-    await seed_wallets(stack.target("wallet"), contractors)
-    load = MoneyLoad(stack.target("wallet"), contractors, **options)
+    await seed_wallets(stack, contractors)
+    load = MoneyLoad(stack, contractors, **options)
     task = asyncio.ensure_future(load.run())
     await load.started.wait()
     in_flight = load.in_flight()
@@ -79,9 +79,9 @@ async def test_flushall_and_restart_redis_mid_load(stack, own_servers):
 
 async def test_deadlines_shorter_than_the_work_and_cancelled_calls_leave_nothing_half_written(stack):
     contractor = f"fault-{uuid.uuid4().hex[:8]}"
-    await seed_wallets(stack.target("wallet"), [contractor])
+    await seed_wallets(stack, [contractor])
     keys = [f"short-{uuid.uuid4().hex}" for _ in range(40)]
-    async with grpc.aio.insecure_channel(stack.target("wallet")) as channel:
+    async with stack.channel("wallet", "billing") as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
 
         def charge(key, timeout):

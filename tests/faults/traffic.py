@@ -74,18 +74,25 @@ class Stubs:
     wallet: wallet_pb2_grpc.WalletServiceStub
     billing: billing_pb2_grpc.BillingServiceStub
     routing: routing_pb2_grpc.RoutingServiceStub
+    # What only the telephony engine may call (routing and reporting calls): its own certificate under mTLS.
+    engine_billing: billing_pb2_grpc.BillingServiceStub
+    engine_routing: routing_pb2_grpc.RoutingServiceStub
 
 
 class Channels:
+    """The test plays an operator (world set-up, checks) and the telephony engine (the calls themselves)."""
+
     def __init__(self, stack) -> None:
-        self._channels = [
-            grpc.aio.insecure_channel(stack.target(s)) for s in ("wallet", "billing", "routing")
+        self._channels = [stack.channel(s) for s in ("wallet", "billing", "routing")] + [
+            stack.channel(s, "routing-engine") for s in ("billing", "routing")
         ]
-        wallet, billing, routing = self._channels
+        wallet, billing, routing, engine_billing, engine_routing = self._channels
         self.stubs = Stubs(
             wallet_pb2_grpc.WalletServiceStub(wallet),
             billing_pb2_grpc.BillingServiceStub(billing),
             routing_pb2_grpc.RoutingServiceStub(routing),
+            billing_pb2_grpc.BillingServiceStub(engine_billing),
+            routing_pb2_grpc.RoutingServiceStub(engine_routing),
         )
 
     async def close(self) -> None:
@@ -258,7 +265,7 @@ class CallTraffic:
         caller = f"+1{rng.choice(('212', '415', '512', '617'))}{rng.randrange(2_000_000, 10_000_000)}"
         route = rpb.RouteCallRequest(call_id=call_id, zip=zip_code, caller_number=caller)
         reply = await self.retried(
-            "RouteCall", lambda: self.stubs.routing.RouteCall(route, timeout=RPC_TIMEOUT_S)
+            "RouteCall", lambda: self.stubs.engine_routing.RouteCall(route, timeout=RPC_TIMEOUT_S)
         )
         legs: list[LegSpec] = []
         booked_by = ""
@@ -278,7 +285,7 @@ class CallTraffic:
             try:
                 reply = await self.retried(
                     "NextCandidate",
-                    lambda ask=ask: self.stubs.routing.NextCandidate(ask, timeout=RPC_TIMEOUT_S),
+                    lambda ask=ask: self.stubs.engine_routing.NextCandidate(ask, timeout=RPC_TIMEOUT_S),
                 )
             except grpc.aio.AioRpcError as err:
                 if err.code() != grpc.StatusCode.NOT_FOUND:
@@ -301,7 +308,7 @@ class CallTraffic:
             call.transcript_uri = f"s3://faults/{call_id}.txt"
         rate = bpb.RateCallRequest(call=call)
         rated = await self.retried(
-            "RateCall", lambda: self.stubs.billing.RateCall(rate, timeout=RPC_TIMEOUT_S)
+            "RateCall", lambda: self.stubs.engine_billing.RateCall(rate, timeout=RPC_TIMEOUT_S)
         )
         sent = SentCall(call, rated.decision)
         if booked_by:
@@ -312,7 +319,7 @@ class CallTraffic:
                 scheduled_at=stamp(time.time_ns()),
             )
             booked = await self.retried(
-                "RecordBooking", lambda: self.stubs.billing.RecordBooking(sent.booking, timeout=RPC_TIMEOUT_S)
+                "RecordBooking", lambda: self.stubs.engine_billing.RecordBooking(sent.booking, timeout=RPC_TIMEOUT_S)
             )
             sent.booking_fee_cents = booked.booking.fee_cents
         if rated.decision.billable and not call.HasField("recording"):

@@ -5,15 +5,32 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
+import shutil
+import tempfile
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.runtime import certs
 from tests.conftest import free_port
 from tests.system.processes import Process, callersync_env
 
 SCHEMAS = ("wallet", "billing", "routing")
+# CALLERSYNC_TEST_MTLS=1 runs every stack of the system and fault tests under mutual TLS, each process with its own
+# certificate (tests/system/test_mtls_stack.py runs the demo and a fault that way in every run regardless).
+MTLS_BY_DEFAULT = os.environ.get("CALLERSYNC_TEST_MTLS", "") == "1"
+OPERATOR = "operator/tests"
+IDENTITIES = (*SCHEMAS, "gateway", "routing-engine", OPERATOR)
+
+
+def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
+    return {
+        "CALLERSYNC_TLS_CERT_FILE": str(pki[identity].cert_file),
+        "CALLERSYNC_TLS_KEY_FILE": str(pki[identity].key_file),
+        "CALLERSYNC_TLS_CA_FILE": str(pki.ca_file),
+    }
 
 
 @dataclasses.dataclass
@@ -22,24 +39,59 @@ class Stack:
     env: dict[str, str]
     ports: dict[str, int]
     processes: dict[str, Process]
+    # Under mutual TLS: the development CA and a certificate per identity. `env` then names the operator's (what
+    # a client of the stack, e.g. `callersync demo`, presents); each service is started with its own.
+    pki: certs.DevPki | None = None
 
     def target(self, service: str) -> str:
         return f"127.0.0.1:{self.ports[service]}"
 
+    def credentials(self, identity: str) -> grpc.ChannelCredentials:
+        assert self.pki is not None
+        issued = self.pki[identity]
+        return grpc.ssl_channel_credentials(self.pki.ca_file.read_bytes(), issued.key_file.read_bytes(),
+                                            issued.cert_file.read_bytes())
+
+    def channel(self, service: str, identity: str = OPERATOR) -> grpc.aio.Channel:
+        """A grpc.aio channel to `service`, presenting `identity`'s certificate under mutual TLS (plaintext
+        otherwise, when every caller is trusted)."""
+        if self.pki is None:
+            return grpc.aio.insecure_channel(self.target(service))
+        return grpc.aio.secure_channel(self.target(service), self.credentials(identity))
+
+    def sync_channel(self, service: str, identity: str = OPERATOR) -> grpc.Channel:
+        if self.pki is None:
+            return grpc.insecure_channel(self.target(service))
+        return grpc.secure_channel(self.target(service), self.credentials(identity))
+
     def start(self, service: str) -> None:
-        self.processes[service] = Process("serve", service, env=self.env)
+        env = self.env | (tls_env(self.pki, service) if self.pki else {})
+        self.processes[service] = Process("serve", service, env=env)
         self.processes[service].wait_for(f"{service} listening", timeout=60)
-        with grpc.insecure_channel(self.target(service)) as channel:
+        with self.sync_channel(service) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
     def stop(self) -> None:
         for process in self.processes.values():
             process.kill()
+        if self.pki is not None:
+            shutil.rmtree(self.pki.ca_file.parent, ignore_errors=True)
 
 
-def start_stack(database_url: str, redis_url: str, **extra_env: str) -> Stack:
+def start_stack(database_url: str, redis_url: str, *, mtls: bool | None = None, **extra_env: str) -> Stack:
+    """The three services as processes; under mutual TLS when `mtls` (default: CALLERSYNC_TEST_MTLS=1)."""
     ports = {name: free_port() for name in SCHEMAS}
+    pki = None
+    if MTLS_BY_DEFAULT if mtls is None else mtls:
+        pki = certs.write_dev_pki(tempfile.mkdtemp(prefix="callersync-pki-"), IDENTITIES)
+        engine = pki["routing-engine"]
+        extra_env = {
+            **tls_env(pki, OPERATOR),
+            "CALLERSYNC_DEMO_ENGINE_CERT_FILE": str(engine.cert_file),
+            "CALLERSYNC_DEMO_ENGINE_KEY_FILE": str(engine.key_file),
+            **extra_env,
+        }
     env = callersync_env(
         CALLERSYNC_DATABASE_URL=database_url,
         CALLERSYNC_REDIS_URL=redis_url,
@@ -49,7 +101,7 @@ def start_stack(database_url: str, redis_url: str, **extra_env: str) -> Stack:
         **{f"CALLERSYNC_{n.upper()}_TARGET": f"127.0.0.1:{p}" for n, p in ports.items()},
         **extra_env,
     )
-    stack = Stack(database_url, env, ports, {})
+    stack = Stack(database_url, env, ports, {}, pki)
     try:
         for name in SCHEMAS:
             stack.start(name)

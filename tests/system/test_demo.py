@@ -5,7 +5,6 @@ Runs again against the same stack (fresh ids per run), and a seed replays the sa
 import re
 import urllib.parse
 
-import grpc
 import pytest
 import redis.asyncio as redis
 
@@ -110,7 +109,7 @@ async def test_demo_tells_the_whole_day_and_reconciles(stack, first_day):
 async def test_the_summary_balances_are_the_wallets_own(stack, first_day):
     run_id = re.search(r"^demo run ([0-9a-f]+):", first_day.stdout, re.MULTILINE)[1]
     rows = summary_rows(first_day.stdout)
-    async with grpc.aio.insecure_channel(stack.target("wallet")) as channel:
+    async with stack.channel("wallet") as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         for name in NAMES:
             reply = await wallet.GetWallet(

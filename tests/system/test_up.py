@@ -14,7 +14,6 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.conftest import free_port
-from tests.runtime.test_tls import make_ca, make_cert
 from tests.system.processes import Process, callersync_env
 
 SERVICES = {
@@ -74,37 +73,45 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
         up.kill()
 
 
-def test_up_with_mutual_tls_between_services(tmp_path):
-    """With certificates configured, `up` checks every service's health over TLS (it used to wait for a
-    plaintext answer that never came, and gave up after 30 s) and the services answer only TLS clients."""
-    pki = tmp_path / "pki"
-    pki.mkdir()
-    make_ca(pki, "ca")
-    make_cert(pki, "service", "ca")
+def test_up_with_mutual_tls_gives_each_service_its_own_certificate(tmp_path):
+    """`up --tls`: development certificates per identity in <data dir>/certs, every service serving mutual TLS
+    and calling the others with its own certificate; an operator's grpcurl with the printed flags lists and tops
+    up; a plaintext client is refused."""
     ports = {name: free_port() for name in SERVICES}
     env = callersync_env(
         **{f"CALLERSYNC_{name.upper()}_PORT": str(port) for name, port in ports.items()},
         CALLERSYNC_GATEWAY_PORT=str(free_port()),
-        CALLERSYNC_TLS_CERT_FILE=str(pki / "service.pem"), CALLERSYNC_TLS_KEY_FILE=str(pki / "service.key"),
-        CALLERSYNC_TLS_CA_FILE=str(pki / "ca.pem"),
     )
-    up = Process("up", "--data-dir", str(tmp_path / "data"), env=env)
+    up = Process("up", "--tls", "--data-dir", str(tmp_path / "data"), env=env)
     try:
         up.wait_for("CallerSync is up", timeout=120)
-        assert f"-cacert {pki / 'ca.pem'}" in up.output()
-        credentials = grpc.ssl_channel_credentials(
-            (pki / "ca.pem").read_bytes(), (pki / "service.key").read_bytes(), (pki / "service.pem").read_bytes())
-        for port in ports.values():
-            with grpc.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
-                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
-                assert reply.status == health_pb2.HealthCheckResponse.SERVING
-        with grpc.insecure_channel(f"127.0.0.1:{ports['wallet']}") as channel:
-            try:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=2)
-                raise AssertionError("a plaintext client was served")
-            except grpc.RpcError as err:
-                assert err.code() == grpc.StatusCode.UNAVAILABLE
+        pki = tmp_path / "data" / "certs"
+        flags = ["-cacert", str(pki / "ca.pem"), "-cert", str(pki / "operator-oncall.pem"),
+                 "-key", str(pki / "operator-oncall-key.pem")]
+        assert " ".join(flags) in up.output()
+        assert f"--engine-cert {pki / 'routing-engine.pem'}" in up.output()
+        wallet = f"127.0.0.1:{ports['wallet']}"
+        binary = shutil.which("grpcurl") or str(Path(sys.executable).parent / "grpcurl")
+        listed = subprocess.run([binary, *flags, wallet, "list"], capture_output=True, text=True, timeout=30)
+        assert listed.returncode == 0 and SERVICES["wallet"] in listed.stdout, listed.stderr
+        top_up = subprocess.run(
+            [binary, *flags, "-d", json.dumps({"contractor_id": "ctr-tls", "amount_cents": 5000,
+                                               "payment_reference": "pay-1", "idempotency_key": "tls-1"}),
+             wallet, "callersync.wallet.v1.WalletService/TopUp"], capture_output=True, text=True, timeout=30)
+        assert top_up.returncode == 0, top_up.stderr
+        reserve = subprocess.run(
+            [binary, *flags, "-d", json.dumps({"contractor_id": "ctr-tls", "call_id": "c", "amount_cents": 100}),
+             wallet, "callersync.wallet.v1.WalletService/Reserve"], capture_output=True, text=True, timeout=30)
+        assert "PermissionDenied" in reserve.stderr and "operator/oncall may not call" in reserve.stderr
+        assert grpcurl(wallet, "list").returncode != 0  # plaintext
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(timeout=15) == 0
     finally:
         up.kill()
+
+
+def test_up_refuses_one_certificate_for_every_service(tmp_path):
+    env = callersync_env(CALLERSYNC_TLS_CERT_FILE="/x.pem", CALLERSYNC_TLS_KEY_FILE="/x-key.pem")
+    done = subprocess.run([sys.executable, "-m", "services.cli", "up", "--data-dir", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "callersync up --tls" in done.stderr

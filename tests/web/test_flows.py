@@ -55,7 +55,7 @@ async def test_a_billable_call_is_refunded_after_an_operator_approves_it(stack, 
     await phone.get_by_role("link", name="Overview").click()
     assert await phone.get_by_test_id("balance").inner_text() == "$200.00"
     await phone.get_by_role("link", name="Ledger").click()
-    assert await phone.get_by_role("cell", name="Refund", exact=True).count() == 1
+    assert await phone.locator("td[data-label=What]").get_by_text("Refund", exact=True).count() == 1
     await check(phone, "ledger-after-refund")
 
 
