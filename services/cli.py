@@ -71,21 +71,41 @@ async def serve(name: str, port: int | None) -> None:
     telemetry.shutdown()
 
 
-async def reconcile(database_url: str) -> int:
+async def reconcile(database_url: str, settings: Settings | None = None) -> int:
+    """The ledger's invariants; and, when a payment provider is configured, that every PaymentIntent known to a
+    top-up that succeeded was credited."""
+    settings = settings or Settings.from_env()
+    asked = None
     conn = await asyncpg.connect(database_url)
     try:
         if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
             return 2
-        problems = await reconcile_wallets(conn)
+        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
         wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
+        legacy = await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+            from services.wallet.payment_audit import uncredited_payments
+            from services.wallet.provider import PaymentProvider
+
+            provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
+            try:
+                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
+                    conn, provider)
+            finally:
+                await provider.close()
     finally:
         await conn.close()
     failed = {name: rows for name, rows in problems.items() if rows}
     for name, rows in failed.items():
         for row in rows:
             print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+    if legacy:
+        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    if asked is None:
+        print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
     return 1 if failed else 0
@@ -147,6 +167,7 @@ def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
     """Runs the whole system in the foreground until Ctrl-C or SIGTERM; with_tls: every service and the gateway
     under mutual TLS with development certificates in <data dir>/certs."""
     from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
+    from services.runtime.simulated_payments import SimulatedPayments
 
     settings = Settings.from_env()
     if tls.enabled(settings):
@@ -164,7 +185,7 @@ def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
         settings = dataclasses.replace(settings, tls_cert_file=operator["CALLERSYNC_TLS_CERT_FILE"],
                                        tls_key_file=operator["CALLERSYNC_TLS_KEY_FILE"],
                                        tls_ca_file=operator["CALLERSYNC_TLS_CA_FILE"])
-    embedded: list[EmbeddedPostgres | EmbeddedValkey] = []
+    embedded: list[EmbeddedPostgres | EmbeddedValkey | SimulatedPayments] = []
     sink = None
     children: dict[str, subprocess.Popen[bytes]] = {}
     stopping = False
@@ -187,6 +208,15 @@ def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
             embedded.append(vk)
             env["CALLERSYNC_REDIS_URL"] = vk.start()
             print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
+        if not settings.stripe_api_key:
+            payments = SimulatedPayments(data_dir)
+            embedded.append(payments)
+            env.update(payments.start())
+            payments.send_webhooks_to(f"http://{settings.host}:{settings.gateway_port}/v1/stripe/webhook",
+                                      settings.target_of("wallet"))
+            print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
+                  "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
+                  flush=True)
         run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
         from services.gateway.web import dev as web_dev
 

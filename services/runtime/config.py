@@ -60,8 +60,8 @@ class Settings:
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
     max_concurrent_rpcs: int = 2000
-    # Wallet policy knobs.
-    top_up_max_cents: int = 1_000_000
+    # Wallet policy knobs. The per-top-up maximum is an operator's opt-in (0: none): "prepay any amount".
+    top_up_max_cents: int = 0
     idempotency_retention_s: int = 24 * 3600
     reservation_default_ttl_s: int = 3600
     # The relay that publishes the outbox (events to Redis Streams, alert emails over SMTP).
@@ -69,6 +69,23 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
+    # Payments (Stripe, or localstripe when `callersync up` runs without a key). The webhook secret is the
+    # gateway's (it verifies Stripe-Signature); the dashboard URL is where emails send a contractor to finish a
+    # payment their bank wants authenticated.
+    stripe_api_key: str = ""
+    stripe_publishable_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
+    dashboard_url: str = "http://127.0.0.1:8080"
+    # The sweeper asks the provider about top-ups still pending this long after their last change, so a lost
+    # webhook never loses money; auto top-ups retry transient provider errors with backoff from this base.
+    payment_sweep_interval_ms: int = 5000
+    payment_sweep_after_ms: int = 30_000
+    payment_retry_base_ms: int = 2000
+    # The runaway breaker: at most this many auto top-ups per contractor per hour.
+    auto_top_up_max_per_hour: int = 3
+    # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
+    auto_top_up_lease_ms: int = 60_000
     # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
     # settlements left unfinished (a crash, a wallet outage) once they are this old.
     refund_window_days: int = 30
@@ -132,4 +149,14 @@ class Settings:
                 env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
             ),
             settlement_sweep_after_ms=_int(env, "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS", d.settlement_sweep_after_ms),
+            stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
+            stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
+            stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
+            stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
+            dashboard_url=env.get("CALLERSYNC_DASHBOARD_URL", d.dashboard_url),
+            payment_sweep_interval_ms=_int(env, "CALLERSYNC_PAYMENT_SWEEP_INTERVAL_MS", d.payment_sweep_interval_ms),
+            payment_sweep_after_ms=_int(env, "CALLERSYNC_PAYMENT_SWEEP_AFTER_MS", d.payment_sweep_after_ms),
+            payment_retry_base_ms=_int(env, "CALLERSYNC_PAYMENT_RETRY_BASE_MS", d.payment_retry_base_ms),
+            auto_top_up_max_per_hour=_int(env, "CALLERSYNC_AUTO_TOP_UP_MAX_PER_HOUR", d.auto_top_up_max_per_hour),
+            auto_top_up_lease_ms=_int(env, "CALLERSYNC_AUTO_TOP_UP_LEASE_MS", d.auto_top_up_lease_ms),
         )

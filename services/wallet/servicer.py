@@ -14,10 +14,12 @@ from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime import telemetry
 from services.runtime.config import Settings
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.idempotency import IdempotencyCache, fingerprint
 from services.runtime.timestamps import stamp
-from services.wallet import forecast, ledger
+from services.wallet import forecast, ledger, top_ups
+from services.wallet.payments import PaymentDesk
+from services.wallet.provider import ProviderError
 from services.wallet.storage import WalletStore
 
 _KINDS = {
@@ -31,6 +33,29 @@ _RESERVATION_STATES = {
     "captured": pb.RESERVATION_STATE_CAPTURED,
     "released": pb.RESERVATION_STATE_RELEASED,
     "expired": pb.RESERVATION_STATE_EXPIRED,
+}
+_CREDIT_SOURCES = {
+    "card": pb.CREDIT_SOURCE_CARD,
+    "operator": pb.CREDIT_SOURCE_OPERATOR,
+    "legacy": pb.CREDIT_SOURCE_LEGACY,
+}
+_TOP_UP_STATES = {
+    "requested": pb.TOP_UP_STATE_PENDING,
+    "pending": pb.TOP_UP_STATE_PENDING,
+    "requires_action": pb.TOP_UP_STATE_REQUIRES_ACTION,
+    "credited": pb.TOP_UP_STATE_CREDITED,
+    "failed": pb.TOP_UP_STATE_FAILED,
+    "canceled": pb.TOP_UP_STATE_CANCELED,
+    "refused": pb.TOP_UP_STATE_REFUSED,
+}
+_ORIGINS = {"card": pb.TOP_UP_ORIGIN_CARD, "auto": pb.TOP_UP_ORIGIN_AUTO}
+_EVENT_OUTCOMES = {
+    "credited": pb.PAYMENT_EVENT_OUTCOME_CREDITED,
+    "already_credited": pb.PAYMENT_EVENT_OUTCOME_ALREADY_CREDITED,
+    "recorded": pb.PAYMENT_EVENT_OUTCOME_RECORDED,
+    "refused": pb.PAYMENT_EVENT_OUTCOME_REFUSED,
+    "unknown": pb.PAYMENT_EVENT_OUTCOME_UNKNOWN,
+    "card_saved": pb.PAYMENT_EVENT_OUTCOME_CARD_SAVED,
 }
 _ROUTABILITY = {
     "routable": pb.ROUTABILITY_REASON_ROUTABLE,
@@ -62,6 +87,28 @@ def entry_message(row: asyncpg.Record) -> pb.LedgerEntry:
         refund_of_entry_id=row["refund_of_entry_id"] or 0,
         reservation_id=str(row["reservation_id"]) if row["reservation_id"] else "",
         created_at=stamp(row["created_at"]),
+        # post_entry's outcome rows carry no source: the only TOP_UP it writes is an operator's credit.
+        credit_source=_CREDIT_SOURCES.get(row.get("credit_source") or "operator", 0) if row["kind"] == "top_up" else 0,
+    )
+
+
+def top_up_message(row: asyncpg.Record) -> pb.TopUp:
+    return pb.TopUp(
+        top_up_id=str(row["top_up_id"]),
+        contractor_id=row["contractor_id"],
+        origin=_ORIGINS[row["origin"]],
+        amount_cents=row["amount_cents"],
+        currency=row["currency"],
+        state=_TOP_UP_STATES[row["state"]],
+        payment_intent_id=row["payment_intent_id"] or "",
+        failure_code=row["failure_code"],
+        failure_reason=row["failure_reason"],
+        entry_id=row["entry_id"] or 0,
+        credited_cents=row["credited_cents"] or 0,
+        card_brand=row["card_brand"],
+        card_last4=row["card_last4"],
+        created_at=stamp(row["created_at"]),
+        updated_at=stamp(row["updated_at"]),
     )
 
 
@@ -79,6 +126,14 @@ def wallet_message(row: asyncpg.Record) -> pb.Wallet:
         created_at=stamp(row["created_at"]),
         updated_at=stamp(row["updated_at"]),
         contact_email=row.get("contact_email") or "",
+        auto_top_up=pb.AutoTopUp(
+            enabled=row["auto_enabled"], threshold_cents=row["auto_threshold_cents"],
+            amount_cents=row["auto_amount_cents"], max_per_day_cents=row["auto_max_per_day_cents"],
+            max_per_hour=row["auto_max_per_hour"], card_brand=row["auto_card_brand"],
+            card_last4=row["auto_card_last4"],
+            consented_at=stamp(row["auto_consented_at"]) if row["auto_consented_at"] else None,
+            consecutive_declines=row["auto_consecutive_declines"], disabled_reason=row["auto_disabled_reason"],
+        ),
     )
 
 
@@ -109,8 +164,10 @@ def _settle_op(item: pb.CallSettlement, reservation_id: str | None) -> ledger.Se
 
 
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
-    def __init__(self, store: WalletStore, idempotency: IdempotencyCache, settings: Settings) -> None:
+    def __init__(self, store: WalletStore, idempotency: IdempotencyCache, settings: Settings,
+                 payments: PaymentDesk) -> None:
         self._store = store
+        self._payments = payments
         self._idempotency = idempotency
         self._settings = settings
         meter = telemetry.meter("wallet")
@@ -140,18 +197,20 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         return await self._idempotency.run(request.idempotency_key, fp, work)
 
     async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.TopUpResponse:
-        ledger.validate_top_up(
+        """An operator's manual credit: the reason is the entry's description."""
+        top_ups.validate_manual_credit(
             request.contractor_id,
             request.amount_cents,
             request.payment_reference,
             request.idempotency_key,
+            request.reason,
             self._settings.top_up_max_cents,
         )
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
             return ledger.EntryOp(
                 "top_up", request.contractor_id, request.amount_cents, request.idempotency_key, fp,
-                reference=request.payment_reference,
+                reference=request.payment_reference, description=request.reason.strip(),
             )
 
         raw = await self._post_once("TopUp", request, op_for, lambda p: pb.TopUpResponse(entry=entry_message(p.row)))
@@ -407,3 +466,73 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                                 refunded_cents=d.refunded_cents, topped_up_cents=d.topped_up_cents)
                   for d in found.days],
         ))
+    async def StartTopUp(
+        self, request: pb.StartTopUpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartTopUpResponse:
+        top_ups.validate_start(request.contractor_id, request.amount_cents, request.idempotency_key, request.email,
+                               self._settings.top_up_max_cents)
+        row, secret = await self._payments.start_top_up(
+            request.contractor_id, request.amount_cents, request.email, request.idempotency_key,
+            fingerprint("StartTopUp", request))
+        return pb.StartTopUpResponse(top_up=top_up_message(row), client_secret=secret,
+                                     publishable_key=self._payments.provider.publishable_key)
+
+    async def GetTopUp(self, request: pb.GetTopUpRequest, context: grpc.aio.ServicerContext) -> pb.GetTopUpResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        ledger.require_id("top_up_id", request.top_up_id)
+        row = await self._payments.top_up(request.top_up_id)
+        # Another contractor's top-up reads as missing: its id says nothing about whether it exists.
+        if row is None or row["contractor_id"] != request.contractor_id:
+            raise NotFound(f"contractor {request.contractor_id!r} has no top-up {request.top_up_id!r}",
+                           reason="NO_TOP_UP")
+        return pb.GetTopUpResponse(top_up=top_up_message(row))
+
+    async def StartCardSetup(
+        self, request: pb.StartCardSetupRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StartCardSetupResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        if request.email:
+            ledger.validate_email(request.email)
+        setup_id, secret = await self._payments.start_card_setup(request.contractor_id, request.email)
+        return pb.StartCardSetupResponse(setup_intent_id=setup_id, client_secret=secret,
+                                         publishable_key=self._payments.provider.publishable_key)
+
+    async def SetAutoTopUp(
+        self, request: pb.SetAutoTopUpRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetAutoTopUpResponse:
+        wanted = top_ups.AutoTopUpSettings(request.enabled, request.threshold_cents, request.amount_cents,
+                                           request.max_per_day_cents, request.email)
+        top_ups.validate_auto_top_up(request.contractor_id, wanted, self._settings.top_up_max_cents)
+        if request.enabled:
+            await self._payments.settle_card_setups(request.contractor_id)
+        outcome = await self._payments.set_auto_top_up(request.contractor_id, wanted,
+                                                       self._settings.auto_top_up_max_per_hour)
+        if outcome == "no_wallet":
+            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+        if outcome == "no_card":
+            raise FailedPrecondition(
+                "no saved card: save one first (StartCardSetup, then confirm it in the browser)", reason="NO_CARD")
+        row = await self._store.get_wallet(request.contractor_id)
+        if outcome == "below_pause_line":
+            raise FailedPrecondition(
+                f"threshold_cents {request.threshold_cents} is below the pause line "
+                f"({row['pause_threshold_cents'] if row else 0} cents): a top-up that starts after calls pause is "
+                "too late; choose at least the pause line", reason="THRESHOLD_BELOW_PAUSE_LINE")
+        return pb.SetAutoTopUpResponse(wallet=wallet_message(row))
+
+    async def ApplyPaymentEvent(
+        self, request: pb.ApplyPaymentEventRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ApplyPaymentEventResponse:
+        ledger.require_id("object_id", request.object_id)
+        source = f"webhook {request.event_type or '?'} {request.event_id or '?'}"[:200]
+        if not request.object_id.startswith(("pi_", "seti_")):
+            raise InvalidArgument("object_id must name a PaymentIntent (pi_...) or a SetupIntent (seti_...)",
+                                  field="object_id")
+        try:
+            if request.object_id.startswith("seti_"):
+                outcome, top_up_id = await self._payments.apply_card_setup(request.object_id, source), ""
+            else:
+                outcome, top_up_id = await self._payments.apply_payment(request.object_id, source)
+        except ProviderError as err:
+            raise Unavailable(f"the payment provider could not be asked ({err.code}); retry shortly") from err
+        return pb.ApplyPaymentEventResponse(outcome=_EVENT_OUTCOMES[outcome], top_up_id=top_up_id)

@@ -28,18 +28,25 @@ ORDER BY op.ord
 _SETTLE_BATCH = "SELECT * FROM wallet.settle_calls($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _WALLET = """
-SELECT w.*, coalesce(h.held, 0) AS reserved_cents, coalesce(ct.email, '') AS contact_email
+SELECT w.*, coalesce(h.held, 0) AS reserved_cents, coalesce(ct.email, '') AS contact_email,
+       coalesce(a.enabled, false) AS auto_enabled, coalesce(a.threshold_cents, 0) AS auto_threshold_cents,
+       coalesce(a.amount_cents, 0) AS auto_amount_cents, coalesce(a.max_per_day_cents, 0) AS auto_max_per_day_cents,
+       coalesce(a.max_per_hour, 0) AS auto_max_per_hour, coalesce(a.card_brand, '') AS auto_card_brand,
+       coalesce(a.card_last4, '') AS auto_card_last4, a.consented_at AS auto_consented_at,
+       coalesce(a.consecutive_declines, 0) AS auto_consecutive_declines,
+       coalesce(a.disabled_reason, '') AS auto_disabled_reason
 FROM wallet.wallets w
 LEFT JOIN wallet.contacts ct ON ct.contractor_id = w.contractor_id
 LEFT JOIN LATERAL (
     SELECT sum(amount_cents)::bigint AS held FROM wallet.reservations
     WHERE contractor_id = w.contractor_id AND state = 'open' AND expires_at > now()
 ) h ON true
+LEFT JOIN wallet.auto_top_ups a ON a.contractor_id = w.contractor_id
 """
 
 _ENTRY_COLUMNS = (
     "entry_id, contractor_id, kind, amount_cents, balance_after_cents, idempotency_key, reference, description,"
-    " refund_of_entry_id, reservation_id, created_at"
+    " refund_of_entry_id, reservation_id, created_at, credit_source"
 )
 
 
@@ -283,6 +290,25 @@ RECONCILE_CHECKS = {
     "paused flag disagrees with balance and threshold": """
         SELECT contractor_id, balance_cents, pause_threshold_cents, paused FROM wallet.wallets
         WHERE paused <> (balance_cents < pause_threshold_cents)""",
+    # Money in (issue 14): a credit is a verified card payment or an operator's with a reason, nothing else.
+    "a credit that is neither a verified card payment nor an operator's credit with a reason": """
+        SELECT e.contractor_id, e.entry_id, e.amount_cents, e.reference, e.credit_source, e.description
+        FROM wallet.entries e
+        LEFT JOIN wallet.top_ups t ON t.entry_id = e.entry_id
+        WHERE e.kind = 'top_up' AND e.credit_source IS DISTINCT FROM 'legacy'
+          AND NOT (e.credit_source = 'operator' AND btrim(e.description) <> '' AND e.reference NOT LIKE 'pi\\_%')
+          AND NOT (e.credit_source = 'card' AND t.top_up_id IS NOT NULL AND t.state = 'credited'
+                   AND t.payment_intent_id = e.reference AND t.credited_cents = e.amount_cents
+                   AND t.contractor_id = e.contractor_id)""",
+    "a PaymentIntent credited more than once": """
+        SELECT reference AS payment_intent_id, count(*) AS credits, sum(amount_cents) AS credited_cents
+        FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'card'
+        GROUP BY reference HAVING count(*) > 1""",
+    "a top-up recorded as credited without its credit": """
+        SELECT t.top_up_id, t.contractor_id, t.payment_intent_id, t.entry_id
+        FROM wallet.top_ups t LEFT JOIN wallet.entries e ON e.entry_id = t.entry_id
+        WHERE t.state = 'credited' AND (e.entry_id IS NULL OR e.reference <> t.payment_intent_id
+                                        OR e.contractor_id <> t.contractor_id)""",
 }
 
 

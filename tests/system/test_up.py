@@ -54,20 +54,30 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
             assert SERVICES[name] in listed.stdout and "grpc.health.v1.Health" in listed.stdout
 
         wallet = f"127.0.0.1:{ports['wallet']}"
-        top_up = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 5000,
+        top_up = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 5000, "reason": "welcome credit",
                                            "payment_reference": "pay-1", "idempotency_key": "up-1"}),
                          wallet, "callersync.wallet.v1.WalletService/TopUp")
         assert top_up.returncode == 0, top_up.stderr
-        refused = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 100,
+        refused = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 100, "reason": "typo",
                                             "payment_reference": "p", "idempotency_key": "up-2"}),
                           wallet, "callersync.wallet.v1.WalletService/TopUp")
         assert "InvalidArgument" in refused.stderr and "at least 2500" in refused.stderr
+        # Without a Stripe key, payments are simulated by localstripe: a card top-up starts against it.
+        assert "Payments are SIMULATED" in up.output()
+        simulated = json.loads((tmp_path / "data" / "simulated-payments.json").read_text())  # for `callersync demo`
+        assert simulated["wallet_target"] == wallet and simulated["api_base"].startswith("http://127.0.0.1:")
+        card = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 2500, "idempotency_key": "up-3"}),
+                       wallet, "callersync.wallet.v1.WalletService/StartTopUp")
+        assert card.returncode == 0, card.stderr
+        reply = json.loads(card.stdout)
+        assert (reply.get("clientSecret") or reply.get("client_secret", "")).startswith("pi_"), card.stdout
 
         started = time.monotonic()
         up.popen.send_signal(signal.SIGTERM)
         assert up.popen.wait(timeout=15) == 0
         assert time.monotonic() - started < 15
         assert "CallerSync stopped" in up.output()
+        assert not (tmp_path / "data" / "simulated-payments.json").exists()
         assert not any(port_open(p) for p in ports.values())
     finally:
         up.kill()

@@ -9,8 +9,8 @@ from tests.system.processes import callersync_env, run_cli
 
 async def post(conn, contractor_id, kind, cents, key, refund_of=None):
     outcome = await conn.fetchval(
-        "SELECT (wallet.post_entry($1, $2, $3, $4, $5, '', '', $6, NULL)).outcome",
-        contractor_id, kind, cents, key, key.encode(), refund_of,
+        "SELECT (wallet.post_entry($1, $2, $3, $4, $5, $4, $6, $7, NULL)).outcome",
+        contractor_id, kind, cents, key, key.encode(), "opening credit" if kind == "top_up" else "", refund_of,
     )
     assert outcome == "applied"
 
