@@ -190,9 +190,10 @@ def install(site: WebApp, app: web.Application) -> None:
     add("/calls/{call_id}/refund", "contractor.request_refund", request_refund, "POST")
     add("/ledger", "contractor.ledger", ledger)
     add("/ledger.csv", "contractor.ledger_csv", ledger_csv)
-    from services.gateway.web import zips_pages
+    from services.gateway.web import money_pages, zips_pages
 
     zips_pages.install(site, add)
+    money_pages.install(site, add)
 
 
 def _plus(stamp: str, seconds_after: float) -> str:

@@ -1,4 +1,4 @@
-"""The contractor's ZIPs (claims, mode, schedule, caps, missed calls, the pause simulator) and money settings."""
+"""The contractor's ZIPs: claims, mode, schedule, caps, missed calls and the pause simulator."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from services.gateway.web.api import ApiError, seg
-from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
+from services.gateway.web.render import cents, esc, money, table, when
 
 if TYPE_CHECKING:
     from services.gateway.web.site import Ctx, WebApp
@@ -74,41 +74,4 @@ below it, routing stops offering you calls.</p>
 {table("Missed calls", ["When", "ZIP", "Why", "Rate"], missed_rows, empty="No missed calls.")}</section>"""
         return ctx.page("ZIPs", body, current=f"/app/c/{seg(cid)}/zips")
 
-    async def money_page(ctx: Ctx) -> web.StreamResponse:
-        cid = ctx.request.match_info["contractor_id"]
-        wallet = (await ctx.api.get(f"/v1/wallets/{seg(cid)}"))["wallet"]
-        alert = wallet.get("lowBalanceAlert", {})
-        threshold = cents(alert.get("thresholdCents"))
-        state = (badge(f"Alert on below {money(threshold)}", "good") if threshold
-                 else badge("No low-balance alert", "info"))
-        body = f"""<section class="cards"><div class="card"><h2>Balance</h2>
-<p class="figure">{money(wallet.get("balanceCents"))}</p></div></section>
-<section aria-labelledby="topup-h"><h2 id="topup-h">Top up by card</h2>
-<p data-testid="topup-placeholder">Card top-ups arrive with card payments (Stripe): until then an operator
-credits your wallet by hand.</p></section>
-<section aria-labelledby="alert-h"><h2 id="alert-h">Low-balance alert</h2><p>{state}</p>
-<p>One email when your balance falls below the amount you choose; it re-arms once you top up above it.</p>
-<form method="post" action="/app/c/{seg(cid)}/money/alert" class="stack">{csrf_field(ctx.session.csrf)}
-<label for="threshold">Alert me below (dollars; 0 turns it off)</label>
-<input id="threshold" name="threshold" type="number" min="0" step="1" inputmode="numeric"
- value="{threshold // 100}">
-<label for="alert-email">Email</label>
-<input id="alert-email" name="email" type="email" autocomplete="email"
- value="{esc(alert.get("email") or wallet.get("contactEmail") or "")}">
-<button type="submit">Save alert</button></form></section>"""
-        return ctx.page("Money", body, current=f"/app/c/{seg(cid)}/money")
-
-    async def save_alert(ctx: Ctx) -> web.StreamResponse:
-        cid = ctx.request.match_info["contractor_id"]
-        form = await ctx.request.post()
-        try:
-            dollars = int(str(form.get("threshold", "0")) or 0)
-        except ValueError:
-            raise ApiError(400, "Enter the alert amount in whole dollars, e.g. 50.") from None
-        await ctx.api.send("PUT", f"/v1/wallets/{seg(cid)}/lowBalanceAlert",
-                           {"thresholdCents": str(dollars * 100), "email": str(form.get("email", ""))})
-        raise web.HTTPSeeOther(f"/app/c/{seg(cid)}/money")
-
     add("/zips", "contractor.zips", zips)
-    add("/money", "contractor.money", money_page)
-    add("/money/alert", "contractor.save_alert", save_alert, "POST")

@@ -6,3 +6,10 @@ document.addEventListener("submit", (event) => {
     setTimeout(() => { button.disabled = true; button.textContent = "Working…"; }, 0);
   }
 });
+
+// A page waiting on something outside CallerSync (a card payment) reloads itself until it is settled.
+document.addEventListener("DOMContentLoaded", () => {
+  const waiting = document.querySelector("[data-refresh-ms]");
+  const ms = waiting ? Number(waiting.dataset.refreshMs) : 0;
+  if (ms > 0) setTimeout(() => window.location.reload(), ms);
+});
