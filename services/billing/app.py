@@ -44,7 +44,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     sweeper = settlement_sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
                                  settings.settlement_sweep_after_ms / 1000)
     sweeper.start()
-    desk = RefundDesk(store, wallet, settlement, settings.refund_window_days)
+    desk = RefundDesk(store, wallet, settlement, settings.refund_window_days,
+                      settings.refund_second_approval_cents)
     servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge)
     return GrpcServer(
         "billing",

@@ -89,6 +89,8 @@ class Settings:
     # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
     # settlements left unfinished (a crash, a wallet outage) once they are this old.
     refund_window_days: int = 30
+    # A refund approval above this many cents needs a second operator (0: one approval always suffices).
+    refund_second_approval_cents: int = 10_000
     settlement_sweep_interval_ms: int = 2000
     settlement_sweep_after_ms: int = 10_000
 
@@ -145,6 +147,8 @@ class Settings:
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
             refund_window_days=_int(env, "CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
+            refund_second_approval_cents=_int(env, "CALLERSYNC_REFUND_SECOND_APPROVAL_CENTS",
+                                              d.refund_second_approval_cents),
             settlement_sweep_interval_ms=_int(
                 env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
             ),

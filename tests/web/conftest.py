@@ -9,6 +9,7 @@ import dataclasses
 import email
 import email.policy
 import json
+import logging
 import pathlib
 import re
 import shutil
@@ -29,12 +30,14 @@ from services.runtime.config import Settings
 from tests.conftest import SmtpInbox, serving
 from tests.payments.conftest import hooked, hooked_stripe  # noqa: F401  (fixtures: a wallet on localstripe)
 
+log = logging.getLogger("tests.web")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOTS = pathlib.Path(__file__).parent / "screenshots"
 AXE = pathlib.Path(__file__).parent / "vendor" / "axe.min.js"
 OPERATOR_EMAIL = "ops@callersync.test"
+SECOND_OPERATOR_EMAIL = "ops2@callersync.test"
 PHONE = {"width": 375, "height": 812}
 
 
@@ -61,7 +64,7 @@ async def stack(settings: Settings, wallet_target: str, billing_target: str, web
     gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-key")
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
     gateway = Gateway(gateway_settings, targets=targets,
-                      web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL})))
+                      web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
     port = await gateway.start(0)
     async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
             grpc.aio.insecure_channel(web_routing_target) as r:
@@ -77,7 +80,15 @@ async def browser() -> AsyncIterator[Any]:
     async with async_playwright() as p:
         launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         yield launched
-        await launched.close()
+        await _close(launched)
+
+
+async def _close(closable: Any) -> None:
+    """Closes a browser context or browser, giving up after 15 s: a teardown must not hang the session."""
+    try:
+        await asyncio.wait_for(closable.close(), 15)
+    except TimeoutError:
+        log.warning("closing %r took over 15 s; left to the browser's own exit", closable)
 
 
 @pytest.fixture
@@ -87,7 +98,7 @@ async def phone(browser: Any) -> AsyncIterator[Any]:
     page = await context.new_page()
     page.set_default_timeout(10_000)
     yield page
-    await context.close()
+    await _close(context)
 
 
 @pytest.fixture
@@ -97,7 +108,7 @@ async def desk(browser: Any) -> AsyncIterator[Any]:
     page = await context.new_page()
     page.set_default_timeout(10_000)
     yield page
-    await context.close()
+    await _close(context)
 
 
 def _links_in(raw: bytes) -> list[str]:

@@ -42,7 +42,7 @@ async def test_a_billable_call_is_refunded_after_an_operator_approves_it(stack, 
     assert "Robocall selling car warranties." in await desk.content()
     assert await desk.get_by_test_id("transcript").count() == 1
     await check(desk, "operator-case")
-    await desk.get_by_label(re.compile("^Approve")).check()
+    await desk.get_by_role("radio", name=re.compile("^Approve")).check()
     await desk.get_by_label("Reason (the contractor reads this)").fill("Spam confirmed on the recording.")
     await desk.get_by_role("button", name="Record decision").click()
     await desk.get_by_test_id("case-state").get_by_text("Refunded").wait_for()

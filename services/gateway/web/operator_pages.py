@@ -4,6 +4,7 @@ the rate card and the blocklist. Operators only (the session's role, and the API
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -11,7 +12,7 @@ from aiohttp import web
 from services.gateway.web import words
 from services.gateway.web.api import Api, ApiError, seg
 from services.gateway.web.contractor_pages import CHARGE_HEADERS, charge_rows, evidence_packet
-from services.gateway.web.render import badge, csrf_field, esc, money, table, when
+from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
 
 if TYPE_CHECKING:
     from services.gateway.web.site import Ctx, WebApp
@@ -41,6 +42,13 @@ async def charge_of(api: Api, contractor_id: str, charge_id: str) -> dict[str, A
         if not token:
             break
     return None
+
+
+def dollars_to_cents(text: str) -> int:
+    try:
+        return round(float(text) * 100)
+    except ValueError:
+        raise ApiError(400, f"{text!r} is not an amount in dollars, e.g. 45.00") from None
 
 
 def _waiting(stamp: str) -> str:
@@ -74,6 +82,17 @@ def install(site: WebApp, app: web.Application) -> None:
             story = await ctx.api.get(f"/v1/calls/{seg(charge['callId'])}:explain")
             packet = evidence_packet(story, c["contractorId"])
         label, tone = words.refund_state(c)
+        asked = c.get("amountCents")
+        first_amount = ""
+        waiting = ""
+        if c.get("firstApprover"):
+            first_amount = f"{cents(c.get('firstApprovedCents')) / 100:.2f}"
+            waiting = ("<p data-testid=\"first-approval\">" + badge(
+                f"Approved by {c['firstApprover']} for {money(c.get('firstApprovedCents'))}: "
+                "waiting for a second operator to confirm", "wait") + "</p>")
+        elif cents(asked) > site.config.second_approval_cents:
+            waiting = (f"<p>Above {money(site.config.second_approval_cents)}: an approval needs a second operator "
+                       "to confirm it before any money moves.</p>")
         decide = ""
         if c.get("state") == "REFUND_STATE_PENDING_REVIEW":
             decide = f"""<form method="post" action="/app/ops/cases/{seg(case_id)}/resolve" class="stack">
@@ -83,6 +102,9 @@ def install(site: WebApp, app: web.Application) -> None:
 {"and block the caller" if c.get("reason") == "REFUND_REASON_SPAM" else ""}</label></div>
 <div class="choice"><input type="radio" id="deny" name="resolution" value="REFUND_RESOLUTION_DENY">
 <label for="deny">Reject</label></div></fieldset>
+<label for="amount">Approve in part: dollars to refund (empty for all {money(asked)})</label>
+<input id="amount" name="amount" type="number" min="0.01" step="0.01" max="{cents(asked) / 100:.2f}"
+ inputmode="decimal" value="{first_amount}">
 <label for="note">Reason (the contractor reads this)</label>
 <textarea id="note" name="note" rows="3" required maxlength="2000"></textarea>
 <button type="submit">Record decision</button></form>"""
@@ -92,7 +114,7 @@ def install(site: WebApp, app: web.Application) -> None:
 <dt>Reason</dt><dd>{esc(words.REASON_LABELS.get(c.get("reason", ""), ""))}</dd>
 <dt>Their words</dt><dd>{esc(c.get("note") or "—")}</dd>
 <dt>Amount</dt><dd>{money(c.get("amountCents"))}</dd>
-<dt>Asked</dt><dd>{esc(when(c.get("requestedAt", "")))}</dd></dl>{decide}{packet}"""
+<dt>Asked</dt><dd>{esc(when(c.get("requestedAt", "")))}</dd></dl>{waiting}{decide}{packet}"""
         return ctx.page(f"Refund case {case_id[:8]}", body, current="/app/ops/")
 
     async def resolve(ctx: Ctx) -> web.StreamResponse:
@@ -101,8 +123,10 @@ def install(site: WebApp, app: web.Application) -> None:
         resolution = str(form.get("resolution", ""))
         if resolution not in ("REFUND_RESOLUTION_APPROVE", "REFUND_RESOLUTION_DENY"):
             raise ApiError(400, "Choose approve or reject.")
-        await ctx.api.send("POST", f"/v1/refundCases/{seg(case_id)}:resolve", {
-            "resolution": resolution, "reviewer": ctx.principal.subject, "note": str(form.get("note", ""))[:2000]})
+        body = {"resolution": resolution, "reviewer": ctx.principal.subject, "note": str(form.get("note", ""))[:2000]}
+        if resolution == "REFUND_RESOLUTION_APPROVE" and str(form.get("amount", "")).strip():
+            body["amountCents"] = str(dollars_to_cents(str(form.get("amount"))))
+        await ctx.api.send("POST", f"/v1/refundCases/{seg(case_id)}:resolve", body)
         raise web.HTTPSeeOther(f"/app/ops/cases/{seg(case_id)}")
 
     async def contractors(ctx: Ctx) -> web.StreamResponse:
@@ -138,8 +162,27 @@ def install(site: WebApp, app: web.Application) -> None:
                 + "<h2>Recent charges</h2>" + table("Charges", CHARGE_HEADERS, charge_rows(charges, base))
                 + "<h2>Recent ledger entries</h2>"
                 + table("Ledger", ["When", "Kind", "Amount", "Balance after", "Reference"], entry_rows)
-                + f'<p><a class="button secondary" href="{base}/">Open their dashboard</a></p>')
+                + f'<p><a class="button secondary" href="{base}/">Open their dashboard</a></p>'
+                + f"""<h2>Manual credit</h2><p>Money received outside card payments (a bank transfer, a cheque).
+The reason is shown in their ledger.</p>
+<form method="post" action="/app/ops/contractors/{seg(cid)}/credit" class="stack">{csrf_field(ctx.session.csrf)}
+<input type="hidden" name="key" value="{secrets.token_urlsafe(16)}">
+<label for="credit-amount">Amount (dollars, at least $25)</label>
+<input id="credit-amount" name="amount" type="number" min="25" step="0.01" inputmode="decimal" required>
+<label for="credit-ref">Payment reference (transfer id, cheque number)</label>
+<input id="credit-ref" name="reference" required>
+<label for="credit-reason">Reason</label><input id="credit-reason" name="reason" required>
+<button type="submit">Credit wallet</button></form>""")
         return ctx.page("Contractors", body, current="/app/ops/contractors")
+
+    async def credit(ctx: Ctx) -> web.StreamResponse:
+        cid = ctx.request.match_info["contractor_id"]
+        form = await ctx.request.post()
+        await ctx.api.send("POST", f"/v1/wallets/{seg(cid)}:topUp", {
+            "amountCents": str(dollars_to_cents(str(form.get("amount", "")))),
+            "paymentReference": str(form.get("reference", "")), "idempotencyKey": str(form.get("key", "")),
+            "reason": f"{str(form.get('reason', ''))} (by {ctx.principal.subject})"})
+        raise web.HTTPSeeOther(f"/app/ops/contractors?id={seg(cid)}")
 
     async def rates(ctx: Ctx) -> web.StreamResponse:
         card = await ctx.api.get("/v1/rateCard", pageSize=1000)
@@ -158,10 +201,7 @@ def install(site: WebApp, app: web.Application) -> None:
 
     async def set_rate(ctx: Ctx) -> web.StreamResponse:
         form = await ctx.request.post()
-        try:
-            rate_cents = round(float(str(form.get("rate", ""))) * 100)
-        except ValueError:
-            raise ApiError(400, "Enter the rate in dollars, e.g. 45.00.") from None
+        rate_cents = dollars_to_cents(str(form.get("rate", "")))
         raw_from = str(form.get("from", ""))
         moment = (dt.datetime.fromisoformat(raw_from).replace(tzinfo=dt.UTC) if raw_from
                   else dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
@@ -197,6 +237,7 @@ def install(site: WebApp, app: web.Application) -> None:
     add("/cases/{case_id}", "operator.case", case)
     add("/cases/{case_id}/resolve", "operator.resolve", resolve, "POST")
     add("/contractors", "operator.contractors", contractors)
+    add("/contractors/{contractor_id}/credit", "operator.credit", credit, "POST")
     add("/rates", "operator.rates", rates)
     add("/rates", "operator.set_rate", set_rate, "POST")
     add("/blocked", "operator.blocked", blocked)
