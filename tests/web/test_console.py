@@ -74,3 +74,36 @@ async def test_an_operator_approves_in_part_and_credits_by_hand(stack, phone, de
     assert await balance(stack, cid) == 20_000 - 4500 + 2000 + 3000
     await phone.goto(f"{stack.url}/app/c/{cid}/ledger")
     assert "Goodwill after the outage" in await phone.content()
+
+
+async def test_the_rate_card_shows_who_would_pause_before_a_rate_rises(stack, desk):
+    import asyncio
+
+    from callersync.routing.v1 import routing_pb2 as rpb
+    from callersync.wallet.v1 import wallet_pb2 as wpb
+
+    poor, _ = await contractor_with_wallet(stack, 5000)
+    rich, _ = await contractor_with_wallet(stack, 20_000)
+    zip_code = await claim(stack, poor, 3000)
+    await stack.routing.ClaimZip(rpb.ClaimZipRequest(contractor_id=rich, zip=zip_code,
+                                                     position=rpb.CLAIM_POSITION_BACKUP))
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    await desk.get_by_role("link", name="Rate card").click()
+    await desk.locator("#pzip").fill(zip_code)
+    await desk.get_by_label("New rate (dollars)").fill("60")
+    await desk.get_by_role("button", name="Show who would pause").click()
+    table = desk.get_by_role("region", name="Who would pause")
+    assert "Would pause ($50.00 below $60.00)" in await table.get_by_role("row").filter(has_text=poor).inner_text()
+    assert "Keeps receiving calls" in await table.get_by_role("row").filter(has_text=rich).inner_text()
+    await check(desk, "operator-rate-preview")
+
+    await desk.locator("#zip").fill(zip_code)
+    await desk.get_by_label("Rate per billable call (dollars)").fill("60")
+    await desk.get_by_role("button", name="Set rate").click()
+    await desk.wait_for_url(f"{stack.url}/app/ops/rates")
+    for _ in range(100):  # routing hears of the new rate and pushes the new pause line
+        if (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=poor))).wallet.paused:
+            break
+        await asyncio.sleep(0.1)
+    assert (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=poor))).wallet.paused
+    assert not (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=rich))).wallet.paused

@@ -184,7 +184,38 @@ The reason is shown in their ledger.</p>
             "reason": f"{str(form.get('reason', ''))} (by {ctx.principal.subject})"})
         raise web.HTTPSeeOther(f"/app/ops/contractors?id={seg(cid)}")
 
+    async def rate_preview(ctx: Ctx, zip_code: str, rate_cents: int) -> str:
+        """Who a rate change would pause: each claimant's pause line becomes the dearest of their ZIPs' rates with
+        this one at the new rate (an AI-mode fee floor aside); a balance below it pauses them."""
+        claims = (await ctx.api.get(f"/v1/zips/{seg(zip_code)}/claims", pageSize=500))["claims"]
+        rows = []
+        for claim in claims:
+            cid = claim["contractorId"]
+            theirs = (await ctx.api.get(f"/v1/contractors/{seg(cid)}/claims", pageSize=500))["claims"]
+            line = max([rate_cents] + [cents(c.get("rateCents")) for c in theirs if c["zip"] != zip_code])
+            try:
+                wallet = (await ctx.api.get(f"/v1/wallets/{seg(cid)}"))["wallet"]
+            except ApiError as err:
+                if err.status != 404:
+                    raise
+                wallet = {}
+            balance = cents(wallet.get("balanceCents"))
+            if wallet.get("paused"):
+                verdict = badge("Paused already", "info")
+            elif balance < line:
+                verdict = badge(f"Would pause ({money(balance)} below {money(line)})", "bad")
+            else:
+                verdict = badge("Keeps receiving calls", "good")
+            rows.append([f'<a href="/app/ops/contractors?id={seg(cid)}">{esc(cid)}</a>', esc(money(balance)),
+                         esc(money(wallet.get("pauseThresholdCents"))), esc(money(line)), verdict])
+        return (f"<h2>If ZIP {esc(zip_code)} cost {money(rate_cents)}</h2>"
+                + table("Who would pause", ["Contractor", "Balance", "Pause line now", "Pause line then", "Outcome"],
+                        rows, empty="Nobody claims this ZIP."))
+
     async def rates(ctx: Ctx) -> web.StreamResponse:
+        preview = ""
+        if ctx.request.query.get("zip") and ctx.request.query.get("rate"):
+            preview = await rate_preview(ctx, ctx.request.query["zip"], dollars_to_cents(ctx.request.query["rate"]))
         card = await ctx.api.get("/v1/rateCard", pageSize=1000)
         rows = [[esc(r["zip"]), esc(money(r.get("rateCents"))), esc(when(r.get("effectiveFrom", ""))),
                  esc(r.get("setBy", ""))] for r in card.get("rates", [])]
@@ -196,7 +227,14 @@ The reason is shown in their ledger.</p>
 <label for="rate">Rate per billable call (dollars)</label>
 <input id="rate" name="rate" type="number" min="0.01" step="0.01" required>
 <label for="from">In effect from (UTC; empty for now)</label><input id="from" name="from" type="datetime-local">
-<button type="submit">Set rate</button></form>"""
+<button type="submit">Set rate</button></form>
+<h2>Before you change a rate: who would pause?</h2>
+<form method="get" action="/app/ops/rates" class="stack">
+<label for="pzip">ZIP</label><input id="pzip" name="zip" inputmode="numeric" pattern="[0-9]{{5}}" required
+ value="{esc(ctx.request.query.get("zip", ""))}">
+<label for="prate">New rate (dollars)</label><input id="prate" name="rate" type="number" min="0.01" step="0.01" required
+ value="{esc(ctx.request.query.get("rate", ""))}">
+<button type="submit" class="button secondary">Show who would pause</button></form>{preview}"""
         return ctx.page("Rate card", body, current="/app/ops/rates")
 
     async def set_rate(ctx: Ctx) -> web.StreamResponse:
