@@ -121,3 +121,31 @@ async def test_no_contractor_page_needs_operator_scope(stack, phone):
         for call in calls:
             assert by_rpc[call.rpc_path] is not access.Access.OPERATOR, (name, call)
             assert call.status < 400, (name, call)
+
+
+async def test_an_ai_mode_contractor_sees_the_cost_per_booking_by_zip(stack, phone):
+    import datetime as dt
+    import uuid
+
+    from callersync.billing.v1 import billing_pb2 as bpb
+    from callersync.routing.v1 import routing_pb2 as rpb
+    from tests.billing.calls import call, leg
+    from tests.billing.support import at
+
+    cid, address = await contractor_with_wallet(stack, 20_000)
+    zip_code = await claim(stack, cid, 4000)
+    await stack.routing.SetMode(rpb.SetModeRequest(contractor_id=cid, mode=rpb.CONTRACTOR_MODE_AI_AGENT))
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=10)
+    for _ in range(2):
+        ai_call = call(leg(cid, 0.0, 240.0, 1.0, by=bpb.ANSWERED_BY_AI_AGENT, start=started), zip_code=zip_code,
+                       start=started, mode=bpb.CALL_MODE_AI_AGENT)
+        await stack.billing.RateCall(bpb.RateCallRequest(call=ai_call))
+        await stack.billing.RecordBooking(bpb.RecordBookingRequest(
+            booking_id=f"bk-{uuid.uuid4().hex[:8]}", call_id=ai_call.call_id, contractor_id=cid,
+            scheduled_at=at(started + dt.timedelta(minutes=3))))
+    await sign_in(phone, stack, address)
+    await phone.get_by_role("link", name="ZIPs").click()
+    costs = phone.get_by_role("region", name="Cost per booking by ZIP")
+    row = await costs.get_by_role("row").filter(has_text=zip_code).inner_text()
+    assert "2" in row and "$50.00" in row and "$25.00" in row
+    await check(phone, "zips-ai")

@@ -30,6 +30,19 @@ def pause_simulator(claims: list[dict[str, Any]], floor_cents: int) -> list[list
     return rows
 
 
+def booking_costs(charges: list[dict[str, Any]]) -> list[list[str]]:
+    """Per ZIP: AI bookings, what they cost net of refunds, and that per booking."""
+    by_zip: dict[str, list[int]] = {}
+    for charge in charges:
+        if charge.get("kind") != "CHARGE_KIND_BOOKING":
+            continue
+        spent = by_zip.setdefault(charge.get("zip") or "unknown", [0, 0])
+        spent[0] += 1
+        spent[1] += cents(charge.get("amountCents")) - cents(charge.get("refundedCents"))
+    return [[esc(zip_code), esc(count), esc(money(total)), esc(money(total // count))]
+            for zip_code, (count, total) in sorted(by_zip.items())]
+
+
 def install(site: WebApp, add: Callable[..., None]) -> None:
     async def zips(ctx: Ctx) -> web.StreamResponse:
         cid = ctx.request.match_info["contractor_id"]
@@ -45,6 +58,13 @@ def install(site: WebApp, add: Callable[..., None]) -> None:
         fee = cents((await api.get("/v1/rateCard", pageSize=1)).get("bookingFee", {}).get("feeCents")) \
             if mode == "CONTRACTOR_MODE_AI_AGENT" else 0
         missed = (await api.get(f"/v1/contractors/{seg(cid)}/missedCalls", pageSize=20)).get("missedCalls", [])
+        ai_section = ""
+        if mode == "CONTRACTOR_MODE_AI_AGENT":
+            charges = (await api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=500))["charges"]
+            ai_section = ("<section aria-labelledby=\"ai-h\"><h2 id=\"ai-h\">AI agent: cost per booked appointment</h2>"
+                          "<p>Your latest 500 charges, by ZIP: what your AI agent's bookings cost you.</p>"
+                          + table("Cost per booking by ZIP", ["ZIP", "Bookings", "Spent", "Cost per booking"],
+                                  booking_costs(charges), empty="No bookings yet.") + "</section>")
         claim_rows = [[esc(c["zip"]), esc("Primary" if c.get("position") == "CLAIM_POSITION_PRIMARY"
                                           else f"Backup #{int(c.get('backupRank') or 0)}"),
                        esc(money(c.get("rateCents"))), esc(when(c.get("claimedAt", "")))] for c in claims]
@@ -70,6 +90,7 @@ def install(site: WebApp, add: Callable[..., None]) -> None:
 below it, routing stops offering you calls.</p>
 {table("If you released a ZIP", ["ZIP", "What would change"], pause_simulator(claims, fee), empty="No claims.")}
 </section>
+{ai_section}
 <section aria-labelledby="missed-h"><h2 id="missed-h">Missed calls</h2>
 {table("Missed calls", ["When", "ZIP", "Why", "Rate"], missed_rows, empty="No missed calls.")}</section>"""
         return ctx.page("ZIPs", body, current=f"/app/c/{seg(cid)}/zips")
