@@ -1,4 +1,10 @@
-"""Regenerates gen/python from protos/ (python, grpc and mypy stubs); --check fails if it is stale."""
+"""Regenerates gen/python from protos/ (python, grpc and mypy stubs, and a descriptor set with the protos'
+comments); --check fails if it is stale.
+
+The generated _pb2 modules embed descriptors without comments (source_code_info), so server reflection and
+the OpenAPI document built from them would show no documentation. callersync/descriptors.binpb is the same
+files with their comments and imports (protoc --include_source_info --include_imports):
+services/runtime/descriptors.py serves it to reflection (`grpcurl describe`) and to the gateway's OpenAPI."""
 
 import argparse
 import filecmp
@@ -16,11 +22,13 @@ OUT = ROOT / "gen" / "python"
 WELL_KNOWN = pathlib.Path(grpc_tools.__file__).parent / "_proto"
 # mypy-protobuf's plugins sit beside the interpreter, which need not be on PATH.
 BIN = pathlib.Path(sys.executable).parent
+DESCRIPTOR_SET = "descriptors.binpb"
 
 
 def generate(out: pathlib.Path) -> None:
     sources = sorted(str(p.relative_to(PROTOS)) for p in (PROTOS / "callersync").rglob("*.proto"))
     out.mkdir(parents=True, exist_ok=True)
+    (out / "callersync").mkdir(exist_ok=True)
     args = [
         "protoc",
         f"-I{PROTOS}",
@@ -31,6 +39,9 @@ def generate(out: pathlib.Path) -> None:
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--descriptor_set_out={out / 'callersync' / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         *sources,
     ]
     if protoc.main(args) != 0:

@@ -1,16 +1,21 @@
-"""The `callersync` command: up (the whole system), serve (one service), migrate, reconcile."""
+"""The `callersync` command: run the system (up), one service (serve), and the tools around it (migrate,
+reconcile, token, demo, bench). `callersync <command> --help` says what each does and its defaults.
+
+Exit codes: 0 done; 1 the thing checked is wrong or a start failed (reconcile: the ledger breaks an invariant;
+up: a port is busy or a service would not start); 2 could not check or do it at all (no database to be found,
+it does not answer, bad arguments)."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import dataclasses
+import getpass
 import importlib
+import importlib.metadata
 import logging
 import os
 import pathlib
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Coroutine
@@ -22,9 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
-from services.runtime import authz, certs, logs, telemetry, tls
+from services.runtime import authz, certs, logs, stack_file, telemetry, tls
 from services.runtime.config import Settings
 from services.runtime.db import migrate, redact
+from services.runtime.processes import set_title
 from services.runtime.server import stop_on_signals
 from services.runtime.service import ServiceDef
 from services.runtime.startup import wait_for_dependencies
@@ -33,6 +39,8 @@ from services.wallet.storage import reconcile as reconcile_wallets
 
 SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
 log = logging.getLogger("callersync")
+
+EXIT_OK, EXIT_WRONG, EXIT_CANNOT = 0, 1, 2
 
 
 def run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -48,9 +56,7 @@ async def migrate_all(database_url: str, names: list[str] | None = None) -> None
     try:
         for name in names or list(SERVICES):
             service = SERVICES[name]
-            applied = await migrate(conn, service.schema, service.migrations)
-            for version in applied:
-                print(f"migrated {service.schema}: {version}", flush=True)
+            await migrate(conn, service.schema, service.migrations)  # logs each migration it applies, once
     finally:
         await conn.close()
 
@@ -65,10 +71,17 @@ async def serve(name: str, port: int | None) -> None:
     server = await service.build(settings, settings.port_of(name) if port is None else port)
     tls.secure_server(server, settings)
     bound = await server.start()
+    set_title(process_title(name, bound))
     print(f"{name} listening on {settings.host}:{bound}", flush=True)
     stopped = stop_on_signals([server], settings.shutdown_grace_s)
     await stopped.wait()
     telemetry.shutdown()
+
+
+def process_title(name: str, port: int) -> str:
+    """`callersync wallet :50051 data=/srv/a/.callersync`: which stack's wallet, for ps and pgrep -f."""
+    data_dir = os.environ.get("CALLERSYNC_DATA_DIR", "")
+    return f"callersync {name} :{port}" + (f" data={data_dir}" if data_dir else "")
 
 
 async def reconcile(database_url: str, settings: Settings | None = None) -> int:
@@ -76,16 +89,24 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
     top-up that succeeded was credited."""
     settings = settings or Settings.from_env()
     asked = None
-    conn = await asyncpg.connect(database_url)
+    try:
+        conn = await asyncpg.connect(database_url, timeout=10)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as err:
+        print(f"reconcile: could not check: cannot connect to {redact(database_url)}: {err}", file=sys.stderr)
+        return EXIT_CANNOT
     try:
         if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
-            return 2
+            return EXIT_CANNOT
         problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
         wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
         legacy = await conn.fetchval(
             "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
+        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
+        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
+                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
         if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
             from services.wallet.payment_audit import uncredited_payments
             from services.wallet.provider import PaymentProvider
@@ -104,11 +125,14 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
             print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
     if legacy:
         print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    for row in refused:
+        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
+              f"{row['failure_reason']}")
     if asked is None:
         print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
-    return 1 if failed else 0
+    return EXIT_WRONG if failed else EXIT_OK
 
 
 def wait_healthy(target: str, deadline_s: float, settings: Settings | None = None) -> bool:
@@ -131,13 +155,6 @@ def _demo_line(pki: certs.DevPki) -> str:
     operator = " ".join(f"{k}={v}" for k, v in tls_env(pki, "operator/oncall").items())
     engine = pki["routing-engine"]
     return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
-
-
-def _grpcurl_security(settings: Settings) -> str:
-    if not tls.enabled(settings):
-        return "-plaintext"
-    ca = f" -cacert {settings.tls_ca_file}" if settings.tls_ca_file else ""
-    return f"{ca} -cert {settings.tls_cert_file} -key {settings.tls_key_file}".strip()
 
 
 def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
@@ -163,125 +180,6 @@ def write_certs(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def up(data_dir: pathlib.Path, with_tls: bool = False) -> int:
-    """Runs the whole system in the foreground until Ctrl-C or SIGTERM; with_tls: every service and the gateway
-    under mutual TLS with development certificates in <data dir>/certs."""
-    from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
-    from services.runtime.simulated_payments import SimulatedPayments
-
-    settings = Settings.from_env()
-    if tls.enabled(settings):
-        # One certificate would give every service the same identity, which no access table allows.
-        print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
-              "use `callersync up --tls` (development certificates, one per identity) or run each service with "
-              "`callersync serve` and its own certificate", file=sys.stderr)
-        return 2
-    env = dict(os.environ)
-    identity_env: dict[str, dict[str, str]] = {}
-    if with_tls:
-        pki = certs.write_dev_pki(data_dir / "certs", certs.DEFAULT_IDENTITIES, trust_domain=settings.trust_domain)
-        identity_env = {name: tls_env(pki, name) for name in (*SERVICES, "gateway")}
-        operator = tls_env(pki, "operator/oncall")
-        settings = dataclasses.replace(settings, tls_cert_file=operator["CALLERSYNC_TLS_CERT_FILE"],
-                                       tls_key_file=operator["CALLERSYNC_TLS_KEY_FILE"],
-                                       tls_ca_file=operator["CALLERSYNC_TLS_CA_FILE"])
-    embedded: list[EmbeddedPostgres | EmbeddedValkey | SimulatedPayments] = []
-    sink = None
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-    code = 0
-    try:
-        if not settings.database_url:
-            pg = EmbeddedPostgres(data_dir)
-            embedded.append(pg)
-            env["CALLERSYNC_DATABASE_URL"] = pg.start()
-            print(f"PostgreSQL (embedded) at {env['CALLERSYNC_DATABASE_URL']}", flush=True)
-        if not settings.redis_url:
-            vk = EmbeddedValkey(data_dir)
-            embedded.append(vk)
-            env["CALLERSYNC_REDIS_URL"] = vk.start()
-            print(f"Valkey (embedded) at {env['CALLERSYNC_REDIS_URL']}", flush=True)
-        if not settings.stripe_api_key:
-            payments = SimulatedPayments(data_dir)
-            embedded.append(payments)
-            env.update(payments.start())
-            payments.send_webhooks_to(f"http://{settings.host}:{settings.gateway_port}/v1/stripe/webhook",
-                                      settings.target_of("wallet"))
-            print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
-                  "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
-                  flush=True)
-        run(migrate_all(env["CALLERSYNC_DATABASE_URL"]))
-        from services.gateway.web import dev as web_dev
-
-        if not settings.smtp_host:  # a local mail sink: sign-in links and alerts readable at /app/dev/mail
-            sink = web_dev.MailSink(data_dir / "mail")
-            env["CALLERSYNC_SMTP_HOST"], env["CALLERSYNC_SMTP_PORT"] = "127.0.0.1", str(sink.start())
-            env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
-        env.setdefault("CALLERSYNC_OPERATOR_EMAILS", web_dev.DEV_OPERATOR)
-        from services.gateway import app as gateway
-        from services.gateway import tokens as gateway_tokens
-
-        if not settings.jwt_secret:  # a dev key kept in the data dir; tokens: python -m services.gateway.tokens
-            env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(data_dir)
-        for name in SERVICES:
-            children[name] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", name],
-                                              env=env | identity_env.get(name, {}))
-        for name in SERVICES:
-            target = f"{settings.host}:{settings.port_of(name)}"
-            if not wait_healthy(target, 30, settings):
-                print(f"{name} did not become healthy on {target}; stopping", file=sys.stderr)
-                return 1
-        children["gateway"] = subprocess.Popen([sys.executable, "-m", "services.cli", "serve", "gateway"],
-                                               env=env | identity_env.get("gateway", {}))
-        if not gateway.wait_healthy(settings.host, settings.gateway_port, 30):
-            print(f"gateway did not become healthy on port {settings.gateway_port}; stopping", file=sys.stderr)
-            return 1
-        print(
-            "CallerSync is up: "
-            + ", ".join(f"{n} {settings.host}:{settings.port_of(n)}" for n in SERVICES)
-            + f", gateway {settings.host}:{settings.gateway_port} (HTTP/JSON, /openapi.json)"
-            + f"\n  try: grpcurl {_grpcurl_security(settings)} {settings.host}:{settings.wallet_port} list"
-            + (f"\n  demo: {_demo_line(pki)}" if with_tls else "")
-            + "\n  Ctrl-C stops everything.",
-            flush=True,
-        )
-        base_url = f"http://{settings.host}:{settings.gateway_port}"
-        links = run(web_dev.signin_links(env, settings, base_url))
-        print(f"  web app: {base_url}/app/ (sign-in links below work once, for 15 minutes; ask for more at "
-              f"{base_url}/app/signin" + (f" and read them at {base_url}/app/dev/mail)" if sink else ")"), flush=True)
-        for label, url in links:
-            print(f"    sign in as {label}: {url}", flush=True)
-        while not stopping:
-            for name, child in children.items():
-                if child.poll() is not None:
-                    print(f"{name} exited with code {child.returncode}; stopping", file=sys.stderr)
-                    stopping, code = True, 1
-            time.sleep(0.2)
-        return code
-    finally:
-        for child in children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + settings.shutdown_grace_s + 2
-        for child in children.values():
-            try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                child.kill()
-        if sink is not None:
-            sink.stop()
-        for server in reversed(embedded):
-            server.stop()
-        print("CallerSync stopped", flush=True)
-
-
 def bench(args: argparse.Namespace) -> int:
     """bench/ lives in the source checkout, not in the installed package (it drives tests' helpers and spawns
     scripts by path), so the command runs it from the checkout this package was installed from."""
@@ -295,32 +193,162 @@ def bench(args: argparse.Namespace) -> int:
     return suite.run_from_args(args)
 
 
+def database_url_or_exit(args: argparse.Namespace, settings: Settings) -> str:
+    """CALLERSYNC_DATABASE_URL, else the database of the `callersync up` running on the data dir; exit 2 if none."""
+    try:
+        url, source = stack_file.database_url(settings.database_url, stack_file.find_data_dir(args.data_dir))
+    except stack_file.NoStack as err:
+        print(f"{args.command}: could not check: {err}" if args.command == "reconcile" else f"{args.command}: {err}",
+              file=sys.stderr)
+        sys.exit(EXIT_CANNOT)
+    print(f"{args.command}: database {redact(url)} (from {source})", file=sys.stderr)
+    return url
+
+
+def with_simulated_payments(args: argparse.Namespace, settings: Settings) -> Settings:
+    """No provider configured: the localstripe of the `callersync up` running on the data dir, if any."""
+    if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+        return settings
+    data_dir = stack_file.find_data_dir(getattr(args, "data_dir", None))
+    state = stack_file.read(data_dir) if data_dir is not None else None
+    api_base = str(((state or {}).get("payments") or {}).get("api_base") or "")
+    return dataclasses.replace(settings, stripe_api_base=api_base) if api_base else settings
+
+
+def token(args: argparse.Namespace, settings: Settings) -> int:
+    """Prints a bearer token the running gateway accepts, signed with the key the gateway uses."""
+    from services.gateway import tokens
+
+    if args.role == "contractor" and not args.contractor_id:
+        print("token: a contractor token needs --contractor-id (it reaches only that contractor's data)",
+              file=sys.stderr)
+        return EXIT_CANNOT
+    if args.role == "operator" and args.contractor_id:
+        print("token: --contractor-id is for contractor tokens; an operator token reaches every contractor",
+              file=sys.stderr)
+        return EXIT_CANNOT
+    issuer, audience, secret = settings.jwt_issuer, settings.jwt_audience, settings.jwt_secret
+    if not secret:
+        data_dir = stack_file.find_data_dir(args.data_dir)
+        state = stack_file.read(data_dir) if data_dir is not None else None
+        if data_dir is None or state is None:
+            print("token: no key to sign with: CALLERSYNC_JWT_SECRET is not set and no running `callersync up` "
+                  "was found (no .callersync/stack.json here or in a parent directory; --data-dir names one)",
+                  file=sys.stderr)
+            return EXIT_CANNOT
+        if state.get("jwt_secret") == "CALLERSYNC_JWT_SECRET":
+            print(f"token: the stack in {data_dir} takes its key from CALLERSYNC_JWT_SECRET: set the same here",
+                  file=sys.stderr)
+            return EXIT_CANNOT
+        key_file = pathlib.Path(str(state.get("jwt_secret") or data_dir / tokens.DEV_SECRET_FILE))
+        if not key_file.is_file():
+            print(f"token: {key_file} does not exist (start the stack with `callersync up`)", file=sys.stderr)
+            return EXIT_CANNOT
+        secret = key_file.read_text().strip()
+        issuer, audience = state.get("jwt_issuer", issuer), state.get("jwt_audience", audience)
+    key = tokens.keys_of(secret)[0]
+    print(tokens.mint_for(key, sub=args.sub, role=args.role, contractor_id=args.contractor_id, ttl_s=args.ttl_s,
+                          issuer=issuer, audience=audience))
+    return EXIT_OK
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after every option's help, and descriptions kept as written (examples stay aligned)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.default == "":
+            return action.help  # "(default: None)" says nothing; the help says what happens instead
+        return super()._get_help_string(action)
+
+
+DATA_DIR_HELP = ("the data dir of the `callersync up` to use (default: $CALLERSYNC_DATA_DIR, else the nearest "
+                 ".callersync in this or a parent directory)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="callersync", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
-    up_cmd = commands.add_parser("up", help="run PostgreSQL and Valkey (embedded unless configured) and all services")
-    up_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help="where embedded servers keep data")
+    parser = argparse.ArgumentParser(prog="callersync", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version",
+                        version=f"%(prog)s {importlib.metadata.version('callersync')}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str, description: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=f"{summary}.\n\n{description}",
+                                   formatter_class=HelpFormatter)
+
+    up_cmd = command(
+        "up", "run PostgreSQL and Valkey (embedded unless configured), every service and the gateway",
+        "In the foreground until Ctrl-C or SIGTERM. A service that crashes is restarted with backoff.\n"
+        "Exits 1 if a port is busy or a service does not start. With CALLERSYNC_DATABASE_URL and\n"
+        "CALLERSYNC_REDIS_URL set it uses those servers instead of embedded ones.\n\n"
+        "  callersync up\n"
+        "  CALLERSYNC_GATEWAY_PORT=8081 callersync up --data-dir /tmp/stack2",
+    )
+    up_cmd.add_argument("--data-dir", type=pathlib.Path, default=pathlib.Path(Settings.data_dir),
+                        help="where embedded servers keep their data, the dev JWT key and stack.json "
+                             "($CALLERSYNC_DATA_DIR overrides the default)")
     up_cmd.add_argument("--tls", action="store_true",
                         help="mutual TLS everywhere, with development certificates made in <data dir>/certs")
-    certs_cmd = commands.add_parser("certs", help="a development CA and a certificate per identity (mutual TLS)")
+    certs_cmd = command(
+        "certs", "a development CA and a certificate per identity (mutual TLS)",
+        "Writes ca.pem and <identity>.pem / <identity>-key.pem; reuses a CA found in --out.\n\n"
+        "  callersync certs --identities wallet operator/alice",
+    )
     certs_cmd.add_argument("--out", type=pathlib.Path, default=pathlib.Path(".callersync/certs"),
                            help="folder for ca.pem and <identity>.pem/<identity>-key.pem (reuses a CA found there)")
     certs_cmd.add_argument("--identities", nargs="+", default=None,
                            help=f"default: {' '.join(certs.DEFAULT_IDENTITIES)}; operators are operator/<name>")
     certs_cmd.add_argument("--days", type=int, default=30, help="how long the certificates are valid")
-    serve_cmd = commands.add_parser("serve", help="run one service (for deployments)")
+    serve_cmd = command(
+        "serve", "run one service (for deployments)",
+        "Needs CALLERSYNC_DATABASE_URL and CALLERSYNC_REDIS_URL; applies the service's pending migrations,\n"
+        "then serves until SIGTERM, draining in-flight calls for CALLERSYNC_SHUTDOWN_GRACE_S.\n\n"
+        "  callersync serve wallet --port 50061",
+    )
     serve_cmd.add_argument("service", choices=sorted(SERVICES) + ["gateway"])
-    serve_cmd.add_argument("--port", type=int, default=None)
-    commands.add_parser("migrate", help="apply every service's pending migrations")
-    commands.add_parser("reconcile", help="prove every wallet's balance equals its ledger; non-zero exit otherwise")
+    serve_cmd.add_argument("--port", type=int, default=None,
+                           help="port to listen on (default: CALLERSYNC_<SERVICE>_PORT, else the usual one)")
+    migrate_cmd = command(
+        "migrate", "apply every service's pending migrations",
+        "To CALLERSYNC_DATABASE_URL, else to the database of the running `callersync up`.\n"
+        "Exit 0 applied (or nothing pending), 2 no database found or reachable.",
+    )
+    migrate_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help=DATA_DIR_HELP)
+    reconcile_cmd = command(
+        "reconcile", "prove every wallet's balance equals its ledger",
+        "Checks every wallet's balance against the sum of its entries, the running balances, captures and\n"
+        "refunds. Uses CALLERSYNC_DATABASE_URL, else the database of the running `callersync up`.\n"
+        "Exit 0 the ledger is right, 1 it is wrong (each problem printed), 2 could not check.",
+    )
+    reconcile_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help=DATA_DIR_HELP)
+    token_cmd = command(
+        "token", "print a bearer token the running gateway accepts",
+        "Signed with CALLERSYNC_JWT_SECRET, else with the key of the running `callersync up`\n"
+        "(never creates one).\n\n"
+        "  TOKEN=$(callersync token --role operator)\n"
+        "  curl -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080/v1/rateCard",
+    )
+    from services.gateway.tokens import ROLES
+
+    token_cmd.add_argument("--role", choices=ROLES, default="operator", help="what the token may do")
+    token_cmd.add_argument("--contractor-id", default="", help="required for --role contractor: whose data")
+    token_cmd.add_argument("--sub", default=f"{getpass.getuser()}@cli", help="who the token names (the `sub` claim)")
+    token_cmd.add_argument("--ttl-s", type=int, default=3600, help="lifetime in seconds")
+    token_cmd.add_argument("--data-dir", type=pathlib.Path, default=None, help=DATA_DIR_HELP)
     from services.demo.driver import add_arguments as demo_arguments
 
-    demo_arguments(commands.add_parser("demo", help="drive the running stack through a day; summary, reconcile"))
-    bench_cmd = commands.add_parser("bench", help="every benchmark and its anchor on its own stack: table + JSON")
+    demo_arguments(command(
+        "demo", "drive the running stack through a day of calls; per-contractor summary, reconcile",
+        "Over the public gRPC APIs only; fresh ids each run, so it can run again on the same stack.",
+    ))
+    bench_cmd = command(
+        "bench", "every benchmark and its anchor on its own stack",
+        "Prints a table and a short summary; the full results go to the JSON file (--out).",
+    )
     bench_cmd.add_argument("--quick", action="store_true", help="short phases: the whole run in under two minutes")
     bench_cmd.add_argument("--smoke", action="store_true", help="seconds per phase, only to test the harness")
     bench_cmd.add_argument("--scale", type=int, default=1, help="again with N times the contractors, ZIPs, history")
-    bench_cmd.add_argument("--out", type=pathlib.Path, default=None, help="JSON file (bench/results/latest.json)")
+    bench_cmd.add_argument("--out", type=pathlib.Path, default=None,
+                           help="JSON file for the full results (default: bench/results/latest.json in the checkout)")
     return parser
 
 
@@ -329,7 +357,12 @@ def main(argv: list[str] | None = None) -> None:
     settings = Settings.from_env()
     logs.configure(getattr(args, "service", args.command), settings)
     if args.command == "up":
-        sys.exit(up(args.data_dir or pathlib.Path(settings.data_dir), args.tls))
+        from services.runtime.supervisor import up
+
+        data_dir = args.data_dir
+        if data_dir == pathlib.Path(Settings.data_dir):
+            data_dir = pathlib.Path(settings.data_dir)
+        sys.exit(up(settings, data_dir, args.tls))
     if args.command == "certs":
         sys.exit(write_certs(args, settings))
     if args.command == "serve" and args.service == "gateway":
@@ -346,13 +379,18 @@ def main(argv: list[str] | None = None) -> None:
         from services.demo.driver import main as demo
 
         sys.exit(run(demo(args, settings)))
-    if not settings.database_url:
-        sys.exit("CALLERSYNC_DATABASE_URL is not set")
+    if args.command == "token":
+        sys.exit(token(args, settings))
+    database_url = database_url_or_exit(args, settings)
     if args.command == "migrate":
-        run(migrate_all(settings.database_url))
-        print(f"migrations applied to {redact(settings.database_url)}")
+        try:
+            run(migrate_all(database_url))
+        except (TimeoutError, OSError, asyncpg.PostgresError) as err:
+            print(f"migrate: cannot migrate {redact(database_url)}: {err}", file=sys.stderr)
+            sys.exit(EXIT_CANNOT)
+        print(f"migrations applied to {redact(database_url)}")
     elif args.command == "reconcile":
-        sys.exit(run(reconcile(settings.database_url)))
+        sys.exit(run(reconcile(database_url, with_simulated_payments(args, settings))))
 
 
 if __name__ == "__main__":

@@ -48,8 +48,11 @@ class RefundDesk:
         duplicates: list[int] = []
         if request.reason == pb.REFUND_REASON_DOUBLE_BILL:
             duplicates = await self._duplicates(charge)
+        # One clock reading for the whole decision: the case is requested, and when decided at once resolved, at
+        # this moment (two readings in two transactions put resolved_at before requested_at).
+        now = await self._store.now()
         verdict = refunds.triage(
-            request.reason, charge["charged_at"], await self._store.now(), self._window_days,
+            request.reason, charge["charged_at"], now, self._window_days,
             charge["kind"] == "call", bool(charge["recording_uri"]), bool(charge["transcript_uri"]),
             bool(duplicates) if request.reason == pb.REFUND_REASON_DOUBLE_BILL else None,
         )
@@ -63,7 +66,8 @@ class RefundDesk:
             "duplicate_of_charge_id": await self._duplicate_name(duplicates) if approved else "",
             "resolution_note": verdict.resolution_note, "auto_resolved": verdict.auto_resolved,
             "credit_state": "settling" if approved else "none",
-            "resolved_at": await self._store.now() if verdict.state != "pending_review" else None,
+            "requested_at": now,
+            "resolved_at": now if verdict.state != "pending_review" else None,
         })
         if row is None:  # a concurrent request took the key or the charge's one live case first
             earlier = await self._store.case_by_key(request.idempotency_key)

@@ -206,7 +206,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         require_id("requested_by", request.requested_by)
         since = to_datetime(request.since) if request.HasField("since") else None
         queued = await self._store.republish(since)
-        log.warning("%s asked to replay billing's events since %s: %d queued for publication again",
-                    request.requested_by, since.isoformat() if since else "the beginning", queued)
+        # Routing asks on every start (fresh or after Redis lost its streams): routine, so INFO; WARNING is for
+        # what an on-call engineer should look at.
+        log.info("%s asked to replay billing's events since %s: %d queued for publication again",
+                 request.requested_by, since.isoformat() if since else "the beginning", queued)
         self._on_event()
         return pb.ReplayEventsResponse(events_queued=queued)

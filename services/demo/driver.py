@@ -690,15 +690,15 @@ class Demo:
 
 
 async def reconcile_ledger(settings: Settings) -> int:
-    if not settings.database_url:
-        print(
-            "reconcile: skipped: CALLERSYNC_DATABASE_URL is not set, and the demo talks to the services only "
-            "(set it to the stack's database to prove every balance equals its ledger)"
-        )
-        return 0
     from services.cli import reconcile
+    from services.runtime import stack_file
 
-    return await reconcile(settings.database_url)
+    try:  # CALLERSYNC_DATABASE_URL, else the database of the `callersync up` running here
+        url, _ = stack_file.database_url(settings.database_url, stack_file.find_data_dir())
+    except stack_file.NoStack as err:
+        print(f"reconcile: skipped: {err}. The demo itself talks to the services only")
+        return 0
+    return await reconcile(url)
 
 
 async def main(args: argparse.Namespace, settings: Settings) -> int:

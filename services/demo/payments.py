@@ -5,7 +5,6 @@ provider the demo credits by hand, as an operator, with a reason."""
 from __future__ import annotations
 
 import asyncio
-import pathlib
 import time
 import urllib.error
 import urllib.request
@@ -14,8 +13,8 @@ from typing import Any
 import stripe
 
 from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.runtime import stack_file
 from services.runtime.config import Settings
-from services.runtime.simulated_payments import read_simulated
 
 TIMEOUT_S = 10.0
 CREDIT_WAIT_S = 40.0
@@ -24,13 +23,14 @@ TEST_CARD = "4242424242424242"
 
 def provider_base(settings: Settings) -> str:
     """Where the provider answers: the configured one, else the localstripe of the `callersync up` whose wallet
-    this demo talks to (it says so in its data directory); "" if none."""
+    this demo talks to (its stack.json says so); "" if none."""
     if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
         return settings.stripe_api_base
-    simulated = read_simulated(pathlib.Path(settings.data_dir))
-    if simulated.get("wallet_target") != settings.target_of("wallet"):
+    data_dir = stack_file.find_data_dir()
+    state = stack_file.read(data_dir) if data_dir is not None else None
+    if not state or (state.get("targets") or {}).get("wallet") != settings.target_of("wallet"):
         return ""
-    url = simulated.get("api_base", "")
+    url = str((state.get("payments") or {}).get("api_base") or "")
     try:
         urllib.request.urlopen(f"{url}/js.stripe.com/v3/", timeout=1).close()
     except (urllib.error.URLError, OSError, ValueError):

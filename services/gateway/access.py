@@ -5,6 +5,11 @@ named `contractor_id` (or `contractor_ids`) anywhere in the request must equal t
 whatever the path, body or query said; an empty top-level `contractor_id` is filled with the token's, so
 "list refund cases" from a contractor lists theirs, never everyone's.
 
+A few list calls can also be keyed by something shared between contractors (ListClaims by ZIP): a contractor
+may ask, and the answer keeps the shape (how many claims, which positions are taken, their own place in the
+cascade) with every other contractor's id blanked, so a ZIP's competition is visible, never who it is. The same
+blanking applies to every answer a contractor gets (ClaimZip returns the ZIP's cascade, too).
+
 A call keyed only by ids the gateway cannot map to a contractor (a call id, a refund case id, a caller
 number) is refused to contractors unless it is listed here as CONTRACTOR_SAFE: it carries no contractor's
 data. A newly annotated RPC that is not in the table is operator-only until someone decides otherwise.
@@ -29,6 +34,12 @@ class Access(enum.Enum):
     OPERATOR = "operators only"
     OWN = "a contractor for their own contractor_id; operators for any"
     SAFE = "any authenticated role: the answer holds no contractor's data"
+    OWN_OR_ANONYMISED = ("a contractor for their own contractor_id, or by another key with every other "
+                         "contractor's id blanked in the answer; operators for any")
+
+
+# Fields that page a list rather than key it: a request with nothing else set is scoped to the contractor.
+PAGING_FIELDS = ("page_size", "page_token")
 
 
 POLICY: dict[str, Access] = {
@@ -58,7 +69,8 @@ POLICY: dict[str, Access] = {
     # routing: a contractor's claims and settings are theirs; the blocklist is the operators'.
     "callersync.routing.v1.RoutingService.ClaimZip": Access.OWN,
     "callersync.routing.v1.RoutingService.ReleaseZip": Access.OWN,
-    "callersync.routing.v1.RoutingService.ListClaims": Access.OWN,
+    # By ZIP: whether it is claimed and the contractor's own position, not competitors' ids.
+    "callersync.routing.v1.RoutingService.ListClaims": Access.OWN_OR_ANONYMISED,
     "callersync.routing.v1.RoutingService.SetMode": Access.OWN,
     "callersync.routing.v1.RoutingService.SetSchedule": Access.OWN,
     "callersync.routing.v1.RoutingService.SetCaps": Access.OWN,
@@ -87,7 +99,7 @@ def check_policy(bindings: Iterable[Binding]) -> None:
     """Fails at start if an OWN method's request has no top-level contractor_id to scope it by."""
     for binding in bindings:
         if (
-            access_of(binding) is Access.OWN
+            access_of(binding) in (Access.OWN, Access.OWN_OR_ANONYMISED)
             and "contractor_id" not in binding.method.input_type.fields_by_name
         ):
             raise ValueError(f"{binding.full_name} is contractor-scoped but its request has no contractor_id")
@@ -122,8 +134,35 @@ def authorize(principal: Principal, binding: Binding, request: Message) -> None:
     scoped: Any = request
     if access is Access.OWN and not scoped.contractor_id:
         scoped.contractor_id = principal.contractor_id
+    if access is Access.OWN_OR_ANONYMISED and not scoped.contractor_id and not any(
+        field.name not in PAGING_FIELDS for field, _ in request.ListFields()
+    ):
+        scoped.contractor_id = principal.contractor_id
     for contractor_id in _contractor_ids(request):
         if contractor_id != principal.contractor_id:
             raise Forbidden(
                 f"{binding.method.name}: this token reaches only contractor {principal.contractor_id}"
             )
+
+
+def anonymise(principal: Principal, binding: Binding, reply: Message) -> None:
+    """Blanks every contractor id but the principal's in any answer to a contractor: a by-ZIP ListClaims, and
+    also ClaimZip's zip_claims (the ZIP's cascade after the change), which a contractor reaches for their own
+    claim."""
+    if principal.is_operator:
+        return
+    _blank_others(reply, principal.contractor_id)
+
+
+def _blank_others(message: Message, keep: str) -> None:
+    for field, value in message.ListFields():
+        if field.name in CONTRACTOR_FIELDS and field.type == FieldDescriptor.TYPE_STRING:
+            if field.is_repeated:
+                kept = [v for v in value if v == keep]
+                del value[:]
+                value.extend(kept)
+            elif value != keep:
+                message.ClearField(field.name)
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in value if field.is_repeated else [value]:
+                _blank_others(item, keep)

@@ -372,6 +372,7 @@ class Gateway:
             return error_response(
                 code, err.details() or code.name, details=transcoding.details_of(err.trailing_metadata())
             )
+        access.anonymise(principal, binding, reply)
         return _json(transcoding.response_json(binding, reply))
 
 
@@ -407,7 +408,16 @@ async def serve(port: int | None = None) -> None:
     settings = Settings.from_env()
     telemetry.configure("gateway")
     gateway = Gateway(settings)
-    bound = await gateway.start(settings.gateway_port if port is None else port)
+    wanted = settings.gateway_port if port is None else port
+    try:
+        bound = await gateway.start(wanted)
+    except OSError as err:
+        await gateway.stop(0)
+        raise SystemExit(f"gateway: cannot listen on {settings.host}:{wanted} ({err.strerror or err})") from None
+    from services.cli import process_title
+    from services.runtime.processes import set_title
+
+    set_title(process_title("gateway", bound))
     print(f"gateway listening on {settings.host}:{bound}", flush=True)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

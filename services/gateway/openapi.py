@@ -10,6 +10,7 @@ from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescript
 
 from services.gateway.access import access_of
 from services.gateway.bindings import Binding, resolve_field
+from services.runtime.descriptors import comment
 
 _T = FieldDescriptor
 _SCALARS: dict[int, dict[str, Any]] = {
@@ -73,7 +74,13 @@ class _Schemas:
 
     def enum(self, enum: EnumDescriptor) -> dict[str, Any]:
         if enum.full_name not in self.components:
-            self.components[enum.full_name] = {"type": "string", "enum": [v.name for v in enum.values]}
+            schema: dict[str, Any] = {"type": "string", "enum": [v.name for v in enum.values]}
+            notes = {v.name: comment(f"{enum.full_name}.{v.name}") for v in enum.values}
+            values = [f"- `{name}`: {note}" for name, note in notes.items() if note]
+            described = "\n".join(filter(None, [comment(enum.full_name), "\n".join(values)]))
+            if described:
+                schema["description"] = described
+            self.components[enum.full_name] = schema
         return self.ref(enum.full_name)
 
     def message(
@@ -85,12 +92,14 @@ class _Schemas:
         if name in self.components:
             return self.ref(name)
         schema: dict[str, Any] = {"type": "object", "properties": {}}
+        if comment(message.full_name):
+            schema["description"] = comment(message.full_name)
         self.components[name] = schema  # before the fields, so recursive messages terminate
         required = []
         for field in message.fields:
             if field.name in without:
                 continue
-            schema["properties"][field.json_name] = self.field(field)
+            schema["properties"][field.json_name] = described(self.field(field), comment(field.full_name))
             behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
             if field_behavior_pb2.REQUIRED in behaviors:
                 required.append(field.json_name)
@@ -113,6 +122,15 @@ class _Schemas:
         if field.is_repeated:
             return {"type": "array", "items": single}
         return single
+
+
+def described(schema: dict[str, Any], text: str) -> dict[str, Any]:
+    """A schema with a description; a bare $ref is wrapped (OpenAPI 3.0 ignores a $ref's siblings)."""
+    if not text:
+        return schema
+    if "$ref" in schema:
+        return {"allOf": [schema], "description": text}
+    return {**schema, "description": text}
 
 
 def _query_parameters(
@@ -143,6 +161,8 @@ def _query_parameters(
             "required": False,
             "schema": schemas.field(field),
         }
+        if comment(field.full_name):
+            param["description"] = comment(field.full_name)
         if repeated:
             param.update(style="form", explode=True)
         out.append(param)
@@ -171,8 +191,11 @@ def document(bindings: Iterable[Binding], *, title: str = "CallerSync HTTP/JSON 
                 "required": True,
                 "schema": schemas.field(resolve_field(request, var.field_path)),
             }
+            notes = [comment(resolve_field(request, var.field_path).full_name)]
             if var.pattern != "*":
-                param["description"] = f"matches the path pattern {var.pattern}"
+                notes.append(f"matches the path pattern {var.pattern}")
+            if any(notes):
+                param["description"] = " ".join(n for n in notes if n)
             parameters.append(param)
         bound = binding.path_fields | ({binding.body} if binding.body not in ("", "*") else set())
         if binding.body != "*":
@@ -187,7 +210,8 @@ def document(bindings: Iterable[Binding], *, title: str = "CallerSync HTTP/JSON 
             "operationId": operation_id,
             "tags": [service.name],
             "summary": f"{service.full_name}.{method.name}",
-            "description": f"gRPC {binding.rpc_path}. Access: {access.value}.",
+            "description": "\n\n".join(filter(None, [
+                comment(method.full_name), f"gRPC {binding.rpc_path}. Access: {access.value}."])),
             "x-grpc-method": binding.rpc_path,
             "x-callersync-access": access.name,
             "parameters": parameters,

@@ -16,7 +16,6 @@ data dir.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import hashlib
@@ -153,18 +152,12 @@ def dev_secret(data_dir: pathlib.Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m services.gateway.tokens", description="Mints a gateway token."
-    )
-    parser.add_argument("--role", choices=ROLES, required=True)
-    parser.add_argument("--sub", required=True)
-    parser.add_argument("--contractor-id", default="")
-    parser.add_argument("--ttl-s", type=int, default=3600)
-    args = parser.parse_args(argv)
-    settings = Settings.from_env()
-    keys = keys_of(settings.jwt_secret or dev_secret(pathlib.Path(settings.data_dir)))
-    print(mint_for(keys[0], sub=args.sub, role=args.role, contractor_id=args.contractor_id, ttl_s=args.ttl_s,
-                   issuer=settings.jwt_issuer, audience=settings.jwt_audience))
+    """Kept for old scripts: `callersync token` is the command (it finds the running stack's key)."""
+    import sys
+
+    from services.cli import main as cli
+
+    cli(["token", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

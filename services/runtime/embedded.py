@@ -72,6 +72,10 @@ class EmbeddedPostgres:
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL in {self._pgdata} did not come back ready within 30 s of pg_ctl restart")
 
+    def watchdog_args(self) -> list[str]:
+        """What services.runtime.watchdog needs to stop this server if `up` dies without doing it."""
+        return ["--pgdata", str(self._pgdata)]
+
     def stop(self) -> None:
         if self._server is not None:
             self._server._cleanup()  # the wheel's own stop: pg_ctl stop, or kill after a timeout
@@ -91,6 +95,10 @@ class EmbeddedValkey:
         self._server.start()
         self._port = self._server.port  # a restart comes back on the same port
         return self._server.connection_url
+
+    def watchdog_args(self) -> list[str]:
+        process = self._server._process if self._server is not None else None
+        return ["--pid", str(process.pid)] if process is not None else []
 
     def stop(self) -> None:
         if self._server is not None:

@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import authz
+from services.runtime import authz, descriptors
 from services.runtime.interceptors import WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
@@ -52,8 +52,10 @@ class GrpcServer:
         target: Any = self.server if access is None else authz.AuthorizingServer(self.server, self._gate, access)
         add_servicer(WrappingRegistrar(target, name))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # From the descriptors with the protos' comments: `grpcurl describe` shows what each call and field means.
         reflection.enable_server_reflection(
-            (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (service_full_name, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server,
+            pool=descriptors.reflection_pool(),  # type: ignore[arg-type]  # duck-typed: the lookups reflection makes
         )
         self.port = 0
         self._credentials: grpc.ServerCredentials | None = None
@@ -76,14 +78,21 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
 
     async def start(self) -> int:
-        if self._credentials is not None:
-            self.port = self.server.add_secure_port(self._address, self._credentials)
-        else:
-            self.port = self.server.add_insecure_port(self._address)
+        try:
+            if self._credentials is not None:
+                self.port = self.server.add_secure_port(self._address, self._credentials)
+            else:
+                self.port = self.server.add_insecure_port(self._address)
+        except RuntimeError:  # grpc raises "Failed to bind" with a C-core trace: one line says more
+            self.port = 0
         if self.port == 0:
             raise SystemExit(f"{self.name}: cannot listen on {self._address} (port in use?)")
         if self._health_server is not None:
-            if self._health_server.add_insecure_port(self._health_address) == 0:
+            try:
+                health_port = self._health_server.add_insecure_port(self._health_address)
+            except RuntimeError:  # as above: one line, not grpc's trace
+                health_port = 0
+            if health_port == 0:
                 raise SystemExit(f"{self.name}: cannot serve health on {self._health_address} (port in use?)")
             await self._health_server.start()
         await self.server.start()

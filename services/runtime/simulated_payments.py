@@ -1,9 +1,9 @@
-"""`callersync up` without a Stripe key: localstripe as a child process, its webhook pointed at the gateway, and
-the settings every service needs to use it. Payments are simulated: no card is ever charged."""
+"""`callersync up` without a Stripe key: localstripe as a child process (dying with `up`), its webhook pointed
+at the gateway, and the settings every service needs to use it; stack.json names its address for the other
+commands. Payments are simulated: no card is ever charged."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 import secrets
 import socket
@@ -14,16 +14,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from services.runtime.processes import die_with_parent
+
 DEFAULT_PORT = 8420
-# Written by `callersync up` while it runs, so `callersync demo` (another process) finds the simulator.
-STATE_FILE = "simulated-payments.json"
-
-
-def read_simulated(data_dir: pathlib.Path) -> dict[str, str]:
-    try:
-        return dict(json.loads((data_dir / STATE_FILE).read_text()))
-    except (OSError, ValueError):
-        return {}
 
 
 def _free(port: int) -> bool:
@@ -44,7 +37,6 @@ def _any_port() -> int:
 class SimulatedPayments:
     def __init__(self, data_dir: pathlib.Path, port: int = DEFAULT_PORT) -> None:
         self._store = data_dir.resolve() / "localstripe.pickle"
-        self._state = data_dir.resolve() / STATE_FILE
         self.port = port if _free(port) else _any_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook_secret = "whsec_" + secrets.token_hex(16)
@@ -55,7 +47,7 @@ class SimulatedPayments:
         self._store.parent.mkdir(parents=True, exist_ok=True)
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "services.runtime.localstripe_runner", str(self._store), "--port", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -75,13 +67,11 @@ class SimulatedPayments:
             "CALLERSYNC_STRIPE_WEBHOOK_SECRET": self.webhook_secret,
         }
 
-    def send_webhooks_to(self, url: str, wallet_target: str) -> None:
+    def send_webhooks_to(self, url: str) -> None:
         data = urllib.parse.urlencode({"url": url, "secret": self.webhook_secret}).encode()
         urllib.request.urlopen(f"{self.url}/_config/webhooks/callersync", data=data, timeout=5).close()
-        self._state.write_text(json.dumps({"api_base": self.url, "wallet_target": wallet_target}))
 
     def stop(self) -> None:
-        self._state.unlink(missing_ok=True)
         if self._proc is not None and self._proc.poll() is None:
             self._proc.terminate()
             try:

@@ -142,6 +142,21 @@ async def test_a_charge_missing_its_recording_cannot_be_defended_so_the_refund_i
     assert case.state == pb.REFUND_STATE_APPROVED and case.auto_resolved and case.refund_entry_id
     assert "recording" in case.resolution_note
     assert await ledger(db, contractor) == (10_000, 3, 10_000)
+    # Decided at the moment it was asked: one clock reading, not resolved 0.2 ms before it was requested.
+    assert case.resolved_at.ToDatetime() == case.requested_at.ToDatetime()
+
+
+async def test_cases_decided_at_once_are_resolved_when_requested_and_reviewed_ones_after(billing, wallet, contractor):
+    _, d = await billed_call(billing, wallet, contractor)
+    for _ in range(20):  # the two readings used to be milliseconds apart, in whichever order
+        rejected = (await billing.RequestRefund(
+            refund(contractor, d.charge_id, pb.REFUND_REASON_DID_NOT_CLOSE_SALE))).refund_case
+        assert rejected.resolved_at.ToDatetime() == rejected.requested_at.ToDatetime()
+    pending = (await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SYSTEM_BUG))).refund_case
+    assert not pending.HasField("resolved_at")
+    denied = (await billing.ResolveRefund(pb.ResolveRefundRequest(
+        refund_case_id=pending.refund_case_id, resolution=pb.REFUND_RESOLUTION_DENY, reviewer="op"))).refund_case
+    assert denied.resolved_at.ToDatetime() >= denied.requested_at.ToDatetime()
 
 
 async def test_a_double_bill_is_approved_only_when_the_ledger_shows_it(billing, wallet, db, contractor):

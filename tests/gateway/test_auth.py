@@ -86,10 +86,47 @@ async def test_a_contractor_listing_without_an_id_gets_only_their_own(
         recorder.last("/callersync.billing.v1.BillingService/ListRefundCases").request.contractor_id
         == contractor
     )
+    status, body, _ = await call("GET", f"/v1/contractors/{contractor}/claims", headers=as_contractor)
+    assert status == 200, body
+    request = recorder.last("/callersync.routing.v1.RoutingService/ListClaims").request
+    assert (request.zip, request.contractor_id) == ("", contractor)
+
+
+async def test_a_contractor_lists_a_zips_claims_with_competitors_ids_blanked(
+    call, contractor, as_contractor, recorder
+):
+    """Routing lists by exactly one of contractor and ZIP: the gateway used to add the contractor's id to a
+    by-ZIP request (400). A contractor sees whether the ZIP is claimed and their own place in its cascade."""
     status, body, _ = await call("GET", "/v1/zips/94107/claims", headers=as_contractor)
     assert status == 200, body
     request = recorder.last("/callersync.routing.v1.RoutingService/ListClaims").request
-    assert (request.zip, request.contractor_id) == ("94107", contractor)
+    assert (request.zip, request.contractor_id) == ("94107", "")
+
+
+def test_anonymise_blanks_every_other_contractors_id():
+    from callersync.routing.v1 import routing_pb2 as rpb
+    from services.gateway import access
+    from services.gateway.bindings import bindings_of, discover_services
+    from services.gateway.tokens import Principal
+
+    binding = next(b for b in bindings_of(discover_services()) if b.method.name == "ListClaims")
+    claim_binding = next(b for b in bindings_of(discover_services()) if b.method.name == "ClaimZip")
+    claimed = rpb.ClaimZipResponse(claim=rpb.Claim(contractor_id="ctr-me"), zip_claims=[
+        rpb.Claim(contractor_id="ctr-rival"), rpb.Claim(contractor_id="ctr-me")])
+    access.anonymise(Principal("me", "contractor", "ctr-me"), claim_binding, claimed)
+    assert claimed.claim.contractor_id == "ctr-me"
+    assert [c.contractor_id for c in claimed.zip_claims] == ["", "ctr-me"]
+    reply = rpb.ListClaimsResponse(claims=[
+        rpb.Claim(contractor_id="ctr-rival", zip="94107", position=rpb.CLAIM_POSITION_PRIMARY, rate_cents=4500),
+        rpb.Claim(contractor_id="ctr-me", zip="94107", position=rpb.CLAIM_POSITION_BACKUP, backup_rank=1),
+    ])
+    operator_view = rpb.ListClaimsResponse()
+    operator_view.CopyFrom(reply)
+    access.anonymise(Principal("op", "operator"), binding, operator_view)
+    assert [c.contractor_id for c in operator_view.claims] == ["ctr-rival", "ctr-me"]
+    access.anonymise(Principal("me", "contractor", "ctr-me"), binding, reply)
+    assert [c.contractor_id for c in reply.claims] == ["", "ctr-me"]
+    assert reply.claims[0].position == rpb.CLAIM_POSITION_PRIMARY and reply.claims[0].rate_cents == 4500
 
 
 async def test_operator_only_calls_refuse_contractors_and_admit_operators(

@@ -19,9 +19,12 @@ def callersync_env(**overrides: str) -> dict[str, str]:
     return env
 
 
-def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, env: dict[str, str], timeout: float = 60, cwd: str | os.PathLike[str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "services.cli", *args], env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
     )
 
 

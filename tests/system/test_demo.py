@@ -3,6 +3,7 @@ every contractor, a pause and its resumption, billable and free calls, a refund,
 Runs again against the same stack (fresh ids per run), and a seed replays the same day."""
 
 import re
+import tempfile
 import urllib.parse
 
 import pytest
@@ -43,7 +44,8 @@ async def stack(servers):
 
 def demo(stack, *args: str, with_database: bool = True):
     env = {k: v for k, v in stack.env.items() if with_database or k != "CALLERSYNC_DATABASE_URL"}
-    return run_cli("demo", *args, env=env, timeout=120)
+    # Run where no `callersync up` data dir can be found, or the demo would reconcile that stack's database.
+    return run_cli("demo", *args, env=env, timeout=120, cwd=tempfile.gettempdir())
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +125,7 @@ def test_the_same_seed_replays_the_same_day_on_the_same_stack_and_reconcile_is_s
 ):
     again = demo(stack, "--seed", "7", with_database=False)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "reconcile: skipped: CALLERSYNC_DATABASE_URL is not set" in again.stdout
+    assert "reconcile: skipped: no database: CALLERSYNC_DATABASE_URL is not set" in again.stdout
     assert re.search(r"^demo run ([0-9a-f]+):", again.stdout, re.MULTILINE)[1] not in first_day.stdout
     assert story(again.stdout) == story(first_day.stdout)
     assert len(story(again.stdout)) == 40

@@ -64,8 +64,8 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
         assert "InvalidArgument" in refused.stderr and "at least 2500" in refused.stderr
         # Without a Stripe key, payments are simulated by localstripe: a card top-up starts against it.
         assert "Payments are SIMULATED" in up.output()
-        simulated = json.loads((tmp_path / "data" / "simulated-payments.json").read_text())  # for `callersync demo`
-        assert simulated["wallet_target"] == wallet and simulated["api_base"].startswith("http://127.0.0.1:")
+        state = json.loads((tmp_path / "data" / "stack.json").read_text())  # for `callersync demo` and reconcile
+        assert state["payments"]["simulated"] and state["payments"]["api_base"].startswith("http://127.0.0.1:")
         card = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 2500, "idempotency_key": "up-3"}),
                        wallet, "callersync.wallet.v1.WalletService/StartTopUp")
         assert card.returncode == 0, card.stderr
@@ -77,7 +77,6 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
         assert up.popen.wait(timeout=15) == 0
         assert time.monotonic() - started < 15
         assert "CallerSync stopped" in up.output()
-        assert not (tmp_path / "data" / "simulated-payments.json").exists()
         assert not any(port_open(p) for p in ports.values())
     finally:
         up.kill()
@@ -106,7 +105,8 @@ def test_up_with_mutual_tls_gives_each_service_its_own_certificate(tmp_path):
         assert listed.returncode == 0 and SERVICES["wallet"] in listed.stdout, listed.stderr
         top_up = subprocess.run(
             [binary, *flags, "-d", json.dumps({"contractor_id": "ctr-tls", "amount_cents": 5000,
-                                               "payment_reference": "pay-1", "idempotency_key": "tls-1"}),
+                                               "payment_reference": "pay-1", "idempotency_key": "tls-1",
+                                               "reason": "welcome credit"}),
              wallet, "callersync.wallet.v1.WalletService/TopUp"], capture_output=True, text=True, timeout=30)
         assert top_up.returncode == 0, top_up.stderr
         reserve = subprocess.run(

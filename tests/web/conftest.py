@@ -77,10 +77,20 @@ async def stack(settings: Settings, wallet_target: str, billing_target: str, web
 async def browser() -> AsyncIterator[Any]:
     from playwright.async_api import async_playwright
 
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield launched
-        await _close(launched)
+    manager = async_playwright()
+    p = await manager.start()
+    launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    yield launched
+    await _close(launched)
+    try:
+        await asyncio.wait_for(manager.__aexit__(), 15)
+    except TimeoutError:
+        # Seen about one session in five here: the driver waits on a chromium that does not exit. Killing the
+        # driver (our child) closes chromium's pipe, and chromium exits with it.
+        proc = getattr(getattr(manager._client, "_transport", None), "_proc", None)
+        log.warning("the Playwright driver did not stop within 15 s; killing it (pid %s)", getattr(proc, "pid", "?"))
+        if proc is not None and proc.returncode is None:
+            proc.kill()
 
 
 async def _close(closable: Any) -> None:

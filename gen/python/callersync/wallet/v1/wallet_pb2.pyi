@@ -470,7 +470,7 @@ class TopUpRequest(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     contractor_id: _builtins.str
     amount_cents: _builtins.int
-    """At least 2500 ($25); at most the configured per-top-up maximum."""
+    """At least 2500 ($25); at most CALLERSYNC_TOP_UP_MAX_CENTS when an operator set one."""
     payment_reference: _builtins.str
     """Where the money came from (a bank transfer id, a cheque number); credited once: the same reference
     under another idempotency key is ALREADY_EXISTS. Card payments (pi_...) are credited by the wallet.
