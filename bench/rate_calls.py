@@ -72,7 +72,7 @@ async def setup(wallet, billing, run_id: str, count: int, contractors: int = CON
     zips = [f"{90000 + i:05d}" for i in range(zip_count)]
     for z in zips:
         await billing.SetZipRate(pb.SetZipRateRequest(zip=z, rate_cents=RATE_CENTS, set_by="bench",
-                                                      effective_from=Timestamp(seconds=0)))
+                                                      effective_from=Timestamp(seconds=1_577_836_800)))
     sem = asyncio.Semaphore(32)
 
     async def top_up(i: int) -> None:

@@ -8,6 +8,7 @@ import pathlib
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.billing import events
 from services.billing.access import ACCESS
+from services.billing.freshness import FactLimits
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
 from services.billing.settlement import FaultHook, Settlement
@@ -40,13 +41,14 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     relay.start()
     wallet_target = settings.target_of_wallet()
     wallet = WalletClient(client_channel(wallet_target, "billing", settings), wallet_target)
-    settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge)
+    limits = FactLimits(settings.clock_skew_s, settings.appointment_max_ahead_days, settings.rate_earliest_s)
+    settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge, limits)
     sweeper = settlement_sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
                                  settings.settlement_sweep_after_ms / 1000)
     sweeper.start()
     desk = RefundDesk(store, wallet, settlement, settings.refund_window_days,
-                      settings.refund_second_approval_cents)
-    servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge)
+                      settings.refund_auto_approvals_per_30d, settings.refund_second_approval_cents)
+    servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge, limits=limits)
     return GrpcServer(
         "billing",
         SERVICE_NAME,

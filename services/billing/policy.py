@@ -10,6 +10,7 @@ import time
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2
 from services.billing import ratecard
+from services.runtime import timestamps
 from services.runtime.errors import InvalidArgument
 from services.runtime.timestamps import set_stamp
 
@@ -72,6 +73,7 @@ def validate_call(call: pb.FinishedCall) -> None:
                        "MALFORMED_FIELD")
     if not call.HasField("started_at"):
         raise _invalid("started_at", "is required: it picks the rate", "MISSING_FIELD")
+    timestamps.check("started_at", call.started_at)
     if call.mode not in _MODES:
         raise _invalid("mode", f"unknown mode {call.mode}; send CALL_MODE_HUMAN or CALL_MODE_AI_AGENT", "UNKNOWN_MODE")
     if len(call.legs) > MAX_LEGS:
@@ -92,6 +94,8 @@ def _validate_leg(call: pb.FinishedCall, name: str, leg: pb.Leg, started: int) -
     for stamp in ("rang_at", "ended_at"):
         if not leg.HasField(stamp):
             raise _invalid(f"{name}.{stamp}", "is required", "MISSING_FIELD")
+        timestamps.check(f"{name}.{stamp}", getattr(leg, stamp))
+    timestamps.check(f"{name}.answered_at", leg.answered_at)  # unset reads as the epoch, which is in range
     if leg.answered_by not in _ANSWERS:
         raise _invalid(f"{name}.answered_by", f"unknown value {leg.answered_by}; send ANSWERED_BY_NONE when nobody "
                        "picked up")

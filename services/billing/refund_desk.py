@@ -15,11 +15,14 @@ from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidAr
 
 # How far back the double-bill check reads a contractor's ledger (pages of 500 entries).
 LEDGER_PAGES = 4
+# The rolling window over which automatic approvals of undefendable charges are counted.
+ALLOWANCE_WINDOW_DAYS = 30
 
 
 class RefundDesk:
     def __init__(self, store: BillingStore, wallet: WalletClient, settlement: Settlement, window_days: int,
-                 second_approval_cents: int = 0) -> None:
+                 auto_approvals: int = 5, second_approval_cents: int = 0) -> None:
+        self._auto_approvals = auto_approvals
         self._second_approval_cents = second_approval_cents
         self._store = store
         self._wallet = wallet
@@ -56,25 +59,34 @@ class RefundDesk:
             charge["kind"] == "call", bool(charge["recording_uri"]), bool(charge["transcript_uri"]),
             bool(duplicates) if request.reason == pb.REFUND_REASON_DOUBLE_BILL else None,
         )
-        approved = verdict.state == "approved"
-        row = await self._store.insert_case({
-            "refund_case_id": str(uuid.uuid4()), "idempotency_key": request.idempotency_key, "request_hash": fp,
-            "charge_id": charge["charge_id"], "contractor_id": request.contractor_id,
-            "reason": pb.RefundReason.Name(request.reason), "note": request.note, "state": verdict.state,
-            "amount_cents": amount, "recording_uri": charge["recording_uri"],
-            "disclosure_played": charge["disclosure_played"], "transcript_uri": charge["transcript_uri"],
-            "duplicate_of_charge_id": await self._duplicate_name(duplicates) if approved else "",
-            "resolution_note": verdict.resolution_note, "auto_resolved": verdict.auto_resolved,
-            "credit_state": "settling" if approved else "none",
-            "requested_at": now,
-            "resolved_at": now if verdict.state != "pending_review" else None,
-        })
+
+        def case(triaged: refunds.Triage, duplicate_of: str) -> dict:
+            approved = triaged.state == "approved"
+            return {
+                "refund_case_id": str(uuid.uuid4()), "idempotency_key": request.idempotency_key, "request_hash": fp,
+                "charge_id": charge["charge_id"], "contractor_id": request.contractor_id,
+                "reason": pb.RefundReason.Name(request.reason), "note": request.note, "state": triaged.state,
+                "amount_cents": amount, "recording_uri": charge["recording_uri"],
+                "disclosure_played": charge["disclosure_played"], "transcript_uri": charge["transcript_uri"],
+                "duplicate_of_charge_id": duplicate_of if approved else "",
+                "resolution_note": triaged.resolution_note, "auto_resolved": triaged.auto_resolved,
+                "credit_state": "settling" if approved else "none",
+                "requested_at": now,
+                "resolved_at": now if triaged.state != "pending_review" else None,
+            }
+
+        if verdict.undefendable:
+            held = case(refunds.allowance_exhausted(self._auto_approvals, ALLOWANCE_WINDOW_DAYS), "")
+            row = await self._store.insert_case_within_allowance(
+                case(verdict, ""), held, self._auto_approvals, ALLOWANCE_WINDOW_DAYS)
+        else:
+            row = await self._store.insert_case(case(verdict, await self._duplicate_name(duplicates)))
         if row is None:  # a concurrent request took the key or the charge's one live case first
             earlier = await self._store.case_by_key(request.idempotency_key)
             if earlier is not None:
                 return await self._replay(earlier, fp)
             return await self.request(request)
-        if approved:
+        if row["state"] == "approved":
             row = await self._settlement.credit_refund(row)
         return row
 

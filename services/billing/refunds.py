@@ -28,6 +28,9 @@ class Triage:
     state: str  # a refund_cases.state
     auto_resolved: bool
     resolution_note: str
+    # Approved only because the charge cannot be defended (no recording or transcript), whatever the reason
+    # given: such approvals are limited per contractor (allowance_exhausted), the rest go to an operator.
+    undefendable: bool = False
 
 
 def validate_request(contractor_id: str, charge_id: str, reason: int, note: str, amount_cents: int,
@@ -78,7 +81,7 @@ def triage(reason: int, charged_at: dt.datetime, now: dt.datetime, window_days: 
         missing = " and ".join(w for w, ok in (("recording", has_recording), ("transcript", has_transcript)) if not ok)
         return Triage("approved", True,
                       f"Approved: the charge has no {missing}, the source of truth for a refund, so it cannot be "
-                      "defended.")
+                      "defended.", undefendable=True)
     if reason == pb.REFUND_REASON_DOUBLE_BILL:
         if duplicate_found:
             return Triage("approved", True, "Approved: the ledger shows this call or booking was charged twice.")
@@ -111,3 +114,8 @@ def approval_step(second_approval_cents: int, amount_cents: int, first_approver:
     if amount_cents != first_approved_cents:
         return "other_amount"
     return "final"
+def allowance_exhausted(allowance: int, window_days: int) -> Triage:
+    """What an undefendable charge's refund becomes once the contractor used up its automatic approvals."""
+    return Triage("pending_review", False,
+                  f"Waiting for an operator: {allowance} refunds of charges without a recording were approved "
+                  f"automatically for this contractor in the last {window_days} days, the most allowed.")

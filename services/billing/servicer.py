@@ -8,7 +8,8 @@ import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
-from services.billing import events, explain, messages, ratecard
+from services.billing import events, explain, freshness, messages, ratecard
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.refund_desk import RefundDesk
 from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
@@ -24,7 +25,9 @@ MAX_BATCH = 1000
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, store: BillingStore, settlement: Settlement, desk: RefundDesk, on_event=lambda: None) -> None:
+    def __init__(self, store: BillingStore, settlement: Settlement, desk: RefundDesk, on_event=lambda: None,
+                 limits: FactLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
         self._store = store
         self._settlement = settlement
         self._desk = desk
@@ -36,6 +39,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.SetZipRateRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetZipRateResponse:
         ratecard.validate_zip_rate(request.zip, request.rate_cents, request.HasField("effective_from"), request.set_by)
+        freshness.check_effective_from(request.effective_from, self._limits)
 
         def event(previous_cents: int) -> bytes:
             return events.payload(events_pb2.BillingEvent(zip_rate_changed=events_pb2.ZipRateChanged(
@@ -53,6 +57,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: pb.SetBookingFeeRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetBookingFeeResponse:
         ratecard.validate_booking_fee(request.fee_cents, request.HasField("effective_from"), request.set_by)
+        freshness.check_effective_from(request.effective_from, self._limits)
 
         def event(previous_cents: int) -> bytes:
             return events.payload(events_pb2.BillingEvent(booking_fee_changed=events_pb2.BookingFeeChanged(
@@ -174,6 +179,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         if request.scheduled_at.seconds < 946_684_800:
             raise InvalidArgument("scheduled_at is before 2000-01-01; send the moment the appointment was booked",
                                   field="scheduled_at")
+        freshness.check_booking(request, self._limits)
         row, replayed = await self._settlement.record_booking(request)
         charge = await self._store.get_charge(row["charge_id"])
         return pb.RecordBookingResponse(

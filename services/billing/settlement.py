@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -24,7 +25,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import events_pb2
 from callersync.wallet.v1 import wallet_pb2 as wpb
-from services.billing import events, policy
+from services.billing import events, freshness, policy
+from services.billing.freshness import DEFAULT_LIMITS, FactLimits
 from services.billing.storage import BillingStore
 from services.billing.wallet_client import WalletClient, WalletRefused, no_wallet
 from services.runtime.background import Loop
@@ -138,7 +140,8 @@ class FaultHook:
 
 class Settlement:
     def __init__(self, store: BillingStore, wallet: WalletClient, fault: FaultHook,
-                 on_event: Callable[[], None] = lambda: None) -> None:
+                 on_event: Callable[[], None] = lambda: None, limits: FactLimits = DEFAULT_LIMITS) -> None:
+        self._limits = limits
         self._store = store
         self._wallet = wallet
         self._fault = fault
@@ -177,9 +180,11 @@ class Settlement:
         out: list[Any] = [None] * len(calls)
         first_of: dict[str, int] = {}
         unique: list[int] = []
+        now_s = time.time()
         for i, call in enumerate(calls):
             try:
                 policy.validate_call(call)
+                freshness.check_call(call, self._limits, now_s)
             except DomainError as err:
                 out[i] = err
                 continue

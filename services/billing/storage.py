@@ -457,6 +457,31 @@ class BillingStore:
         except asyncpg.UniqueViolationError:
             return None
 
+    async def insert_case_within_allowance(self, case: dict[str, Any], held: dict[str, Any], allowance: int,
+                                           window_days: int) -> asyncpg.Record | None:
+        """Inserts `case` (an automatic approval that counts) while the contractor has had fewer than
+        `allowance` such approvals in the last `window_days`, else `held` (the same request, left for an
+        operator). The contractor's advisory lock makes the count and the insert one step, so concurrent
+        requests cannot each take the last approval. None as insert_case."""
+        try:
+            async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('refund-allowance:' || $1, 0))",
+                                   case["contractor_id"])
+                used = await conn.fetchval(
+                    "SELECT count(*) FROM billing.refund_cases WHERE contractor_id = $1 AND counts_as_auto_approval"
+                    " AND requested_at > now() - make_interval(days => $2)",
+                    case["contractor_id"], window_days,
+                )
+                row = {**case, "counts_as_auto_approval": True} if used < allowance else held
+                cols = list(row)
+                return await conn.fetchrow(
+                    f"INSERT INTO billing.refund_cases ({', '.join(cols)})"
+                    f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))}) RETURNING *",
+                    *row.values(),
+                )
+        except asyncpg.UniqueViolationError:
+            return None
+
     async def resolve_case(self, refund_case_id: str, state: str, reviewer: str, note: str,
                            amount_cents: int | None = None) -> asyncpg.Record | None:
         """Moves a pending case to its verdict (an approval in part lowers amount_cents, keeping what was asked in

@@ -30,12 +30,15 @@ from opentelemetry import propagate, trace
 
 from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
+from services.gateway.slow_clients import GuardedSite
 from services.gateway.web.config import WebConfig
 from services.gateway.web.sessions import WebSessions
 from services.gateway.web.site import WebApp
 from services.runtime import telemetry
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
+from services.runtime.errors import clip_message
+from services.runtime.interceptors import REQUEST_ID
 
 log = logging.getLogger("callersync.gateway")
 refusals = logging.getLogger("callersync.gateway.refusals")
@@ -63,7 +66,7 @@ def error_response(
     status: int | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> web.Response:
-    body = transcoding.error_body(code, message, details or [])
+    body = transcoding.error_body(code, clip_message(message), details or [])
     return _json(body, status or transcoding.http_status(code), headers)
 
 
@@ -84,6 +87,7 @@ class Gateway:
         upstreams = sorted({b.upstream for b in self.routes.bindings})
         self.targets = {name: (targets or {}).get(name) or settings.target_of(name) for name in upstreams}
         self.keys = tokens.keys_of(settings.jwt_secret)
+        self.jwks = tokens.jwks_client(settings.jwt_jwks_url)
         self.origins = {o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()}
         self.openapi_body = json.dumps(openapi.document(self.routes.bindings), indent=1).encode()
         self._channels: dict[str, grpc.aio.Channel] = {}
@@ -97,8 +101,12 @@ class Gateway:
         self.web = WebApp(self, web_config, WebSessions(self._redis, link_ttl_s=web_config.link_ttl_s,
                                                         session_ttl_s=web_config.session_ttl_s)
                           if self._redis is not None else None)
-        if not self.keys:
-            log.warning("CALLERSYNC_JWT_SECRET is not set: every API request will be refused (401)")
+        if any(len(k) < 32 for k in self.keys):
+            # RFC 7518 3.2: an HS256 key shorter than the hash is guessable offline from any token it signed.
+            log.warning("a CALLERSYNC_JWT_SECRET key is shorter than 32 bytes; use `openssl rand -base64 32`")
+        if not self.keys and self.jwks is None:
+            log.warning("neither CALLERSYNC_JWT_JWKS_URL nor CALLERSYNC_JWT_SECRET is set: every API request will "
+                        "be refused (401)")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -116,10 +124,12 @@ class Gateway:
         for name, target in self.targets.items():
             # TLS / mutual TLS from the settings and trace context on every call, as every service's.
             self._channels[name] = client_channel(target, "gateway", self.settings)
-        self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False,
+                                     keepalive_timeout=float(self.settings.gateway_keepalive_s))
         await self._runner.setup()
-        site = web.TCPSite(
-            self._runner, self.settings.host, port, shutdown_timeout=float(self.settings.shutdown_grace_s)
+        site = GuardedSite(
+            self._runner, self.settings.host, port, shutdown_timeout=float(self.settings.shutdown_grace_s),
+            header_timeout_s=float(self.settings.gateway_header_timeout_s),
         )
         await site.start()
         bound = int(self._runner.addresses[0][1])
@@ -233,7 +243,11 @@ class Gateway:
             (who.contractor_id or "-") if who else "-",
         )
 
-    def _authenticate(self, request: web.Request) -> tokens.Principal | web.Response:
+    def _verify(self, token: str) -> dict[str, Any]:
+        return tokens.verify(token, self.keys, issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience,
+                             max_lifetime_s=self.settings.jwt_max_lifetime_s, jwks=self.jwks)
+
+    async def _authenticate(self, request: web.Request) -> tokens.Principal | web.Response:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="callersync"'}
@@ -245,9 +259,18 @@ class Gateway:
                 f"{reason}: send Authorization: Bearer <JWT>",
                 headers=challenge,
             )
+        token = token.strip()
         try:
-            principal = tokens.principal_of(tokens.verify(token.strip(), self.keys, issuer=self.settings.jwt_issuer,
-                                                          audience=self.settings.jwt_audience))
+            if self.jwks is not None and tokens.algorithm_of(token) in tokens.ASYMMETRIC:
+                # PyJWKClient fetches the key set with blocking I/O when its cache is cold or a kid is new.
+                claims = await asyncio.to_thread(self._verify, token)
+            else:
+                claims = self._verify(token)
+            principal = tokens.principal_of(claims)
+        except tokens.KeysUnavailable as err:
+            log.warning("cannot verify a token: %s", err)
+            return error_response(grpc.StatusCode.UNAVAILABLE, "the identity provider's keys cannot be fetched; "
+                                  "retry shortly")
         except tokens.InvalidToken as err:
             self._refuse(request, 401, str(err))
             return error_response(
@@ -273,7 +296,10 @@ class Gateway:
         return call
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
-        request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        # A client's own id is kept when it looks like one (it is echoed in a header and sent to the services).
+        request_id = request.headers.get("X-Request-Id", "")
+        if not REQUEST_ID.match(request_id):
+            request_id = uuid.uuid4().hex
         started = time.perf_counter()
         # One SERVER span per HTTP request, joining the caller's trace when it sent a traceparent.
         with self._tracer.start_as_current_span(
@@ -296,7 +322,7 @@ class Gateway:
     async def _transcode_and_call(
         self, request: web.Request, request_id: str, routed: list[str]
     ) -> web.Response:
-        principal = self._authenticate(request)
+        principal = await self._authenticate(request)
         if isinstance(principal, web.Response):
             return principal
 

@@ -1,11 +1,18 @@
-"""Bearer tokens: HS256 JWTs checked with the standard library (hmac), and minted for operators and tests.
+"""Bearer tokens: JWTs verified with PyJWT, and minted (HS256) for operators, development and tests.
 
-Why not PyJWT: one algorithm, fixed by configuration, is a few dozen lines, and pinning the algorithm here
-(never trusting the token's own `alg`) closes the classic `alg: none` / algorithm-confusion holes.
+Two kinds of key, each pinned to its own algorithms (never the token's say-so, which closes `alg: none` and
+RS256/HS256 confusion):
+- an identity provider's published keys (CALLERSYNC_JWT_JWKS_URL, a JWKS document): RS256/RS384/RS512,
+  PS256, ES256/ES384, the key picked by the token's `kid`; fetched with PyJWKClient, cached for 5 minutes, an
+  unknown `kid` refetching at most every 30 s (a rotated key is found; a flood of made-up kids is not a flood
+  of fetches);
+- HS256 shared secrets (CALLERSYNC_JWT_SECRET, comma-separated: the first signs, every one verifies, so keys
+  rotate without downtime), kept for development and `callersync up`.
 
 Claims: `sub` (who), `role` ("contractor" or "operator"), `contractor_id` (required for contractors),
-`exp` (required), `iss` and `aud` (required to match the configured issuer and audience, unless those are
-configured empty), optionally `nbf` and `iat`.
+`exp` and `iat` (required, finite numbers; `exp - iat` at most CALLERSYNC_JWT_MAX_LIFETIME_S, 24 h by
+default, so a leaked token is not good for years), `iss` and `aud` (required to match the configured issuer
+and audience, unless those are configured empty), optionally `nbf`.
 
     python -m services.gateway.tokens --role operator --sub alice
     python -m services.gateway.tokens --role contractor --sub bob --contractor-id ctr-42 --ttl-s 3600
@@ -16,17 +23,16 @@ data dir.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import hashlib
-import hmac
-import json
+import math
 import os
 import pathlib
 import secrets
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import jwt
 
 from services.runtime.config import Settings
 
@@ -60,53 +66,98 @@ def keys_of(configured: str) -> list[bytes]:
     return [k.strip().encode() for k in configured.split(",") if k.strip()]
 
 
-def _b64decode(part: str) -> bytes:
+ASYMMETRIC = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384")
+DEFAULT_MAX_LIFETIME_S = 24 * 3600
+
+
+class KeysUnavailable(Exception):
+    """The identity provider's published keys cannot be fetched: 503, the token may well be fine."""
+
+
+def algorithm_of(token: str) -> str:
     try:
-        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
-    except (ValueError, TypeError) as err:
-        raise InvalidToken("token is not base64url") from err
+        header = jwt.get_unverified_header(token)
+    except jwt.InvalidTokenError as err:
+        raise InvalidToken("token is not a JWS compact serialisation with a JSON header") from err
+    alg = header.get("alg")
+    return alg if isinstance(alg, str) else ""
 
 
-def _b64encode(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+def _time_claim(claims: Mapping[str, Any], name: str, required: bool) -> float | None:
+    value = claims.get(name)
+    if value is None and not required:
+        return None
+    # bool is an int to Python; NaN and Infinity parse from JSON and compare false with everything, so a
+    # token with `exp: NaN` would never expire.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        raise InvalidToken(f"token has no numeric {name}" if required else f"token {name} is not a number")
+    return float(value)
 
 
 def verify(token: str, keys: Sequence[bytes], now: float | None = None, *, issuer: str = "",
-           audience: str = "") -> dict[str, Any]:
-    """The claims of a valid token; raises InvalidToken otherwise. An empty issuer or audience is not checked."""
-    if not keys:
-        raise InvalidToken("the gateway has no CALLERSYNC_JWT_SECRET configured; no token can be valid")
-    parts = token.split(".")
-    if len(parts) != 3:
-        raise InvalidToken("token is not a JWS compact serialisation")
-    try:
-        header = json.loads(_b64decode(parts[0]))
-        claims = json.loads(_b64decode(parts[1]))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InvalidToken("token header or claims are not JSON") from err
-    if not isinstance(header, dict) or header.get("alg") != "HS256":
-        raise InvalidToken("token algorithm must be HS256")
-    signature = _b64decode(parts[2])
-    signed = f"{parts[0]}.{parts[1]}".encode()
-    if not any(hmac.compare_digest(hmac.new(k, signed, hashlib.sha256).digest(), signature) for k in keys):
+           audience: str = "", max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S,
+           jwks: jwt.PyJWKClient | None = None) -> dict[str, Any]:
+    """The claims of a valid token; raises InvalidToken otherwise (KeysUnavailable when the JWKS cannot be
+    fetched). An empty issuer or audience is not checked. With `jwks`, fetching keys may block: call it off
+    the event loop for asymmetric tokens."""
+    alg = algorithm_of(token)
+    candidates: list[Any]
+    if alg == "HS256":
+        if not keys:
+            raise InvalidToken("the gateway has no CALLERSYNC_JWT_SECRET configured; no HS256 token can be valid")
+        candidates = list(keys)
+    elif alg in ASYMMETRIC:
+        if jwks is None:
+            raise InvalidToken(f"token algorithm {alg} needs the issuer's keys: CALLERSYNC_JWT_JWKS_URL is not set")
+        try:
+            candidates = [jwks.get_signing_key_from_jwt(token).key]
+        except jwt.PyJWKClientConnectionError as err:
+            raise KeysUnavailable(f"the identity provider's keys cannot be fetched ({err})") from err
+        except (jwt.PyJWKClientError, jwt.InvalidTokenError) as err:
+            raise InvalidToken(f"no published key matches the token ({err})") from err
+    else:
+        raise InvalidToken(f"token algorithm must be HS256 or one of {', '.join(ASYMMETRIC)}")
+    options = {"verify_exp": False, "verify_nbf": False, "verify_iat": False,  # checked below, against `now`
+               "verify_aud": False, "verify_iss": False, "require": []}  # checked below, with clearer messages
+    claims: Any = None
+    for key in candidates:
+        try:
+            claims = jwt.decode(token, key, algorithms=[alg], options=options)  # type: ignore[arg-type]
+            break
+        except jwt.InvalidSignatureError:
+            continue
+        except jwt.InvalidTokenError as err:
+            raise InvalidToken(f"token is malformed ({err})") from err
+    if claims is None:
         raise InvalidToken("token signature does not verify")
     if not isinstance(claims, dict):
         raise InvalidToken("token claims are not an object")
     now = time.time() if now is None else now
-    exp = claims.get("exp")
-    if not isinstance(exp, (int, float)) or isinstance(exp, bool):
-        raise InvalidToken("token has no numeric exp")
+    exp = _time_claim(claims, "exp", True)
+    iat = _time_claim(claims, "iat", True)
+    nbf = _time_claim(claims, "nbf", False)
+    assert exp is not None and iat is not None
     if now > exp + LEEWAY_S:
         raise InvalidToken("token expired")
-    nbf = claims.get("nbf")
-    if isinstance(nbf, (int, float)) and now + LEEWAY_S < nbf:
+    if nbf is not None and now + LEEWAY_S < nbf:
         raise InvalidToken("token not valid yet")
+    if iat > now + LEEWAY_S:
+        raise InvalidToken("token issued in the future (iat)")
+    if exp - iat > max_lifetime_s:
+        raise InvalidToken(f"token lifetime (exp - iat) exceeds {max_lifetime_s} s; ask for a shorter-lived token")
     if issuer and claims.get("iss") != issuer:
         raise InvalidToken(f"token issuer must be {issuer!r}")
     aud = claims.get("aud")
     if audience and audience not in (aud if isinstance(aud, list) else [aud]):
         raise InvalidToken(f"token audience must include {audience!r}")
     return claims
+
+
+def jwks_client(url: str, cooldown_s: float = 30) -> jwt.PyJWKClient | None:
+    """The identity provider's key set, cached 5 minutes; an unknown kid refetches at most every cooldown_s."""
+    if not url:
+        return None
+    return jwt.PyJWKClient(url, cache_jwk_set=True, lifespan=300, timeout=5, cooldown_duration=cooldown_s)
 
 
 def principal_of(claims: Mapping[str, Any]) -> Principal:
@@ -120,15 +171,12 @@ def principal_of(claims: Mapping[str, Any]) -> Principal:
     return Principal(subject, role, contractor_id if isinstance(contractor_id, str) else "")
 
 
-def mint(claims: Mapping[str, Any], key: bytes) -> str:
-    header = _b64encode(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
-    body = _b64encode(json.dumps(dict(claims), separators=(",", ":")).encode())
-    signature = hmac.new(key, f"{header}.{body}".encode(), hashlib.sha256).digest()
-    return f"{header}.{body}.{_b64encode(signature)}"
+def mint(claims: Mapping[str, Any], key: Any, algorithm: str = "HS256", kid: str = "") -> str:
+    return jwt.encode(dict(claims), key, algorithm=algorithm, headers={"kid": kid} if kid else None)
 
 
-def mint_for(key: bytes, *, sub: str, role: str, contractor_id: str = "", ttl_s: int = 3600,
-             issuer: str = ISSUER, audience: str = AUDIENCE) -> str:
+def mint_for(key: Any, *, sub: str, role: str, contractor_id: str = "", ttl_s: int = 3600,
+             issuer: str = ISSUER, audience: str = AUDIENCE, algorithm: str = "HS256", kid: str = "") -> str:
     now = int(time.time())
     claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + ttl_s}
     if issuer:
@@ -137,7 +185,7 @@ def mint_for(key: bytes, *, sub: str, role: str, contractor_id: str = "", ttl_s:
         claims["aud"] = audience
     if contractor_id:
         claims["contractor_id"] = contractor_id
-    return mint(claims, key)
+    return mint(claims, key, algorithm, kid)
 
 
 def dev_secret(data_dir: pathlib.Path) -> str:

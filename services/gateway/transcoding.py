@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -166,6 +167,31 @@ def _parse_into(message: Message, tree: Any, what: str) -> None:
         raise TranscodeError(f"{what}: {err}") from None
     except (TypeError, ValueError, AttributeError) as err:  # non-object where an object is due, and the like
         raise TranscodeError(f"{what}: {err}") from None
+    except RecursionError:
+        raise TranscodeError(f"{what}: nested too deeply for {message.DESCRIPTOR.name}") from None
+
+
+# No request message of ours nests deeper than a handful of levels; json.loads recurses once per level (and
+# raises RecursionError, a 500, near 1000), so anything deeper is refused before it is parsed.
+MAX_JSON_DEPTH = 32
+_BRACKETS = re.compile(rb'"(?:[^"\\]+|\\.)*"|[\[\]{}]')
+
+
+def _nesting(body: bytes) -> int:
+    """How deep the body's arrays and objects nest (brackets inside strings do not count); stops counting
+    past MAX_JSON_DEPTH."""
+    depth = deepest = 0
+    for token in _BRACKETS.finditer(body):
+        t = token.group()
+        if t in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > MAX_JSON_DEPTH:
+                    break
+        elif t in (b"]", b"}"):
+            depth -= 1
+    return deepest
 
 
 def build_request(
@@ -178,10 +204,15 @@ def build_request(
     if body.strip():
         if not binding.body:
             raise TranscodeError(f"{binding.http_method} {binding.template.source} takes no request body")
+        if _nesting(body) > MAX_JSON_DEPTH:
+            raise TranscodeError(f"the request body nests arrays and objects more than {MAX_JSON_DEPTH} deep; no "
+                                 f"{descriptor.name} does")
         try:
             decoded = json.loads(body)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise TranscodeError(f"the request body is not JSON: {err}") from None
+        except RecursionError:  # a net under _nesting: json's C parser recurses per level
+            raise TranscodeError("the request body nests arrays and objects too deeply") from None
         if binding.body == "*":
             if not isinstance(decoded, dict):
                 raise TranscodeError(f"the request body must be a JSON object ({descriptor.name})")

@@ -63,8 +63,16 @@ def require_time_zone(name: str) -> str:
     return name
 
 
+# Every RouteCall checks each candidate's windows: ten a day is more than any business keeps, and bounds
+# that work (and the stored profile) where non-overlap alone would allow 10,080.
+MAX_WINDOWS = 70
+
+
 def validate_windows(windows: list[Window]) -> tuple[Window, ...]:
-    """Days 1-7, 0 <= start < end <= 1440, no two windows of a day overlapping."""
+    """At most MAX_WINDOWS; days 1-7, 0 <= start < end <= 1440, no two windows of a day overlapping."""
+    if len(windows) > MAX_WINDOWS:
+        raise InvalidArgument(f"weekly_hours holds {len(windows)} windows; at most {MAX_WINDOWS} (ten a day)",
+                              field="weekly_hours")
     for i, w in enumerate(windows):
         field = f"weekly_hours[{i}]"
         if not 1 <= w.weekday <= 7:

@@ -40,6 +40,14 @@ class Settings:
     jwt_issuer: str = "callersync"
     jwt_audience: str = "callersync-gateway"
     cors_origins: str = ""
+    # A client must finish its first request's headers within this many seconds (slow clients hold sockets);
+    # an idle or half-sent kept-alive connection is closed this long after its last response.
+    gateway_header_timeout_s: int = 10
+    gateway_keepalive_s: int = 75
+    # Bearer tokens from an identity provider: its published keys (JWKS, RS256/ES256), and the longest
+    # lifetime (exp - iat) a token may claim. CALLERSYNC_JWT_SECRET's HS256 keys remain for development.
+    jwt_jwks_url: str = ""
+    jwt_max_lifetime_s: int = 24 * 3600
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
     tls_cert_file: str = ""
@@ -91,6 +99,14 @@ class Settings:
     refund_window_days: int = 30
     # A refund approval above this many cents needs a second operator (0: one approval always suffices).
     refund_second_approval_cents: int = 10_000
+    # Facts from the future (services/billing/freshness.py): the clock skew tolerated between the sender and
+    # billing, how far after its booking an appointment may lie, the earliest moment a price may take effect.
+    clock_skew_s: int = 60
+    appointment_max_ahead_days: int = 400
+    rate_earliest_s: int = 1_577_836_800
+    # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
+    # wait for an operator.
+    refund_auto_approvals_per_30d: int = 5
     settlement_sweep_interval_ms: int = 2000
     settlement_sweep_after_ms: int = 10_000
 
@@ -124,6 +140,10 @@ class Settings:
             jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
             jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
             cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
+            gateway_header_timeout_s=_int(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S", d.gateway_header_timeout_s),
+            gateway_keepalive_s=_int(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
+            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
+            jwt_max_lifetime_s=_int(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
@@ -149,6 +169,12 @@ class Settings:
             refund_window_days=_int(env, "CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
             refund_second_approval_cents=_int(env, "CALLERSYNC_REFUND_SECOND_APPROVAL_CENTS",
                                               d.refund_second_approval_cents),
+            clock_skew_s=_int(env, "CALLERSYNC_CLOCK_SKEW_S", d.clock_skew_s),
+            appointment_max_ahead_days=_int(env, "CALLERSYNC_APPOINTMENT_MAX_AHEAD_DAYS",
+                                            d.appointment_max_ahead_days),
+            rate_earliest_s=_int(env, "CALLERSYNC_RATE_EARLIEST_S", d.rate_earliest_s),
+            refund_auto_approvals_per_30d=_int(env, "CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D",
+                                               d.refund_auto_approvals_per_30d),
             settlement_sweep_interval_ms=_int(
                 env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
             ),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
 import json
 import logging
@@ -9,6 +10,10 @@ import logging
 from opentelemetry import trace
 
 from services.runtime.config import Settings
+
+# The id of the RPC being served (set by the server interceptor): in every log line written while serving it,
+# and in the reply's x-request-id trailer, so a caller's report leads to the lines whether tracing is on or not.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("callersync_request_id", default="")
 
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -26,6 +31,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = REQUEST_ID.get()
+        if request_id:
+            entry["request_id"] = request_id
         ctx = trace.get_current_span().get_span_context()
         if ctx.is_valid:
             entry["trace_id"] = format(ctx.trace_id, "032x")
@@ -41,9 +49,16 @@ def configure(service: str, settings: Settings) -> None:
     """JSON lines on stderr (CALLERSYNC_LOG_FORMAT=text for humans), level from CALLERSYNC_LOG_LEVEL."""
     handler = logging.StreamHandler()
     if settings.log_format == "text":
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s%(request)s"))
+        handler.addFilter(_with_request_id)
     else:
         handler.setFormatter(JsonFormatter(service))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+
+
+def _with_request_id(record: logging.LogRecord) -> bool:
+    request_id = REQUEST_ID.get()
+    record.request = f" request_id={request_id}" if request_id else ""
+    return True

@@ -13,10 +13,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from services.runtime import authz, descriptors
-from services.runtime.interceptors import WrappingRegistrar
+from services.runtime.interceptors import Admission, WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
 
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
 Cleanup = Callable[[], Awaitable[None]]
 
 
@@ -41,16 +42,26 @@ class GrpcServer:
         self._cleanups = list(cleanups)
         self._stopped = asyncio.Event()
         self.health = health.aio.HealthServicer()
+        # Past max_concurrent_rpcs the interceptor sheds load at once as RESOURCE_EXHAUSTED with a retry hint,
+        # rather than queue into deadline expiries. grpc's own limit (which counts health checks too, so an
+        # overloaded pod would fail its probes, and gives no hint) stays as a backstop well above it.
+        self.admission = Admission(max_concurrent_rpcs)
         self.server = grpc.aio.server(
-            # Shed load as RESOURCE_EXHAUSTED rather than queue into deadline expiries.
-            maximum_concurrent_rpcs=max_concurrent_rpcs,
-            options=[("grpc.so_reuseport", 0)],
+            maximum_concurrent_rpcs=max_concurrent_rpcs * 2 + 100,
+            options=[
+                ("grpc.so_reuseport", 0),
+                # No request of ours comes near this (the largest, a RateCalls batch of 1000 calls, is ~1 MB);
+                # a bigger one is refused as RESOURCE_EXHAUSTED before any handler allocates for it.
+                ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+                # Incoming metadata (headers) bounded like the trailers a client accepts.
+                ("grpc.max_metadata_size", 16 * 1024),
+            ],
         )
         # Who may call which method (services/<name>/access.py), checked once TLS gives callers an identity.
         self._gate = authz.Gate()
         self._access = access
         target: Any = self.server if access is None else authz.AuthorizingServer(self.server, self._gate, access)
-        add_servicer(WrappingRegistrar(target, name))  # type: ignore[arg-type]
+        add_servicer(WrappingRegistrar(target, name, self.admission))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # From the descriptors with the protos' comments: `grpcurl describe` shows what each call and field means.
         reflection.enable_server_reflection(

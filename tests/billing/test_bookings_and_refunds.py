@@ -1,15 +1,19 @@
 """AI bookings charged once at the fee in effect; refund cases by the product's table, credited once."""
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
+from callersync.billing.v1 import billing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.billing.app import BILLING
 from tests.billing.calls import call, connected
 from tests.billing.support import at, set_rate, stream_events, unique_zip
+from tests.conftest import serving
 from tests.wallet.support import expect_error, ledger, top_up
 
 
@@ -55,7 +59,35 @@ async def test_a_booking_id_with_other_details_is_refused(billing, wallet, contr
     await expect_error(billing.RecordBooking(other), grpc.StatusCode.ALREADY_EXISTS)
 
 
-async def test_a_booking_is_billed_at_the_fee_in_effect_when_it_was_scheduled(billing, wallet, contractor):
+async def test_a_booking_is_billed_at_the_fee_in_effect_when_it_was_scheduled(billing_settings, wallet, contractor):
+    # The session's booking fee must stay 2500 for other tests, so this one prices and books in year 2997, on a
+    # billing of its own that tolerates a clock ~1000 years ahead (the default refuses such a booking, below).
+    tolerant = dataclasses.replace(billing_settings, clock_skew_s=40_000_000_000)
+    async with serving(await BILLING.build(tolerant, 0)) as target, grpc.aio.insecure_channel(target) as channel:
+        await _fee_in_effect_when_scheduled(billing_pb2_grpc.BillingServiceStub(channel), wallet, contractor)
+
+
+async def test_a_booking_in_the_future_is_refused_and_charges_nothing(billing, wallet, db, contractor):
+    await top_up(wallet, contractor, 10_000)
+    for when in (dt.datetime(9999, 12, 31, tzinfo=dt.UTC), dt.datetime.now(dt.UTC) + dt.timedelta(seconds=70)):
+        req = booking_request(contractor, when)
+        err = await expect_error(billing.RecordBooking(req), grpc.StatusCode.INVALID_ARGUMENT)
+        assert "scheduled_at" in err.details() and "future" in err.details()
+        assert await db.fetchval("SELECT count(*) FROM billing.bookings WHERE booking_id = $1", req.booking_id) == 0
+    # Within the allowed clock skew, a booking stamped a little ahead is billed.
+    await billing.RecordBooking(booking_request(contractor, dt.datetime.now(dt.UTC) + dt.timedelta(seconds=20)))
+    # The appointment itself may be ahead, but not centuries.
+    far = booking_request(contractor)
+    far.appointment_at.FromDatetime(dt.datetime(2999, 1, 1))
+    err = await expect_error(billing.RecordBooking(far), grpc.StatusCode.INVALID_ARGUMENT)
+    assert "appointment_at" in err.details()
+    near = booking_request(contractor)
+    near.appointment_at.FromDatetime(dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=90))
+    await billing.RecordBooking(near)
+    assert await ledger(db, contractor) == (10_000 - 2 * 2500, 3, 10_000 - 2 * 2500)
+
+
+async def _fee_in_effect_when_scheduled(billing, wallet, contractor):
     await top_up(wallet, contractor, 10_000)
     await billing.SetBookingFee(pb.SetBookingFeeRequest(fee_cents=4000, effective_from=at("2997-01-01T00:00:00+00:00"),
                                                         set_by="ops"))
@@ -195,3 +227,28 @@ async def test_refund_requests_are_checked_before_anything_is_written(billing, w
     await billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_DID_NOT_CLOSE_SALE, key=key))
     await expect_error(billing.RequestRefund(refund(contractor, d.charge_id, pb.REFUND_REASON_SPAM, key=key)),
                        grpc.StatusCode.ALREADY_EXISTS)
+
+
+async def test_automatic_approvals_of_undefendable_charges_are_limited_per_contractor(billing, wallet, db, contractor):
+    """The 6th and later refunds of charges without a recording in 30 days wait for an operator, even when the
+    requests race: the allowance (CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D, 5) is counted in PostgreSQL."""
+    charges = [(await billed_call(billing, wallet, contractor, recording=False))[1].charge_id for _ in range(8)]
+    cases = [r.refund_case for r in await asyncio.gather(*(
+        billing.RequestRefund(refund(contractor, c, pb.REFUND_REASON_SPAM)) for c in charges))]
+    approved = [c for c in cases if c.state == pb.REFUND_STATE_APPROVED]
+    held = [c for c in cases if c.state == pb.REFUND_STATE_PENDING_REVIEW]
+    assert (len(approved), len(held)) == (5, 3)
+    assert all(c.refund_entry_id == 0 and not c.auto_resolved and "Waiting for an operator" in c.resolution_note
+               for c in held)
+    assert await ledger(db, contractor) == (8 * 10_000 - 3 * 4500, 8 * 2 + 5, 8 * 10_000 - 3 * 4500)
+    # An operator approves one of the held cases: credited once, and it does not use up an automatic approval.
+    resolved = (await billing.ResolveRefund(pb.ResolveRefundRequest(
+        refund_case_id=held[0].refund_case_id, resolution=pb.REFUND_RESOLUTION_APPROVE, reviewer="ops"))).refund_case
+    assert resolved.state == pb.REFUND_STATE_APPROVED and resolved.refund_entry_id
+    assert await db.fetchval("SELECT count(*) FROM billing.refund_cases WHERE contractor_id = $1"
+                             " AND counts_as_auto_approval", contractor) == 5
+    # Another contractor's allowance is its own.
+    other = f"ctr-{uuid.uuid4().hex[:10]}"
+    _, d = await billed_call(billing, wallet, other, recording=False)
+    case = (await billing.RequestRefund(refund(other, d.charge_id, pb.REFUND_REASON_SPAM))).refund_case
+    assert case.state == pb.REFUND_STATE_APPROVED

@@ -84,10 +84,19 @@ async def test_bad_rate_input_is_refused_and_writes_nothing(billing):
     zip_code = unique_zip()
     good = dict(zip=zip_code, rate_cents=4000, effective_from=at("2021-01-01T00:00:00+00:00"), set_by="ops")
     for bad in (dict(zip="9410"), dict(zip="ABCDE"), dict(rate_cents=0), dict(rate_cents=-5),
-                dict(rate_cents=10**9), dict(effective_from=None), dict(set_by="")):
+                dict(rate_cents=10**9), dict(effective_from=None), dict(set_by=""),
+                # Before CallerSync priced anything (2020-01-01): year 1, the epoch, the end of 2019.
+                dict(effective_from=at("0001-01-01T00:00:00+00:00")),
+                dict(effective_from=at("1970-01-01T00:00:00+00:00")),
+                dict(effective_from=at("2019-12-31T23:59:59+00:00"))):
         await expect_error(billing.SetZipRate(pb.SetZipRateRequest(**{**good, **bad})),
                            grpc.StatusCode.INVALID_ARGUMENT)
     await expect_error(billing.GetRateCard(pb.GetRateCardRequest(zip=zip_code)), grpc.StatusCode.NOT_FOUND)
+    err = await expect_error(billing.SetBookingFee(pb.SetBookingFeeRequest(
+        fee_cents=2600, effective_from=at("0001-01-01T00:00:00+00:00"), set_by="ops")),
+        grpc.StatusCode.INVALID_ARGUMENT)
+    assert "effective_from" in err.details()
+    assert (await billing.GetRateCard(pb.GetRateCardRequest())).booking_fee.fee_cents == 2500
 
 
 async def test_the_whole_card_pages_by_zip(billing):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import time
 import uuid
 
 from services.gateway import tokens
@@ -19,7 +20,8 @@ async def test_no_token_is_401_with_a_bearer_challenge(call, contractor):
 
 
 async def test_bad_tokens_are_401(call, contractor):
-    now_claims = {"sub": "x", "role": "operator", "exp": 4_000_000_000}
+    now = int(time.time())
+    now_claims = {"sub": "x", "role": "operator", "exp": now + 600, "iat": now}
     unsigned = base64.urlsafe_b64encode(json.dumps({"alg": "none"}).encode()).rstrip(b"=").decode()
     claims = base64.urlsafe_b64encode(json.dumps(now_claims).encode()).rstrip(b"=").decode()
     for bad in (
@@ -27,7 +29,10 @@ async def test_bad_tokens_are_401(call, contractor):
         f"{unsigned}.{claims}.",  # alg none
         tokens.mint(now_claims, b"some other key"),
         token("operator", ttl_s=-3600),  # expired an hour ago
-        tokens.mint({"sub": "x", "role": "operator"}, b"gateway-test-key-new"),  # no exp
+        tokens.mint({"sub": "x", "role": "operator", "iat": now}, b"gateway-test-key-new"),  # no exp
+        tokens.mint({**now_claims, "exp": float("nan")}, b"gateway-test-key-new"),  # exp NaN: would never expire
+        tokens.mint({**now_claims, "exp": now + 400 * 86400}, b"gateway-test-key-new"),  # lives over a year
+        tokens.mint({"sub": "x", "role": "operator", "exp": now + 600}, b"gateway-test-key-new"),  # no iat
         # the right key, but minted for another audience, or by another issuer
         tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", audience="callersync-admin-ui"),
         tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", issuer="someone-else"),

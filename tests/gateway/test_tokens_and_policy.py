@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 
 import pytest
 
@@ -26,10 +27,14 @@ def test_the_algorithm_is_pinned_to_hs256_whatever_the_header_says():
     hs512 = base64.urlsafe_b64encode(json.dumps({"alg": "HS512"}).encode()).rstrip(b"=").decode()
     with pytest.raises(tokens.InvalidToken, match="HS256"):
         tokens.verify(f"{hs512}.{claims}.{signature}", [KEY])
+    # An asymmetric algorithm is never checked against the shared secrets (RS256/HS256 confusion).
+    rs256 = base64.urlsafe_b64encode(json.dumps({"alg": "RS256"}).encode()).rstrip(b"=").decode()
+    with pytest.raises(tokens.InvalidToken, match="CALLERSYNC_JWT_JWKS_URL"):
+        tokens.verify(f"{rs256}.{claims}.{signature}", [KEY])
 
 
 def test_expiry_and_not_before_allow_a_little_clock_skew():
-    token = tokens.mint({"sub": "a", "role": "operator", "exp": 1000, "nbf": 900}, KEY)
+    token = tokens.mint({"sub": "a", "role": "operator", "exp": 1000, "nbf": 900, "iat": 900}, KEY)
     tokens.verify(token, [KEY], now=1000 + tokens.LEEWAY_S)
     tokens.verify(token, [KEY], now=900 - tokens.LEEWAY_S)
     with pytest.raises(tokens.InvalidToken, match="expired"):
@@ -41,7 +46,8 @@ def test_expiry_and_not_before_allow_a_little_clock_skew():
 def test_issuer_and_audience_must_match_unless_configured_empty():
     checks = {"issuer": "callersync", "audience": "callersync-gateway"}
     tokens.verify(tokens.mint_for(KEY, sub="a", role="operator"), [KEY], **checks)
-    several = tokens.mint({"sub": "a", "role": "operator", "exp": 4_000_000_000, "iss": "callersync",
+    now = int(time.time())
+    several = tokens.mint({"sub": "a", "role": "operator", "exp": now + 60, "iat": now, "iss": "callersync",
                            "aud": ["callersync-admin-ui", "callersync-gateway"]}, KEY)
     tokens.verify(several, [KEY], **checks)
     with pytest.raises(tokens.InvalidToken, match="audience must include 'callersync-gateway'"):
@@ -76,3 +82,31 @@ def test_a_scoped_method_without_contractor_id_is_rejected_at_start(monkeypatch)
     monkeypatch.setitem(access.POLICY, block.full_name, access.Access.OWN)
     with pytest.raises(ValueError, match="no contractor_id"):
         access.check_policy(bindings)
+
+
+@pytest.mark.parametrize("exp", [float("nan"), float("inf"), "4000000000", True, None, [1]],
+                         ids=["NaN", "Infinity", "string", "bool", "null", "list"])
+def test_exp_must_be_a_finite_number(exp):
+    """json.dumps writes NaN and Infinity, and Python's json reads them back: a token with exp NaN compared false
+    with every clock, so it never expired."""
+    now = int(time.time())
+    claims = {"sub": "a", "role": "operator", "iat": now, "exp": exp}
+    with pytest.raises(tokens.InvalidToken, match="numeric exp"):
+        tokens.verify(tokens.mint(claims, KEY), [KEY])
+    with pytest.raises(tokens.InvalidToken, match="numeric iat"):
+        tokens.verify(tokens.mint({**claims, "exp": now + 60, "iat": exp}, KEY), [KEY])
+
+
+def test_a_token_must_carry_iat_and_live_at_most_the_maximum_lifetime():
+    now = int(time.time())
+    with pytest.raises(tokens.InvalidToken, match="numeric iat"):
+        tokens.verify(tokens.mint({"sub": "a", "role": "operator", "exp": now + 60}, KEY), [KEY])
+    year = tokens.mint_for(KEY, sub="a", role="operator", ttl_s=365 * 86400)
+    with pytest.raises(tokens.InvalidToken, match="lifetime"):
+        tokens.verify(year, [KEY])
+    tokens.verify(year, [KEY], max_lifetime_s=366 * 86400)
+    tokens.verify(tokens.mint_for(KEY, sub="a", role="operator", ttl_s=24 * 3600), [KEY])
+    # iat cannot be pushed ahead to stretch the lifetime into the future.
+    later = tokens.mint({"sub": "a", "role": "operator", "iat": now + 7200, "exp": now + 7300}, KEY)
+    with pytest.raises(tokens.InvalidToken, match="future"):
+        tokens.verify(later, [KEY])

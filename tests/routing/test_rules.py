@@ -89,6 +89,14 @@ def test_overlapping_or_inverted_windows_and_unknown_zones_are_refused():
     assert schedule.validate_windows([Window(1, 0, 60), Window(1, 60, 120)])  # touching is fine
 
 
+def test_a_schedule_holds_at_most_ten_windows_a_day():
+    minutes = [Window(day, m, m + 1) for day in range(1, 8) for m in range(0, 1440, 2)]  # 5,040, none overlapping
+    with pytest.raises(InvalidArgument, match="at most 70"):
+        schedule.validate_windows(minutes)
+    assert len(schedule.validate_windows([Window(day, m, m + 60) for day in range(1, 8)
+                                          for m in range(0, 600, 60)])) == 70
+
+
 def test_skip_reasons_come_in_order_hours_then_caps_then_busy():
     now = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
     closed = Profile("c", windows=(Window(2, 0, 60),), daily_max_connected_calls=1)

@@ -39,3 +39,25 @@ def test_none_stamps_empty_and_now_is_now():
     before = dt.datetime.now(dt.UTC)
     now = to_datetime(now_stamp())
     assert before - dt.timedelta(seconds=1) <= now <= dt.datetime.now(dt.UTC)
+
+
+@pytest.mark.parametrize("seconds,nanos", [(2**62, 0), (-(2**62), 0), (253_402_300_800, 0), (-62_135_596_801, 0),
+                                           (0, 2_000_000_000), (0, -1)])
+def test_a_stamp_out_of_protobufs_range_is_the_callers_invalid_argument(seconds, nanos):
+    from services.runtime.errors import InvalidArgument
+    from services.runtime.timestamps import check, in_range
+
+    ts = Timestamp(seconds=seconds, nanos=nanos)
+    assert not in_range(ts)
+    with pytest.raises(InvalidArgument) as info:
+        check("as_of", ts)
+    assert info.value.reason == "TIMESTAMP_OUT_OF_RANGE" and "as_of" in info.value.message
+    if abs(seconds) > 10**12:
+        with pytest.raises(InvalidArgument):
+            to_datetime(ts)
+
+
+def test_the_ends_of_protobufs_range_convert():
+    first, last = Timestamp(seconds=-62_135_596_800), Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+    assert to_datetime(first) == dt.datetime(1, 1, 1, tzinfo=dt.UTC)
+    assert to_datetime(last) == dt.datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=dt.UTC)

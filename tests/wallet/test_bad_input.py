@@ -110,3 +110,41 @@ async def test_a_routability_batch_must_name_contractors(wallet):
     await expect_error(
         wallet.GetRoutability(pb.GetRoutabilityRequest(contractor_ids=["a"] * 1001, amount_cents=100)), INVALID
     )
+
+
+LONG = "x" * (64 * 1024)
+
+
+async def _short_refusal(call, code=INVALID):
+    err = await expect_error(call, code)
+    # The whole status rides in HTTP/2 trailers, which a client refuses past 16 KiB (it would then see
+    # RESOURCE_EXHAUSTED, a code our clients retry): an echoed value is cut to a prefix and its size.
+    assert len(err.details()) < 1200, len(err.details())
+    assert sum(len(k) + len(v) for k, v in err.trailing_metadata()) < 8 * 1024
+    return err
+
+
+async def test_64k_values_are_refused_with_a_short_message(wallet, db, contractor):
+    await top_up(wallet, contractor, 5000)
+    err = await _short_refusal(wallet.SetLowBalanceAlert(
+        pb.SetLowBalanceAlertRequest(contractor_id=contractor, threshold_cents=3000, email=LONG + "@example.com")))
+    assert "email" in err.details() and "bytes)" in err.details()
+    await _short_refusal(wallet.Capture(pb.CaptureRequest(reservation_id=LONG, amount_cents=100)))
+    await _short_refusal(wallet.TopUp(pb.TopUpRequest(contractor_id=contractor, amount_cents=5000,
+                                                      payment_reference=LONG, idempotency_key="k-long")))
+    await _short_refusal(wallet.TopUp(pb.TopUpRequest(contractor_id=LONG, amount_cents=5000,
+                                                      payment_reference="p", idempotency_key="k-long")))
+    await _short_refusal(wallet.GetWallet(pb.GetWalletRequest(contractor_id=LONG)))
+    await _short_refusal(wallet.ListEntries(pb.ListEntriesRequest(contractor_id=contractor, page_token=LONG)))
+    assert await ledger(db, contractor) == (5000, 1, 5000)
+
+
+async def test_every_reply_names_its_request_id(wallet, contractor):
+    await top_up(wallet, contractor, 5000)
+    call = wallet.GetWallet(pb.GetWalletRequest(contractor_id=contractor))
+    await call
+    ok_id = dict(await call.trailing_metadata())["x-request-id"]
+    err = await expect_error(wallet.GetWallet(pb.GetWalletRequest(contractor_id=contractor + "-none")),
+                             grpc.StatusCode.NOT_FOUND)
+    refused_id = dict(err.trailing_metadata())["x-request-id"]
+    assert ok_id and refused_id and ok_id != refused_id
