@@ -17,13 +17,10 @@ import logging
 import os
 import pathlib
 import sys
-import time
 from collections.abc import Coroutine
 from typing import Any
 
 import asyncpg
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.billing.app import BILLING
 from services.routing.app import ROUTING
@@ -133,22 +130,6 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
     return EXIT_WRONG if failed else EXIT_OK
-
-
-def wait_healthy(target: str, deadline_s: float, settings: Settings | None = None) -> bool:
-    """Polls the health service; over TLS (with this process's certificate) when the settings configure it."""
-    end = time.monotonic() + deadline_s
-    with (grpc.secure_channel(target, tls.channel_credentials(settings))
-          if settings is not None and tls.enabled(settings) else grpc.insecure_channel(target)) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < end:
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return True
-            except grpc.RpcError:
-                time.sleep(0.2)
-    return False
 
 
 def _demo_line(pki: certs.DevPki) -> str:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.billing import events
 from services.billing.access import ACCESS
+from services.billing.bookings import Bookings
+from services.billing.call_settlement import CallSettler
+from services.billing.clients import WalletClient
+from services.billing.config import BillingConfig
+from services.billing.fault import FaultHook
 from services.billing.freshness import FactLimits
+from services.billing.rating import Rater
+from services.billing.refund_credit import RefundCredit
 from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
-from services.billing.settlement import FaultHook, Settlement
-from services.billing.settlement import sweeper as settlement_sweeper
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
-from services.billing.wallet_client import WalletClient
+from services.billing.sweeper import Sweeper
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
@@ -27,7 +31,8 @@ from services.runtime.service import ServiceDef
 SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_name
 
 
-async def build(settings: Settings, port: int) -> GrpcServer:
+async def build(settings: Settings, port: int, config: BillingConfig | None = None) -> GrpcServer:
+    config = config or BillingConfig.from_env()
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url)
     pipe = RedisPipe.like(redis_client)  # CallRated and other outbox batches
@@ -42,13 +47,17 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     wallet_target = settings.target_of_wallet()
     wallet = WalletClient(client_channel(wallet_target, "billing", settings), wallet_target)
     limits = FactLimits(settings.clock_skew_s, settings.appointment_max_ahead_days, settings.rate_earliest_s)
-    settlement = Settlement(store, wallet, FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")), relay.nudge, limits)
-    sweeper = settlement_sweeper(settlement, settings.settlement_sweep_interval_ms / 1000,
-                                 settings.settlement_sweep_after_ms / 1000)
+    fault = FaultHook(config.fault_file or None)
+    calls = CallSettler(store, wallet, fault)
+    bookings = Bookings(store, wallet, fault)
+    credit = RefundCredit(store, wallet, fault, relay.nudge)
+    sweeper = Sweeper(store, calls, bookings, credit).loop(config.settlement_sweep_interval_ms / 1000,
+                                                           config.settlement_sweep_after_ms / 1000)
     sweeper.start()
-    desk = RefundDesk(store, wallet, settlement, settings.refund_window_days,
-                      settings.refund_auto_approvals_per_30d, settings.refund_second_approval_cents)
-    servicer = BillingServicer(store, settlement, desk, on_event=relay.nudge, limits=limits)
+    desk = RefundDesk(store, wallet, credit, config.refund_window_days, settings.refund_auto_approvals_per_30d,
+                      config.refund_second_approval_cents)
+    rater = Rater(store, wallet, calls, relay.nudge, limits)
+    servicer = BillingServicer(store, rater, bookings, desk, on_event=relay.nudge, limits=limits)
     return GrpcServer(
         "billing",
         SERVICE_NAME,

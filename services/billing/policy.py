@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import time
 
 from callersync.billing.v1 import billing_pb2 as pb
-from callersync.wallet.v1 import wallet_pb2
-from services.billing import ratecard
 from services.runtime import timestamps
 from services.runtime.errors import InvalidArgument
+from services.runtime.money import dollars
 from services.runtime.timestamps import set_stamp
+from services.runtime.validation import require_e164, require_id, require_zip
 
 # Policy: "both sides stayed connected for 30 seconds or longer. 30.000 s is billable, 29.999 s is free."
 BILLABLE_NS = 30 * 1_000_000_000
 MAX_LEGS = 50
 MAX_URI_LEN = 2000
-_E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
 _MODES = (pb.CALL_MODE_HUMAN, pb.CALL_MODE_AI_AGENT)
 _ANSWERS = (pb.ANSWERED_BY_NONE, pb.ANSWERED_BY_PERSON, pb.ANSWERED_BY_VOICEMAIL, pb.ANSWERED_BY_AI_AGENT)
 _HANGUPS = tuple(pb.HangupSide.values())
@@ -66,11 +64,9 @@ def _invalid(field: str, message: str, reason: str = "INCONSISTENT_CALL") -> Inv
 
 def validate_call(call: pb.FinishedCall) -> None:
     """Refuses facts that cannot describe a real call, before anything is written."""
-    ratecard.require_id("call_id", call.call_id)
-    ratecard.require_zip(call.zip)
-    if not _E164.match(call.caller_number):
-        raise _invalid("caller_number", f"must be E.164 like +14155550123; got {call.caller_number!r}",
-                       "MALFORMED_FIELD")
+    require_id("call_id", call.call_id)
+    require_zip(call.zip)
+    require_e164(call.caller_number)
     if not call.HasField("started_at"):
         raise _invalid("started_at", "is required: it picks the rate", "MISSING_FIELD")
     timestamps.check("started_at", call.started_at)
@@ -79,18 +75,18 @@ def validate_call(call: pb.FinishedCall) -> None:
     if len(call.legs) > MAX_LEGS:
         raise _invalid("legs", f"at most {MAX_LEGS} legs per call; got {len(call.legs)}")
     if call.HasField("recording"):
-        ratecard.require_id("recording.uri", call.recording.uri, MAX_URI_LEN)
+        require_id("recording.uri", call.recording.uri, MAX_URI_LEN)
     if call.transcript_uri:
-        ratecard.require_id("transcript_uri", call.transcript_uri, MAX_URI_LEN)
+        require_id("transcript_uri", call.transcript_uri, MAX_URI_LEN)
     started = nanos(call.started_at)
     for i, leg in enumerate(call.legs):
         _validate_leg(call, f"legs[{i}]", leg, started)
 
 
 def _validate_leg(call: pb.FinishedCall, name: str, leg: pb.Leg, started: int) -> None:
-    ratecard.require_id(f"{name}.contractor_id", leg.contractor_id)
+    require_id(f"{name}.contractor_id", leg.contractor_id)
     if leg.reservation_id:
-        ratecard.require_id(f"{name}.reservation_id", leg.reservation_id)
+        require_id(f"{name}.reservation_id", leg.reservation_id)
     for stamp in ("rang_at", "ended_at"):
         if not leg.HasField(stamp):
             raise _invalid(f"{name}.{stamp}", "is required", "MISSING_FIELD")
@@ -175,10 +171,6 @@ def _seconds(ns: int) -> str:
     return f"{ns // 1_000_000 / 1000:.3f} s"
 
 
-def _dollars(cents: int) -> str:
-    return f"${cents // 100:,}.{cents % 100:02d}"
-
-
 def _clock(ts) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ts.seconds))
 
@@ -207,10 +199,10 @@ def explain(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, rate_from:
         when = (f"answered at {_clock(leg.answered_at)}" if leg.HasField("answered_at")
                 else f"rung at {_clock(leg.rang_at)}")
         parts.append(f"Leg {v.leg_index + 1}: {v.contractor_id}, {when}, {words}.")
-    rate = (f"ZIP {call.zip}'s rate in effect when the call started was {_dollars(rate_cents)} "
+    rate = (f"ZIP {call.zip}'s rate in effect when the call started was {dollars(rate_cents)} "
             f"(since {rate_from:%Y-%m-%d}).")
     if verdict.billable:
-        head = f"Billable: {verdict.payer_contractor_id} pays {_dollars(rate_cents)} for call {call.call_id}."
+        head = f"Billable: {verdict.payer_contractor_id} pays {dollars(rate_cents)} for call {call.call_id}."
     else:
         head = f"Free: nobody pays for call {call.call_id}."
     return " ".join([head, *parts, rate])
@@ -238,21 +230,3 @@ def decision_message(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, r
         out.leg_index = verdict.leg_index
     set_stamp(out.rate_effective_from, rate_from)
     return out
-
-
-def payer_reservation(verdict: Verdict, call: pb.FinishedCall, reservations) -> str:
-    """The reservation to capture: the payer's leg's own, else the payer's open hold on this call; '' to Charge."""
-    if not verdict.billable or verdict.leg_index is None:
-        return ""
-    usable = {r.reservation_id: r for r in reservations if r.contractor_id == verdict.payer_contractor_id}
-    reported = call.legs[verdict.leg_index].reservation_id
-    if reported in usable:
-        return reported
-    # Open, expired (still capturable) or captured (this settlement's own earlier attempt): the natural key
-    # makes a repeated capture replay, so any of them is the one to capture.
-    capturable = (wallet_pb2.RESERVATION_STATE_OPEN, wallet_pb2.RESERVATION_STATE_EXPIRED,
-                  wallet_pb2.RESERVATION_STATE_CAPTURED)
-    for r in usable.values():
-        if r.state in capturable:
-            return r.reservation_id
-    return ""

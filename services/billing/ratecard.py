@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import re
 
 from services.runtime.errors import FailedPrecondition, InvalidArgument
-from services.runtime.validation import require_id
+from services.runtime.validation import require_id, require_zip
 
-ZIP = re.compile(r"^[0-9]{5}$")
 # No call or booking above $10,000: a typo guard far inside int64.
 MAX_PRICE_CENTS = 1_000_000
-DEFAULT_RATE_PAGE = 100
-MAX_RATE_PAGE = 1000
-
-
-def require_zip(zip_code: str, field: str = "zip") -> None:
-    if not ZIP.match(zip_code):
-        raise InvalidArgument(f"{field} must be a 5-digit US ZIP code like 94103; got {zip_code!r}",
-                              reason="MALFORMED_ZIP", field=field)
 
 
 def require_price(name: str, cents: int) -> None:
@@ -66,41 +55,3 @@ def repricing_refused(what: str, effective_from: dt.datetime, first_priced: dt.d
         "Choose an effective_from after the last billed one, e.g. now.",
         reason="WOULD_REPRICE_BILLED",
     )
-
-
-def page_size(requested: int, default: int, maximum: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", field="page_size")
-    return min(requested or default, maximum)
-
-
-def encode_token(*parts: str) -> str:
-    return base64.urlsafe_b64encode("\x1f".join(parts).encode()).decode()
-
-
-def decode_token(token: str, count: int) -> list[str] | None:
-    if not token:
-        return None
-    try:
-        parts = base64.urlsafe_b64decode(token.encode()).decode().split("\x1f")
-        if len(parts) == count:
-            return parts
-    except (ValueError, UnicodeError):
-        pass
-    raise InvalidArgument("page_token is not one this service issued; start again without it", field="page_token")
-
-
-def encode_position(key: str, at: dt.datetime) -> str:
-    """A page token: the (key, moment) the next page starts after (or before, for newest-first lists)."""
-    return encode_token(key, at.isoformat())
-
-
-def decode_position(token: str) -> tuple[str, dt.datetime] | None:
-    parts = decode_token(token, 2)
-    if parts is None:
-        return None
-    try:
-        return parts[0], dt.datetime.fromisoformat(parts[1])
-    except ValueError:
-        raise InvalidArgument("page_token is not one this service issued; start again without it",
-                              field="page_token") from None

@@ -7,10 +7,12 @@ import uuid
 import asyncpg
 
 from callersync.billing.v1 import billing_pb2 as pb
-from services.billing import messages, ratecard, refunds
-from services.billing.settlement import Settlement, facts_hash
+from services.billing import mappers, refunds
+from services.billing.clients import WalletClient
+from services.billing.facts import facts_hash
+from services.billing.refund_credit import RefundCredit
 from services.billing.storage import BillingStore
-from services.billing.wallet_client import WalletClient
+from services.runtime import paging
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 # How far back the double-bill check reads a contractor's ledger (pages of 500 entries).
@@ -20,7 +22,7 @@ ALLOWANCE_WINDOW_DAYS = 30
 
 
 class RefundDesk:
-    def __init__(self, store: BillingStore, wallet: WalletClient, settlement: Settlement, window_days: int,
+    def __init__(self, store: BillingStore, wallet: WalletClient, settlement: RefundCredit, window_days: int,
                  auto_approvals: int = 5, second_approval_cents: int = 0) -> None:
         self._auto_approvals = auto_approvals
         self._second_approval_cents = second_approval_cents
@@ -173,17 +175,17 @@ class RefundDesk:
         return case
 
     async def list_cases(self, request: pb.ListRefundCasesRequest) -> tuple[list[asyncpg.Record], str]:
-        size = ratecard.page_size(request.page_size, 50, 500)
+        size = paging.page_size(request.page_size, 50, 500)
         state = None
         if request.state:
-            if request.state not in messages.REFUND_STATE_NAMES:
+            if request.state not in mappers.REFUND_STATE_NAMES:
                 raise InvalidArgument(f"unknown refund state {request.state}", field="state")
-            state = messages.REFUND_STATE_NAMES[request.state]
-        position = ratecard.decode_position(request.page_token)
-        before = (position[1], position[0]) if position else None
+            state = mappers.REFUND_STATE_NAMES[request.state]
+        position = paging.decode_position(request.page_token)
+        before = (position[0], str(position[1])) if position else None
         rows = await self._store.cases(state, request.contractor_id or None, None, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
-        token = ratecard.encode_position(rows[-1]["refund_case_id"], rows[-1]["requested_at"]) if more else ""
+        token = paging.encode_position(rows[-1]["refund_case_id"], rows[-1]["requested_at"]) if more else ""
         return rows, token
 

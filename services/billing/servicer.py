@@ -1,4 +1,4 @@
-"""BillingService's gRPC layer: proto in, rules, settlement and storage, proto out."""
+"""BillingService's gRPC layer: validate, call the use case (rating, bookings, refund desk), map to proto."""
 
 from __future__ import annotations
 
@@ -8,28 +8,33 @@ import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
-from services.billing import events, explain, freshness, messages, ratecard
+from services.billing import events, explain, freshness, mappers, ratecard
+from services.billing.bookings import Bookings
 from services.billing.freshness import DEFAULT_LIMITS, FactLimits
+from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
-from services.billing.settlement import Settlement
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
+from services.runtime.paging import decode_position, encode_position, page_size
 from services.runtime.timestamps import to_datetime
-from services.runtime.validation import require_id
+from services.runtime.validation import require_id, require_zip
 
 log = logging.getLogger("callersync.billing")
 
 # A batch is rated, stored and settled together (one SettleCalls, a few statements), so it is bounded by the
 # wallet's SettleCalls limit.
 MAX_BATCH = 1000
+DEFAULT_RATE_PAGE = 100
+MAX_RATE_PAGE = 1000
 
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
-    def __init__(self, store: BillingStore, settlement: Settlement, desk: RefundDesk, on_event=lambda: None,
-                 limits: FactLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, store: BillingStore, rater: Rater, bookings: Bookings, desk: RefundDesk,
+                 on_event=lambda: None, limits: FactLimits = DEFAULT_LIMITS) -> None:
         self._limits = limits
         self._store = store
-        self._settlement = settlement
+        self._rater = rater
+        self._bookings = bookings
         self._desk = desk
         self._on_event = on_event  # nudges the outbox relay so events leave without waiting for a poll
 
@@ -51,7 +56,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             request.zip, request.rate_cents, to_datetime(request.effective_from), request.set_by, event
         )
         self._on_event()
-        return pb.SetZipRateResponse(rate=messages.zip_rate(row))
+        return pb.SetZipRateResponse(rate=mappers.zip_rate(row))
 
     async def SetBookingFee(
         self, request: pb.SetBookingFeeRequest, context: grpc.aio.ServicerContext
@@ -69,15 +74,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             request.fee_cents, to_datetime(request.effective_from), request.set_by, event
         )
         self._on_event()
-        return pb.SetBookingFeeResponse(booking_fee=messages.booking_fee(row))
+        return pb.SetBookingFeeResponse(booking_fee=mappers.booking_fee(row))
 
     async def GetRateCard(
         self, request: pb.GetRateCardRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetRateCardResponse:
         if request.zip:
-            ratecard.require_zip(request.zip)
-        size = ratecard.page_size(request.page_size, ratecard.DEFAULT_RATE_PAGE, ratecard.MAX_RATE_PAGE)
-        after = ratecard.decode_position(request.page_token)
+            require_zip(request.zip)
+        size = page_size(request.page_size, DEFAULT_RATE_PAGE, MAX_RATE_PAGE)
+        position = decode_position(request.page_token)
+        after = (str(position[1]), position[0]) if position else None
         as_of = to_datetime(request.as_of) if request.HasField("as_of") else await self._store.now()
         rows = await self._store.zip_rates(request.zip or None, as_of, request.include_history, after, size + 1)
         if request.zip and not rows and after is None:
@@ -90,19 +96,19 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         fees = await self._store.booking_fees()
         current = next((f for f in reversed(fees) if f["effective_from"] <= as_of), fees[0])
         return pb.GetRateCardResponse(
-            rates=[messages.zip_rate(r) for r in rows],
-            booking_fee=messages.booking_fee(current),
-            booking_fee_history=[messages.booking_fee(f) for f in fees] if request.include_history else [],
+            rates=[mappers.zip_rate(r) for r in rows],
+            booking_fee=mappers.booking_fee(current),
+            booking_fee_history=[mappers.booking_fee(f) for f in fees] if request.include_history else [],
             next_page_token=(
-                ratecard.encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
+                encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
             ),
         )
 
     # ------------------------------------------------------------ finished calls
 
     async def RateCall(self, request: pb.RateCallRequest, context: grpc.aio.ServicerContext) -> pb.RateCallResponse:
-        row, replayed = await self._settlement.rate_call(request.call)
-        return pb.RateCallResponse(decision=messages.decision(row), replayed=replayed)
+        row, replayed = await self._rater.rate_call(request.call)
+        return pb.RateCallResponse(decision=mappers.decision(row), replayed=replayed)
 
     async def RateCalls(self, request: pb.RateCallsRequest, context: grpc.aio.ServicerContext) -> pb.RateCallsResponse:
         if not request.calls:
@@ -110,26 +116,26 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         if len(request.calls) > MAX_BATCH:
             raise InvalidArgument(f"at most {MAX_BATCH} calls per batch; got {len(request.calls)}", field="calls")
         results = []
-        for call, outcome in zip(request.calls, await self._settlement.rate_calls(list(request.calls)), strict=True):
+        for call, outcome in zip(request.calls, await self._rater.rate_calls(list(request.calls)), strict=True):
             if isinstance(outcome, DomainError):
                 results.append(pb.CallResult(call_id=call.call_id, code=outcome.code.value[0], message=outcome.message,
-                                             reason=outcome.reason))
+                                             reason=outcome.reason, refusal=mappers.refusal(outcome.reason)))
             else:
                 row, replayed = outcome
-                results.append(pb.CallResult(call_id=call.call_id, decision=messages.decision(row), replayed=replayed))
+                results.append(pb.CallResult(call_id=call.call_id, decision=mappers.decision(row), replayed=replayed))
         return pb.RateCallsResponse(results=results)
 
     async def ExplainCall(
         self, request: pb.ExplainCallRequest, context: grpc.aio.ServicerContext
     ) -> pb.ExplainCallResponse:
-        ratecard.require_id("call_id", request.call_id)
+        require_id("call_id", request.call_id)
         rated = await self._store.get_rated_call(request.call_id)
         charges = await self._store.charges_of_call(request.call_id)
         bookings = await self._store.bookings_of_call(request.call_id)
         if rated is None and not bookings:
             raise NotFound(f"billing has no record of call {request.call_id!r}: it was never rated and booked "
                            "nothing", reason="NO_CALL")
-        facts = pb.FinishedCall.FromString(bytes(rated["facts"])) if rated else None
+        facts = pb.FinishedCall.FromString(rated.facts) if rated else None
         if request.contractor_id and not explain.concerns(request.contractor_id, facts, charges, bookings):
             # The same answer as an unknown call: a contractor learns nothing about calls that are not theirs.
             raise NotFound(f"billing has no record of call {request.call_id!r} for contractor "
@@ -139,31 +145,31 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         latest = {c["charge_id"]: c for c in cases}
         return pb.ExplainCallResponse(
             call=facts,
-            decision=messages.decision(rated) if rated else None,
-            charges=[messages.charge(c, rated if c["kind"] == "call" else None, latest.get(c["charge_id"]))
+            decision=mappers.decision(rated) if rated else None,
+            charges=[mappers.charge(c, rated if c["kind"] == "call" else None, latest.get(c["charge_id"]))
                      for c in charges],
-            refund_cases=[messages.refund_case(c) for c in cases],
-            bookings=[messages.booking(b) for b in bookings],
+            refund_cases=[mappers.refund_case(c) for c in cases],
+            bookings=[mappers.booking(b) for b in bookings],
             explanation=explain.story(request.call_id, rated, charges, cases, bookings),
         )
 
     async def ListCharges(
         self, request: pb.ListChargesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListChargesResponse:
-        ratecard.require_id("contractor_id", request.contractor_id)
-        size = ratecard.page_size(request.page_size, 50, 500)
-        position = ratecard.decode_position(request.page_token)
-        before = (position[1], position[0]) if position else None
+        require_id("contractor_id", request.contractor_id)
+        size = page_size(request.page_size, 50, 500)
+        position = decode_position(request.page_token)
+        before = (position[0], str(position[1])) if position else None
         rows = await self._store.charges_of_contractor(request.contractor_id, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
-        decisions = {r["call_id"]: r for r in await self._store.rated_calls(
+        decisions = {r.call_id: r for r in await self._store.rated_calls(
             [c["call_id"] for c in rows if c["kind"] == "call"])}
         cases = await self._store.latest_cases([c["charge_id"] for c in rows])
         return pb.ListChargesResponse(
-            charges=[messages.charge(c, decisions.get(c["call_id"]) if c["kind"] == "call" else None,
+            charges=[mappers.charge(c, decisions.get(c["call_id"]) if c["kind"] == "call" else None,
                                      cases.get(c["charge_id"])) for c in rows],
-            next_page_token=ratecard.encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
+            next_page_token=encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
         )
 
     # ------------------------------------------------------------ bookings
@@ -171,19 +177,19 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def RecordBooking(
         self, request: pb.RecordBookingRequest, context: grpc.aio.ServicerContext
     ) -> pb.RecordBookingResponse:
-        ratecard.require_id("booking_id", request.booking_id)
-        ratecard.require_id("call_id", request.call_id)
-        ratecard.require_id("contractor_id", request.contractor_id)
+        require_id("booking_id", request.booking_id)
+        require_id("call_id", request.call_id)
+        require_id("contractor_id", request.contractor_id)
         if not request.HasField("scheduled_at"):
             raise InvalidArgument("scheduled_at is required: the bill is raised for that moment", field="scheduled_at")
         if request.scheduled_at.seconds < 946_684_800:
             raise InvalidArgument("scheduled_at is before 2000-01-01; send the moment the appointment was booked",
                                   field="scheduled_at")
         freshness.check_booking(request, self._limits)
-        row, replayed = await self._settlement.record_booking(request)
-        charge = await self._store.get_charge(row["charge_id"])
+        row, replayed = await self._bookings.record(request)
+        charge = await self._store.get_charge(row.charge_id)
         return pb.RecordBookingResponse(
-            booking=messages.booking(row), charge=messages.charge(charge, None, None), replayed=replayed
+            booking=mappers.booking(row), charge=mappers.charge(charge, None, None), replayed=replayed
         )
 
     # ------------------------------------------------------------ refunds
@@ -191,18 +197,18 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def RequestRefund(
         self, request: pb.RequestRefundRequest, context: grpc.aio.ServicerContext
     ) -> pb.RequestRefundResponse:
-        return pb.RequestRefundResponse(refund_case=messages.refund_case(await self._desk.request(request)))
+        return pb.RequestRefundResponse(refund_case=mappers.refund_case(await self._desk.request(request)))
 
     async def ResolveRefund(
         self, request: pb.ResolveRefundRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveRefundResponse:
-        return pb.ResolveRefundResponse(refund_case=messages.refund_case(await self._desk.resolve(request)))
+        return pb.ResolveRefundResponse(refund_case=mappers.refund_case(await self._desk.resolve(request)))
 
     async def ListRefundCases(
         self, request: pb.ListRefundCasesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRefundCasesResponse:
         rows, token = await self._desk.list_cases(request)
-        return pb.ListRefundCasesResponse(refund_cases=[messages.refund_case(r) for r in rows], next_page_token=token)
+        return pb.ListRefundCasesResponse(refund_cases=[mappers.refund_case(r) for r in rows], next_page_token=token)
 
     # ------------------------------------------------------------ events
 

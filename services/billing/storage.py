@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.billing import events, ratecard
+from services.billing.records import Booking, RatedCall, Unsettled
 from services.runtime.db import storage_errors
 
 SCHEMA = "billing"
@@ -25,10 +26,6 @@ SELECT effective_from, fee_cents, set_by, created_at,
        lead(effective_from) OVER (ORDER BY effective_from) AS effective_until
 FROM billing.booking_fees
 """
-_RATE_AT = (
-    "SELECT rate_cents, effective_from FROM billing.zip_rates WHERE zip = $1 AND effective_from <= $2"
-    " ORDER BY effective_from DESC LIMIT 1"
-)
 _FEE_AT = (
     "SELECT fee_cents, effective_from FROM billing.booking_fees WHERE effective_from <= $1"
     " ORDER BY effective_from DESC LIMIT 1"
@@ -190,39 +187,21 @@ class BillingStore:
 
     # ------------------------------------------------------------ rated calls
 
-    async def get_rated_call(self, call_id: str) -> asyncpg.Record | None:
+    async def get_rated_call(self, call_id: str) -> RatedCall | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM billing.rated_calls WHERE call_id = $1", call_id)
-
-    async def insert_decision(
-        self, zip_code: str, started_at: dt.datetime, decide: Callable[[asyncpg.Record | None], dict[str, Any]]
-    ) -> asyncpg.Record | None:
-        """Prices the call at the rate in effect when it started and stores the decision with its CallRated
-        event, before any money moves. None when the same call id was stored first by a concurrent twin."""
-        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", zip_lock(zip_code))
-            rate = await conn.fetchrow(_RATE_AT, zip_code, started_at)
-            row = decide(rate)
-            event = row.pop("event")
-            cols = list(row)
-            stored = await conn.fetchrow(
-                f"INSERT INTO billing.rated_calls ({', '.join(cols)})"
-                f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
-                " ON CONFLICT (call_id) DO NOTHING RETURNING *",
-                *row.values(),
-            )
-            if stored is not None:
-                await conn.execute(_OUTBOX, events.TOPIC, event)
-            return stored
+            row = await self._pool.fetchrow("SELECT * FROM billing.rated_calls WHERE call_id = $1", call_id)
+        return RatedCall.from_row(row) if row is not None else None
 
     async def insert_decisions(
         self, calls: Sequence[tuple[str, dt.datetime]],
-        decide: Callable[[int, asyncpg.Record | None], dict[str, Any] | None],
-    ) -> dict[str, asyncpg.Record]:
-        """A batch's insert_decision in one transaction of four statements: shared locks on its ZIPs (in
-        order, so it cannot deadlock with another batch), each call's rate, the decisions, their events.
-        decide(i, rate) returns call i's row, or None to store nothing for it. Returns the rows stored by this
-        batch by call id; a call id missing was stored first by a concurrent twin."""
+        decide: Callable[[int, tuple[int, dt.datetime] | None], dict[str, Any] | None],
+    ) -> dict[str, RatedCall]:
+        """Prices a batch of calls at the rate in effect when each started and stores their decisions with
+        their CallRated events, before any money moves, in one transaction of four statements: shared locks on
+        its ZIPs (in order, so it cannot deadlock with another batch), each call's rate, the decisions, their
+        events. decide(i, (rate_cents, effective_from) or None) returns call i's row, or None to store nothing
+        for it. Returns the rows stored by this batch by call id; a call id missing was stored first by a
+        concurrent twin."""
         if not calls:
             return {}
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
@@ -241,7 +220,8 @@ class BillingStore:
             )
             rows, events_of = [], {}
             for i, rate in enumerate(rates):
-                row = decide(i, rate if rate["rate_cents"] is not None else None)
+                row = decide(i, (rate["rate_cents"], rate["effective_from"]) if rate["rate_cents"] is not None
+                             else None)
                 if row is not None:
                     events_of[row["call_id"]] = row.pop("event")
                     rows.append(row)
@@ -259,12 +239,13 @@ class BillingStore:
                     "INSERT INTO billing.outbox (topic, payload) SELECT $1, unnest($2::bytea[])",
                     events.TOPIC, [events_of[r["call_id"]] for r in stored],
                 )
-            return {r["call_id"]: r for r in stored}
+            return {r["call_id"]: RatedCall.from_row(r) for r in stored}
 
     async def finish_calls(self, settled: Sequence[tuple[str, str, int | None, str]],
-                           charges: Sequence[dict[str, Any]]) -> dict[str, asyncpg.Record]:
-        """finish_call for a batch in one transaction: (call_id, settled_by, entry_id, captured reservation)
-        per call, and the charges of the billable ones. Returns every call's row as it now stands."""
+                           charges: Sequence[dict[str, Any]]) -> dict[str, RatedCall]:
+        """Marks a batch of decisions settled and records the charges of the billable ones, in one
+        transaction: (call_id, settled_by, entry_id, captured reservation) per call. Returns every call's row
+        as it now stands."""
         ids = [s[0] for s in settled]
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             # Rows locked in call id order first: the join below locks in whatever order its plan reads them,
@@ -279,7 +260,7 @@ class BillingStore:
                 " WHERE c.call_id = u.id AND c.state = 'settling' RETURNING c.*",
                 ids, [s[1] for s in settled], [s[2] for s in settled], [s[3] for s in settled],
             )
-            rows = {r["call_id"]: r for r in updated}
+            rows = {r["call_id"]: RatedCall.from_row(r) for r in updated}
             mine = sorted((c for c in charges if c["call_id"] in rows), key=lambda c: c["call_id"])
             if mine:
                 await conn.execute(_unnest_insert("billing.charges", _CALL_CHARGE_TYPES, "charge_id"),
@@ -287,11 +268,11 @@ class BillingStore:
             rest = [i for i in ids if i not in rows]
             if rest:  # a twin finished them first
                 for r in await conn.fetch("SELECT * FROM billing.rated_calls WHERE call_id = ANY($1::text[])", rest):
-                    rows[r["call_id"]] = r
+                    rows[r["call_id"]] = RatedCall.from_row(r)
             return rows
 
     async def note_failures(self, failures: Sequence[tuple[str, str]]) -> None:
-        """note_failure for a batch of rated calls: (call_id, error)."""
+        """Counts a failed settlement attempt on each of a batch of rated calls: (call_id, error)."""
         if not failures:
             return
         async with storage_errors():
@@ -301,19 +282,6 @@ class BillingStore:
                 [f[0] for f in failures], [f[1] for f in failures],
             )
 
-    async def finish_call(self, call_id: str, settled_by: str, entry_id: int | None,
-                          charge: dict[str, Any] | None) -> asyncpg.Record:
-        """Marks the decision settled and, when billable, records its charge, in one transaction."""
-        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE billing.rated_calls SET state = 'settled', settled_by = $2, wallet_entry_id = $3,"
-                " settled_at = now(), last_error = '' WHERE call_id = $1 AND state = 'settling' RETURNING *",
-                call_id, settled_by, entry_id,
-            )
-            if row is not None and charge is not None:
-                await self._insert_charge(conn, charge)
-            return row or await conn.fetchrow("SELECT * FROM billing.rated_calls WHERE call_id = $1", call_id)
-
     async def note_failure(self, table: str, key_column: str, key: str, error: str) -> None:
         async with storage_errors():
             await self._pool.execute(
@@ -321,7 +289,7 @@ class BillingStore:
                 key, error[:500],
             )
 
-    async def settling(self, older_than_s: float, limit: int) -> dict[str, list[str]]:
+    async def settling(self, older_than_s: float, limit: int) -> Unsettled:
         """Keys of settlements left unfinished (a crash, a wallet outage) for the sweeper to re-drive."""
         async with storage_errors():
             calls = await self._pool.fetch(
@@ -339,34 +307,34 @@ class BillingStore:
                 " AND resolved_at < now() - make_interval(secs => $1) ORDER BY resolved_at LIMIT $2",
                 older_than_s, limit,
             )
-        return {
-            "calls": [r[0] for r in calls],
-            "bookings": [r[0] for r in bookings],
-            "refunds": [r[0] for r in refunds],
-        }
+        return Unsettled([r[0] for r in calls], [r[0] for r in bookings], [r[0] for r in refunds])
 
     # ------------------------------------------------------------ bookings
 
-    async def get_booking(self, booking_id: str) -> asyncpg.Record | None:
+    async def get_booking(self, booking_id: str) -> Booking | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+            row = await self._pool.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+        return Booking.from_row(row) if row is not None else None
 
     async def insert_booking(
-        self, scheduled_at: dt.datetime, decide: Callable[[asyncpg.Record], dict[str, Any]]
-    ) -> asyncpg.Record | None:
+        self, scheduled_at: dt.datetime, decide: Callable[[int, dt.datetime], dict[str, Any]]
+    ) -> Booking | None:
+        """Stores the booking priced at the fee in effect at scheduled_at (decide(fee_cents, effective_from)
+        builds the row); None when it was stored first."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock_shared($1)", FEE_LOCK)
             fee = await conn.fetchrow(_FEE_AT, scheduled_at)
-            row = decide(fee)
+            row = decide(fee["fee_cents"], fee["effective_from"])
             cols = list(row)
-            return await conn.fetchrow(
+            stored = await conn.fetchrow(
                 f"INSERT INTO billing.bookings ({', '.join(cols)})"
                 f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))})"
                 " ON CONFLICT (booking_id) DO NOTHING RETURNING *",
                 *row.values(),
             )
+        return Booking.from_row(stored) if stored is not None else None
 
-    async def finish_booking(self, booking_id: str, entry_id: int, charge: dict[str, Any]) -> asyncpg.Record:
+    async def finish_booking(self, booking_id: str, entry_id: int, charge: dict[str, Any]) -> Booking:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "UPDATE billing.bookings SET state = 'settled', wallet_entry_id = $2, settled_at = now(),"
@@ -375,13 +343,15 @@ class BillingStore:
             )
             if row is not None:
                 await self._insert_charge(conn, charge)
-            return row or await conn.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+            row = row or await conn.fetchrow("SELECT * FROM billing.bookings WHERE booking_id = $1", booking_id)
+        return Booking.from_row(row)
 
-    async def bookings_of_call(self, call_id: str) -> list[asyncpg.Record]:
+    async def bookings_of_call(self, call_id: str) -> list[Booking]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM billing.bookings WHERE call_id = $1 ORDER BY scheduled_at, booking_id", call_id
             )
+        return [Booking.from_row(r) for r in rows]
 
     # ------------------------------------------------------------ charges
 
@@ -415,13 +385,14 @@ class BillingStore:
                 contractor_id, before[0] if before else None, before[1] if before else None, limit,
             )
 
-    async def rated_calls_by_id(self, call_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
-        return {r["call_id"]: r for r in await self.rated_calls(call_ids)}
+    async def rated_calls_by_id(self, call_ids: Sequence[str]) -> dict[str, RatedCall]:
+        return {r.call_id: r for r in await self.rated_calls(call_ids)}
 
-    async def rated_calls(self, call_ids: Sequence[str]) -> list[asyncpg.Record]:
+    async def rated_calls(self, call_ids: Sequence[str]) -> list[RatedCall]:
         async with storage_errors():
-            return await self._pool.fetch("SELECT * FROM billing.rated_calls WHERE call_id = ANY($1::text[])",
+            rows = await self._pool.fetch("SELECT * FROM billing.rated_calls WHERE call_id = ANY($1::text[])",
                                           list(call_ids))
+        return [RatedCall.from_row(r) for r in rows]
 
     # ------------------------------------------------------------ refund cases
 

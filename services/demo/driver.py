@@ -26,10 +26,11 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.demo import payments, scenario
 from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
-from services.demo.report import Tally, dollars, skip_lines, table
+from services.demo.report import Tally, skip_lines, table
 from services.demo.scenario import CallPlan, Ring, TopUp
 from services.runtime import channels
 from services.runtime.config import Settings
+from services.runtime.money import dollars
 
 TIMEOUT_S = 10.0
 BLOCK_WAIT_S = 15.0
@@ -353,7 +354,7 @@ class Demo:
             tally = self.by_id.get(s.contractor_id)
             if tally is not None:
                 tally.skipped[reason] += 1
-                if reason == "PAUSED" and tally.pause():
+                if s.reason == rpb.SKIP_REASON_PAUSED and tally.pause():
                     print(f"  ! {tally.name} is paused (routing: {s.message})", flush=True)
             words.append(f"{self.name(s.contractor_id)} skipped ({reason.lower().replace('_', ' ')})")
         return words

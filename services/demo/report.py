@@ -7,10 +7,7 @@ import dataclasses
 import time
 from collections import Counter
 
-
-def dollars(cents: int) -> str:
-    sign = "-" if cents < 0 else ""
-    return f"{sign}${abs(cents) // 100:,}.{abs(cents) % 100:02d}"
+from services.runtime.money import dollars
 
 
 @dataclasses.dataclass

@@ -8,7 +8,7 @@ import pathlib
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.routing import billing_events, step_log
+from services.routing import billing_events, clients, step_log
 from services.routing.access import ACCESS
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory, announce
@@ -65,7 +65,7 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     thresholds.start()
     events.start()
     steps.start()
-    router = Router(directory, live, wallet, config, store)
+    router = Router(directory, live, clients.WalletClient(wallet, config.wallet_timeout_s), config, store)
     servicer = RoutingServicer(store, router, directory, live, rate_card, thresholds, config)
 
     async def close_channels() -> None:

@@ -15,7 +15,7 @@ from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from services.routing import schedule
 from services.routing.directory import Directory, announce
 from services.routing.live_state import Change, LiveState, usage_key
-from services.routing.storage import BillingFact, RoutingStore, profile_from
+from services.routing.storage import BillingUpdate, RoutingStore
 from services.routing.streams import Entry
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError
@@ -27,41 +27,41 @@ STREAM = "callersync.billing.events"
 GROUP = "routing"
 
 
-def fact_of(event: events_pb2.BillingEvent) -> BillingFact:
+def update_of(event: events_pb2.BillingEvent) -> BillingUpdate:
     kind = event.WhichOneof("event")
     if kind == "zip_rate_changed":
         e = event.zip_rate_changed
-        return BillingFact("zip_rate", event.event_id, zip=e.zip, cents=e.rate_cents,
+        return BillingUpdate("zip_rate", event.event_id, zip=e.zip, cents=e.rate_cents,
                            effective_from=to_datetime(e.effective_from))
     if kind == "booking_fee_changed":
         e = event.booking_fee_changed
-        return BillingFact("booking_fee", event.event_id, cents=e.fee_cents,
+        return BillingUpdate("booking_fee", event.event_id, cents=e.fee_cents,
                            effective_from=to_datetime(e.effective_from))
     if kind == "caller_block_requested":
         e = event.caller_block_requested
-        return BillingFact("block", event.event_id, caller_number=e.caller_number, refund_case_id=e.refund_case_id,
+        return BillingUpdate("block", event.event_id, caller_number=e.caller_number, refund_case_id=e.refund_case_id,
                            actor=e.reviewer or "billing",
                            note=f"approved spam refund {e.refund_case_id} (call {e.call_id}, contractor "
                                 f"{e.contractor_id})")
     if kind == "call_rated":
         e = event.call_rated
-        return BillingFact("call_rated", event.event_id, call_id=e.call_id,
+        return BillingUpdate("call_rated", event.event_id, call_id=e.call_id,
                            payer_contractor_id=e.payer_contractor_id if e.billable else "",
                            effective_from=to_datetime(e.started_at), rung_contractor_ids=tuple(e.rung_contractor_ids))
-    return BillingFact("ignored", event.event_id)
+    return BillingUpdate("ignored", event.event_id)
 
 
-def validate(fact: BillingFact) -> None:
+def validate(update: BillingUpdate) -> None:
     """Refuses what would break the projection; such entries go to routing.rejected_events."""
-    if fact.event_id <= 0:
+    if update.event_id <= 0:
         raise ValueError("event_id must be positive")
-    if fact.kind == "zip_rate" and (len(fact.zip) != 5 or not fact.zip.isdigit() or fact.cents <= 0):
-        raise ValueError(f"zip_rate_changed needs a five-digit zip and a positive rate: {fact.zip!r} {fact.cents}")
-    if fact.kind == "booking_fee" and fact.cents <= 0:
+    if update.kind == "zip_rate" and (len(update.zip) != 5 or not update.zip.isdigit() or update.cents <= 0):
+        raise ValueError(f"zip_rate_changed needs a five-digit zip and a positive rate: {update.zip!r} {update.cents}")
+    if update.kind == "booking_fee" and update.cents <= 0:
         raise ValueError("booking_fee_changed needs a positive fee")
-    if fact.kind == "block" and not fact.caller_number.startswith("+"):
-        raise ValueError(f"caller_block_requested needs an E.164 number: {fact.caller_number!r}")
-    if fact.kind == "call_rated" and not fact.call_id:
+    if update.kind == "block" and not update.caller_number.startswith("+"):
+        raise ValueError(f"caller_block_requested needs an E.164 number: {update.caller_number!r}")
+    if update.kind == "call_rated" and not update.call_id:
         raise ValueError("call_rated needs a call_id")
 
 
@@ -74,43 +74,43 @@ class BillingEventHandler:
         self._nudge_thresholds = nudge_thresholds
 
     async def __call__(self, entries: Sequence[Entry]) -> None:
-        facts = []
+        updates = []
         for entry_id, fields in entries:
             try:
-                fact = fact_of(events_pb2.BillingEvent.FromString(fields[b"data"]))
-                validate(fact)
+                update = update_of(events_pb2.BillingEvent.FromString(fields[b"data"]))
+                validate(update)
             except (KeyError, DecodeError, ValueError) as err:
                 log.error("rejecting %s entry %s: %s", STREAM, entry_id, err)
                 await self._store.reject_entry(
                     STREAM, entry_id.decode(), {k.decode(): v.hex() for k, v in fields.items()}, str(err))
                 continue
-            facts.append(fact)
-        if not facts:
+            updates.append(update)
+        if not updates:
             return
-        await self._store.apply_billing_events(STREAM, facts)
+        await self._store.apply_billing_events(STREAM, updates)
         # The side effects below are idempotent, so they run for redeliveries too: a crash between the commit
         # above and here is repaired by the next delivery.
-        await self._after_commit(facts)
+        await self._after_commit(updates)
 
-    async def _after_commit(self, facts: list[BillingFact]) -> None:
-        kinds = {f.kind for f in facts}
-        change = Change(zips=tuple(sorted({f.zip for f in facts if f.kind == "zip_rate"})),
+    async def _after_commit(self, updates: list[BillingUpdate]) -> None:
+        kinds = {f.kind for f in updates}
+        change = Change(zips=tuple(sorted({f.zip for f in updates if f.kind == "zip_rate"})),
                         every_zip="booking_fee" in kinds, blocklist="block" in kinds)
         if change != Change():
             await announce(self._directory, self._live, change)
         if kinds & {"zip_rate", "booking_fee"}:
             self._nudge_thresholds()
-        for fact in facts:
-            if fact.kind != "call_rated":
+        for update in updates:
+            if update.kind != "call_rated":
                 continue
-            await self._live.end_calls(fact.call_id, list(fact.rung_contractor_ids))
-            if fact.payer_contractor_id:
-                assert fact.effective_from is not None  # fact_of gives every call_rated fact its started_at
-                await self._refresh_usage(fact.payer_contractor_id, fact.effective_from)
+            await self._live.end_calls(update.call_id, list(update.rung_contractor_ids))
+            if update.payer_contractor_id:
+                assert update.effective_from is not None  # update_of gives every call_rated update its started_at
+                await self._refresh_usage(update.payer_contractor_id, update.effective_from)
 
     async def _refresh_usage(self, contractor_id: str, started_at: dt.datetime) -> None:
         """Writes the absolute counts (not increments), so applying an event twice counts it once."""
-        profile = profile_from(contractor_id, await self._store.profile(contractor_id))
+        profile = (await self._store.profile(contractor_id)).profile
         today, month = await self._store.connected_calls_between(contractor_id,
                                                                  *schedule.period_starts(profile, started_at))
         await self._live.set_usage({usage_key(contractor_id, schedule.day_key(profile, started_at)): today,

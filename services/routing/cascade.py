@@ -5,21 +5,35 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import json
 
 from services.routing import schedule
-from services.routing.claims import dollars
 from services.routing.schedule import Profile
+from services.runtime.money import dollars
 
-# Skip reasons, in the words of the contract's SkipReason (lower case).
-PAUSED = "paused"
-UNAFFORDABLE = "unaffordable"
-NO_WALLET = "no_wallet"
-OUTSIDE_HOURS = "outside_hours"
-DAILY_CAP = "daily_cap"
-MONTHLY_CAP = "monthly_cap"
-CONCURRENCY_CAP = "concurrency_cap"
-BUSY = "busy"
+
+class SkipReason(enum.StrEnum):
+    """Why a candidate was passed over: the contract's SkipReason (mappers.SKIP_PB), stored in routing.steps by
+    its lower-case value."""
+
+    PAUSED = "paused"
+    UNAFFORDABLE = "unaffordable"
+    NO_WALLET = "no_wallet"
+    OUTSIDE_HOURS = "outside_hours"
+    DAILY_CAP = "daily_cap"
+    MONTHLY_CAP = "monthly_cap"
+    CONCURRENCY_CAP = "concurrency_cap"
+    BUSY = "busy"
+
+
+class WalletRefusal(enum.Enum):
+    """Why the wallet will not pay for a call (GetRoutability's reason, or Reserve's refusal): clients.py reads
+    it from the wallet's typed answer, never from a message."""
+
+    PAUSED = enum.auto()
+    NO_WALLET = enum.auto()
+    INSUFFICIENT_AVAILABLE = enum.auto()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,52 +49,53 @@ class Entry:
 @dataclasses.dataclass(frozen=True)
 class Skip:
     entry: Entry
-    reason: str
+    reason: SkipReason
     message: str
 
 
 @dataclasses.dataclass(frozen=True)
-class Facts:
-    """What Redis knows about a candidate right now: calls ringing or connected, connected calls counted."""
+class Counters:
+    """Redis's counters for a candidate right now: calls ringing or connected, connected calls counted (billing's
+    "facts" are something else: what a caller asserted about a call)."""
 
     live_calls: int = 0
     connected_today: int = 0
     connected_this_month: int = 0
 
 
-def local_skip(profile: Profile, now: dt.datetime, facts: Facts) -> tuple[str, str] | None:
+def local_skip(profile: Profile, now: dt.datetime, counters: Counters) -> tuple[SkipReason, str] | None:
     """Routing's own reasons to pass a contractor over (the wallet's come after): hours, caps, busy."""
     if not schedule.within_hours(profile, now):
         local = schedule.local_time(profile, now)
-        return OUTSIDE_HOURS, f"outside weekly hours: it is {local:%a %H:%M} in {profile.time_zone}"
-    capped = schedule.cap_reached(profile, facts.connected_today, facts.connected_this_month)
-    if capped == DAILY_CAP:
-        return DAILY_CAP, (f"daily cap reached: {facts.connected_today} of {profile.daily_max_connected_calls} "
-                           "connected calls today")
-    if capped == MONTHLY_CAP:
-        return MONTHLY_CAP, (f"monthly cap reached: {facts.connected_this_month} of "
+        return SkipReason.OUTSIDE_HOURS, f"outside weekly hours: it is {local:%a %H:%M} in {profile.time_zone}"
+    capped = schedule.cap_reached(profile, counters.connected_today, counters.connected_this_month)
+    if capped == SkipReason.DAILY_CAP:
+        return SkipReason.DAILY_CAP, (f"daily cap reached: {counters.connected_today} of "
+                                      f"{profile.daily_max_connected_calls} connected calls today")
+    if capped == SkipReason.MONTHLY_CAP:
+        return SkipReason.MONTHLY_CAP, (f"monthly cap reached: {counters.connected_this_month} of "
                              f"{profile.monthly_max_connected_calls} connected calls this month")
     limit = profile.concurrency_limit()
-    if limit is not None and facts.live_calls >= limit:
-        return concurrency_skip(profile, facts.live_calls)
+    if limit is not None and counters.live_calls >= limit:
+        return concurrency_skip(profile, counters.live_calls)
     return None
 
 
-def concurrency_skip(profile: Profile, live_calls: int) -> tuple[str, str]:
+def concurrency_skip(profile: Profile, live_calls: int) -> tuple[SkipReason, str]:
     if profile.max_concurrent_calls:
-        return CONCURRENCY_CAP, (f"concurrency cap reached: {live_calls} of {profile.max_concurrent_calls} "
+        return SkipReason.CONCURRENCY_CAP, (f"concurrency cap reached: {live_calls} of {profile.max_concurrent_calls} "
                                  "calls ringing or connected")
-    return BUSY, "busy: on, or being rung for, another call"
+    return SkipReason.BUSY, "busy: on, or being rung for, another call"
 
 
-def wallet_skip(reason: str, available_cents: int, balance_cents: int, threshold_cents: int,
-                rate_cents: int) -> tuple[str, str]:
-    """The wallet's answer (GetRoutability reason or Reserve refusal) as a skip, with the figures."""
-    if reason == "paused":
-        return PAUSED, f"paused: balance {dollars(balance_cents)} < threshold {dollars(threshold_cents)}"
-    if reason == "no_wallet":
-        return NO_WALLET, "no wallet yet: the first top-up creates it"
-    return UNAFFORDABLE, f"available {dollars(available_cents)} < rate {dollars(rate_cents)}"
+def wallet_skip(refusal: WalletRefusal, available_cents: int, balance_cents: int, threshold_cents: int,
+                rate_cents: int) -> tuple[SkipReason, str]:
+    """The wallet's refusal as a skip, with the figures."""
+    if refusal is WalletRefusal.PAUSED:
+        return SkipReason.PAUSED, f"paused: balance {dollars(balance_cents)} < threshold {dollars(threshold_cents)}"
+    if refusal is WalletRefusal.NO_WALLET:
+        return SkipReason.NO_WALLET, "no wallet yet: the first top-up creates it"
+    return SkipReason.UNAFFORDABLE, f"available {dollars(available_cents)} < rate {dollars(rate_cents)}"
 
 
 @dataclasses.dataclass

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import re
 
+from services.runtime import validation
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 PRIMARY = "primary"
 BACKUP = "backup"
-_ZIP = re.compile(r"[0-9]{5}")
-# E.164: a plus, a country code not starting with 0, at most 15 digits in all.
-_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,20 +20,14 @@ class Slot:
     backup_rank: int
 
 
+# Routing has always refused a malformed ZIP or number with the generic reason (INVALIDARGUMENT), not the
+# specific one billing gives: kept, as clients may match it.
 def require_zip(value: str, name: str = "zip") -> str:
-    if not _ZIP.fullmatch(value or ""):
-        raise InvalidArgument(f"{name} {value!r} is not a ZIP code: five digits, e.g. 60614", field=name)
-    return value
+    return validation.require_zip(value, name, reason="")
 
 
 def require_e164(value: str, name: str = "caller_number") -> str:
-    if not _E164.fullmatch(value or ""):
-        raise InvalidArgument(
-            f"{name} {value!r} is not an E.164 number: a plus, the country code and the number, digits only, "
-            "e.g. +14155550123",
-            field=name,
-        )
-    return value
+    return validation.require_e164(value, name, reason="")
 
 
 def apply_claim(current: list[Slot], contractor_id: str, position: str, backup_rank: int,
@@ -98,7 +89,3 @@ def pause_threshold_cents(claimed_rates_cents: list[int], ai_mode: bool, booking
         return 0
     top = max(claimed_rates_cents)
     return max(top, booking_fee_cents) if ai_mode else top
-
-
-def dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"

@@ -104,7 +104,7 @@ class Admission:
     burst_count: int
     gen_zip: bytes  # of the ZIP asked for, or of the known call's ZIP
     # Per asked candidate: (live calls, connected today, connected this month).
-    facts: list[tuple[int, int, int]]
+    counters: list[tuple[int, int, int]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,13 +123,13 @@ class LiveState:
         self._slot_ttl_s = slot_ttl_s
         self._steps_maxlen = steps_maxlen
 
-    async def admit(self, call_id: str | None, caller_number: str | None, fact_keys: list[tuple[str, str, str]],
+    async def admit(self, call_id: str | None, caller_number: str | None, counter_keys: list[tuple[str, str, str]],
                     now: float, zip_code: str = "") -> Admission:
-        """caller_number None: count no burst (a later step of a known call); call_id None: facts only;
+        """caller_number None: count no burst (a later step of a known call); call_id None: counters only;
         zip_code empty: the generation of the known call's ZIP."""
         burst = f"routing:burst:{caller_number}" if caller_number else NO_KEY
         keys = ([session_key(call_id) if call_id else NO_KEY, GEN_CLAIMS, GEN_BLOCKLIST, burst, GEN_ZIPS]
-                + [k for triple in fact_keys for k in triple])
+                + [k for triple in counter_keys for k in triple])
         out = await self._pipe.run(_ADMIT, keys, [self._burst_window_s, repr(now), zip_code])
         flat = [int(x) for x in out[5:]]
         return Admission(out[0], out[1], out[2], int(out[3]), out[4],

@@ -8,49 +8,19 @@ import base64
 import datetime as dt
 import time
 
-import grpc
-
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
-from callersync.wallet.v1 import wallet_pb2_grpc
-from services.routing import cascade, schedule
-from services.routing.cascade import Entry, Facts, Session, Skip
+from services.routing import cascade, clients, schedule
+from services.routing.cascade import Counters, Entry, Session, Skip, SkipReason
 from services.routing.claims import PRIMARY, require_e164, require_zip
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
 from services.routing.live_state import NO_KEY, LiveState, live_key, usage_key
+from services.routing.mappers import MODE_PB, POSITION_PB, RING_OUTCOMES, SKIP_PB
 from services.routing.schedule import Profile
 from services.routing.storage import RoutingStore
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.runtime.interceptors import error_reason
+from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.validation import require_id
-
-SKIP_PB = {
-    cascade.PAUSED: pb.SKIP_REASON_PAUSED,
-    cascade.UNAFFORDABLE: pb.SKIP_REASON_UNAFFORDABLE,
-    cascade.NO_WALLET: pb.SKIP_REASON_NO_WALLET,
-    cascade.OUTSIDE_HOURS: pb.SKIP_REASON_OUTSIDE_HOURS,
-    cascade.DAILY_CAP: pb.SKIP_REASON_DAILY_CAP,
-    cascade.MONTHLY_CAP: pb.SKIP_REASON_MONTHLY_CAP,
-    cascade.CONCURRENCY_CAP: pb.SKIP_REASON_CONCURRENCY_CAP,
-    cascade.BUSY: pb.SKIP_REASON_BUSY,
-}
-POSITION_PB = {"primary": pb.CLAIM_POSITION_PRIMARY, "backup": pb.CLAIM_POSITION_BACKUP}
-MODE_PB = {"human": pb.CONTRACTOR_MODE_HUMAN, "ai_agent": pb.CONTRACTOR_MODE_AI_AGENT}
-RING_OUTCOMES = {
-    pb.RING_OUTCOME_UNSPECIFIED: "no_answer",  # the engine's default: it rang until the timeout
-    pb.RING_OUTCOME_NO_ANSWER: "no_answer",
-    pb.RING_OUTCOME_BUSY: "busy",
-    pb.RING_OUTCOME_DECLINED: "declined",
-    pb.RING_OUTCOME_VOICEMAIL: "voicemail",
-    pb.RING_OUTCOME_FAILED: "failed",
-}
-_WALLET_REASONS = {
-    wpb.ROUTABILITY_REASON_PAUSED: "paused",
-    wpb.ROUTABILITY_REASON_NO_WALLET: "no_wallet",
-    wpb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: "insufficient_available",
-}
-_RESERVE_REFUSALS = {"PAUSED": "paused", "NO_WALLET": "no_wallet", "INSUFFICIENT_AVAILABLE": "insufficient_available"}
 
 
 def _encode(response: pb.RouteCallResponse) -> str:
@@ -63,7 +33,7 @@ def stored_response(session: Session, index: int) -> pb.RouteCallResponse:
 
 
 class Router:
-    def __init__(self, directory: Directory, live: LiveState, wallet: wallet_pb2_grpc.WalletServiceStub,
+    def __init__(self, directory: Directory, live: LiveState, wallet: clients.WalletClient,
                  config: RoutingConfig, store: RoutingStore) -> None:
         self._directory = directory
         self._store = store
@@ -79,7 +49,7 @@ class Router:
         require_e164(caller_number)
         now = dt.datetime.now(dt.UTC)
         view = self._directory.cached(zip_code)
-        admission = await self._live.admit(call_id, caller_number, self._fact_keys(view.claims if view else [], now),
+        admission = await self._live.admit(call_id, caller_number, self._counter_keys(view.claims if view else [], now),
                                            now.timestamp(), zip_code)
         if admission.session is not None:
             return stored_response(Session.loads(admission.session), 0)
@@ -93,16 +63,17 @@ class Router:
                 session, pb.ROUTE_OUTCOME_CALLER_RATE_LIMITED,
                 f"caller {caller_number} placed {admission.burst_count} calls within {self._config.burst_window_s}s"
                 f" (at most {self._config.burst_max_calls}); nobody is rung")
-        facts = admission.facts
+        counters = admission.counters
         if view is None or dropped:
             view = await self._directory.view(zip_code)
-            facts = (await self._live.admit(None, None, self._fact_keys(view.claims, now), now.timestamp())).facts
+            keys = self._counter_keys(view.claims, now)
+            counters = (await self._live.admit(None, None, keys, now.timestamp())).counters
         if not view.claims or view.rate_cents is None:
             return await self._finish_early(session, pb.ROUTE_OUTCOME_NO_CLAIMS, f"nobody claims ZIP {zip_code}")
         session.rate_cents = view.rate_cents
         session.order = [Entry(s.contractor_id, s.position, s.backup_rank, p.mode) for s, p in view.claims]
         profiles = {s.contractor_id: p for s, p in view.claims}
-        known = await self._facts(view.claims, facts, now)
+        known = await self._counters(view.claims, counters, now)
         return await self._offer_next(session, profiles, known, now, expected_step=0, previous=None, records=[])
 
     async def next_candidate(self, call_id: str, after_step: int, ring_outcome: int) -> pb.RouteCallResponse:
@@ -127,7 +98,7 @@ class Router:
         if session.finished:
             return stored_response(session, -1)
         previous = next(e for e in session.order if e.contractor_id == session.offered[-1])
-        await self._release(session.reservation_id)
+        await self._wallet.release(session.reservation_id)
         outcome = RING_OUTCOMES[ring_outcome]
         records = [self._record(session, previous, "not_taken", now, ring_outcome=outcome,
                                 message=f"rung, not taken: {outcome.replace('_', ' ')}")]
@@ -136,22 +107,22 @@ class Router:
         claims = [(s, p) for s, p in view.claims
                   if s.contractor_id in {e.contractor_id for e in session.remaining()}]
         profiles = {s.contractor_id: p for s, p in claims}
-        facts = (await self._live.admit(None, None, self._fact_keys(claims, now), now.timestamp())).facts
+        counters = (await self._live.admit(None, None, self._counter_keys(claims, now), now.timestamp())).counters
         expected = session.step
         session.step += 1
         session.reservation_id = ""
-        known = await self._facts(claims, facts, now)
+        known = await self._counters(claims, counters, now)
         return await self._offer_next(session, profiles, known, now, expected_step=expected,
                                       previous=previous.contractor_id, records=records)
 
     # ------------------------------------------------------------ one step of the cascade
 
-    async def _offer_next(self, session: Session, profiles: dict[str, Profile], facts: dict[str, Facts],
+    async def _offer_next(self, session: Session, profiles: dict[str, Profile], counters: dict[str, Counters],
                           now: dt.datetime, *, expected_step: int, previous: str | None,
                           records: list[dict]) -> pb.RouteCallResponse:
         remaining = [e for e in session.remaining() if e.contractor_id in profiles]
         verdicts = {e.contractor_id: cascade.local_skip(profiles[e.contractor_id], now,
-                                                        facts.get(e.contractor_id, Facts()))
+                                                        counters.get(e.contractor_id, Counters()))
                     for e in remaining}
         # One wallet hop in the usual case: Reserve on the first candidate routing itself has no reason to pass
         # over (the wallet refuses atomically if they are paused or short). Only after a refusal does the wallet
@@ -164,14 +135,16 @@ class Router:
             if verdict is None and routable is not None:
                 verdict = self._wallet_verdict(routable[cid], session.rate_cents)
             if verdict is None:
-                reserved = await self._reserve(entry, session)
+                reserved = await self._wallet.reserve(cid, session.call_id, session.rate_cents,
+                                                      self._config.reservation_ttl_s)
                 if reserved is None:
                     continue  # this call already held (and gave up) a reservation on them
-                if isinstance(reserved, tuple):
+                if isinstance(reserved, clients.Refused):
                     if routable is None:
                         later = [e.contractor_id for e in remaining[i:] if verdicts[e.contractor_id] is None]
-                        routable = await self._routability(later, session.rate_cents)
-                    verdict = self._wallet_verdict(routable[cid], session.rate_cents) or reserved
+                        routable = await self._wallet.routability(later, session.rate_cents)
+                    verdict = self._wallet_verdict(routable[cid], session.rate_cents) or (
+                        cascade.wallet_skip(reserved.refusal, 0, 0, 0, session.rate_cents)[0], reserved.message)
                 else:
                     response = self._offered(session, entry, reserved, skipped)
                     committed = await self._commit(session, response, now, expected_step, previous, records,
@@ -216,13 +189,13 @@ class Router:
             # Only an offer with a profile sends a limit (offered_to and limit above), and only a limit makes the
             # script answer busy, with the live count.
             assert reservation is not None and profile is not None and result.detail is not None
-            await self._release(reservation.reservation_id)
+            await self._wallet.release(reservation.reservation_id)
             return cascade.concurrency_skip(profile, int(result.detail))
         # Another replica answered this step first: give its answer, and drop our hold unless it is the same.
         if reservation is not None:
             winner = Session.loads(result.detail) if result.detail else None
             if winner is None or reservation.reservation_id not in (winner.reservation_id,):
-                await self._release(reservation.reservation_id)
+                await self._wallet.release(reservation.reservation_id)
         if result.outcome == "gone":
             raise NotFound(f"the cascade of call {session.call_id!r} expired while routing it", reason="UNKNOWN_CALL")
         assert result.detail is not None  # exists and moved, the outcomes left, carry the stored session
@@ -231,55 +204,12 @@ class Router:
 
     # ------------------------------------------------------------ the wallet
 
-    async def _routability(self, contractor_ids: list[str], rate_cents: int) -> dict[str, wpb.Routability]:
-        try:
-            reply = await self._wallet.GetRoutability(
-                wpb.GetRoutabilityRequest(contractor_ids=contractor_ids, amount_cents=rate_cents),
-                timeout=self._config.wallet_timeout_s)
-        except grpc.aio.AioRpcError as err:
-            raise Unavailable(f"the wallet could not say who can pay ({err.code().name}: {err.details()}); "
-                              "nobody was offered the call; retry", reason="WALLET_UNAVAILABLE") from err
-        return {r.contractor_id: r for r in reply.routabilities}
-
-    def _wallet_verdict(self, answer: wpb.Routability, rate_cents: int) -> tuple[str, str] | None:
-        if answer.routable:
+    def _wallet_verdict(self, answer: wpb.Routability, rate_cents: int) -> tuple[SkipReason, str] | None:
+        refusal = clients.refusal_of(answer)
+        if refusal is None:
             return None
-        return cascade.wallet_skip(_WALLET_REASONS.get(answer.reason, "insufficient_available"),
-                                   answer.available_cents, answer.balance_cents, answer.pause_threshold_cents,
-                                   rate_cents)
-
-    async def _reserve(self, entry: Entry, session: Session) -> wpb.Reservation | tuple[str, str] | None:
-        try:
-            reply = await self._wallet.Reserve(
-                wpb.ReserveRequest(contractor_id=entry.contractor_id, call_id=session.call_id,
-                                   amount_cents=session.rate_cents, expires_in_s=self._config.reservation_ttl_s),
-                timeout=self._config.wallet_timeout_s)
-        except grpc.aio.AioRpcError as err:
-            refusal = _RESERVE_REFUSALS.get(error_reason(err))
-            if refusal is None:
-                raise Unavailable(f"the wallet could not reserve ({err.code().name}: {err.details()}); retry",
-                                  reason="WALLET_UNAVAILABLE") from err
-            # Routable a moment ago, not any more: a concurrent call took the money.
-            return cascade.wallet_skip(refusal, 0, 0, 0, session.rate_cents)[0], err.details()
-        if reply.reservation.state != wpb.RESERVATION_STATE_OPEN:
-            return None
-        return reply.reservation
-
-    async def _release(self, reservation_id: str) -> None:
-        if not reservation_id:
-            return
-        try:
-            await self._wallet.Release(wpb.ReleaseRequest(reservation_id=reservation_id),
-                                       timeout=self._config.wallet_timeout_s)
-        except grpc.aio.AioRpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:
-                return
-            if error_reason(err) == "RESERVATION_ALREADY_CAPTURED":
-                raise FailedPrecondition(
-                    f"reservation {reservation_id} was already captured: the call was connected and rated",
-                    reason="CALL_ALREADY_RATED") from err
-            raise Unavailable(f"the wallet could not release reservation {reservation_id} "
-                              f"({err.code().name}: {err.details()}); retry", reason="WALLET_UNAVAILABLE") from err
+        return cascade.wallet_skip(refusal, answer.available_cents, answer.balance_cents,
+                                   answer.pause_threshold_cents, rate_cents)
 
     # ------------------------------------------------------------ building answers and records
 
@@ -321,20 +251,21 @@ class Router:
                 "rate_cents": session.rate_cents, "at": time.time() if kind == "not_taken" else now.timestamp()}
 
     @staticmethod
-    def _fact_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
+    def _counter_keys(claims: list, now: dt.datetime) -> list[tuple[str, str, str]]:
         """Connected-call counts only for contractors with a cap: nothing reads the others'."""
         return [(live_key(s.contractor_id), usage_key(s.contractor_id, schedule.day_key(p, now)),
                  usage_key(s.contractor_id, schedule.month_key(p, now))) if p.counts_connected_calls
                 else (live_key(s.contractor_id), NO_KEY, NO_KEY) for s, p in claims]
 
-    async def _facts(self, claims: list, facts: list[tuple[int, int, int]], now: dt.datetime) -> dict[str, Facts]:
+    async def _counters(self, claims: list, counters: list[tuple[int, int, int]],
+                        now: dt.datetime) -> dict[str, Counters]:
         """What Redis said of each claim's contractor. A connected-call count it no longer has (flushed, evicted)
         is read from routing's own record of connected calls and put back: a cap holds whatever Redis lost.
         Only contractors with a cap need counts, so the others cost nothing here."""
-        out: dict[str, Facts] = {}
+        out: dict[str, Counters] = {}
         missing: list[tuple[str, Profile]] = []
-        for (slot, profile), (live, today, month) in zip(claims, facts, strict=True):
-            out[slot.contractor_id] = Facts(live, max(today, 0), max(month, 0))
+        for (slot, profile), (live, today, month) in zip(claims, counters, strict=True):
+            out[slot.contractor_id] = Counters(live, max(today, 0), max(month, 0))
             if (today < 0 or month < 0) and profile.counts_connected_calls:
                 missing.append((slot.contractor_id, profile))
         if missing:
@@ -343,7 +274,7 @@ class Router:
             refill = {}
             for cid, profile in missing:
                 today, month = counts[cid]
-                out[cid] = Facts(out[cid].live_calls, today, month)
+                out[cid] = Counters(out[cid].live_calls, today, month)
                 refill[usage_key(cid, schedule.day_key(profile, now))] = today
                 refill[usage_key(cid, schedule.month_key(profile, now))] = month
             await self._live.set_usage(refill, only_missing=True)

@@ -56,8 +56,12 @@ def require_time_zone(name: str) -> str:
     if not name:
         raise InvalidArgument("time_zone is required: an IANA name such as America/Chicago", field="time_zone")
     try:
+        # IANA names are short (the longest is 32 characters); a long one would reach the file system as a
+        # path, whose OSError (name too long) must not read as the database being down.
+        if len(name) > 64:
+            raise ValueError(name)
         zone(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise InvalidArgument(f"time_zone {name!r} is not an IANA time zone name, e.g. America/Chicago",
                               field="time_zone") from None
     return name

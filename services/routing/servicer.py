@@ -3,7 +3,6 @@ router.py (the hot path)."""
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import json
 import logging
@@ -13,69 +12,26 @@ import grpc
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.routing.v1 import routing_pb2_grpc
 from services.routing import claims as rules
-from services.routing import schedule
+from services.routing import mappers, schedule
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory, announce
 from services.routing.live_state import Change, LiveState
 from services.routing.rate_card import RateCard
-from services.routing.router import MODE_PB, POSITION_PB, SKIP_PB, Router
+from services.routing.records import StoredProfile
+from services.routing.router import Router
 from services.routing.schedule import Window
-from services.routing.storage import ClaimChange, RoutingStore, profile_from
+from services.routing.storage import ClaimChange, RoutingStore
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
-from services.runtime.timestamps import stamp, to_datetime
-from services.runtime.validation import require_id
+from services.runtime.paging import decode_position, decode_token, encode_position, encode_token, page_size
+from services.runtime.timestamps import to_datetime
+from services.runtime.validation import require_id, require_text
 
 log = logging.getLogger("callersync.routing")
 
-_POSITIONS = {pb.CLAIM_POSITION_PRIMARY: rules.PRIMARY, pb.CLAIM_POSITION_BACKUP: rules.BACKUP}
-_MODES = {pb.CONTRACTOR_MODE_HUMAN: "human", pb.CONTRACTOR_MODE_AI_AGENT: "ai_agent"}
-_SKIPS = {name: value for name, value in SKIP_PB.items()}
-_RINGS = {"no_answer": pb.RING_OUTCOME_NO_ANSWER, "busy": pb.RING_OUTCOME_BUSY, "declined": pb.RING_OUTCOME_DECLINED,
-          "voicemail": pb.RING_OUTCOME_VOICEMAIL, "failed": pb.RING_OUTCOME_FAILED}
-_SOURCES = {"operator": pb.BLOCK_SOURCE_OPERATOR, "spam_refund": pb.BLOCK_SOURCE_SPAM_REFUND}
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_NOTE = 1000
-
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", field="page_size")
-    return min(requested or DEFAULT_PAGE, MAX_PAGE)
-
-
-def encode_token(*parts: object) -> str:
-    return base64.urlsafe_b64encode(json.dumps(parts).encode()).decode()
-
-
-def decode_token(token: str) -> list:
-    try:
-        parts = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(parts, list):
-            raise ValueError
-        return parts
-    except ValueError:
-        raise InvalidArgument("page_token is not one this service issued; send next_page_token as received",
-                              field="page_token") from None
-
-
-def claim_message(row) -> pb.Claim:
-    return pb.Claim(contractor_id=row["contractor_id"], zip=row["zip"], position=POSITION_PB[row["position"]],
-                    backup_rank=row["backup_rank"], rate_cents=row["rate_cents"] or 0,
-                    claimed_at=stamp(row["claimed_at"]))
-
-
-def blocked_message(row) -> pb.BlockedCaller:
-    return pb.BlockedCaller(caller_number=row["caller_number"], source=_SOURCES[row["source"]],
-                            blocked_by=row["blocked_by"], note=row["note"], refund_case_id=row["refund_case_id"],
-                            blocked_at=stamp(row["blocked_at"]))
-
-
-def require_text(name: str, value: str, limit: int = MAX_NOTE) -> None:
-    if len(value) > limit:
-        raise InvalidArgument(f"{name} must be at most {limit} characters", field=name)
 
 
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
@@ -117,7 +73,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
     async def ClaimZip(self, request: pb.ClaimZipRequest, context: grpc.aio.ServicerContext) -> pb.ClaimZipResponse:
         require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
-        position = _POSITIONS.get(request.position)
+        position = mappers.POSITIONS.get(request.position)
         if position is None:
             raise InvalidArgument("position must be CLAIM_POSITION_PRIMARY or CLAIM_POSITION_BACKUP", field="position")
         await self._rate_card.require_priced(request.zip)
@@ -125,8 +81,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                                          self._config.max_backups)
         await self._changed(Change(zips=(request.zip,)))
         threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
-        return pb.ClaimZipResponse(claim=claim_message(change.claim),
-                                   zip_claims=[claim_message(r) for r in change.zip_claims],
+        return pb.ClaimZipResponse(claim=mappers.claim(change.claim),
+                                   zip_claims=[mappers.claim(r) for r in change.zip_claims],
                                    pause_threshold_cents=threshold)
 
     async def ReleaseZip(self, request: pb.ReleaseZipRequest,
@@ -136,56 +92,43 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
         await self._changed(Change(zips=(request.zip,)))
         threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
-        return pb.ReleaseZipResponse(released_claim=claim_message(change.claim), pause_threshold_cents=threshold)
+        return pb.ReleaseZipResponse(released_claim=mappers.claim(change.claim), pause_threshold_cents=threshold)
 
     async def ListClaims(self, request: pb.ListClaimsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListClaimsResponse:
         if bool(request.contractor_id) == bool(request.zip):
             raise InvalidArgument("set exactly one of contractor_id and zip", field="contractor_id")
-        size = page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         if request.zip:
             rules.require_zip(request.zip)
             # A ZIP has at most one primary and a few backups: one page always holds them all.
-            return pb.ListClaimsResponse(claims=[claim_message(r)
+            return pb.ListClaimsResponse(claims=[mappers.claim(r)
                                                  for r in await self._store.claims_of_zip(request.zip)])
         require_id("contractor_id", request.contractor_id)
-        after = str(decode_token(request.page_token)[0]) if request.page_token else ""
+        token = decode_token(request.page_token, 1)
+        after = str(token[0]) if token else ""
         rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
         more = len(rows) > size
         rows = rows[:size]
-        return pb.ListClaimsResponse(claims=[claim_message(r) for r in rows],
-                                     next_page_token=encode_token(rows[-1]["zip"]) if more else "")
+        return pb.ListClaimsResponse(claims=[mappers.claim(r) for r in rows],
+                                     next_page_token=encode_token(rows[-1].zip) if more else "")
 
     # ------------------------------------------------------------ mode, schedule, caps
 
-    async def _profile_message(self, contractor_id: str, row=None) -> pb.RoutingProfile:
-        row = row if row is not None else await self._store.profile(contractor_id)
-        profile = profile_from(contractor_id, row)
+    async def _profile_message(self, contractor_id: str, stored: StoredProfile | None = None) -> pb.RoutingProfile:
+        stored = stored if stored is not None else await self._store.profile(contractor_id)
         today, month = await self._store.connected_calls_between(
-            contractor_id, *schedule.period_starts(profile, dt.datetime.now(dt.UTC)))
-        return pb.RoutingProfile(
-            contractor_id=contractor_id,
-            mode=MODE_PB[profile.mode],
-            schedule=pb.Schedule(time_zone=profile.time_zone, weekly_hours=[
-                pb.WeeklyHours(day=w.weekday, start_minute=w.start_minute, end_minute=w.end_minute)
-                for w in profile.windows]),
-            caps=pb.Caps(daily_max_connected_calls=profile.daily_max_connected_calls,
-                         monthly_max_connected_calls=profile.monthly_max_connected_calls,
-                         max_concurrent_calls=profile.max_concurrent_calls),
-            connected_calls_today=today,
-            connected_calls_this_month=month,
-            pause_threshold_cents=row["pause_threshold_cents"] if row is not None else 0,
-            updated_at=stamp(row["updated_at"] if row is not None else None),
-        )
+            contractor_id, *schedule.period_starts(stored.profile, dt.datetime.now(dt.UTC)))
+        return mappers.routing_profile(stored, today, month)
 
     async def SetMode(self, request: pb.SetModeRequest, context: grpc.aio.ServicerContext) -> pb.SetModeResponse:
         require_id("contractor_id", request.contractor_id)
-        mode = _MODES.get(request.mode)
+        mode = mappers.MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument("mode must be CONTRACTOR_MODE_HUMAN or CONTRACTOR_MODE_AI_AGENT", field="mode")
         row = await self._store.update_profile(request.contractor_id, mode=mode)
         await self._profile_changed(request.contractor_id)
-        await self._push_threshold(request.contractor_id, row["pause_threshold_cents"])
+        await self._push_threshold(request.contractor_id, row.pause_threshold_cents)
         return pb.SetModeResponse(profile=await self._profile_message(request.contractor_id))
 
     async def SetSchedule(self, request: pb.SetScheduleRequest,
@@ -236,56 +179,48 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                           context: grpc.aio.ServicerContext) -> pb.BlockCallerResponse:
         rules.require_e164(request.caller_number)
         require_id("blocked_by", request.blocked_by)
-        require_text("note", request.note)
+        require_text("note", request.note, MAX_NOTE)
         row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
         await self._changed(Change(blocklist=True))
-        return pb.BlockCallerResponse(blocked_caller=blocked_message(row))
+        return pb.BlockCallerResponse(blocked_caller=mappers.blocked_caller(row))
 
     async def UnblockCaller(self, request: pb.UnblockCallerRequest,
                             context: grpc.aio.ServicerContext) -> pb.UnblockCallerResponse:
         rules.require_e164(request.caller_number)
         require_id("unblocked_by", request.unblocked_by)
-        require_text("note", request.note)
+        require_text("note", request.note, MAX_NOTE)
         row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
         await self._changed(Change(blocklist=True))
-        return pb.UnblockCallerResponse(blocked_caller=blocked_message(row))
+        return pb.UnblockCallerResponse(blocked_caller=mappers.blocked_caller(row))
 
     async def ListBlockedCallers(self, request: pb.ListBlockedCallersRequest,
                                  context: grpc.aio.ServicerContext) -> pb.ListBlockedCallersResponse:
-        size = page_size(request.page_size)
-        before = None
-        if request.page_token:
-            at, number = decode_token(request.page_token)
-            before = (dt.datetime.fromisoformat(at), number)
-        rows = await self._store.blocked_page(before, size + 1)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
+        position = decode_position(request.page_token)
+        rows = await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1)
         more = len(rows) > size
         rows = rows[:size]
-        token = encode_token(rows[-1]["blocked_at"].isoformat(), rows[-1]["caller_number"]) if more else ""
-        return pb.ListBlockedCallersResponse(blocked_callers=[blocked_message(r) for r in rows], next_page_token=token)
+        token = encode_position(rows[-1].caller_number, rows[-1].blocked_at) if more else ""
+        return pb.ListBlockedCallersResponse(blocked_callers=[mappers.blocked_caller(r) for r in rows],
+                                             next_page_token=token)
 
     # ------------------------------------------------------------ missed calls
 
     async def ListMissedCalls(self, request: pb.ListMissedCallsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListMissedCallsResponse:
         require_id("contractor_id", request.contractor_id)
-        size = page_size(request.page_size)
+        size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         end = (to_datetime(request.period_end) if request.HasField("period_end")
                else dt.datetime.now(dt.UTC))
         start = (to_datetime(request.period_start) if request.HasField("period_start")
                  else end - dt.timedelta(days=30))
         if start >= end:
             raise InvalidArgument("period_start must be before period_end", field="period_start")
-        before = None
-        if request.page_token:
-            at, step_id = decode_token(request.page_token)
-            before = (dt.datetime.fromisoformat(at), int(step_id))
+        position = decode_position(request.page_token, int)
+        before = (position[0], int(position[1])) if position else None
         rows = await self._store.missed_calls(request.contractor_id, start, end, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
         return pb.ListMissedCallsResponse(
-            missed_calls=[pb.MissedCall(
-                call_id=r["call_id"], zip=r["zip"], missed_at=stamp(r["at"]), position=POSITION_PB[r["position"]],
-                skip_reason=_SKIPS.get(r["skip_reason"], pb.SKIP_REASON_UNSPECIFIED),
-                ring_outcome=_RINGS.get(r["ring_outcome"], pb.RING_OUTCOME_UNSPECIFIED),
-                message=r["message"], rate_cents=r["rate_cents"]) for r in rows],
-            next_page_token=encode_token(rows[-1]["at"].isoformat(), rows[-1]["step_id"]) if more else "")
+            missed_calls=[mappers.missed_call(r) for r in rows],
+            next_page_token=encode_position(rows[-1].step_id, rows[-1].at) if more else "")

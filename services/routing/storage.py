@@ -12,6 +12,7 @@ import asyncpg
 
 from services.routing import claims as rules
 from services.routing.claims import Slot
+from services.routing.records import BlockedCaller, MissedStep, StoredClaim, StoredProfile
 from services.routing.schedule import Profile, Window
 from services.runtime.db import storage_errors
 from services.runtime.errors import FailedPrecondition, NotFound
@@ -39,7 +40,7 @@ class ZipView:
 
 
 @dataclasses.dataclass(frozen=True)
-class BillingFact:
+class BillingUpdate:
     """One billing event as routing applies it (the consumer turns the proto into this)."""
 
     kind: str  # zip_rate, booking_fee, block, call_rated, ignored
@@ -59,8 +60,8 @@ class BillingFact:
 
 @dataclasses.dataclass(frozen=True)
 class ClaimChange:
-    claim: asyncpg.Record
-    zip_claims: list[asyncpg.Record]
+    claim: StoredClaim
+    zip_claims: list[StoredClaim]
     pause_threshold_cents: int
 
 
@@ -162,14 +163,14 @@ class RoutingStore:
                 await self._write_slots(conn, zip_code, current, slots)
             threshold = await self._recompute_threshold(conn, contractor_id, f"claim {zip_code}", changed)
             zip_claims = await self._zip_claims(conn, zip_code)
-        mine = next(r for r in zip_claims if r["contractor_id"] == contractor_id)
+        mine = next(r for r in zip_claims if r.contractor_id == contractor_id)
         return ClaimChange(mine, zip_claims, threshold)
 
     async def release(self, contractor_id: str, zip_code: str) -> ClaimChange:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             current = await self._lock_zip(conn, zip_code)
             before = await self._zip_claims(conn, zip_code)
-            mine = next((r for r in before if r["contractor_id"] == contractor_id), None)
+            mine = next((r for r in before if r.contractor_id == contractor_id), None)
             if mine is None:
                 raise NotFound(f"contractor {contractor_id!r} has no claim on ZIP {zip_code}", reason="NO_CLAIM")
             await self._write_slots(conn, zip_code, current, rules.release_claim(current, contractor_id))
@@ -197,17 +198,19 @@ class RoutingStore:
                     " ON CONFLICT (zip, contractor_id) DO UPDATE SET position = $3, backup_rank = $4",
                     zip_code, s.contractor_id, s.position, s.backup_rank)
 
-    async def _zip_claims(self, conn: asyncpg.Connection, zip_code: str) -> list[asyncpg.Record]:
-        return await conn.fetch(
+    async def _zip_claims(self, conn: asyncpg.Connection, zip_code: str) -> list[StoredClaim]:
+        rows = await conn.fetch(
             f"SELECT {_CLAIM_COLUMNS} FROM routing.claims c WHERE c.zip = $1 ORDER BY c.backup_rank", zip_code)
+        return [StoredClaim.from_row(r) for r in rows]
 
-    async def claims_of_contractor(self, contractor_id: str, after_zip: str, limit: int) -> list[asyncpg.Record]:
+    async def claims_of_contractor(self, contractor_id: str, after_zip: str, limit: int) -> list[StoredClaim]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 f"SELECT {_CLAIM_COLUMNS} FROM routing.claims c WHERE c.contractor_id = $1 AND c.zip > $2"
                 " ORDER BY c.zip LIMIT $3", contractor_id, after_zip, limit)
+        return [StoredClaim.from_row(r) for r in rows]
 
-    async def claims_of_zip(self, zip_code: str) -> list[asyncpg.Record]:
+    async def claims_of_zip(self, zip_code: str) -> list[StoredClaim]:
         async with storage_errors(), self._pool.acquire() as conn:
             return await self._zip_claims(conn, zip_code)
 
@@ -218,7 +221,7 @@ class RoutingStore:
             rows = await self._pool.fetch("SELECT zip FROM routing.claims WHERE contractor_id = $1", contractor_id)
         return [r["zip"] for r in rows]
 
-    async def update_profile(self, contractor_id: str, **columns: object) -> asyncpg.Record:
+    async def update_profile(self, contractor_id: str, **columns: object) -> StoredProfile:
         """Sets the given profile columns (creating the profile); a mode change re-queues the threshold push."""
         names = list(columns)
         assignments = ", ".join(f"{n} = ${i + 2}" for i, n in enumerate(names))
@@ -234,14 +237,18 @@ class RoutingStore:
                 await self._recompute_threshold(conn, contractor_id, f"mode {columns['mode']}", True)
             return await self._profile(conn, contractor_id)
 
-    async def profile(self, contractor_id: str) -> asyncpg.Record | None:
+    async def profile(self, contractor_id: str) -> StoredProfile:
+        """The contractor's profile; the defaults when they never set one."""
         async with storage_errors(), self._pool.acquire() as conn:
             return await self._profile(conn, contractor_id)
 
-    async def _profile(self, conn: asyncpg.Connection, contractor_id: str) -> asyncpg.Record | None:
-        return await conn.fetchrow(
+    async def _profile(self, conn: asyncpg.Connection, contractor_id: str) -> StoredProfile:
+        row = await conn.fetchrow(
             f"SELECT contractor_id, {_PROFILE_COLUMNS}, pause_threshold_cents, updated_at FROM routing.profiles"
             " WHERE contractor_id = $1", contractor_id)
+        if row is None:
+            return StoredProfile(Profile(contractor_id), 0, None)
+        return StoredProfile(profile_from(contractor_id, row), row["pause_threshold_cents"], row["updated_at"])
 
     async def connected_calls_between(self, contractor_id: str, day_start: dt.datetime,
                                       month_start: dt.datetime) -> tuple[int, int]:
@@ -293,7 +300,7 @@ class RoutingStore:
     # ------------------------------------------------------------ blocklist
 
     async def block(self, number: str, source: str, blocked_by: str, note: str,
-                    refund_case_id: str = "") -> asyncpg.Record:
+                    refund_case_id: str = "") -> BlockedCaller:
         """Blocking twice is a no-op that returns the first entry."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -301,12 +308,13 @@ class RoutingStore:
                 " VALUES ($1, $2, $3, $4, $5) ON CONFLICT (caller_number) DO NOTHING RETURNING *",
                 number, source, blocked_by, note, refund_case_id)
             if row is None:
-                return await conn.fetchrow("SELECT * FROM routing.blocked_callers WHERE caller_number = $1", number)
+                row = await conn.fetchrow("SELECT * FROM routing.blocked_callers WHERE caller_number = $1", number)
+                return BlockedCaller.from_row(row)
             await conn.execute("INSERT INTO routing.blocklist_history (caller_number, action, actor, note)"
                                " VALUES ($1, 'block', $2, $3)", number, blocked_by, note)
-            return row
+            return BlockedCaller.from_row(row)
 
-    async def unblock(self, number: str, actor: str, note: str) -> asyncpg.Record:
+    async def unblock(self, number: str, actor: str, note: str) -> BlockedCaller:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("DELETE FROM routing.blocked_callers WHERE caller_number = $1 RETURNING *",
                                       number)
@@ -314,16 +322,18 @@ class RoutingStore:
                 raise NotFound(f"caller {number} is not on the blocklist", reason="NOT_BLOCKED")
             await conn.execute("INSERT INTO routing.blocklist_history (caller_number, action, actor, note)"
                                " VALUES ($1, 'unblock', $2, $3)", number, actor, note)
-            return row
+            return BlockedCaller.from_row(row)
 
-    async def blocked_page(self, before: tuple[dt.datetime, str] | None, limit: int) -> list[asyncpg.Record]:
+    async def blocked_page(self, before: tuple[dt.datetime, str] | None, limit: int) -> list[BlockedCaller]:
         async with storage_errors():
             if before is None:
-                return await self._pool.fetch("SELECT * FROM routing.blocked_callers"
+                rows = await self._pool.fetch("SELECT * FROM routing.blocked_callers"
                                               " ORDER BY blocked_at DESC, caller_number DESC LIMIT $1", limit)
-            return await self._pool.fetch(
-                "SELECT * FROM routing.blocked_callers WHERE (blocked_at, caller_number) < ($1, $2)"
-                " ORDER BY blocked_at DESC, caller_number DESC LIMIT $3", before[0], before[1], limit)
+            else:
+                rows = await self._pool.fetch(
+                    "SELECT * FROM routing.blocked_callers WHERE (blocked_at, caller_number) < ($1, $2)"
+                    " ORDER BY blocked_at DESC, caller_number DESC LIMIT $3", before[0], before[1], limit)
+        return [BlockedCaller.from_row(r) for r in rows]
 
     async def blocked_numbers(self) -> set[str]:
         async with storage_errors():
@@ -343,14 +353,15 @@ class RoutingStore:
                 [dt.datetime.fromtimestamp(s["at"], dt.UTC) for s in steps])
 
     async def missed_calls(self, contractor_id: str, start: dt.datetime, end: dt.datetime,
-                           before: tuple[dt.datetime, int] | None, limit: int) -> list[asyncpg.Record]:
+                           before: tuple[dt.datetime, int] | None, limit: int) -> list[MissedStep]:
         before_at, before_id = before or (end, 2**62)
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM routing.steps WHERE contractor_id = $1 AND kind <> 'offered'"
                 " AND at >= $2 AND at < $3 AND (at, step_id) < ($4, $5)"
                 " ORDER BY at DESC, step_id DESC LIMIT $6",
                 contractor_id, start, end, before_at, before_id, limit)
+        return [MissedStep.from_row(r) for r in rows]
 
     # ------------------------------------------------------------ pause-threshold outbox
 
@@ -391,7 +402,7 @@ class RoutingStore:
             return await self._pool.fetchval("SELECT max(applied_at) FROM routing.consumed_events WHERE stream = $1",
                                              stream)
 
-    async def apply_billing_events(self, stream: str, events: Sequence[BillingFact]) -> list[BillingFact]:
+    async def apply_billing_events(self, stream: str, events: Sequence[BillingUpdate]) -> list[BillingUpdate]:
         """Applies each event once (deduped by event id in the same transaction); returns the ones new here."""
         applied = []
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
@@ -404,7 +415,7 @@ class RoutingStore:
                     applied.append(ev)
         return applied
 
-    async def _apply(self, conn: asyncpg.Connection, ev: BillingFact) -> None:
+    async def _apply(self, conn: asyncpg.Connection, ev: BillingUpdate) -> None:
         if ev.kind == "zip_rate":
             await conn.execute(
                 "INSERT INTO routing.zip_rates (zip, effective_from, rate_cents) VALUES ($1, $2, $3)"

@@ -94,21 +94,16 @@ class Settings:
     auto_top_up_max_per_hour: int = 3
     # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
     auto_top_up_lease_ms: int = 60_000
-    # Billing policy knobs: refunds are asked within this many days of the charge; the sweeper re-drives
-    # settlements left unfinished (a crash, a wallet outage) once they are this old.
-    refund_window_days: int = 30
-    # A refund approval above this many cents needs a second operator (0: one approval always suffices).
-    refund_second_approval_cents: int = 10_000
-    # Facts from the future (services/billing/freshness.py): the clock skew tolerated between the sender and
-    # billing, how far after its booking an appointment may lie, the earliest moment a price may take effect.
+    # Billing knobs still read here, as tests build billing with a Settings that sets them (billing's others are
+    # in services/billing/config.py). Facts from the future (services/billing/freshness.py): the clock skew
+    # tolerated between the sender and billing, how far after its booking an appointment may lie, the earliest
+    # moment a price may take effect.
     clock_skew_s: int = 60
     appointment_max_ahead_days: int = 400
     rate_earliest_s: int = 1_577_836_800
     # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
     # wait for an operator.
     refund_auto_approvals_per_30d: int = 5
-    settlement_sweep_interval_ms: int = 2000
-    settlement_sweep_after_ms: int = 10_000
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -166,19 +161,12 @@ class Settings:
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            refund_window_days=_int(env, "CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
-            refund_second_approval_cents=_int(env, "CALLERSYNC_REFUND_SECOND_APPROVAL_CENTS",
-                                              d.refund_second_approval_cents),
             clock_skew_s=_int(env, "CALLERSYNC_CLOCK_SKEW_S", d.clock_skew_s),
             appointment_max_ahead_days=_int(env, "CALLERSYNC_APPOINTMENT_MAX_AHEAD_DAYS",
                                             d.appointment_max_ahead_days),
             rate_earliest_s=_int(env, "CALLERSYNC_RATE_EARLIEST_S", d.rate_earliest_s),
             refund_auto_approvals_per_30d=_int(env, "CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D",
                                                d.refund_auto_approvals_per_30d),
-            settlement_sweep_interval_ms=_int(
-                env, "CALLERSYNC_SETTLEMENT_SWEEP_INTERVAL_MS", d.settlement_sweep_interval_ms
-            ),
-            settlement_sweep_after_ms=_int(env, "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS", d.settlement_sweep_after_ms),
             stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
             stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
             stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from services.runtime import certs, stack_file, tls
 from services.runtime.config import Settings
+from services.runtime.health import wait_healthy
 from services.runtime.processes import die_with_parent, set_title
 
 log = logging.getLogger("callersync.up")
@@ -229,7 +230,6 @@ class Supervisor:
             self._sleep(0.2)
 
     def start(self) -> None:
-        from services.cli import wait_healthy
         from services.gateway import app as gateway
         from services.gateway import tokens as gateway_tokens
 

@@ -21,3 +21,32 @@ def require_id(name: str, value: str, max_len: int = MAX_ID_LEN) -> None:
             reason="MALFORMED_FIELD",
             field=name,
         )
+
+
+_ZIP = re.compile(r"[0-9]{5}")
+# E.164: a plus, a country code not starting with 0, at most 15 digits in all.
+_E164 = re.compile(r"\+[1-9][0-9]{6,14}")
+
+
+def require_zip(value: str, field: str = "zip", reason: str = "MALFORMED_ZIP") -> str:
+    """A 5-digit US ZIP code. `reason` stays what each service has always answered (clients may match it)."""
+    if not _ZIP.fullmatch(value):
+        raise InvalidArgument(f"{field} must be a US ZIP code of five digits, e.g. 94103; got {value!r}",
+                              reason=reason, field=field)
+    return value
+
+
+def require_e164(value: str, field: str = "caller_number", reason: str = "MALFORMED_FIELD") -> str:
+    if not _E164.fullmatch(value):
+        raise InvalidArgument(
+            f"{field} must be an E.164 number: a plus, the country code and the number, digits only, "
+            f"e.g. +14155550123; got {value!r}",
+            reason=reason, field=field,
+        )
+    return value
+
+
+def require_text(field: str, value: str, max_len: int) -> None:
+    """Free text (notes, descriptions): bounded, and without NUL, which PostgreSQL cannot store."""
+    if len(value) > max_len or "\x00" in value:
+        raise InvalidArgument(f"{field} must be at most {max_len} characters without NUL bytes", field=field)

@@ -67,6 +67,7 @@ class PaymentDesk:
     async def start_top_up(self, contractor_id: str, amount_cents: int, email: str, key: str,
                            request_hash: bytes) -> tuple[asyncpg.Record, str]:
         """The top-up under key and its PaymentIntent's client secret (created now, or the one made before)."""
+        self.require_configured()
         row = await self._store.start_card_top_up(str(uuid.uuid4()), contractor_id, amount_cents, top_ups.CURRENCY,
                                                   email, key, request_hash)
         if bytes(row["request_hash"]) != request_hash:
@@ -82,7 +83,14 @@ class PaymentDesk:
             row = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
         return row, payment.client_secret
 
+    def require_configured(self) -> None:
+        if not self.provider.configured:
+            raise FailedPrecondition(
+                "card payments are not configured on this wallet: set CALLERSYNC_STRIPE_API_KEY (docs/payments.md), "
+                "or credit by hand as an operator (TopUp with a reason)", reason="PAYMENTS_NOT_CONFIGURED")
+
     async def _ask(self, call):  # type: ignore[no-untyped-def]
+        self.require_configured()
         try:
             return await call()
         except ProviderError as err:
@@ -95,6 +103,7 @@ class PaymentDesk:
     async def apply_payment(self, payment_intent_id: str, source: str) -> tuple[str, str]:
         """Asks the provider about the PaymentIntent and credits its top-up if it succeeded, once. Returns
         (outcome, top_up_id): credited, already_credited, recorded, refused or unknown."""
+        self.require_configured()
         try:
             payment = await self.provider.payment(payment_intent_id)
         except ProviderError as err:
@@ -162,6 +171,8 @@ class PaymentDesk:
 
     async def sweep_once(self) -> int:
         """Asks the provider about every top-up still open, so a lost webhook never loses money."""
+        if not self.provider.configured:
+            return 0
         done = 0
         for top_up in await self._store.due_for_sweep(self._sweep_after_ms):
             try:
@@ -178,6 +189,8 @@ class PaymentDesk:
 
     async def charge_once(self) -> int:
         """Makes the provider call of every auto top-up waiting for one (at most one per wallet exists)."""
+        if not self.provider.configured:
+            return 0
         claimed = await self._store.claim_auto(self._lease_ms)
         for top_up in claimed:
             await self._charge(top_up)
@@ -236,6 +249,7 @@ class PaymentDesk:
     # ------------------------------------------------------------------ saved cards
 
     async def start_card_setup(self, contractor_id: str, email: str) -> tuple[str, str]:
+        self.require_configured()
         if not await self._store.wallet_exists(contractor_id):
             raise NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
         settings = await self._store.auto_settings(contractor_id)
@@ -250,6 +264,7 @@ class PaymentDesk:
     async def apply_card_setup(self, setup_intent_id: str, source: str) -> str:
         """Asks the provider about a SetupIntent of ours; a succeeded one saves its card. Returns card_saved,
         recorded or unknown."""
+        self.require_configured()
         setup = await self._store.card_setup(setup_intent_id)
         if setup is None:
             refusals.warning("card setup %s (%s) is none of ours; ignored", setup_intent_id, source)
@@ -279,6 +294,8 @@ class PaymentDesk:
     async def settle_card_setups(self, contractor_id: str) -> None:
         """Asks the provider about the contractor's card setups still pending (a lost webhook must not keep a
         saved card from being used)."""
+        if not self.provider.configured:
+            return
         for setup_intent_id in await self._store.pending_card_setups(contractor_id):
             try:
                 await self.apply_card_setup(setup_intent_id, "set auto top-up")

@@ -96,6 +96,9 @@ class PaymentProvider:
 
     def __init__(self, api_key: str, api_base: str, publishable_key: str) -> None:
         self.publishable_key = publishable_key
+        # Neither a key nor another address than Stripe's: card payments are not set up here (a wallet run by
+        # `callersync serve` without CALLERSYNC_STRIPE_*), so nothing is sent to Stripe without a key.
+        self.configured = bool(api_key) or api_base.rstrip("/") != "https://api.stripe.com"
         self._http = stripe.AIOHTTPClient()
         self._client = stripe.StripeClient(
             api_key or "sk_test_unset",

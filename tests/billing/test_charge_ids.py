@@ -5,7 +5,7 @@ import uuid
 
 import pytest
 
-from services.billing.settlement import _CHARGE_IDS, charge_id
+from services.billing.charge_ids import _CHARGE_IDS, charge_id
 
 
 @pytest.mark.parametrize("key", ["call:c-1", "booking:b-42", "call:" + "x" * 128, "call:appel-été-✓", "call:"])

@@ -10,11 +10,11 @@ import tempfile
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.runtime.health import wait_serving
 from tests.billing.calls import call, connected
 from tests.billing.support import set_rate, unique_zip
 from tests.conftest import free_port
@@ -34,17 +34,9 @@ class BillingProcess:
         self.target = f"127.0.0.1:{self.port}"
 
     async def healthy(self):
-        async with grpc.aio.insecure_channel(self.target) as channel:
-            for _ in range(150):
-                try:
-                    reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.aio.AioRpcError:
-                    pass
-                assert self.proc.poll() is None, "billing exited while starting"
-                await asyncio.sleep(0.1)
-        raise AssertionError("billing did not become healthy")
+        if not await wait_serving(self.target, 60, lambda: self.proc.poll() is None):
+            assert self.proc.poll() is None, "billing exited while starting"
+            raise AssertionError("billing did not become healthy")
 
     def stop(self):
         if self.proc.poll() is None:

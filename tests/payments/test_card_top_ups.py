@@ -199,3 +199,12 @@ async def test_a_contractor_token_starts_and_reads_its_own_top_ups_and_nothing_e
                                "idempotencyKey": f"op-{contractor}", "reason": "cheque 1234"}) as reply:
         assert reply.status == 200
     assert [r["credit_source"] for r in await credits(hooked.db, contractor)] == ["operator"]
+
+
+async def test_a_wallet_without_a_payment_provider_refuses_card_payments_and_writes_nothing(wallet, db, contractor):
+    """The session's wallet has no CALLERSYNC_STRIPE_*: nothing is sent to Stripe, and the refusal says what to do."""
+    err = await expect_error(start_top_up(wallet, contractor, 5000), grpc.StatusCode.FAILED_PRECONDITION)
+    assert "CALLERSYNC_STRIPE_API_KEY" in err.details()
+    await expect_error(wallet.ApplyPaymentEvent(pb.ApplyPaymentEventRequest(object_id="pi_x")),
+                       grpc.StatusCode.FAILED_PRECONDITION)
+    assert await db.fetchval("SELECT count(*) FROM wallet.top_ups WHERE contractor_id = $1", contractor) == 0

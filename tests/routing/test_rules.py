@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from services.routing import cascade, claims, schedule
-from services.routing.cascade import Entry, Facts, Session
+from services.routing.cascade import Counters, Entry, Session
 from services.routing.claims import BACKUP, PRIMARY, Slot
 from services.routing.schedule import Profile, Window
 from services.runtime.errors import FailedPrecondition, InvalidArgument
@@ -100,13 +100,14 @@ def test_a_schedule_holds_at_most_ten_windows_a_day():
 def test_skip_reasons_come_in_order_hours_then_caps_then_busy():
     now = dt.datetime(2026, 11, 23, 12, tzinfo=dt.UTC)
     closed = Profile("c", windows=(Window(2, 0, 60),), daily_max_connected_calls=1)
-    assert cascade.local_skip(closed, now, Facts(1, 5, 5))[0] == cascade.OUTSIDE_HOURS
+    assert cascade.local_skip(closed, now, Counters(1, 5, 5))[0] == cascade.SkipReason.OUTSIDE_HOURS
     capped = Profile("c", daily_max_connected_calls=3, monthly_max_connected_calls=10)
-    assert cascade.local_skip(capped, now, Facts(0, 3, 3))[0] == cascade.DAILY_CAP
-    assert cascade.local_skip(capped, now, Facts(0, 2, 10))[0] == cascade.MONTHLY_CAP
-    assert cascade.local_skip(Profile("c"), now, Facts(1, 0, 0))[0] == cascade.BUSY
-    assert cascade.local_skip(Profile("c", max_concurrent_calls=2), now, Facts(2, 0, 0))[0] == cascade.CONCURRENCY_CAP
-    assert cascade.local_skip(Profile("c", mode="ai_agent"), now, Facts(50, 0, 0)) is None
+    assert cascade.local_skip(capped, now, Counters(0, 3, 3))[0] == cascade.SkipReason.DAILY_CAP
+    assert cascade.local_skip(capped, now, Counters(0, 2, 10))[0] == cascade.SkipReason.MONTHLY_CAP
+    assert cascade.local_skip(Profile("c"), now, Counters(1, 0, 0))[0] == cascade.SkipReason.BUSY
+    assert (cascade.local_skip(Profile("c", max_concurrent_calls=2), now, Counters(2, 0, 0))[0]
+            == cascade.SkipReason.CONCURRENCY_CAP)
+    assert cascade.local_skip(Profile("c", mode="ai_agent"), now, Counters(50, 0, 0)) is None
 
 
 def test_the_session_walks_on_after_the_last_offered_and_survives_a_round_trip():

@@ -17,8 +17,10 @@ class WebConfig:
     public_url: str = ""
     # Development only: the directory the local mail sink writes to; the app lists it at /app/dev/mail.
     dev_mail_dir: str = ""
-    # Refunds above this many cents need a second operator to confirm an approval.
+    # Refunds above this many cents need a second operator to confirm an approval; refunds are asked within
+    # this many days (both billing's rules, read from billing's variables, for the pages' words).
     second_approval_cents: int = 10_000
+    refund_window_days: int = 30
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WebConfig:
@@ -40,4 +42,5 @@ class WebConfig:
             public_url=env.get("CALLERSYNC_PUBLIC_URL", d.public_url).rstrip("/"),
             dev_mail_dir=env.get("CALLERSYNC_DEV_MAIL_DIR", d.dev_mail_dir),
             second_approval_cents=number("CALLERSYNC_REFUND_SECOND_APPROVAL_CENTS", d.second_approval_cents),
+            refund_window_days=number("CALLERSYNC_REFUND_WINDOW_DAYS", d.refund_window_days),
         )

@@ -141,7 +141,7 @@ def install(site: WebApp, app: web.Application) -> None:
         mine = [c for c in story.get("charges", []) if c.get("contractorId") == cid]
         body = evidence_packet(story, cid)
         for charge in mine:
-            body += charge_section(charge, base, site.gateway.settings.refund_window_days, ctx.session.csrf)
+            body += charge_section(charge, base, site.config.refund_window_days, ctx.session.csrf)
         return ctx.page(f"Call {call_id}", f'<p><a href="{base}/calls">← All calls and charges</a></p>' + body,
                         current=f"{base}/calls")
 

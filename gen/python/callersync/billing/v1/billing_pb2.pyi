@@ -156,6 +156,66 @@ DECISION_RULE_FREE_ONE_CHARGE_PER_CALL: DecisionRule.ValueType  # 9
 """Another leg of this call already pays: at most one charge per call (per-leg rule)."""
 Global___DecisionRule: _TypeAlias = DecisionRule  # noqa: Y015
 
+class _BillingRefusal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _BillingRefusalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BillingRefusal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    BILLING_REFUSAL_UNSPECIFIED: _BillingRefusal.ValueType  # 0
+    BILLING_REFUSAL_ZIP_NOT_PRICED: _BillingRefusal.ValueType  # 1
+    """The call's ZIP had no rate in effect when the call started (FAILED_PRECONDITION)."""
+    BILLING_REFUSAL_NO_WALLET: _BillingRefusal.ValueType  # 2
+    """The payer has no wallet yet: they top up, the call is sent again (FAILED_PRECONDITION)."""
+    BILLING_REFUSAL_CALL_RATED_WITH_OTHER_FACTS: _BillingRefusal.ValueType  # 3
+    """The call id was rated before with other facts (ALREADY_EXISTS)."""
+    BILLING_REFUSAL_CAPTURE_REFUSED: _BillingRefusal.ValueType  # 4
+    """The wallet would not capture the payer's hold; an operator settles it (FAILED_PRECONDITION)."""
+    BILLING_REFUSAL_SETTLEMENT_REFUSED: _BillingRefusal.ValueType  # 5
+    """The wallet refused the settlement for another reason (FAILED_PRECONDITION)."""
+    BILLING_REFUSAL_WALLET_UNAVAILABLE: _BillingRefusal.ValueType  # 6
+    """The wallet did not answer; the decision is stored and settles later (UNAVAILABLE)."""
+    BILLING_REFUSAL_INCONSISTENT_CALL: _BillingRefusal.ValueType  # 7
+    """The facts contradict each other, e.g. a leg answered before it rang (INVALID_ARGUMENT)."""
+    BILLING_REFUSAL_MISSING_FIELD: _BillingRefusal.ValueType  # 8
+    """A field is missing (INVALID_ARGUMENT)."""
+    BILLING_REFUSAL_MALFORMED_FIELD: _BillingRefusal.ValueType  # 9
+    """A field is malformed, e.g. caller_number not E.164 (INVALID_ARGUMENT)."""
+    BILLING_REFUSAL_MALFORMED_ZIP: _BillingRefusal.ValueType  # 10
+    """The ZIP is not five digits (INVALID_ARGUMENT)."""
+    BILLING_REFUSAL_UNKNOWN_MODE: _BillingRefusal.ValueType  # 11
+    """The call's or a leg's mode is not one of the CallMode values (INVALID_ARGUMENT)."""
+
+class BillingRefusal(_BillingRefusal, metaclass=_BillingRefusalEnumTypeWrapper):
+    """Why billing refused a call: the typed form of the ErrorInfo reasons it gives
+    (each value's name without the prefix is the reason string, which stays as is).
+    """
+
+BILLING_REFUSAL_UNSPECIFIED: BillingRefusal.ValueType  # 0
+BILLING_REFUSAL_ZIP_NOT_PRICED: BillingRefusal.ValueType  # 1
+"""The call's ZIP had no rate in effect when the call started (FAILED_PRECONDITION)."""
+BILLING_REFUSAL_NO_WALLET: BillingRefusal.ValueType  # 2
+"""The payer has no wallet yet: they top up, the call is sent again (FAILED_PRECONDITION)."""
+BILLING_REFUSAL_CALL_RATED_WITH_OTHER_FACTS: BillingRefusal.ValueType  # 3
+"""The call id was rated before with other facts (ALREADY_EXISTS)."""
+BILLING_REFUSAL_CAPTURE_REFUSED: BillingRefusal.ValueType  # 4
+"""The wallet would not capture the payer's hold; an operator settles it (FAILED_PRECONDITION)."""
+BILLING_REFUSAL_SETTLEMENT_REFUSED: BillingRefusal.ValueType  # 5
+"""The wallet refused the settlement for another reason (FAILED_PRECONDITION)."""
+BILLING_REFUSAL_WALLET_UNAVAILABLE: BillingRefusal.ValueType  # 6
+"""The wallet did not answer; the decision is stored and settles later (UNAVAILABLE)."""
+BILLING_REFUSAL_INCONSISTENT_CALL: BillingRefusal.ValueType  # 7
+"""The facts contradict each other, e.g. a leg answered before it rang (INVALID_ARGUMENT)."""
+BILLING_REFUSAL_MISSING_FIELD: BillingRefusal.ValueType  # 8
+"""A field is missing (INVALID_ARGUMENT)."""
+BILLING_REFUSAL_MALFORMED_FIELD: BillingRefusal.ValueType  # 9
+"""A field is malformed, e.g. caller_number not E.164 (INVALID_ARGUMENT)."""
+BILLING_REFUSAL_MALFORMED_ZIP: BillingRefusal.ValueType  # 10
+"""The ZIP is not five digits (INVALID_ARGUMENT)."""
+BILLING_REFUSAL_UNKNOWN_MODE: BillingRefusal.ValueType  # 11
+"""The call's or a leg's mode is not one of the CallMode values (INVALID_ARGUMENT)."""
+Global___BillingRefusal: _TypeAlias = BillingRefusal  # noqa: Y015
+
 class _ChargeKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -879,6 +939,7 @@ class CallResult(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     DECISION_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     code: _builtins.int
     """A google.rpc.Code number: 0 OK, 3 INVALID_ARGUMENT, 6 ALREADY_EXISTS (same id,
@@ -890,6 +951,11 @@ class CallResult(_message.Message):
     """Stable machine-readable reason, as in google.rpc.ErrorInfo (e.g. "ZIP_NOT_PRICED")."""
     replayed: _builtins.bool
     """True when the call was rated before and the stored decision is returned."""
+    refusal: Global___BillingRefusal.ValueType
+    """The typed form of reason, to switch on: reason is this value's name without
+    its BILLING_REFUSAL_ prefix. UNSPECIFIED when OK, or for a reason this
+    version of the contract does not list (read reason then).
+    """
     @_builtins.property
     def decision(self) -> Global___RatingDecision:
         """Set when code is 0."""
@@ -903,10 +969,11 @@ class CallResult(_message.Message):
         reason: _builtins.str = ...,
         decision: Global___RatingDecision | None = ...,
         replayed: _builtins.bool = ...,
+        refusal: Global___BillingRefusal.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["decision", b"decision"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "code", b"code", "decision", b"decision", "message", b"message", "reason", b"reason", "replayed", b"replayed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "code", b"code", "decision", b"decision", "message", b"message", "reason", b"reason", "refusal", b"refusal", "replayed", b"replayed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,4 +1,4 @@
-"""Stored rows to billing's proto messages (and timestamps both ways)."""
+"""Billing's stored records to its proto messages (proto to domain is done where a request is read)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
+from services.billing.records import Booking, RatedCall
 from services.runtime.timestamps import stamp
 
 CHARGE_KINDS = {"call": pb.CHARGE_KIND_CALL, "booking": pb.CHARGE_KIND_BOOKING}
@@ -20,6 +21,13 @@ REFUND_STATES = {
     "rejected_out_of_window": pb.REFUND_STATE_REJECTED_OUT_OF_WINDOW,
 }
 REFUND_STATE_NAMES = {v: k for k, v in REFUND_STATES.items()}
+
+
+def refusal(reason: str) -> pb.BillingRefusal.ValueType:
+    """The typed form of an ErrorInfo reason: the enum value named BILLING_REFUSAL_<reason>, else UNSPECIFIED
+    (a reason the contract does not list yet, e.g. one the wallet passed through)."""
+    name = f"BILLING_REFUSAL_{reason}"
+    return pb.BillingRefusal.Value(name) if name in pb.BillingRefusal.keys() else pb.BILLING_REFUSAL_UNSPECIFIED
 
 
 def ts(value: dt.datetime | None) -> Timestamp | None:
@@ -48,10 +56,10 @@ def booking_fee(row: asyncpg.Record) -> pb.BookingFee:
     )
 
 
-def decision(row: asyncpg.Record) -> pb.RatingDecision:
+def decision(row: RatedCall) -> pb.RatingDecision:
     """The stored decision, with the wallet entry once settled."""
-    out = pb.RatingDecision.FromString(bytes(row["decision"]))
-    out.wallet_entry_id = row["wallet_entry_id"] or 0
+    out = pb.RatingDecision.FromString(row.decision)
+    out.wallet_entry_id = row.wallet_entry_id or 0
     if not out.billable:
         out.charge_id = ""
     return out
@@ -88,7 +96,7 @@ def refund_case(row: asyncpg.Record) -> pb.RefundCase:
     )
 
 
-def charge(row: asyncpg.Record, decision_row: asyncpg.Record | None, case: asyncpg.Record | None) -> pb.Charge:
+def charge(row: asyncpg.Record, decision_row: RatedCall | None, case: asyncpg.Record | None) -> pb.Charge:
     return pb.Charge(
         charge_id=row["charge_id"],
         contractor_id=row["contractor_id"],
@@ -106,16 +114,16 @@ def charge(row: asyncpg.Record, decision_row: asyncpg.Record | None, case: async
     )
 
 
-def booking(row: asyncpg.Record) -> pb.Booking:
+def booking(row: Booking) -> pb.Booking:
     return pb.Booking(
-        booking_id=row["booking_id"],
-        call_id=row["call_id"],
-        contractor_id=row["contractor_id"],
-        scheduled_at=ts(row["scheduled_at"]),
-        appointment_at=ts(row["appointment_at"]),
-        fee_cents=row["fee_cents"],
-        fee_effective_from=ts(row["fee_effective_from"]),
-        charge_id=row["charge_id"],
-        wallet_entry_id=row["wallet_entry_id"] or 0,
-        recorded_at=ts(row["recorded_at"]),
+        booking_id=row.booking_id,
+        call_id=row.call_id,
+        contractor_id=row.contractor_id,
+        scheduled_at=ts(row.scheduled_at),
+        appointment_at=ts(row.appointment_at),
+        fee_cents=row.fee_cents,
+        fee_effective_from=ts(row.fee_effective_from),
+        charge_id=row.charge_id,
+        wallet_entry_id=row.wallet_entry_id or 0,
+        recorded_at=ts(row.recorded_at),
     )

@@ -1,4 +1,5 @@
-"""Billing's client of the wallet: one channel, a deadline on every call, retries where the key makes them safe."""
+"""Billing's calls to other services (the wallet): one channel, a deadline on every call, retries where the key
+makes them safe."""
 
 from __future__ import annotations
 
@@ -64,16 +65,6 @@ class WalletClient:
     async def call_reservations(self, call_id: str) -> list[wpb.Reservation]:
         reply = await self._call("ListCallReservations", wpb.ListCallReservationsRequest(call_id=call_id))
         return list(reply.reservations)
-
-    async def capture(self, reservation_id: str, amount_cents: int, description: str) -> wpb.LedgerEntry:
-        reply = await self._call(
-            "Capture", wpb.CaptureRequest(reservation_id=reservation_id, amount_cents=amount_cents,
-                                          description=description)
-        )
-        return reply.entry
-
-    async def release(self, reservation_id: str) -> None:
-        await self._call("Release", wpb.ReleaseRequest(reservation_id=reservation_id))
 
     async def charge(self, contractor_id: str, amount_cents: int, key: str, reference: str,
                      description: str) -> wpb.LedgerEntry:

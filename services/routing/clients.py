@@ -1,0 +1,92 @@
+"""Routing's calls to the wallet on the hot path: who can pay, hold the rate, let a hold go.
+
+The wallet's refusals arrive typed (GetRoutability's RoutabilityReason, Reserve's ErrorInfo reason) and leave
+here as a cascade.WalletRefusal, so the router switches on a value, never on words."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import grpc
+
+from callersync.wallet.v1 import wallet_pb2 as wpb
+from callersync.wallet.v1 import wallet_pb2_grpc
+from services.routing.cascade import WalletRefusal
+from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.interceptors import error_reason
+
+ROUTABILITY_REFUSALS = {
+    wpb.ROUTABILITY_REASON_PAUSED: WalletRefusal.PAUSED,
+    wpb.ROUTABILITY_REASON_NO_WALLET: WalletRefusal.NO_WALLET,
+    wpb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: WalletRefusal.INSUFFICIENT_AVAILABLE,
+}
+# Reserve's refusals, by the wallet's ErrorInfo reason (stable strings of its contract).
+RESERVE_REFUSALS = {
+    "PAUSED": WalletRefusal.PAUSED,
+    "NO_WALLET": WalletRefusal.NO_WALLET,
+    "INSUFFICIENT_AVAILABLE": WalletRefusal.INSUFFICIENT_AVAILABLE,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """Reserve refused: routable a moment ago, not any more (a concurrent call took the money)."""
+
+    refusal: WalletRefusal
+    message: str
+
+
+def refusal_of(answer: wpb.Routability) -> WalletRefusal | None:
+    """None when the contractor can pay; an unknown reason counts as not enough money."""
+    if answer.routable:
+        return None
+    return ROUTABILITY_REFUSALS.get(answer.reason, WalletRefusal.INSUFFICIENT_AVAILABLE)
+
+
+class WalletClient:
+    def __init__(self, stub: wallet_pb2_grpc.WalletServiceStub, timeout_s: float) -> None:
+        self._stub = stub
+        self._timeout_s = timeout_s
+
+    async def routability(self, contractor_ids: list[str], rate_cents: int) -> dict[str, wpb.Routability]:
+        try:
+            reply = await self._stub.GetRoutability(
+                wpb.GetRoutabilityRequest(contractor_ids=contractor_ids, amount_cents=rate_cents),
+                timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            raise Unavailable(f"the wallet could not say who can pay ({err.code().name}: {err.details()}); "
+                              "nobody was offered the call; retry", reason="WALLET_UNAVAILABLE") from err
+        return {r.contractor_id: r for r in reply.routabilities}
+
+    async def reserve(self, contractor_id: str, call_id: str, amount_cents: int,
+                      ttl_s: int) -> wpb.Reservation | Refused | None:
+        """The open hold; Refused; or None when this call already held (and gave up) one on them."""
+        try:
+            reply = await self._stub.Reserve(
+                wpb.ReserveRequest(contractor_id=contractor_id, call_id=call_id, amount_cents=amount_cents,
+                                   expires_in_s=ttl_s),
+                timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            refusal = RESERVE_REFUSALS.get(error_reason(err))
+            if refusal is None:
+                raise Unavailable(f"the wallet could not reserve ({err.code().name}: {err.details()}); retry",
+                                  reason="WALLET_UNAVAILABLE") from err
+            return Refused(refusal, err.details() or "")
+        if reply.reservation.state != wpb.RESERVATION_STATE_OPEN:
+            return None
+        return reply.reservation
+
+    async def release(self, reservation_id: str) -> None:
+        if not reservation_id:
+            return
+        try:
+            await self._stub.Release(wpb.ReleaseRequest(reservation_id=reservation_id), timeout=self._timeout_s)
+        except grpc.aio.AioRpcError as err:
+            if err.code() == grpc.StatusCode.NOT_FOUND:
+                return
+            if error_reason(err) == "RESERVATION_ALREADY_CAPTURED":
+                raise FailedPrecondition(
+                    f"reservation {reservation_id} was already captured: the call was connected and rated",
+                    reason="CALL_ALREADY_RATED") from err
+            raise Unavailable(f"the wallet could not release reservation {reservation_id} "
+                              f"({err.code().name}: {err.details()}); retry", reason="WALLET_UNAVAILABLE") from err
