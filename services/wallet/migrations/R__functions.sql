@@ -113,6 +113,14 @@ BEGIN
         RETURN wallet.outcome_of(e, p_request_hash);
     END IF;
     IF p_kind = 'top_up' THEN
+        -- Refused before the wallet is created: a refusal writes nothing (the check under the lock below
+        -- still decides a race).
+        SELECT * INTO e FROM wallet.entries
+         WHERE kind = 'top_up' AND reference = p_reference AND credit_source IN ('card', 'operator');
+        IF FOUND THEN
+            RETURN ROW('reference_used', e.entry_id, p_contractor_id, p_kind, NULL, NULL, p_idempotency_key,
+                       p_reference, NULL, NULL, NULL, NULL, NULL)::wallet.post_outcome;
+        END IF;
         INSERT INTO wallet.wallets (contractor_id) VALUES (p_contractor_id) ON CONFLICT DO NOTHING;
     END IF;
     SELECT * INTO w FROM wallet.wallets WHERE contractor_id = p_contractor_id FOR UPDATE;
