@@ -16,6 +16,9 @@ def _env(name: str) -> dict[str, str]:
 class BillingConfig:
     # Refunds are asked within this many days of the charge (a booking is charged at its scheduled_at).
     refund_window_days: int = dataclasses.field(default=30, metadata=_env("CALLERSYNC_REFUND_WINDOW_DAYS"))
+    # A refund approval above this many cents needs a second operator (0: one approval always suffices).
+    refund_second_approval_cents: int = dataclasses.field(
+        default=10_000, metadata=_env("CALLERSYNC_REFUND_SECOND_APPROVAL_CENTS"))
     # The sweeper looks this often for settlements left unfinished (a crash, a wallet outage), and re-drives
     # those at least this old, so it never races a request still settling its own.
     settlement_sweep_interval_ms: int = dataclasses.field(

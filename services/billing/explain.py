@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -43,3 +44,12 @@ def story(call_id: str, rated: RatedCall | None, charges: Sequence[asyncpg.Recor
         parts.append(f"Refund case {case['refund_case_id']} on charge {case['charge_id']} ({case['reason']}) "
                      f"{words}{refund}. {case['resolution_note']}".rstrip())
     return " ".join(parts)
+
+
+def concerns(contractor_id: str, facts: Any, charges: Sequence[Mapping[str, Any]], bookings: Sequence[Any]) -> bool:
+    """Whether a call is this contractor's business: one of its legs rang them, or it charged or booked them."""
+    return (
+        (facts is not None and any(leg.contractor_id == contractor_id for leg in facts.legs))
+        or any(c["contractor_id"] == contractor_id for c in charges)
+        or any(b.contractor_id == contractor_id for b in bookings)
+    )

@@ -17,7 +17,7 @@ from services.runtime.config import Settings
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.idempotency import IdempotencyCache, fingerprint
 from services.runtime.timestamps import stamp
-from services.wallet import ledger, top_ups
+from services.wallet import forecast, ledger, top_ups
 from services.wallet.payments import PaymentDesk
 from services.wallet.provider import ProviderError
 from services.wallet.storage import WalletStore
@@ -125,6 +125,7 @@ def wallet_message(row: asyncpg.Record) -> pb.Wallet:
         ),
         created_at=stamp(row["created_at"]),
         updated_at=stamp(row["updated_at"]),
+        contact_email=row.get("contact_email") or "",
         auto_top_up=pb.AutoTopUp(
             enabled=row["auto_enabled"], threshold_cents=row["auto_threshold_cents"],
             amount_cents=row["auto_amount_cents"], max_per_day_cents=row["auto_max_per_day_cents"],
@@ -416,6 +417,55 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
         return pb.SetLowBalanceAlertResponse(wallet=wallet_message(row))
 
+    async def SetContactEmail(
+        self, request: pb.SetContactEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetContactEmailResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        if request.email:
+            ledger.validate_email(request.email)
+        row = await self._store.set_contact_email(request.contractor_id, request.email)
+        if row is None:
+            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+        return pb.SetContactEmailResponse(wallet=wallet_message(row))
+
+    async def FindContractorsByEmail(
+        self, request: pb.FindContractorsByEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindContractorsByEmailResponse:
+        ledger.validate_email(request.email)
+        return pb.FindContractorsByEmailResponse(contractor_ids=await self._store.contractors_by_email(request.email))
+
+    async def GetSpendForecast(
+        self, request: pb.GetSpendForecastRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSpendForecastResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        lookback = forecast.days_asked("lookback_days", request.lookback_days, forecast.DEFAULT_LOOKBACK_DAYS)
+        history = forecast.days_asked("history_days", request.history_days, forecast.DEFAULT_HISTORY_DAYS)
+        row = await self._store.get_wallet(request.contractor_id)
+        if row is None:
+            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
+                           reason="NO_WALLET")
+        today = (await self._store.now()).astimezone(dt.UTC).date()
+        since = dt.datetime.combine(forecast.first_day(today, lookback, history), dt.time(), dt.UTC)
+        activity = {
+            r["day"]: forecast.Day(r["day"], r["spent"], r["debits"], r["refunded"], r["topped_up"])
+            for r in await self._store.daily_activity(request.contractor_id, since)
+        }
+        found = forecast.forecast(row["balance_cents"], row["pause_threshold_cents"], row["paused"], activity, today,
+                                  lookback, history)
+        return pb.GetSpendForecastResponse(forecast=pb.SpendForecast(
+            contractor_id=request.contractor_id,
+            balance_cents=row["balance_cents"],
+            pause_threshold_cents=row["pause_threshold_cents"],
+            lookback_days=found.lookback_days,
+            lookback_spent_cents=found.lookback_spent_cents,
+            average_daily_spend_cents=found.average_daily_spend_cents,
+            headroom_cents=found.headroom_cents,
+            runway_days=found.runway_days,
+            paused=row["paused"],
+            days=[pb.DailySpend(date=d.date.isoformat(), spent_cents=d.spent_cents, debit_count=d.debit_count,
+                                refunded_cents=d.refunded_cents, topped_up_cents=d.topped_up_cents)
+                  for d in found.days],
+        ))
     async def StartTopUp(
         self, request: pb.StartTopUpRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartTopUpResponse:
