@@ -14,10 +14,14 @@ caller's identity on every bench client, OTLP traces and metrics to a collector 
 parentbased_traceidratio 0.1 sampling and the batch span processor, log level INFO). Phases:
 
 1. anchor: pgbench's built-in TPC-B-like script (`-i -s 10`, `-M prepared -j 2`) at 8 and at 64 clients;
-2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack), then wallet
-   Charge, 64 clients, 1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in
-   the production profile (the echo serving mutual TLS);
-3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls;
+2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack); floor: the
+   durable echo (bench/floors.py: the same load, per call only the Redis fast path and one group-committed
+   PostgreSQL statement, the most any durable exactly-once Charge can reach here); then wallet Charge, 64 clients,
+   1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in the production
+   profile (the echo serving mutual TLS);
+3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls, with 2
+   batches in flight (the history's shape) and with 8 (engine replicas sending concurrently, the production
+   shape); floor: RateCalls' database work alone (bench/floors.py), 2 and 8 batches in flight;
 4. anchor and RouteCall: a bare grpc.aio echo, the wallet's Reserve alone and RouteCall (wallet in the path),
    taking turns in one-second windows, open loop at the same offered rate, 100 calls/s (RouteCall costs ~3-7 ms
    of CPU across routing and wallet, so on 2 shared cores 500/s saturates the machine and measures a queue);
