@@ -130,7 +130,8 @@ async def serve_durable(port: int, database_url: str, redis_url: str) -> None:
     from services.runtime.redis_pipe import RedisPipe
 
     pool = await asyncpg.create_pool(database_url, min_size=2, max_size=4, statement_cache_size=256)
-    idempotency = IdempotencyCache(RedisPipe.like(redis.Redis.from_url(redis_url)), "floor", 900)
+    # Without a Redis URL (bench/floors.py --no-redis): PostgreSQL's unique key alone, to show the fast path's share.
+    idempotency = IdempotencyCache(RedisPipe.like(redis.Redis.from_url(redis_url)), "floor", 900) if redis_url else None
 
     async def post_batch(ops: list) -> list:
         order = sorted(range(len(ops)), key=lambda i: ops[i].contractor_id)  # one global lock order
@@ -167,7 +168,7 @@ async def serve_durable(port: int, database_url: str, redis_url: str) -> None:
                 amount_cents=row["amount_cents"], balance_after_cents=row["balance_after_cents"],
                 idempotency_key=row["idempotency_key"])).SerializeToString()
 
-        return await idempotency.run(r.idempotency_key, fp, work)
+        return await idempotency.run(r.idempotency_key, fp, work) if idempotency else await work()
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
@@ -177,7 +178,7 @@ async def serve_durable(port: int, database_url: str, redis_url: str) -> None:
     await server.wait_for_termination()
 
 
-async def durable_echo(servers: common.Stack, args: argparse.Namespace, redis_db: int) -> dict:
+async def durable_echo(servers: common.Stack, args: argparse.Namespace, redis_db: int, redis: bool = True) -> dict:
     """The Charge phase's load (bench/wallet_charge.run_charges) against the durable echo; same figures as the
     echo ceiling, plus PostgreSQL's CPU per call and how many charges each commit carried."""
     from bench import wallet_charge
@@ -187,7 +188,7 @@ async def durable_echo(servers: common.Stack, args: argparse.Namespace, redis_db
         await make_schema(url, wallets)
         port = common.free_port()
         proc = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--durable-server", str(port),
-                                 "--database", url, "--redis", servers.redis_for(redis_db)])
+                                 "--database", url, "--redis", servers.redis_for(redis_db) if redis else ""])
         try:
             common.wait_port(port, 30)
             await asyncio.sleep(0.3)  # the pool's first connections
@@ -210,7 +211,8 @@ async def durable_echo(servers: common.Stack, args: argparse.Namespace, redis_db
            "client_cpu_us_per_call": figures.pop("client_cpu_us_per_charge"), **figures,
            "clients": args.clients, "entries": entries, "charges_per_commit": round(entries / max(1, commits), 1),
            "ok": entries == figures["acknowledged"] and not figures["errors"]}
-    print(f"durable echo (Redis fast path + one group-committed PostgreSQL statement), {args.clients} clients: "
+    what = "Redis fast path + " if redis else "no Redis, "
+    print(f"durable echo ({what}one group-committed PostgreSQL statement), {args.clients} clients: "
           f"{calls:,.0f} calls/s  p50 {out['p50_ms']:.1f} ms  p99 {out['p99_ms']:.1f} ms; CPU per call: server "
           f"{out['server_cpu_us_per_call']:.0f} us, PostgreSQL {out['postgres_cpu_us_per_call']:.0f} us, load "
           f"generator {out['client_cpu_us_per_call']:.0f} us; {out['charges_per_commit']} charges/commit; "
@@ -283,6 +285,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--database", default="", help=argparse.SUPPRESS)
     parser.add_argument("--redis", default="", help=argparse.SUPPRESS)
     parser.add_argument("--calls", type=int, default=20000, help="rated calls for the RateCalls floor")
+    parser.add_argument("--no-redis", action="store_true",
+                        help="also run the durable echo without the Redis fast path (then with it again)")
     return parser.parse_args(argv)
 
 
@@ -293,6 +297,9 @@ async def main(args: argparse.Namespace) -> None:
         wargs = wallet_charge.parse_args(["--quick"])
         await wallet_charge.echo_ceiling(wargs)
         await durable_echo(st, wargs, 1)
+        if args.no_redis:
+            await durable_echo(st, wargs, 1, redis=False)
+            await durable_echo(st, wargs, 1)
         await rate_calls_db_floor(st, args.calls, 200, (2, 8))
 
 

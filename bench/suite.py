@@ -143,6 +143,9 @@ async def work_phases(st: common.Stack, m: dict, scale: int, first_db: int, load
         _phase_banner("floor: durable echo, Charge's load shape (the ceiling of any durable exactly-once Charge)")
         out["durable_echo"] = await floors.durable_echo(st, _wallet_args(m, scale), FLOOR_REDIS_DB["durable_echo"])
         loads["after_durable_echo"] = common.load_average()
+        _phase_banner("floor: durable echo without the Redis fast path (PostgreSQL's unique key alone)")
+        out["durable_echo_no_redis"] = await floors.durable_echo(st, _wallet_args(m, scale), 0, redis=False)
+        loads["after_durable_echo_no_redis"] = common.load_average()
     _phase_banner(f"wallet Charge{tag}")
     out["wallet_charge"] = await wallet_charge.charge_phase(st, _wallet_args(m, scale), redis_db=first_db)
     loads[f"after_wallet_charge{tag}"] = common.load_average()
@@ -253,7 +256,8 @@ async def run_suite(mode: str, scale: int) -> dict:
     result["money_checks_ok"] &= scaled_error is None
     result["money_checks_ok"] &= base["rate_calls_wide"]["verify"]["ok"]
     # The floors' own checks (every acknowledged durable-echo charge committed, every reservation settled).
-    result["floor_checks_ok"] = base["durable_echo"]["ok"] and base["rate_calls_db_floor"]["ok"]
+    result["floor_checks_ok"] = (base["durable_echo"]["ok"] and base["durable_echo_no_redis"]["ok"]
+                                 and base["rate_calls_db_floor"]["ok"])
     result["duration_s"] = round(time.time() - started, 1)
     return result
 
@@ -308,6 +312,9 @@ def _ratios(pgbench: dict, f: dict) -> dict:
         # wallet_charge_vs_echo_ceiling for any implementation; ours over it is what the wallet could still gain.
         "durable_echo_vs_echo_ceiling": _ratio(f["durable_echo"]["calls_per_s"], f["echo_ceiling"]["calls_per_s"]),
         "wallet_charge_vs_durable_echo": _ratio(wc["charges_per_s"], f["durable_echo"]["calls_per_s"]),
+        # The same without the design's Redis fast path (claim the key, store the answer): what that path costs.
+        "durable_echo_no_redis_vs_echo_ceiling": _ratio(f["durable_echo_no_redis"]["calls_per_s"],
+                                                        f["echo_ceiling"]["calls_per_s"]),
         # RateCalls' database work alone (no gRPC, no Python rating): PostgreSQL is not what bounds RateCalls.
         "rate_calls_db_floor_vs_pgbench": _ratio(dbf["in_flight_2"]["rated_calls_per_s"], tps),
         f"rate_calls_db_floor_{WIDE_IN_FLIGHT}_in_flight_vs_pgbench": _ratio(
@@ -406,6 +413,9 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
     if "durable_echo" in f:
         e = f["durable_echo"]
         rows.append((f"durable echo, {e['clients']} clients (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
+                     _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
+        e = f["durable_echo_no_redis"]
+        rows.append(("durable echo without Redis (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
                      _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
     w = f["wallet_charge"]
     rows.append(("wallet Charge, 64 clients" + tag, f"{_fmt(w['charges_per_s'], 0)}/s", _fmt(w["p50_ms"]),
