@@ -25,7 +25,7 @@ import redis.asyncio as redis
 from bench.common import free_port, with_database
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.billing.app import BILLING
-from services.cli import SERVICES
+from services.ops import SERVICES
 from services.runtime.config import Settings
 from services.runtime.db import migrate
 from services.runtime.redis_pipe import RedisPipe
