@@ -77,16 +77,6 @@ class Settings:
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
-    # Billing knobs still read here, as tests build billing with a Settings that sets them (billing's others are
-    # in services/billing/config.py). Facts from the future (services/billing/freshness.py): the clock skew
-    # tolerated between the sender and billing, how far after its booking an appointment may lie, the earliest
-    # moment a price may take effect.
-    clock_skew_s: int = 60
-    appointment_max_ahead_days: int = 400
-    rate_earliest_s: int = 1_577_836_800
-    # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
-    # wait for an operator.
-    refund_auto_approvals_per_30d: int = 5
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -144,10 +134,4 @@ class Settings:
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            clock_skew_s=_int(env, "CALLERSYNC_CLOCK_SKEW_S", d.clock_skew_s),
-            appointment_max_ahead_days=_int(env, "CALLERSYNC_APPOINTMENT_MAX_AHEAD_DAYS",
-                                            d.appointment_max_ahead_days),
-            rate_earliest_s=_int(env, "CALLERSYNC_RATE_EARLIEST_S", d.rate_earliest_s),
-            refund_auto_approvals_per_30d=_int(env, "CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D",
-                                               d.refund_auto_approvals_per_30d),
         )
