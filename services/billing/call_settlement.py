@@ -31,9 +31,9 @@ def settlement_item(row: RatedCall) -> wpb.CallSettlement:
 
 def settlement_refused(row: RatedCall, result: wpb.CallSettlementResult) -> DomainError:
     """The wallet's refusal of one item as billing's answer for that call (the decision stays stored)."""
-    if result.reason == "NO_WALLET":
+    if result.refusal == wpb.WALLET_REFUSAL_NO_WALLET:
         return no_wallet(row.payer_contractor_id)
-    if result.reason == "RESERVATION_ALREADY_CAPTURED":
+    if result.refusal == wpb.WALLET_REFUSAL_RESERVATION_ALREADY_CAPTURED:
         return FailedPrecondition(
             f"the wallet refused to capture the payer's reservation for call {row.call_id}: {result.message}. "
             "The decision is stored; an operator must settle it.",

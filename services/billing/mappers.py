@@ -8,6 +8,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
 from services.billing.records import Booking, BookingFee, Charge, RatedCall, RefundCase, ZipRate
+from services.runtime.errors import typed_reason
 from services.runtime.timestamps import stamp
 
 CHARGE_KINDS = {"call": pb.CHARGE_KIND_CALL, "booking": pb.CHARGE_KIND_BOOKING}
@@ -25,8 +26,7 @@ REFUND_STATE_NAMES = {v: k for k, v in REFUND_STATES.items()}
 def refusal(reason: str) -> pb.BillingRefusal.ValueType:
     """The typed form of an ErrorInfo reason: the enum value named BILLING_REFUSAL_<reason>, else UNSPECIFIED
     (a reason the contract does not list yet, e.g. one the wallet passed through)."""
-    name = f"BILLING_REFUSAL_{reason}"
-    return pb.BillingRefusal.Value(name) if name in pb.BillingRefusal.keys() else pb.BILLING_REFUSAL_UNSPECIFIED
+    return pb.BillingRefusal.ValueType(typed_reason(pb.BillingRefusal, "BILLING_REFUSAL_", reason))
 
 
 def ts(value: dt.datetime | None) -> Timestamp | None:

@@ -18,7 +18,7 @@ from callersync.billing.v1 import billing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing.cascade import WalletRefusal
-from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.errors import FailedPrecondition, Unavailable, typed_reason
 from services.runtime.interceptors import error_reason
 from services.runtime.timestamps import set_stamp
 
@@ -29,11 +29,11 @@ ROUTABILITY_REFUSALS = {
     wpb.ROUTABILITY_REASON_NO_WALLET: WalletRefusal.NO_WALLET,
     wpb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: WalletRefusal.INSUFFICIENT_AVAILABLE,
 }
-# Reserve's refusals, by the wallet's ErrorInfo reason (stable strings of its contract).
+# Reserve's refusals that make a skip; any other error is the wallet failing, not refusing.
 RESERVE_REFUSALS = {
-    "PAUSED": WalletRefusal.PAUSED,
-    "NO_WALLET": WalletRefusal.NO_WALLET,
-    "INSUFFICIENT_AVAILABLE": WalletRefusal.INSUFFICIENT_AVAILABLE,
+    wpb.WALLET_REFUSAL_PAUSED: WalletRefusal.PAUSED,
+    wpb.WALLET_REFUSAL_NO_WALLET: WalletRefusal.NO_WALLET,
+    wpb.WALLET_REFUSAL_INSUFFICIENT_AVAILABLE: WalletRefusal.INSUFFICIENT_AVAILABLE,
 }
 
 
@@ -43,6 +43,11 @@ class Refused:
 
     refusal: WalletRefusal
     message: str
+
+
+def wallet_refusal(err: grpc.aio.AioRpcError) -> int:
+    """The wallet's refusal, typed (WALLET_REFUSAL_UNSPECIFIED when the error is no refusal the contract lists)."""
+    return typed_reason(wpb.WalletRefusal, "WALLET_REFUSAL_", error_reason(err))
 
 
 def refusal_of(answer: wpb.Routability) -> WalletRefusal | None:
@@ -76,7 +81,7 @@ class WalletClient:
                                    expires_in_s=ttl_s),
                 timeout=self._timeout_s)
         except grpc.aio.AioRpcError as err:
-            refusal = RESERVE_REFUSALS.get(error_reason(err))
+            refusal = RESERVE_REFUSALS.get(wallet_refusal(err))
             if refusal is None:
                 raise Unavailable(f"the wallet could not reserve ({err.code().name}: {err.details()}); retry",
                                   reason="WALLET_UNAVAILABLE") from err
@@ -93,7 +98,7 @@ class WalletClient:
         except grpc.aio.AioRpcError as err:
             if err.code() == grpc.StatusCode.NOT_FOUND:
                 return
-            if error_reason(err) == "RESERVATION_ALREADY_CAPTURED":
+            if wallet_refusal(err) == wpb.WALLET_REFUSAL_RESERVATION_ALREADY_CAPTURED:
                 raise FailedPrecondition(
                     f"reservation {reservation_id} was already captured: the call was connected and rated",
                     reason="CALL_ALREADY_RATED") from err

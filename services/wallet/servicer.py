@@ -12,12 +12,13 @@ import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime import telemetry
+from services.runtime import paging, telemetry
 from services.runtime.config import Settings
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.idempotency import IdempotencyCache, fingerprint
 from services.runtime.timestamps import stamp
-from services.wallet import ledger
+from services.runtime.validation import require_text
+from services.wallet import ledger, mappers
 from services.wallet.storage import WalletStore
 
 _KINDS = {
@@ -160,8 +161,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("contractor_id", request.contractor_id)
         ledger.require_amount("amount_cents", request.amount_cents)
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
-        ledger.require_text("reference", request.reference)
-        ledger.require_text("description", request.description)
+        require_text("reference", request.reference, ledger.MAX_TEXT_LEN)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
             return ledger.EntryOp(
@@ -177,7 +178,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             raise InvalidArgument("charge_entry_id must name a charge or capture entry", field="charge_entry_id")
         ledger.require_amount("amount_cents", request.amount_cents)
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
-        ledger.require_text("description", request.description)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
             owner = await self._store.entry_owner(request.charge_entry_id)
@@ -194,7 +195,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     async def Capture(self, request: pb.CaptureRequest, context: grpc.aio.ServicerContext) -> pb.CaptureResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)
         ledger.require_amount("amount_cents", request.amount_cents, minimum=0)
-        ledger.require_text("description", request.description)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
         owner = await self._store.reservation_owner(reservation_id)
         if owner is None:
             raise NotFound(f"no reservation {reservation_id}", reason="NO_RESERVATION")
@@ -268,7 +269,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                     reservation_id=op.reservation_id,
                 ), row["detail_cents"], row["entry_id"])
                 results.append(pb.CallSettlementResult(call_id=op.call_id, code=err.code.value[0],
-                                                       message=err.message, reason=err.reason))
+                                                       message=err.message, reason=err.reason,
+                                                       refusal=mappers.refusal(err.reason)))
                 continue
             result = pb.CallSettlementResult(call_id=op.call_id)
             if row["entry_id"] is not None:
@@ -299,8 +301,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: pb.ListEntriesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEntriesResponse:
         ledger.require_id("contractor_id", request.contractor_id)
-        size = ledger.page_size(request.page_size)
-        before = ledger.decode_page_token(request.page_token)
+        size = paging.page_size(request.page_size, ledger.DEFAULT_PAGE_SIZE, ledger.MAX_PAGE_SIZE)
+        before = paging.decode_id(request.page_token)
         if before is None and await self._store.get_wallet(request.contractor_id) is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet", reason="NO_WALLET")
         rows = await self._store.list_entries(request.contractor_id, before, size + 1)
@@ -308,7 +310,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         rows = rows[:size]
         return pb.ListEntriesResponse(
             entries=[entry_message(r) for r in rows],
-            next_page_token=ledger.encode_page_token(rows[-1]["entry_id"]) if more else "",
+            next_page_token=paging.encode_id(rows[-1]["entry_id"]) if more else "",
         )
 
     async def GetRoutability(
