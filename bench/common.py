@@ -151,8 +151,10 @@ async def seed_ledger(url: str, contractors: Sequence[str], entries_per_wallet: 
         for kind, count, cents in (("top_up", top_ups, 1000), ("charge", charges, 100)):
             if count:
                 await conn.execute(
+                    # A top-up's reference is its key (a payment reference is credited once); charges keep 'history'.
                     "SELECT wallet.post_entry(c, $2, $3, $4 || '-' || $2 || '-' || c || '-' || k, '\\x00'::bytea,"
-                    " 'history', 'seeded by bench', NULL, NULL)"
+                    " CASE $2 WHEN 'top_up' THEN $4 || '-' || c || '-' || k ELSE 'history' END, 'seeded by bench',"
+                    " NULL, NULL)"
                     " FROM unnest($1::text[]) c, generate_series(1, $5) k",
                     list(contractors), kind, cents, tag, count,
                 )

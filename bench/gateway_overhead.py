@@ -108,9 +108,10 @@ async def _run(args: argparse.Namespace, wallet_port: int, gateway_port: int, ga
         for w in wallets:
             await stub.TopUp(
                 pb.TopUpRequest(
+                    reason="operator credit",
                     contractor_id=w,
                     amount_cents=10_000,
-                    payment_reference="bench",
+                    payment_reference=f"bench-{w}",
                     idempotency_key=f"bench-{w}",
                 )
             )

@@ -77,8 +77,9 @@ async def setup(wallet, billing, run_id: str, count: int, contractors: int = CON
 
     async def top_up(i: int) -> None:
         async with sem:
-            await wallet.TopUp(wpb.TopUpRequest(contractor_id=f"bench-{run_id}-{i}", amount_cents=1_000_000,
-                                                payment_reference=f"bench-{run_id}", idempotency_key=f"{run_id}-{i}"))
+            await wallet.TopUp(wpb.TopUpRequest(
+                reason="operator credit", contractor_id=f"bench-{run_id}-{i}", amount_cents=1_000_000,
+                payment_reference=f"bench-{run_id}-{i}", idempotency_key=f"{run_id}-{i}"))
 
     await asyncio.gather(*(top_up(i) for i in range(contractors)))
     if history:

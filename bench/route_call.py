@@ -192,7 +192,7 @@ async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id
                 await routing.ClaimZip(pb.ClaimZipRequest(
                     contractor_id=cid, zip=zip_code,
                     position=pb.CLAIM_POSITION_PRIMARY if k == 0 else pb.CLAIM_POSITION_BACKUP))
-                await wallet.TopUp(wpb.TopUpRequest(contractor_id=cid, amount_cents=1_000_000,
+                await wallet.TopUp(wpb.TopUpRequest(reason="operator credit", contractor_id=cid, amount_cents=1_000_000,
                                                     payment_reference=f"bench-{cid}", idempotency_key=f"bench-{cid}"))
                 await routing.SetCaps(pb.SetCapsRequest(contractor_id=cid, caps=pb.Caps(max_concurrent_calls=100_000)))
 

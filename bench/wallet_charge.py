@@ -57,7 +57,8 @@ async def _top_up(targets: list[str], wallets: list[str], run_id: str) -> None:
             async with sem:
                 await stub.TopUp(
                     pb.TopUpRequest(
-                        contractor_id=cid, amount_cents=TOP_UP_CENTS, payment_reference=f"bench-{run_id}",
+                        reason="operator credit",
+                        contractor_id=cid, amount_cents=TOP_UP_CENTS, payment_reference=f"bench-{run_id}-{cid}",
                         idempotency_key=f"{run_id}-topup-{cid}",
                     ),
                     timeout=60,

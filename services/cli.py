@@ -8,6 +8,7 @@ it does not answer, bad arguments)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import importlib
 import importlib.metadata
@@ -60,6 +61,16 @@ def database_url_or_exit(args: argparse.Namespace, settings: Settings) -> str:
         sys.exit(EXIT_CANNOT)
     print(f"{args.command}: database {redact(url)} (from {source})", file=sys.stderr)
     return url
+
+
+def with_simulated_payments(args: argparse.Namespace, settings: Settings) -> Settings:
+    """No provider configured: the localstripe of the `callersync up` running on the data dir, if any."""
+    if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+        return settings
+    data_dir = stack_file.find_data_dir(getattr(args, "data_dir", None))
+    state = stack_file.read(data_dir) if data_dir is not None else None
+    api_base = str(((state or {}).get("payments") or {}).get("api_base") or "")
+    return dataclasses.replace(settings, stripe_api_base=api_base) if api_base else settings
 
 
 def token(args: argparse.Namespace, settings: Settings) -> int:
@@ -237,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(EXIT_CANNOT)
         print(f"migrations applied to {redact(database_url)}")
     elif args.command == "reconcile":
-        sys.exit(run(reconcile(database_url)))
+        sys.exit(run(reconcile(database_url, with_simulated_payments(args, settings))))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ so that nothing below the command line imports the command line."""
 from __future__ import annotations
 
 import sys
+from typing import Any
 
 import asyncpg
 
@@ -46,7 +47,11 @@ async def serve(name: str, port: int | None) -> None:
     telemetry.shutdown()
 
 
-async def reconcile(database_url: str) -> int:
+async def reconcile(database_url: str, settings: Settings | None = None) -> int:
+    """The ledger's invariants; and, when a payment provider is configured, that every PaymentIntent known to a
+    top-up that succeeded was credited."""
+    settings = settings or Settings.from_env()
+    asked = None
     try:
         conn = await asyncpg.connect(database_url, timeout=10)
     except (TimeoutError, OSError, asyncpg.PostgresError) as err:
@@ -56,15 +61,38 @@ async def reconcile(database_url: str) -> int:
         if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
             return EXIT_CANNOT
-        problems = await reconcile_wallets(conn)
+        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
         wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
+        legacy = await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
+        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
+        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
+                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
+        if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+            from services.wallet.payment_audit import uncredited_payments
+            from services.wallet.provider import PaymentProvider
+
+            provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
+            try:
+                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
+                    conn, provider)
+            finally:
+                await provider.close()
     finally:
         await conn.close()
     failed = {name: rows for name, rows in problems.items() if rows}
     for name, rows in failed.items():
         for row in rows:
             print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+    if legacy:
+        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    for row in refused:
+        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
+              f"{row['failure_reason']}")
+    if asked is None:
+        print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
     return EXIT_WRONG if failed else EXIT_OK

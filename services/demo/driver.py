@@ -24,7 +24,7 @@ from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.demo import scenario
+from services.demo import payments, scenario
 from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
 from services.demo.report import Tally, skip_lines, table
 from services.demo.scenario import CallPlan, Ring, TopUp
@@ -81,6 +81,7 @@ class Demo:
         self.run_id = secrets.token_hex(3)
         self.ids = random.Random(secrets.randbits(64))  # identifiers: fresh each run, whatever the seed
         self.set_by = f"demo-{self.run_id}"
+        self.browser: payments.Browser | None = None  # set by connect() when a payment provider answers
         self.failures: list[str] = []
         self.tallies = [
             Tally(c.name, f"demo-{self.run_id}-{slug(c.name)}", c.mode) for c in self.day.contractors
@@ -139,6 +140,10 @@ class Demo:
             self.channels += engine
             self.engine_billing = billing_pb2_grpc.BillingServiceStub(engine[0])
             self.engine_routing = routing_pb2_grpc.RoutingServiceStub(engine[1])
+        base = await asyncio.to_thread(payments.provider_base, self.settings)
+        self.browser = payments.Browser(base, self.settings.stripe_api_key) if base else None
+        print(f"payments: {'by card through ' + base if base else 'no payment provider: operators credit by hand'}",
+              flush=True)
         return True
 
     async def close(self) -> None:
@@ -248,9 +253,11 @@ class Demo:
                 self.fail(f"{tally.name} is paused right after the opening top-up")
 
     async def top_up(self, tally: Tally, cents: int, why: str) -> wpb.LedgerEntry:
+        """An operator's credit with a reason (the opening balances: the demo's contractors signed up offline)."""
         key = f"{tally.contractor_id}-topup-{tally.topped_up_cents}-{cents}"
         reply = await self.wallet.TopUp(
             wpb.TopUpRequest(
+                reason=f"demo: {why}",
                 contractor_id=tally.contractor_id,
                 amount_cents=cents,
                 payment_reference=f"pay-{key}",
@@ -260,6 +267,69 @@ class Demo:
         )
         tally.topped_up_cents += cents
         return reply.entry
+
+    async def card_top_up(self, tally: Tally, cents: int) -> int:
+        """The contractor pays by card; returns the balance once the wallet credited the verified payment."""
+        assert self.browser is not None
+        key = f"{tally.contractor_id}-card-{tally.topped_up_cents}-{cents}"
+        top_up = await payments.card_top_up(self.wallet, self.browser, tally.contractor_id, cents, key)
+        if top_up.state != wpb.TOP_UP_STATE_CREDITED:
+            self.fail(f"{tally.name}'s card top-up was not credited: {wpb.TopUpState.Name(top_up.state)} "
+                      f"{top_up.failure_reason}")
+            return (await self.check_pause(tally)).balance_cents
+        tally.topped_up_cents += top_up.credited_cents
+        wallet = (await self.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=tally.contractor_id),
+                                              timeout=TIMEOUT_S)).wallet
+        print(f"    paid by card ({top_up.card_brand} ending {top_up.card_last4}), PaymentIntent "
+              f"{top_up.payment_intent_id}: credited once the provider confirmed it", flush=True)
+        return wallet.balance_cents
+
+    async def auto_top_up(self) -> None:
+        """A contractor with auto top-up on: a burst of ringing calls takes the available balance below their
+        threshold, their saved card is charged off-session, and they never pause."""
+        if self.browser is None:
+            return
+        if self.engine_settings is not self.settings:
+            # Under mutual TLS the demo's operator identity may not hold funds (Reserve is routing's alone).
+            print("\n== auto top-up: not shown under mutual TLS (the burst of holds needs routing's identity)")
+            return
+        tally = next((t for t, c in zip(self.tallies, self.day.contractors, strict=True)
+                      if c.mode == "human" and not c.day_off and t.paused_since is None), None)
+        if tally is None:
+            return
+        print("\n== auto top-up", flush=True)
+        who = tally.contractor_id
+        setup = await self.wallet.StartCardSetup(wpb.StartCardSetupRequest(contractor_id=who), timeout=TIMEOUT_S)
+        await asyncio.to_thread(self.browser.save_card, setup.setup_intent_id)
+        wallet = (await self.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=who), timeout=TIMEOUT_S)).wallet
+        line = max(wallet.pause_threshold_cents, 2500)
+        threshold = line + 2500
+        amount = max(2500, (wallet.balance_cents // 100) * 100)  # enough to double what they hold
+        await self.wallet.SetAutoTopUp(wpb.SetAutoTopUpRequest(
+            contractor_id=who, enabled=True, threshold_cents=threshold, amount_cents=amount,
+            max_per_day_cents=amount * 2, email=f"{who}@example.com"), timeout=TIMEOUT_S)
+        print(f"  {tally.name} saves a card and turns auto top-up on: {dollars(amount)} when the available balance "
+              f"falls below {dollars(threshold)} (pauses below {dollars(wallet.pause_threshold_cents)})", flush=True)
+        last = (await self.wallet.ListEntries(wpb.ListEntriesRequest(contractor_id=who, page_size=1),
+                                              timeout=TIMEOUT_S)).entries[0].entry_id
+        hold = max(1, wallet.available_cents - threshold + 1)
+        call_id = f"demo-{self.run_id}-burst"
+        reservation = (await self.wallet.Reserve(wpb.ReserveRequest(
+            contractor_id=who, call_id=call_id, amount_cents=hold, expires_in_s=60), timeout=TIMEOUT_S)).reservation
+        print(f"  calls ringing at once hold {dollars(hold)}: available {dollars(wallet.available_cents - hold)}, "
+              f"below the threshold", flush=True)
+        entry = await payments.auto_top_up_credit(self.wallet, who, last)
+        await self.wallet.Release(wpb.ReleaseRequest(reservation_id=reservation.reservation_id), timeout=TIMEOUT_S)
+        if entry is None:
+            self.fail(f"{tally.name}'s auto top-up was not credited")
+            return
+        tally.topped_up_cents += entry.amount_cents
+        after = await self.check_pause(tally)
+        print(f"  + auto top-up charged the saved card {dollars(entry.amount_cents)} ({entry.description}): "
+              f"balance {dollars(entry.balance_after_cents)}; paused: {'yes' if after.paused else 'no, never'}",
+              flush=True)
+        if after.paused:
+            self.fail(f"{tally.name} paused despite the auto top-up")
 
     async def take_day_off(self, tally: Tally) -> None:
         """Weekday hours on every day but today (in their zone): routing skips them as outside hours."""
@@ -424,10 +494,13 @@ class Demo:
 
     async def do_top_up(self, event: TopUp) -> None:
         tally = self.tallies[event.contractor]
-        entry = await self.top_up(tally, event.cents, event.note)
+        if self.browser is not None:
+            balance = await self.card_top_up(tally, event.cents)
+        else:
+            balance = (await self.top_up(tally, event.cents, event.note)).balance_after_cents
         print(
             f"  + {tally.name} tops up {dollars(event.cents)} ({event.note}): balance "
-            f"{dollars(entry.balance_after_cents)}",
+            f"{dollars(balance)}",
             flush=True,
         )
         was_paused = tally.pauses > 0 and tally.paused_since is not None
@@ -607,6 +680,7 @@ class Demo:
                     self.fail(f"{what}: {err.code().name}: {err.details()}")
             await self.refunds()
             await self.robocaller_again()
+            await self.auto_top_up()
             await self.close_books()
         except grpc.aio.AioRpcError as err:
             self.fail(f"{err.code().name}: {err.details()}")

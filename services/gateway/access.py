@@ -44,7 +44,12 @@ PAGING_FIELDS = ("page_size", "page_token")
 
 POLICY: dict[str, Access] = {
     # wallet: the contractor's own money.
-    "callersync.wallet.v1.WalletService.TopUp": Access.OWN,
+    # A manual credit is an operator's, with a reason: a contractor pays by card (StartTopUp). Nobody mints money.
+    "callersync.wallet.v1.WalletService.TopUp": Access.OPERATOR,
+    "callersync.wallet.v1.WalletService.StartTopUp": Access.OWN,
+    "callersync.wallet.v1.WalletService.GetTopUp": Access.OWN,
+    "callersync.wallet.v1.WalletService.StartCardSetup": Access.OWN,
+    "callersync.wallet.v1.WalletService.SetAutoTopUp": Access.OWN,
     "callersync.wallet.v1.WalletService.GetWallet": Access.OWN,
     "callersync.wallet.v1.WalletService.ListEntries": Access.OWN,
     "callersync.wallet.v1.WalletService.SetLowBalanceAlert": Access.OWN,

@@ -27,7 +27,7 @@ from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
 
-from services.gateway import access, openapi, tokens, transcoding
+from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
 from services.gateway.slow_clients import GuardedSite
 from services.runtime import telemetry
@@ -104,6 +104,7 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/openapi.json", self._openapi)
+        app.router.add_post(stripe_webhook.PATH, self._stripe_webhook)
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app
 
@@ -192,6 +193,10 @@ class Gateway:
         return _json(
             {"status": "SERVING" if ready else "NOT_SERVING", "upstreams": statuses}, 200 if ready else 503
         )
+
+    async def _stripe_webhook(self, request: web.Request) -> web.Response:
+        """Authenticated by its Stripe-Signature, not a bearer token: see stripe_webhook."""
+        return await stripe_webhook.handle(request, self.settings.stripe_webhook_secret, self._channels.get("wallet"))
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self.openapi_body, content_type="application/json")

@@ -1,10 +1,14 @@
-"""Configuration read once from CALLERSYNC_* environment variables."""
+"""Configuration read once from CALLERSYNC_* environment variables: what every service uses (Settings), and
+the loader of each service's own knobs (its config.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SERVICE_PORTS = {"wallet": 50051, "billing": 50052, "routing": 50053}
 
@@ -17,6 +21,26 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
+    """A service's own knobs: a frozen dataclass whose every field has a default, read from <prefix><FIELD NAME>
+    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = prefix + field.name.upper()
+        raw = env.get(name, "")
+        if not raw:
+            continue
+        if field.type == "str":
+            values[field.name] = raw
+            continue
+        try:
+            values[field.name] = float(raw) if field.type == "float" else int(raw)
+        except ValueError:
+            raise SystemExit(f"{name}={raw!r} is not {'a number' if field.type == 'float' else 'an integer'}") from None
+    return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,15 +92,15 @@ class Settings:
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
     max_concurrent_rpcs: int = 2000
-    # Wallet policy knobs.
-    top_up_max_cents: int = 1_000_000
-    idempotency_retention_s: int = 24 * 3600
-    reservation_default_ttl_s: int = 3600
-    # The relay that publishes the outbox (events to Redis Streams, alert emails over SMTP).
+    # How often each service's outbox relay looks for events to publish when no write nudged it.
     outbox_poll_ms: int = 200
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_sender: str = "alerts@callersync.local"
+    # The payment provider of the stack (Stripe, or localstripe when `callersync up` runs without a key): the
+    # wallet pays through it, `callersync reconcile` and the demo ask it, `up` starts localstripe without a key.
+    # The webhook secret is the gateway's (it verifies Stripe-Signature).
+    stripe_api_key: str = ""
+    stripe_publishable_key: str = ""
+    stripe_webhook_secret: str = ""
+    stripe_api_base: str = "https://api.stripe.com"
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -125,13 +149,9 @@ class Settings:
             shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
             max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            top_up_max_cents=_int(env, "CALLERSYNC_TOP_UP_MAX_CENTS", d.top_up_max_cents),
-            idempotency_retention_s=_int(env, "CALLERSYNC_IDEMPOTENCY_RETENTION_S", d.idempotency_retention_s),
-            reservation_default_ttl_s=_int(
-                env, "CALLERSYNC_RESERVATION_DEFAULT_TTL_S", d.reservation_default_ttl_s
-            ),
             outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
-            smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
-            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
-            smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
+            stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
+            stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
+            stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
+            stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
         )

@@ -95,6 +95,7 @@ class Supervisor:
         self.children: dict[str, Child] = {}
         self.embedded: list[object] = []
         self.watchdog: subprocess.Popen[bytes] | None = None
+        self.simulated_payments = ""  # localstripe's address when `up` started it
         self.signals = 0
         self.up = False
 
@@ -164,6 +165,17 @@ class Supervisor:
             self.env["CALLERSYNC_REDIS_URL"] = vk.start()
             watched += vk.watchdog_args()
             print(f"Valkey (embedded) at {self.env['CALLERSYNC_REDIS_URL']}", flush=True)
+        if not self.settings.stripe_api_key:
+            from services.runtime.simulated_payments import SimulatedPayments
+
+            payments = SimulatedPayments(self.data_dir)
+            self.embedded.append(payments)
+            self.env.update(payments.start())
+            payments.send_webhooks_to(f"http://{self.settings.host}:{self.settings.gateway_port}/v1/stripe/webhook")
+            self.simulated_payments = payments.url
+            print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
+                  "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
+                  flush=True)
         if watched:
             self.watchdog = subprocess.Popen(
                 [sys.executable, "-m", "services.runtime.watchdog", *watched,
@@ -187,6 +199,8 @@ class Supervisor:
             jwt_audience=s.jwt_audience,
             # --tls: the files an operator's grpcurl needs (-cacert, -cert, -key).
             tls={"ca": s.tls_ca_file, "cert": s.tls_cert_file, "key": s.tls_key_file} if self.with_tls else None,
+            # Simulated payments (no Stripe key): localstripe's address, for `callersync demo` and `reconcile`.
+            payments={"simulated": True, "api_base": self.simulated_payments} if self.simulated_payments else None,
         )
 
     def spawn(self, child: Child) -> None:

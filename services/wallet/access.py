@@ -3,7 +3,8 @@
 Money moves only on the services' behalf: routing holds funds for a live call (Reserve) and frees them; billing
 settles (Capture, SettleCalls, Charge) and refunds (Refund, after its refund desk decided). The gateway reaches
 exactly what its own table exposes to contractors and operators (services/gateway/access.py). Operators read
-everything and may credit a top-up and set an alert; a refund goes through billing's refund desk
+everything and may credit a top-up by hand (with a reason: the gateway lets only operators, never contractors)
+and set an alert; a refund goes through billing's refund desk
 (RequestRefund/ResolveRefund), which keeps the case, never straight to the wallet.
 """
 
@@ -23,4 +24,12 @@ ACCESS: dict[str, frozenset[str]] = {
     "GetRoutability": frozenset({ROUTING, BILLING, OPERATOR}),
     "SetPauseThreshold": frozenset({ROUTING}),
     "SetLowBalanceAlert": frozenset({GATEWAY, OPERATOR}),
+    # Money in (docs/payments.md): the gateway's contractor-facing card top-ups, card setups and auto top-up
+    # settings (scoped to their own contractor_id by the gateway's table), and ApplyPaymentEvent, the gateway's
+    # verified Stripe webhook; an operator may ask the wallet to ask Stripe about a payment by hand.
+    "StartTopUp": frozenset({GATEWAY, OPERATOR}),
+    "GetTopUp": frozenset({GATEWAY, OPERATOR}),
+    "StartCardSetup": frozenset({GATEWAY, OPERATOR}),
+    "SetAutoTopUp": frozenset({GATEWAY, OPERATOR}),
+    "ApplyPaymentEvent": frozenset({GATEWAY, OPERATOR}),
 }

@@ -13,32 +13,55 @@ from services.runtime.redis_client import create_redis
 from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
-from services.wallet import alerts
+from services.wallet import alerts, payment_emails
 from services.wallet.access import ACCESS
+from services.wallet.config import WalletConfig
 from services.wallet.gauges import PausedContractors
+from services.wallet.payment_storage import PaymentStore
+from services.wallet.payments import FaultHook, PaymentDesk
+from services.wallet.provider import PaymentProvider
 from services.wallet.servicer import WalletServicer
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 
 
-async def build(settings: Settings, port: int) -> GrpcServer:
+async def build(settings: Settings, port: int, config: WalletConfig | None = None) -> GrpcServer:
+    config = config or WalletConfig.from_env()
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url)
     pipe = RedisPipe.like(redis_client)  # idempotency scripts and outbox batches
     store = WalletStore(pool)
-    idempotency = IdempotencyCache(pipe, "wallet", settings.idempotency_retention_s)
+    idempotency = IdempotencyCache(pipe, "wallet", config.idempotency_retention_s)
+    provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_publishable_key)
+    payments = PaymentDesk(
+        PaymentStore(pool), provider, dashboard_url=config.dashboard_url,
+        sweep_interval_ms=config.payment_sweep_interval_ms, sweep_after_ms=config.payment_sweep_after_ms,
+        retry_base_ms=config.payment_retry_base_ms, lease_ms=config.auto_top_up_lease_ms,
+        fault=FaultHook(config.fault_file or None),
+    )
+
+    async def start_auto_top_ups(rows: object) -> None:
+        payments.nudge_charger()  # the wallet.top_ups row written with the event is the charger's work
+
     events = OutboxRelay(
         pool,
         OUTBOX_TABLE,
-        {"wallet.pause_changed": stream_publisher(pipe, alerts.EVENTS_STREAM, alerts.encode_pause)},
+        {
+            "wallet.pause_changed": stream_publisher(pipe, alerts.EVENTS_STREAM, alerts.encode_pause),
+            "wallet.auto_top_up": start_auto_top_ups,
+        },
         settings.outbox_poll_ms,
     )
     # One email per transaction: a failed send must not resend the emails already accepted in its batch.
     emails = OutboxRelay(
         pool,
         OUTBOX_TABLE,
-        {"wallet.low_balance_email": alerts.email_sender(settings.smtp_host, settings.smtp_port, settings.smtp_sender)},
+        {
+            "wallet.low_balance_email": alerts.email_sender(config.smtp_host, config.smtp_port, config.smtp_sender),
+            "wallet.payment_email": payment_emails.payment_email_sender(config.smtp_host, config.smtp_port,
+                                                                        config.smtp_sender),
+        },
         settings.outbox_poll_ms,
         batch_size=1,
     )
@@ -46,7 +69,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     events.start()
     emails.start()
     paused.start()
-    servicer = WalletServicer(store, idempotency, settings)
+    payments.start()
+    servicer = WalletServicer(store, idempotency, config, payments)
     return GrpcServer(
         "wallet",
         SERVICE_NAME,
@@ -55,7 +79,8 @@ async def build(settings: Settings, port: int) -> GrpcServer:
         port=port,
         max_concurrent_rpcs=settings.max_concurrent_rpcs,
         access=ACCESS,
-        cleanups=[pool.close, redis_client.aclose, pipe.aclose, events.stop, emails.stop, paused.stop],
+        cleanups=[pool.close, redis_client.aclose, pipe.aclose, events.stop, emails.stop, paused.stop,
+                  payments.stop],
     )
 
 

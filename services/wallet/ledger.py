@@ -93,25 +93,6 @@ def require_amount(name: str, cents: int, *, minimum: int = 1, maximum: int = MA
         )
 
 
-def validate_top_up(contractor_id: str, amount_cents: int, payment_reference: str, key: str, max_cents: int) -> None:
-    require_id("contractor_id", contractor_id)
-    if amount_cents < MIN_TOP_UP_CENTS:
-        raise InvalidArgument(
-            f"a top-up must be at least {MIN_TOP_UP_CENTS} cents ($25.00); got {amount_cents}",
-            reason="TOP_UP_BELOW_MINIMUM",
-            field="amount_cents",
-        )
-    if amount_cents > max_cents:
-        raise InvalidArgument(
-            f"a top-up may be at most {max_cents} cents (${max_cents / 100:,.2f}) to catch typos; got "
-            f"{amount_cents}. Split a larger payment into several top-ups.",
-            reason="TOP_UP_ABOVE_MAXIMUM",
-            field="amount_cents",
-        )
-    require_id("payment_reference", payment_reference, MAX_KEY_LEN)
-    require_id("idempotency_key", key, MAX_KEY_LEN)
-
-
 def validate_email(email: str) -> None:
     if not _EMAIL.match(email):
         raise InvalidArgument(f"{email!r} is not an email address like name@example.com", field="email")
@@ -162,6 +143,12 @@ def refusal(outcome: str, op: EntryOp, detail_cents: int | None, entry_id: int |
             f"idempotency key {op.idempotency_key!r} was already used for a different request (entry "
             f"{entry_id}); send a new key for a new request, or the original parameters to get the original answer",
             reason="IDEMPOTENCY_KEY_REUSED",
+        )
+    if outcome == "reference_used":
+        return AlreadyExists(
+            f"payment reference {op.reference!r} was already credited (entry {entry_id}); a payment is credited "
+            "once: retry with the original idempotency key to get the original answer",
+            reason="PAYMENT_REFERENCE_USED",
         )
     if outcome == "no_wallet":
         return NotFound(f"contractor {who!r} has no wallet; it is created by the first top-up", reason="NO_WALLET")

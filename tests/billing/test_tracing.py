@@ -18,8 +18,8 @@ SERVER, CLIENT = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
 async def test_a_rate_call_is_one_trace_through_billing_the_wallet_and_their_storage(
     spans, billing_settings, wallet, contractor
 ):
-    await wallet.TopUp(wpb.TopUpRequest(contractor_id=contractor, amount_cents=10_000, payment_reference="p",
-                                        idempotency_key=f"{contractor}-t"))
+    await wallet.TopUp(wpb.TopUpRequest(reason="operator credit", contractor_id=contractor, amount_cents=10_000,
+                                        payment_reference=f"{contractor}-t", idempotency_key=f"{contractor}-t"))
     server = await BILLING.build(billing_settings, 0)  # after `spans`, so its wallet channel is traced
     port = await server.start()
     try:

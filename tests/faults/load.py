@@ -72,6 +72,7 @@ class MoneyLoad:
             if i % 3 == 0:
                 def call(contractor=contractor, key=key):
                     return wallet.TopUp(pb.TopUpRequest(
+                        reason="operator credit",
                         contractor_id=contractor, amount_cents=2500, payment_reference=key, idempotency_key=key),
                         timeout=5)
                 cents = 2500
@@ -109,8 +110,8 @@ async def seed_wallets(stack, contractors: list[str]) -> None:
     async with stack.channel("wallet") as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         for c in contractors:
-            await wallet.TopUp(pb.TopUpRequest(contractor_id=c, amount_cents=100_000, payment_reference=f"seed-{c}",
-                                               idempotency_key=f"seed-{c}"), timeout=10)
+            await wallet.TopUp(pb.TopUpRequest(reason="operator credit", contractor_id=c, amount_cents=100_000,
+                                               payment_reference=f"seed-{c}", idempotency_key=f"seed-{c}"), timeout=10)
 
 
 async def verify_exactly_once(conn, outcome: Outcome, contractors: list[str]) -> None:

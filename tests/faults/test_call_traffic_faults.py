@@ -229,6 +229,7 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
         await set_rate(3000, now - 3600 * 10**9)
         await stubs.wallet.TopUp(
             wpb.TopUpRequest(
+                reason="operator credit",
                 contractor_id=contractor,
                 amount_cents=100_000,
                 payment_reference=contractor,
@@ -276,7 +277,8 @@ async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stac
         await stubs.billing.SetZipRate(bpb.SetZipRateRequest(zip=zip_code, rate_cents=3000, set_by="faults",
                                                              effective_from=stamp(time.time_ns() - 3600 * 10**9)),
                                        timeout=5)
-        await stubs.wallet.TopUp(wpb.TopUpRequest(contractor_id=contractor, amount_cents=100_000,
+        await stubs.wallet.TopUp(wpb.TopUpRequest(reason="operator credit", contractor_id=contractor,
+                                                  amount_cents=100_000,
                                                   payment_reference=contractor, idempotency_key=contractor), timeout=5)
         await stubs.routing.ClaimZip(rpb.ClaimZipRequest(contractor_id=contractor, zip=zip_code,
                                                          position=rpb.CLAIM_POSITION_PRIMARY), timeout=5)

@@ -128,6 +128,7 @@ async def set_up_world(stubs: Stubs, humans: int = 5, agents: int = 2) -> World:
     for contractor in world.contractors:
         await stubs.wallet.TopUp(
             wpb.TopUpRequest(
+                reason="operator credit",
                 contractor_id=contractor,
                 amount_cents=SEED_CENTS,
                 payment_reference=f"seed-{contractor}",
@@ -252,6 +253,7 @@ class CallTraffic:
 
     async def _top_up(self, contractor: str, key: str) -> None:
         request = wpb.TopUpRequest(
+            reason="operator credit",
             contractor_id=contractor,
             amount_cents=TOP_UP_CENTS,
             payment_reference=f"pay-{key}",

@@ -62,10 +62,10 @@ async def test_openapi_documents_every_annotated_method(call):
     body_schema = doc["components"]["schemas"][
         top_up["requestBody"]["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]
     ]
-    assert set(body_schema["properties"]) == {"amountCents", "paymentReference", "idempotencyKey"}
+    assert set(body_schema["properties"]) == {"amountCents", "paymentReference", "idempotencyKey", "reason"}
     assert body_schema["properties"]["amountCents"] == {
         "type": "string", "format": "int64",
-        "description": "At least 2500 ($25); at most the configured per-top-up maximum.",  # the proto's comment
+        "description": "At least 2500 ($25); at most CALLERSYNC_TOP_UP_MAX_CENTS when an operator set one.",
     }
     entries = doc["paths"]["/v1/wallets/{contractor_id}/entries"]["get"]
     assert {p["name"] for p in entries["parameters"] if p["in"] == "query"} == {"pageSize", "pageToken"}

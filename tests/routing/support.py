@@ -78,8 +78,8 @@ async def claim(routing, contractor_id: str, zip_code: str, position=pb.CLAIM_PO
 
 async def top_up(wallet, contractor_id: str, cents: int):
     key = uuid.uuid4().hex
-    return await wallet.TopUp(wpb.TopUpRequest(contractor_id=contractor_id, amount_cents=cents,
-                                               payment_reference=f"pay-{key}", idempotency_key=key))
+    return await wallet.TopUp(wpb.TopUpRequest(reason="operator credit", contractor_id=contractor_id,
+                                               amount_cents=cents, payment_reference=f"pay-{key}", idempotency_key=key))
 
 
 async def get_wallet(wallet, contractor_id: str) -> wpb.Wallet:

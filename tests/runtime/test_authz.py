@@ -21,6 +21,7 @@ from callersync.routing.v1 import routing_pb2
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.billing.access import ACCESS as BILLING_ACCESS
 from services.billing.app import BILLING
+from services.gateway import stripe_webhook
 from services.gateway.access import POLICY as GATEWAY_POLICY
 from services.routing.access import ACCESS as ROUTING_ACCESS
 from services.routing.app import build as build_routing
@@ -176,8 +177,9 @@ async def test_each_identity_reaches_exactly_the_methods_its_table_names(targets
 
 async def test_a_refused_money_call_changes_nothing(targets, pki, contractor):
     """The gateway may top up, billing may not; a refused TopUp creates no wallet."""
-    request = wallet_pb2.TopUpRequest(contractor_id=contractor, amount_cents=5000, payment_reference="pi_x",
-                                      idempotency_key=f"k-{contractor}")
+    request = wallet_pb2.TopUpRequest(contractor_id=contractor, amount_cents=5000,
+                                      payment_reference=f"wire-{contractor}", idempotency_key=f"k-{contractor}",
+                                      reason="bank transfer")
     async with grpc.aio.secure_channel(targets["wallet"], credentials(pki, "billing")) as channel:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await wallet_pb2_grpc.WalletServiceStub(channel).TopUp(request, timeout=5)
@@ -228,7 +230,8 @@ def test_the_gateway_identity_reaches_exactly_what_its_own_table_exposes():
         for method, roles in table.items()
         if authz.GATEWAY in roles
     }
-    assert reachable == set(GATEWAY_POLICY)
+    # Plus the wallet's ApplyPaymentEvent, which only the gateway's verified Stripe webhook calls.
+    assert reachable == set(GATEWAY_POLICY) | {stripe_webhook.CALLS}
 
 
 def test_only_billing_settles_only_routing_reserves_only_the_engine_reports_calls():

@@ -89,7 +89,7 @@ def test_grpcurl_describe_and_openapi_carry_the_protos_comments(stack):
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    assert "Credits the wallet (creating it on the first top-up)" in describe(
+    assert "An operator's manual credit (creating the wallet on the first top-up)" in describe(
         ports["wallet"], "callersync.wallet.v1.WalletService")
     assert "At least 2500 ($25)" in describe(ports["wallet"], "callersync.wallet.v1.TopUpRequest")
     assert "Connected less than 30 s (29.999 s is free)" in describe(
@@ -100,7 +100,7 @@ def test_grpcurl_describe_and_openapi_carry_the_protos_comments(stack):
     with urllib.request.urlopen(f"http://127.0.0.1:{ports['gateway']}/openapi.json", timeout=10) as reply:
         doc = json.loads(reply.read())
     top_up = doc["paths"]["/v1/wallets/{contractor_id}:topUp"]["post"]
-    assert top_up["description"].startswith("Credits the wallet (creating it on the first top-up)")
+    assert top_up["description"].startswith("An operator's manual credit (creating the wallet on the first top-up)")
     body = doc["components"]["schemas"][top_up["requestBody"]["content"]["application/json"]["schema"]["$ref"]
                                         .rsplit("/", 1)[1]]
     assert "At least 2500 ($25)" in body["properties"]["amountCents"]["description"]

@@ -28,8 +28,8 @@ async def test_sigterm_lets_in_flight_charges_finish_and_refuses_new_ones(databa
         serving.wait_for("wallet listening", timeout=60)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             wallet = wallet_pb2_grpc.WalletServiceStub(channel)
-            await wallet.TopUp(pb.TopUpRequest(contractor_id=contractor, amount_cents=10_000,
-                                               payment_reference="p", idempotency_key=f"{contractor}-t"))
+            await wallet.TopUp(pb.TopUpRequest(reason="operator credit", contractor_id=contractor, amount_cents=10_000,
+                                               payment_reference=f"{contractor}-t", idempotency_key=f"{contractor}-t"))
             # Hold the wallet's row lock so the charges are provably still in flight when SIGTERM lands.
             blocker = await asyncpg.connect(database_url)
             tx = blocker.transaction()

@@ -54,14 +54,23 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
             assert SERVICES[name] in listed.stdout and "grpc.health.v1.Health" in listed.stdout
 
         wallet = f"127.0.0.1:{ports['wallet']}"
-        top_up = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 5000,
+        top_up = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 5000, "reason": "welcome credit",
                                            "payment_reference": "pay-1", "idempotency_key": "up-1"}),
                          wallet, "callersync.wallet.v1.WalletService/TopUp")
         assert top_up.returncode == 0, top_up.stderr
-        refused = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 100,
+        refused = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 100, "reason": "typo",
                                             "payment_reference": "p", "idempotency_key": "up-2"}),
                           wallet, "callersync.wallet.v1.WalletService/TopUp")
         assert "InvalidArgument" in refused.stderr and "at least 2500" in refused.stderr
+        # Without a Stripe key, payments are simulated by localstripe: a card top-up starts against it.
+        assert "Payments are SIMULATED" in up.output()
+        state = json.loads((tmp_path / "data" / "stack.json").read_text())  # for `callersync demo` and reconcile
+        assert state["payments"]["simulated"] and state["payments"]["api_base"].startswith("http://127.0.0.1:")
+        card = grpcurl("-d", json.dumps({"contractor_id": "ctr-up", "amount_cents": 2500, "idempotency_key": "up-3"}),
+                       wallet, "callersync.wallet.v1.WalletService/StartTopUp")
+        assert card.returncode == 0, card.stderr
+        reply = json.loads(card.stdout)
+        assert (reply.get("clientSecret") or reply.get("client_secret", "")).startswith("pi_"), card.stdout
 
         started = time.monotonic()
         up.popen.send_signal(signal.SIGTERM)
@@ -96,7 +105,8 @@ def test_up_with_mutual_tls_gives_each_service_its_own_certificate(tmp_path):
         assert listed.returncode == 0 and SERVICES["wallet"] in listed.stdout, listed.stderr
         top_up = subprocess.run(
             [binary, *flags, "-d", json.dumps({"contractor_id": "ctr-tls", "amount_cents": 5000,
-                                               "payment_reference": "pay-1", "idempotency_key": "tls-1"}),
+                                               "payment_reference": "pay-1", "idempotency_key": "tls-1",
+                                               "reason": "welcome credit"}),
              wallet, "callersync.wallet.v1.WalletService/TopUp"], capture_output=True, text=True, timeout=30)
         assert top_up.returncode == 0, top_up.stderr
         reserve = subprocess.run(

@@ -14,8 +14,8 @@ from callersync.wallet.v1 import wallet_pb2 as pb
 async def top_up(wallet, contractor_id: str, cents: int, key: str | None = None) -> pb.TopUpResponse:
     key = key or uuid.uuid4().hex
     return await wallet.TopUp(
-        pb.TopUpRequest(contractor_id=contractor_id, amount_cents=cents, payment_reference=f"pay-{key}",
-                        idempotency_key=key)
+        pb.TopUpRequest(reason="operator credit", contractor_id=contractor_id, amount_cents=cents,
+                        payment_reference=f"pay-{key}", idempotency_key=key)
     )
 
 

@@ -20,7 +20,8 @@ async def isolated(servers):
 
 
 async def cross_alert(pool, contractor="c1", address="c1@example.com"):
-    await pool.execute("SELECT wallet.post_entry('c1', 'top_up', 5000, 'k1', '\\x01', '', '', NULL, NULL)")
+    await pool.execute(
+        "SELECT wallet.post_entry('c1', 'top_up', 5000, 'k1', '\\x01', 'r1', 'opening credit', NULL, NULL)")
     await pool.execute("SELECT wallet.set_low_balance_alert('c1', 3000, $1)", address)
     await pool.execute("SELECT wallet.post_entry('c1', 'charge', 4000, 'k2', '\\x01', '', '', NULL, NULL)")
 

@@ -12,8 +12,10 @@ BAD_TOP_UPS = {
     "negative": (dict(amount_cents=-5000), "at least 2500"),
     "zero": (dict(amount_cents=0), "at least 2500"),
     "below the $25 minimum": (dict(amount_cents=2499), "2500"),
-    "above the per-top-up maximum": (dict(amount_cents=1_000_001), "at most 1000000"),
-    "overflowing int64": (dict(amount_cents=2**63 - 1), "at most 1000000"),
+    "overflowing int64": (dict(amount_cents=2**63 - 1), "at most 100000000000"),
+    "no reason": (dict(reason=""), "reason"),
+    "a blank reason": (dict(reason="   "), "reason"),
+    "a card PaymentIntent as the reference": (dict(payment_reference="pi_123"), "card"),
     "missing idempotency key": (dict(idempotency_key=""), "idempotency_key"),
     "missing payment reference": (dict(payment_reference=""), "payment_reference"),
     "control characters in the id": (dict(contractor_id="ctr\x00x"), "contractor_id"),
@@ -24,7 +26,8 @@ BAD_TOP_UPS = {
 @pytest.mark.parametrize("case", BAD_TOP_UPS, ids=list(BAD_TOP_UPS))
 async def test_a_bad_top_up_is_refused_and_writes_nothing(wallet, db, contractor, case):
     fields, mentions = BAD_TOP_UPS[case]
-    request = dict(contractor_id=contractor, amount_cents=5000, payment_reference="pay-1", idempotency_key="k-1")
+    request = dict(contractor_id=contractor, amount_cents=5000, payment_reference="pay-1", idempotency_key="k-1",
+                   reason="cheque received")
     request.update(fields)
     err = await expect_error(wallet.TopUp(pb.TopUpRequest(**request)), INVALID)
     assert mentions in err.details()

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from services.runtime import paging
 from services.runtime.errors import InvalidArgument
-from services.wallet import ledger
+from services.wallet import ledger, top_ups
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -53,13 +53,16 @@ def test_any_other_page_token_is_refused_with_invalid_argument_never_crashed_on(
     assert isinstance(decoded, int) and decoded > 0
 
 
-def test_top_up_bounds_are_inclusive():
-    ledger.validate_top_up("c", 2500, "ref", "key", 1_000_000)
-    ledger.validate_top_up("c", 1_000_000, "ref", "key", 1_000_000)
+def test_top_up_bounds_are_inclusive_and_the_maximum_is_opt_in():
+    top_ups.validate_manual_credit("c", 2500, "ref", "key", "why", 1_000_000)
+    top_ups.validate_manual_credit("c", 1_000_000, "ref", "key", "why", 1_000_000)
+    top_ups.validate_manual_credit("c", 50_000_000, "ref", "key", "why", 0)  # 0: no operator maximum
     with pytest.raises(InvalidArgument):
-        ledger.validate_top_up("c", 2499, "ref", "key", 1_000_000)
+        top_ups.validate_manual_credit("c", 2499, "ref", "key", "why", 1_000_000)
     with pytest.raises(InvalidArgument):
-        ledger.validate_top_up("c", 1_000_001, "ref", "key", 1_000_000)
+        top_ups.validate_manual_credit("c", 1_000_001, "ref", "key", "why", 1_000_000)
+    with pytest.raises(InvalidArgument):
+        top_ups.validate_manual_credit("c", 2500, "ref", "key", " ", 0)
 
 
 def test_reservation_ttl_defaults_and_bounds():

@@ -9,8 +9,8 @@ from tests.system.processes import callersync_env, run_cli
 
 async def post(conn, contractor_id, kind, cents, key, refund_of=None):
     outcome = await conn.fetchval(
-        "SELECT (wallet.post_entry($1, $2, $3, $4, $5, '', '', $6, NULL)).outcome",
-        contractor_id, kind, cents, key, key.encode(), refund_of,
+        "SELECT (wallet.post_entry($1, $2, $3, $4, $5, $4, $6, $7, NULL)).outcome",
+        contractor_id, kind, cents, key, key.encode(), "opening credit" if kind == "top_up" else "", refund_of,
     )
     assert outcome == "applied"
 
@@ -83,3 +83,21 @@ async def test_reconcile_catches_a_charge_refunded_beyond_its_amount(small_ledge
     result = reconcile(small_ledger)
     assert result.returncode == 1
     assert "FAIL a charge refunded more than once or for more than it cost: contractor_id=victim" in result.stdout
+
+
+async def test_reconcile_catches_money_that_no_payment_and_no_operator_put_in(small_ledger):
+    conn = await asyncpg.connect(small_ledger)
+    try:
+        # A "card" credit no verified top-up stands behind, written around the wallet's functions.
+        await conn.execute(
+            "INSERT INTO wallet.entries (contractor_id, kind, amount_cents, balance_after_cents, idempotency_key,"
+            " request_hash, reference, description, credit_source)"
+            " VALUES ('victim', 'top_up', 100000, 107500, 'payment:pi_minted', '\\x00', 'pi_minted', '', 'card')")
+        await conn.execute("UPDATE wallet.wallets SET balance_cents = 107500 WHERE contractor_id = 'victim'")
+    finally:
+        await conn.close()
+    result = reconcile(small_ledger)
+    assert result.returncode == 1
+    assert ("FAIL a credit that is neither a verified card payment nor an operator's credit with a reason: "
+            "contractor_id=victim") in result.stdout
+    assert "honest" not in result.stdout

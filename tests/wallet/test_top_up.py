@@ -1,4 +1,5 @@
-"""TopUp: the $25 minimum, the typo maximum, and exactly-once under retries, concurrency and a Redis flush."""
+"""TopUp (an operator's manual credit): the $25 minimum, no maximum unless set, exactly-once under retries,
+concurrency and a Redis flush."""
 
 import asyncio
 import uuid
@@ -24,9 +25,10 @@ async def test_top_up_below_25_dollars_is_refused_and_writes_nothing(wallet, db,
     assert await ledger(db, contractor) == (None, 0, 0)
 
 
-async def test_top_up_above_the_maximum_is_refused_as_a_likely_typo(wallet, contractor):
-    err = await expect_error(top_up(wallet, contractor, 1_000_001), grpc.StatusCode.INVALID_ARGUMENT)
-    assert "typo" in err.details()
+async def test_any_amount_above_the_minimum_is_credited_when_no_maximum_is_set(wallet, db, contractor):
+    # "Prepay any amount, $25 minimum": the per-top-up maximum is an operator's opt-in, off by default.
+    await top_up(wallet, contractor, 1_000_001)
+    assert await ledger(db, contractor) == (1_000_001, 1, 1_000_001)
 
 
 async def test_retry_with_the_same_key_returns_the_first_answer_and_moves_money_once(wallet, db, contractor):

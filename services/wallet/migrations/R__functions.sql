@@ -25,7 +25,8 @@ BEGIN
 END $$;
 
 -- Writes a locked wallet's balance and settings (as held in w) and re-derives its flags; a flip of the
--- paused flag and a downward crossing of an armed alert become outbox rows in the caller's transaction.
+-- paused flag and a downward crossing of an armed alert become outbox rows in the caller's transaction, and a
+-- wallet with auto top-up on is judged for it (wallet.judge_auto_top_up).
 CREATE OR REPLACE FUNCTION wallet.apply_balance(w wallet.wallets, new_balance bigint) RETURNS wallet.wallets
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -48,6 +49,9 @@ BEGIN
            alert_email = w.alert_email
      WHERE contractor_id = w.contractor_id
     RETURNING * INTO w;
+    IF w.auto_top_up_threshold_cents > 0 THEN
+        PERFORM wallet.judge_auto_top_up(w.contractor_id, new_balance, w.pause_threshold_cents);
+    END IF;
     RETURN w;
 END $$;
 
@@ -88,7 +92,9 @@ LANGUAGE sql AS $$
                NULL)::wallet.post_outcome
 $$;
 
--- Concurrent identical requests: the one that waited for the wallet lock replays the winner's entry.
+-- Concurrent identical requests: the one that waited for the wallet lock replays the winner's entry. A TOP_UP
+-- written here is an operator's manual credit (the card path is wallet.credit_payment), and its payment
+-- reference is credited once ('reference_used' names the entry that has it).
 CREATE OR REPLACE FUNCTION wallet.post_entry(
     p_contractor_id text, p_kind text, p_amount_cents bigint, p_idempotency_key text, p_request_hash bytea,
     p_reference text, p_description text, p_refund_of_entry_id bigint, p_reservation_id uuid
@@ -120,7 +126,14 @@ BEGIN
     IF FOUND THEN
         RETURN wallet.outcome_of(e, p_request_hash);
     END IF;
-    IF p_kind = 'capture' THEN
+    IF p_kind = 'top_up' THEN
+        SELECT * INTO e FROM wallet.entries
+         WHERE kind = 'top_up' AND reference = p_reference AND credit_source IN ('card', 'operator');
+        IF FOUND THEN
+            RETURN ROW('reference_used', e.entry_id, p_contractor_id, p_kind, NULL, NULL, p_idempotency_key,
+                       p_reference, NULL, NULL, NULL, NULL, NULL)::wallet.post_outcome;
+        END IF;
+    ELSIF p_kind = 'capture' THEN
         SELECT * INTO r FROM wallet.reservations
          WHERE reservation_id = p_reservation_id AND contractor_id = p_contractor_id;
         IF NOT FOUND OR r.state <> 'open' THEN
@@ -146,17 +159,24 @@ BEGIN
         END IF;
     END IF;
 
+    -- No conflict target: a reference committed meanwhile on another wallet's lock must not abort the
+    -- group-committed batch this call is part of.
     INSERT INTO wallet.entries (contractor_id, kind, amount_cents, balance_after_cents, idempotency_key,
-                                request_hash, reference, description, refund_of_entry_id, reservation_id)
+                                request_hash, reference, description, refund_of_entry_id, reservation_id,
+                                credit_source)
     VALUES (p_contractor_id, p_kind, signed_cents, w.balance_cents + signed_cents, p_idempotency_key,
             p_request_hash, coalesce(p_reference, ''), coalesce(p_description, ''),
-            p_refund_of_entry_id, p_reservation_id)
-    ON CONFLICT (idempotency_key) DO NOTHING
+            p_refund_of_entry_id, p_reservation_id, CASE WHEN p_kind = 'top_up' THEN 'operator' END)
+    ON CONFLICT DO NOTHING
     RETURNING * INTO e;
     IF NOT FOUND THEN
         -- The same key committed meanwhile on another wallet's lock: answer as a retry would.
         SELECT * INTO e FROM wallet.entries WHERE idempotency_key = p_idempotency_key;
-        RETURN wallet.outcome_of(e, p_request_hash);
+        IF FOUND THEN
+            RETURN wallet.outcome_of(e, p_request_hash);
+        END IF;
+        RETURN ROW('reference_used', NULL, p_contractor_id, p_kind, NULL, NULL, p_idempotency_key,
+                   p_reference, NULL, NULL, NULL, NULL, NULL)::wallet.post_outcome;
     END IF;
 
     PERFORM wallet.apply_balance(w, w.balance_cents + signed_cents);
@@ -171,6 +191,8 @@ BEGIN
                e.created_at, NULL)::wallet.post_outcome;
 END $$;
 
+-- Holds amount for a call on an unpaused wallet whose available balance covers it, one per (contractor, call).
+-- A new hold is judged for auto top-up too: holds lower the available balance.
 CREATE OR REPLACE FUNCTION wallet.reserve(
     p_contractor_id text, p_call_id text, p_amount_cents bigint, p_expires_in_s integer, p_reservation_id uuid
 ) RETURNS TABLE (outcome text, reservation_id uuid, amount_cents bigint, expires_at timestamptz, state text,
@@ -182,7 +204,7 @@ DECLARE
     r wallet.reservations;
     held bigint;
 BEGIN
-    -- A hold moves no money: its commit need not wait for the WAL flush (see the top of this file).
+    -- A hold moves no money: its commit need not wait for the WAL flush (migration 0003 says why).
     PERFORM set_config('synchronous_commit', 'off', true);
     SELECT * INTO w FROM wallet.wallets WHERE contractor_id = p_contractor_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -211,6 +233,9 @@ BEGIN
     VALUES (p_reservation_id, p_contractor_id, p_call_id, p_amount_cents,
             now() + make_interval(secs => p_expires_in_s))
     RETURNING * INTO r;
+    IF w.auto_top_up_threshold_cents > 0 THEN
+        PERFORM wallet.judge_auto_top_up(p_contractor_id, w.balance_cents, w.pause_threshold_cents);
+    END IF;
     RETURN QUERY SELECT 'applied', r.reservation_id, r.amount_cents, r.expires_at, r.state,
                         w.balance_cents - held - p_amount_cents, w.balance_cents, w.pause_threshold_cents,
                         r.captured_cents, r.capture_entry_id, now();
@@ -424,4 +449,178 @@ BEGIN
                                                    op.ch) r
              WHERE op.ord <> ALL (settled_ords)) x
         ORDER BY x.ord;
+END $$;
+
+-- The verified path: credits a top-up by the amount the provider received for its PaymentIntent, once.
+-- The caller has checked the PaymentIntent with the provider (succeeded, this contractor, this currency,
+-- this top-up). A receipt email goes in the outbox with the credit.
+CREATE OR REPLACE FUNCTION wallet.credit_payment(
+    p_top_up_id uuid, p_payment_intent_id text, p_received_cents bigint, p_card_brand text, p_card_last4 text
+) RETURNS TABLE (outcome text, entry_id bigint, balance_after_cents bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    t wallet.top_ups;
+    w wallet.wallets;
+    e wallet.entries;
+BEGIN
+    SELECT * INTO t FROM wallet.top_ups x WHERE x.top_up_id = p_top_up_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN QUERY SELECT 'unknown', NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    IF t.entry_id IS NOT NULL THEN
+        SELECT * INTO e FROM wallet.entries x WHERE x.entry_id = t.entry_id;
+        RETURN QUERY SELECT 'already_credited', e.entry_id, e.balance_after_cents;
+        RETURN;
+    END IF;
+    IF t.payment_intent_id IS DISTINCT FROM p_payment_intent_id AND t.payment_intent_id IS NOT NULL THEN
+        RETURN QUERY SELECT 'other_payment_intent', NULL::bigint, NULL::bigint;
+        RETURN;
+    END IF;
+    INSERT INTO wallet.wallets (contractor_id) VALUES (t.contractor_id) ON CONFLICT DO NOTHING;
+    SELECT * INTO w FROM wallet.wallets x WHERE x.contractor_id = t.contractor_id FOR UPDATE;
+    INSERT INTO wallet.entries (contractor_id, kind, amount_cents, balance_after_cents, idempotency_key,
+                                request_hash, reference, description, credit_source)
+    VALUES (t.contractor_id, 'top_up', p_received_cents, w.balance_cents + p_received_cents,
+            'payment:' || p_payment_intent_id, sha256(convert_to(p_payment_intent_id, 'UTF8')),
+            p_payment_intent_id,
+            CASE t.origin WHEN 'auto' THEN 'Auto top-up' ELSE 'Card top-up' END
+                || CASE WHEN p_card_last4 <> '' THEN ' (' || p_card_brand || ' ending ' || p_card_last4 || ')'
+                        ELSE '' END,
+            'card')
+    ON CONFLICT DO NOTHING
+    RETURNING * INTO e;
+    IF NOT FOUND THEN
+        -- The PaymentIntent was credited already (its reference is unique): never twice.
+        SELECT * INTO e FROM wallet.entries x WHERE x.idempotency_key = 'payment:' || p_payment_intent_id
+            OR (x.kind = 'top_up' AND x.reference = p_payment_intent_id AND x.credit_source IN ('card', 'operator'));
+        RETURN QUERY SELECT 'already_credited', e.entry_id, e.balance_after_cents;
+        RETURN;
+    END IF;
+    PERFORM wallet.apply_balance(w, w.balance_cents + p_received_cents);
+    UPDATE wallet.top_ups x
+       SET state = 'credited', entry_id = e.entry_id, credited_cents = p_received_cents,
+           payment_intent_id = p_payment_intent_id, card_brand = p_card_brand, card_last4 = p_card_last4,
+           failure_code = '', failure_reason = '', updated_at = now()
+     WHERE x.top_up_id = t.top_up_id;
+    IF t.email <> '' THEN
+        INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.payment_email', jsonb_build_object(
+            'kind', 'receipt', 'contractor_id', t.contractor_id, 'email', t.email, 'top_up_id', t.top_up_id,
+            'origin', t.origin, 'amount_cents', p_received_cents, 'card_brand', p_card_brand,
+            'card_last4', p_card_last4, 'balance_cents', e.balance_after_cents));
+    END IF;
+    RETURN QUERY SELECT 'credited', e.entry_id, e.balance_after_cents;
+END $$;
+
+-- Called with the wallet row locked, after a balance change or a new hold. The crossing is judged on the
+-- available balance (balance minus open holds) against the higher of the contractor's threshold and the
+-- pause line, so a top-up never starts only after the pause. Fires once per fall (the armed flag), at most
+-- one in flight (top_ups_one_auto_in_flight), never past the daily maximum; the runaway breaker turns auto
+-- top-up off when another would exceed max_per_hour within an hour.
+CREATE OR REPLACE FUNCTION wallet.judge_auto_top_up(p_contractor_id text, p_balance_cents bigint, p_pause_cents bigint)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    a wallet.auto_top_ups;
+    held bigint;
+    line bigint;
+    last_hour integer;
+    last_day bigint;
+    new_id uuid := gen_random_uuid();
+BEGIN
+    SELECT * INTO a FROM wallet.auto_top_ups x WHERE x.contractor_id = p_contractor_id FOR UPDATE;
+    IF NOT FOUND OR NOT a.enabled THEN
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(h.amount_cents), 0) INTO held FROM wallet.reservations h
+     WHERE h.contractor_id = p_contractor_id AND h.state = 'open' AND h.expires_at > now();
+    line := greatest(a.threshold_cents, p_pause_cents);
+    IF p_balance_cents - held >= line THEN
+        IF NOT a.armed THEN
+            UPDATE wallet.auto_top_ups x SET armed = true, updated_at = now() WHERE x.contractor_id = p_contractor_id;
+        END IF;
+        RETURN;
+    END IF;
+    IF NOT a.armed OR EXISTS (SELECT 1 FROM wallet.top_ups t WHERE t.contractor_id = p_contractor_id
+                                 AND t.origin = 'auto' AND t.state IN ('requested', 'pending')) THEN
+        RETURN;
+    END IF;
+    UPDATE wallet.auto_top_ups x SET armed = false, updated_at = now() WHERE x.contractor_id = p_contractor_id;
+    SELECT count(*) INTO last_hour FROM wallet.top_ups t
+     WHERE t.contractor_id = p_contractor_id AND t.origin = 'auto' AND t.created_at > now() - interval '1 hour';
+    IF last_hour >= a.max_per_hour THEN
+        PERFORM wallet.disable_auto_top_up(p_contractor_id, 'breaker', format(
+            'it was about to charge your card a %s time within an hour (the limit is %s)', last_hour + 1,
+            a.max_per_hour));
+        RETURN;
+    END IF;
+    SELECT coalesce(sum(t.amount_cents), 0) INTO last_day FROM wallet.top_ups t
+     WHERE t.contractor_id = p_contractor_id AND t.origin = 'auto' AND t.created_at > now() - interval '24 hours'
+       AND t.state NOT IN ('failed', 'canceled', 'refused');
+    IF last_day + a.amount_cents > a.max_per_day_cents THEN
+        INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.payment_email', jsonb_build_object(
+            'kind', 'daily_max', 'contractor_id', p_contractor_id, 'email', a.email,
+            'amount_cents', a.amount_cents, 'max_per_day_cents', a.max_per_day_cents, 'charged_cents', last_day,
+            'balance_cents', p_balance_cents));
+        RETURN;
+    END IF;
+    INSERT INTO wallet.top_ups (top_up_id, contractor_id, origin, amount_cents, state, email)
+    VALUES (new_id, p_contractor_id, 'auto', a.amount_cents, 'requested', a.email);
+    INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.auto_top_up', jsonb_build_object(
+        'top_up_id', new_id, 'contractor_id', p_contractor_id, 'amount_cents', a.amount_cents));
+END $$;
+
+-- Turns auto top-up off for a reason of the system's (kind: breaker, declines) and emails the contractor.
+CREATE OR REPLACE FUNCTION wallet.disable_auto_top_up(p_contractor_id text, p_kind text, p_detail text)
+RETURNS void LANGUAGE plpgsql AS $$
+DECLARE
+    a wallet.auto_top_ups;
+BEGIN
+    UPDATE wallet.auto_top_ups x SET enabled = false, disabled_reason = p_detail, updated_at = now()
+     WHERE x.contractor_id = p_contractor_id AND x.enabled
+    RETURNING * INTO a;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    UPDATE wallet.wallets x SET auto_top_up_threshold_cents = 0 WHERE x.contractor_id = p_contractor_id;
+    INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.payment_email', jsonb_build_object(
+        'kind', 'disabled_' || p_kind, 'contractor_id', p_contractor_id, 'email', a.email, 'detail', p_detail));
+END $$;
+
+-- SetAutoTopUp: settings and consent, then a judgement now (a balance already below the new threshold
+-- starts one at once, as a new low-balance alert emails at once).
+CREATE OR REPLACE FUNCTION wallet.set_auto_top_up(
+    p_contractor_id text, p_enabled boolean, p_threshold_cents bigint, p_amount_cents bigint,
+    p_max_per_day_cents bigint, p_max_per_hour integer, p_email text
+) RETURNS text LANGUAGE plpgsql AS $$
+DECLARE
+    w wallet.wallets;
+    a wallet.auto_top_ups;
+BEGIN
+    SELECT * INTO w FROM wallet.wallets x WHERE x.contractor_id = p_contractor_id FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN 'no_wallet';
+    END IF;
+    INSERT INTO wallet.auto_top_ups (contractor_id) VALUES (p_contractor_id) ON CONFLICT DO NOTHING;
+    SELECT * INTO a FROM wallet.auto_top_ups x WHERE x.contractor_id = p_contractor_id FOR UPDATE;
+    IF NOT p_enabled THEN
+        UPDATE wallet.auto_top_ups x SET enabled = false, disabled_reason = '', updated_at = now()
+         WHERE x.contractor_id = p_contractor_id;
+        UPDATE wallet.wallets x SET auto_top_up_threshold_cents = 0 WHERE x.contractor_id = p_contractor_id;
+        RETURN 'applied';
+    END IF;
+    IF a.payment_method_id = '' THEN
+        RETURN 'no_card';
+    END IF;
+    IF p_threshold_cents < w.pause_threshold_cents THEN
+        RETURN 'below_pause_line';
+    END IF;
+    UPDATE wallet.auto_top_ups x
+       SET enabled = true, threshold_cents = p_threshold_cents, amount_cents = p_amount_cents,
+           max_per_day_cents = p_max_per_day_cents, max_per_hour = p_max_per_hour, email = p_email,
+           consented_at = now(), armed = true, consecutive_declines = 0, disabled_reason = '', updated_at = now()
+     WHERE x.contractor_id = p_contractor_id;
+    UPDATE wallet.wallets x SET auto_top_up_threshold_cents = p_threshold_cents
+     WHERE x.contractor_id = p_contractor_id;
+    PERFORM wallet.judge_auto_top_up(p_contractor_id, w.balance_cents, w.pause_threshold_cents);
+    RETURN 'applied';
 END $$;

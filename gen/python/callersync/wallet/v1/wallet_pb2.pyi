@@ -45,6 +45,32 @@ ENTRY_KIND_CHARGE: EntryKind.ValueType  # 3
 ENTRY_KIND_REFUND: EntryKind.ValueType  # 4
 Global___EntryKind: _TypeAlias = EntryKind  # noqa: Y015
 
+class _CreditSource:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CreditSourceEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CreditSource.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CREDIT_SOURCE_UNSPECIFIED: _CreditSource.ValueType  # 0
+    CREDIT_SOURCE_CARD: _CreditSource.ValueType  # 1
+    """A card payment verified with the payment provider; the reference is the PaymentIntent id."""
+    CREDIT_SOURCE_OPERATOR: _CreditSource.ValueType  # 2
+    """An operator's manual credit; the description holds the reason."""
+    CREDIT_SOURCE_LEGACY: _CreditSource.ValueType  # 3
+    """Credited before payments were verified (older ledgers)."""
+
+class CreditSource(_CreditSource, metaclass=_CreditSourceEnumTypeWrapper):
+    """Where a TOP_UP entry's money came from."""
+
+CREDIT_SOURCE_UNSPECIFIED: CreditSource.ValueType  # 0
+CREDIT_SOURCE_CARD: CreditSource.ValueType  # 1
+"""A card payment verified with the payment provider; the reference is the PaymentIntent id."""
+CREDIT_SOURCE_OPERATOR: CreditSource.ValueType  # 2
+"""An operator's manual credit; the description holds the reason."""
+CREDIT_SOURCE_LEGACY: CreditSource.ValueType  # 3
+"""Credited before payments were verified (older ledgers)."""
+Global___CreditSource: _TypeAlias = CreditSource  # noqa: Y015
+
 class _ReservationState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -128,6 +154,22 @@ class _WalletRefusalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WalletR
     """TopUp: above the configured maximum (INVALID_ARGUMENT)."""
     WALLET_REFUSAL_AMOUNT_OUT_OF_RANGE: _WalletRefusal.ValueType  # 14
     """An amount outside 1 cent to $1bn (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_PAYMENT_REFERENCE_USED: _WalletRefusal.ValueType  # 15
+    """TopUp: the payment reference was credited before (ALREADY_EXISTS)."""
+    WALLET_REFUSAL_CARD_PAYMENT_REFERENCE: _WalletRefusal.ValueType  # 16
+    """TopUp: a card PaymentIntent's reference; only the wallet credits those (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_REASON_REQUIRED: _WalletRefusal.ValueType  # 17
+    """TopUp: an operator's credit says why (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_PAYMENTS_NOT_CONFIGURED: _WalletRefusal.ValueType  # 18
+    """Card top-ups: no payment provider is configured (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_PROVIDER_REFUSED: _WalletRefusal.ValueType  # 19
+    """Card top-ups: the payment provider refused the request (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_NO_TOP_UP: _WalletRefusal.ValueType  # 20
+    """GetTopUp: no such top-up of this contractor (NOT_FOUND)."""
+    WALLET_REFUSAL_NO_CARD: _WalletRefusal.ValueType  # 21
+    """Auto top-up: no saved card (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_THRESHOLD_BELOW_PAUSE_LINE: _WalletRefusal.ValueType  # 22
+    """Auto top-up: the threshold is below the pause line, so it would start too late (FAILED_PRECONDITION)."""
 
 class WalletRefusal(_WalletRefusal, metaclass=_WalletRefusalEnumTypeWrapper):
     """Why the wallet refused to move or hold money: the typed form of the ErrorInfo
@@ -164,7 +206,120 @@ WALLET_REFUSAL_TOP_UP_ABOVE_MAXIMUM: WalletRefusal.ValueType  # 13
 """TopUp: above the configured maximum (INVALID_ARGUMENT)."""
 WALLET_REFUSAL_AMOUNT_OUT_OF_RANGE: WalletRefusal.ValueType  # 14
 """An amount outside 1 cent to $1bn (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_PAYMENT_REFERENCE_USED: WalletRefusal.ValueType  # 15
+"""TopUp: the payment reference was credited before (ALREADY_EXISTS)."""
+WALLET_REFUSAL_CARD_PAYMENT_REFERENCE: WalletRefusal.ValueType  # 16
+"""TopUp: a card PaymentIntent's reference; only the wallet credits those (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_REASON_REQUIRED: WalletRefusal.ValueType  # 17
+"""TopUp: an operator's credit says why (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_PAYMENTS_NOT_CONFIGURED: WalletRefusal.ValueType  # 18
+"""Card top-ups: no payment provider is configured (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_PROVIDER_REFUSED: WalletRefusal.ValueType  # 19
+"""Card top-ups: the payment provider refused the request (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_NO_TOP_UP: WalletRefusal.ValueType  # 20
+"""GetTopUp: no such top-up of this contractor (NOT_FOUND)."""
+WALLET_REFUSAL_NO_CARD: WalletRefusal.ValueType  # 21
+"""Auto top-up: no saved card (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_THRESHOLD_BELOW_PAUSE_LINE: WalletRefusal.ValueType  # 22
+"""Auto top-up: the threshold is below the pause line, so it would start too late (FAILED_PRECONDITION)."""
 Global___WalletRefusal: _TypeAlias = WalletRefusal  # noqa: Y015
+
+class _TopUpState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TopUpStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TopUpState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOP_UP_STATE_UNSPECIFIED: _TopUpState.ValueType  # 0
+    TOP_UP_STATE_PENDING: _TopUpState.ValueType  # 1
+    """Waiting for the payment: the browser has not confirmed it yet, or the provider is processing it."""
+    TOP_UP_STATE_REQUIRES_ACTION: _TopUpState.ValueType  # 2
+    """The bank wants the contractor to authenticate (3-D Secure) while present."""
+    TOP_UP_STATE_CREDITED: _TopUpState.ValueType  # 3
+    """The payment succeeded and the wallet was credited (entry_id)."""
+    TOP_UP_STATE_FAILED: _TopUpState.ValueType  # 4
+    """Declined or failed; failure_reason says why."""
+    TOP_UP_STATE_CANCELED: _TopUpState.ValueType  # 5
+    TOP_UP_STATE_REFUSED: _TopUpState.ValueType  # 6
+    """The provider's PaymentIntent did not match this top-up (contractor, currency or amount): nothing was
+    credited and an operator reviews it.
+    """
+
+class TopUpState(_TopUpState, metaclass=_TopUpStateEnumTypeWrapper): ...
+
+TOP_UP_STATE_UNSPECIFIED: TopUpState.ValueType  # 0
+TOP_UP_STATE_PENDING: TopUpState.ValueType  # 1
+"""Waiting for the payment: the browser has not confirmed it yet, or the provider is processing it."""
+TOP_UP_STATE_REQUIRES_ACTION: TopUpState.ValueType  # 2
+"""The bank wants the contractor to authenticate (3-D Secure) while present."""
+TOP_UP_STATE_CREDITED: TopUpState.ValueType  # 3
+"""The payment succeeded and the wallet was credited (entry_id)."""
+TOP_UP_STATE_FAILED: TopUpState.ValueType  # 4
+"""Declined or failed; failure_reason says why."""
+TOP_UP_STATE_CANCELED: TopUpState.ValueType  # 5
+TOP_UP_STATE_REFUSED: TopUpState.ValueType  # 6
+"""The provider's PaymentIntent did not match this top-up (contractor, currency or amount): nothing was
+credited and an operator reviews it.
+"""
+Global___TopUpState: _TypeAlias = TopUpState  # noqa: Y015
+
+class _TopUpOrigin:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TopUpOriginEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TopUpOrigin.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOP_UP_ORIGIN_UNSPECIFIED: _TopUpOrigin.ValueType  # 0
+    TOP_UP_ORIGIN_CARD: _TopUpOrigin.ValueType  # 1
+    """Started by the contractor (StartTopUp)."""
+    TOP_UP_ORIGIN_AUTO: _TopUpOrigin.ValueType  # 2
+    """Started by the wallet when the balance fell below the auto top-up threshold."""
+
+class TopUpOrigin(_TopUpOrigin, metaclass=_TopUpOriginEnumTypeWrapper): ...
+
+TOP_UP_ORIGIN_UNSPECIFIED: TopUpOrigin.ValueType  # 0
+TOP_UP_ORIGIN_CARD: TopUpOrigin.ValueType  # 1
+"""Started by the contractor (StartTopUp)."""
+TOP_UP_ORIGIN_AUTO: TopUpOrigin.ValueType  # 2
+"""Started by the wallet when the balance fell below the auto top-up threshold."""
+Global___TopUpOrigin: _TypeAlias = TopUpOrigin  # noqa: Y015
+
+class _PaymentEventOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PaymentEventOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PaymentEventOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PAYMENT_EVENT_OUTCOME_UNSPECIFIED: _PaymentEventOutcome.ValueType  # 0
+    PAYMENT_EVENT_OUTCOME_CREDITED: _PaymentEventOutcome.ValueType  # 1
+    """The payment succeeded and is credited now."""
+    PAYMENT_EVENT_OUTCOME_ALREADY_CREDITED: _PaymentEventOutcome.ValueType  # 2
+    """Credited before: nothing moved."""
+    PAYMENT_EVENT_OUTCOME_RECORDED: _PaymentEventOutcome.ValueType  # 3
+    """Recorded the provider's state (pending, failed, requires action); nothing credited."""
+    PAYMENT_EVENT_OUTCOME_REFUSED: _PaymentEventOutcome.ValueType  # 4
+    """The provider's object does not match the top-up it names (contractor, currency, amount): logged."""
+    PAYMENT_EVENT_OUTCOME_UNKNOWN: _PaymentEventOutcome.ValueType  # 5
+    """No top-up or card setup of ours: logged, nothing credited."""
+    PAYMENT_EVENT_OUTCOME_CARD_SAVED: _PaymentEventOutcome.ValueType  # 6
+    """A card setup succeeded: the card is saved for auto top-up."""
+
+class PaymentEventOutcome(_PaymentEventOutcome, metaclass=_PaymentEventOutcomeEnumTypeWrapper): ...
+
+PAYMENT_EVENT_OUTCOME_UNSPECIFIED: PaymentEventOutcome.ValueType  # 0
+PAYMENT_EVENT_OUTCOME_CREDITED: PaymentEventOutcome.ValueType  # 1
+"""The payment succeeded and is credited now."""
+PAYMENT_EVENT_OUTCOME_ALREADY_CREDITED: PaymentEventOutcome.ValueType  # 2
+"""Credited before: nothing moved."""
+PAYMENT_EVENT_OUTCOME_RECORDED: PaymentEventOutcome.ValueType  # 3
+"""Recorded the provider's state (pending, failed, requires action); nothing credited."""
+PAYMENT_EVENT_OUTCOME_REFUSED: PaymentEventOutcome.ValueType  # 4
+"""The provider's object does not match the top-up it names (contractor, currency, amount): logged."""
+PAYMENT_EVENT_OUTCOME_UNKNOWN: PaymentEventOutcome.ValueType  # 5
+"""No top-up or card setup of ours: logged, nothing credited."""
+PAYMENT_EVENT_OUTCOME_CARD_SAVED: PaymentEventOutcome.ValueType  # 6
+"""A card setup succeeded: the card is saved for auto top-up."""
+Global___PaymentEventOutcome: _TypeAlias = PaymentEventOutcome  # noqa: Y015
 
 @_typing.final
 class Wallet(_message.Message):
@@ -179,6 +334,7 @@ class Wallet(_message.Message):
     LOW_BALANCE_ALERT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    AUTO_TOP_UP_FIELD_NUMBER: _builtins.int
     contractor_id: _builtins.str
     balance_cents: _builtins.int
     """Sum of every ledger entry."""
@@ -195,6 +351,8 @@ class Wallet(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def auto_top_up(self) -> Global___AutoTopUp: ...
     def __init__(
         self,
         *,
@@ -207,14 +365,72 @@ class Wallet(_message.Message):
         low_balance_alert: Global___LowBalanceAlert | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        auto_top_up: Global___AutoTopUp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auto_top_up", b"auto_top_up", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available_cents", b"available_cents", "balance_cents", b"balance_cents", "contractor_id", b"contractor_id", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "pause_threshold_cents", b"pause_threshold_cents", "paused", b"paused", "reserved_cents", b"reserved_cents", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_top_up", b"auto_top_up", "available_cents", b"available_cents", "balance_cents", b"balance_cents", "contractor_id", b"contractor_id", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "pause_threshold_cents", b"pause_threshold_cents", "paused", b"paused", "reserved_cents", b"reserved_cents", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Wallet: _TypeAlias = Wallet  # noqa: Y015
+
+@_typing.final
+class AutoTopUp(_message.Message):
+    """The contractor's opt-in auto top-up and the card it charges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENABLED_FIELD_NUMBER: _builtins.int
+    THRESHOLD_CENTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    MAX_PER_DAY_CENTS_FIELD_NUMBER: _builtins.int
+    MAX_PER_HOUR_FIELD_NUMBER: _builtins.int
+    CARD_BRAND_FIELD_NUMBER: _builtins.int
+    CARD_LAST4_FIELD_NUMBER: _builtins.int
+    CONSENTED_AT_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_DECLINES_FIELD_NUMBER: _builtins.int
+    DISABLED_REASON_FIELD_NUMBER: _builtins.int
+    enabled: _builtins.bool
+    threshold_cents: _builtins.int
+    """Fires when the available balance falls below this (never below the pause line)."""
+    amount_cents: _builtins.int
+    max_per_day_cents: _builtins.int
+    """The auto top-ups of any rolling 24 hours never add up to more than this."""
+    max_per_hour: _builtins.int
+    """The runaway breaker: more auto top-ups than this within an hour turns auto top-up off."""
+    card_brand: _builtins.str
+    """The saved card; empty until a card setup succeeded."""
+    card_last4: _builtins.str
+    consecutive_declines: _builtins.int
+    """Declines since the last success; three turn auto top-up off."""
+    disabled_reason: _builtins.str
+    """Why the system turned it off, in plain words; empty when on or turned off by the contractor."""
+    @_builtins.property
+    def consented_at(self) -> _timestamp_pb2.Timestamp:
+        """When the contractor last agreed to unscheduled charges (turning auto top-up on)."""
+
+    def __init__(
+        self,
+        *,
+        enabled: _builtins.bool = ...,
+        threshold_cents: _builtins.int = ...,
+        amount_cents: _builtins.int = ...,
+        max_per_day_cents: _builtins.int = ...,
+        max_per_hour: _builtins.int = ...,
+        card_brand: _builtins.str = ...,
+        card_last4: _builtins.str = ...,
+        consented_at: _timestamp_pb2.Timestamp | None = ...,
+        consecutive_declines: _builtins.int = ...,
+        disabled_reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["consented_at", b"consented_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "card_brand", b"card_brand", "card_last4", b"card_last4", "consecutive_declines", b"consecutive_declines", "consented_at", b"consented_at", "disabled_reason", b"disabled_reason", "enabled", b"enabled", "max_per_day_cents", b"max_per_day_cents", "max_per_hour", b"max_per_hour", "threshold_cents", b"threshold_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AutoTopUp: _TypeAlias = AutoTopUp  # noqa: Y015
 
 @_typing.final
 class LowBalanceAlert(_message.Message):
@@ -258,6 +474,7 @@ class LedgerEntry(_message.Message):
     REFUND_OF_ENTRY_ID_FIELD_NUMBER: _builtins.int
     RESERVATION_ID_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    CREDIT_SOURCE_FIELD_NUMBER: _builtins.int
     entry_id: _builtins.int
     contractor_id: _builtins.str
     kind: Global___EntryKind.ValueType
@@ -273,6 +490,8 @@ class LedgerEntry(_message.Message):
     """For a refund: the entry_id of the charge or capture it credits."""
     reservation_id: _builtins.str
     """For a capture: the reservation it settled."""
+    credit_source: Global___CreditSource.ValueType
+    """For a TOP_UP entry."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -289,10 +508,11 @@ class LedgerEntry(_message.Message):
         refund_of_entry_id: _builtins.int = ...,
         reservation_id: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        credit_source: Global___CreditSource.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "balance_after_cents", b"balance_after_cents", "contractor_id", b"contractor_id", "created_at", b"created_at", "description", b"description", "entry_id", b"entry_id", "idempotency_key", b"idempotency_key", "kind", b"kind", "reference", b"reference", "refund_of_entry_id", b"refund_of_entry_id", "reservation_id", b"reservation_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "balance_after_cents", b"balance_after_cents", "contractor_id", b"contractor_id", "created_at", b"created_at", "credit_source", b"credit_source", "description", b"description", "entry_id", b"entry_id", "idempotency_key", b"idempotency_key", "kind", b"kind", "reference", b"reference", "refund_of_entry_id", b"refund_of_entry_id", "reservation_id", b"reservation_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -348,13 +568,18 @@ class TopUpRequest(_message.Message):
     AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     PAYMENT_REFERENCE_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     contractor_id: _builtins.str
     amount_cents: _builtins.int
-    """At least 2500 ($25); at most the configured per-top-up maximum."""
+    """At least 2500 ($25); at most CALLERSYNC_TOP_UP_MAX_CENTS when an operator set one."""
     payment_reference: _builtins.str
-    """The payment processor's reference for the money received."""
+    """Where the money came from (a bank transfer id, a cheque number); credited once: the same reference
+    under another idempotency key is ALREADY_EXISTS. Card payments (pi_...) are credited by the wallet.
+    """
     idempotency_key: _builtins.str
     """A retry with the same key returns the first answer and moves no money."""
+    reason: _builtins.str
+    """Why the operator credits this wallet by hand; shown in the ledger as the entry's description."""
     def __init__(
         self,
         *,
@@ -362,10 +587,11 @@ class TopUpRequest(_message.Message):
         amount_cents: _builtins.int = ...,
         payment_reference: _builtins.str = ...,
         idempotency_key: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "contractor_id", b"contractor_id", "idempotency_key", b"idempotency_key", "payment_reference", b"payment_reference"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "contractor_id", b"contractor_id", "idempotency_key", b"idempotency_key", "payment_reference", b"payment_reference", "reason", b"reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1066,3 +1292,326 @@ class SettleCallsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleCallsResponse: _TypeAlias = SettleCallsResponse  # noqa: Y015
+
+@_typing.final
+class TopUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    CURRENCY_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PAYMENT_INTENT_ID_FIELD_NUMBER: _builtins.int
+    FAILURE_CODE_FIELD_NUMBER: _builtins.int
+    FAILURE_REASON_FIELD_NUMBER: _builtins.int
+    ENTRY_ID_FIELD_NUMBER: _builtins.int
+    CREDITED_CENTS_FIELD_NUMBER: _builtins.int
+    CARD_BRAND_FIELD_NUMBER: _builtins.int
+    CARD_LAST4_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    UPDATED_AT_FIELD_NUMBER: _builtins.int
+    top_up_id: _builtins.str
+    contractor_id: _builtins.str
+    origin: Global___TopUpOrigin.ValueType
+    amount_cents: _builtins.int
+    """What was asked; the credit is what the provider received."""
+    currency: _builtins.str
+    state: Global___TopUpState.ValueType
+    payment_intent_id: _builtins.str
+    failure_code: _builtins.str
+    """The provider's code (card_declined, insufficient_funds, authentication_required...) and plain words."""
+    failure_reason: _builtins.str
+    entry_id: _builtins.int
+    """The TOP_UP ledger entry once credited."""
+    credited_cents: _builtins.int
+    card_brand: _builtins.str
+    card_last4: _builtins.str
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        top_up_id: _builtins.str = ...,
+        contractor_id: _builtins.str = ...,
+        origin: Global___TopUpOrigin.ValueType = ...,
+        amount_cents: _builtins.int = ...,
+        currency: _builtins.str = ...,
+        state: Global___TopUpState.ValueType = ...,
+        payment_intent_id: _builtins.str = ...,
+        failure_code: _builtins.str = ...,
+        failure_reason: _builtins.str = ...,
+        entry_id: _builtins.int = ...,
+        credited_cents: _builtins.int = ...,
+        card_brand: _builtins.str = ...,
+        card_last4: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+        updated_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "card_brand", b"card_brand", "card_last4", b"card_last4", "contractor_id", b"contractor_id", "created_at", b"created_at", "credited_cents", b"credited_cents", "currency", b"currency", "entry_id", b"entry_id", "failure_code", b"failure_code", "failure_reason", b"failure_reason", "origin", b"origin", "payment_intent_id", b"payment_intent_id", "state", b"state", "top_up_id", b"top_up_id", "updated_at", b"updated_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TopUp: _TypeAlias = TopUp  # noqa: Y015
+
+@_typing.final
+class StartTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    amount_cents: _builtins.int
+    """At least 2500 ($25)."""
+    idempotency_key: _builtins.str
+    """A retry with the same key returns the same top-up (and PaymentIntent)."""
+    email: _builtins.str
+    """Where the receipt goes; empty sends none."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
+        idempotency_key: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "contractor_id", b"contractor_id", "email", b"email", "idempotency_key", b"idempotency_key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTopUpRequest: _TypeAlias = StartTopUpRequest  # noqa: Y015
+
+@_typing.final
+class StartTopUpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    PUBLISHABLE_KEY_FIELD_NUMBER: _builtins.int
+    client_secret: _builtins.str
+    """What Stripe.js needs to confirm the payment in the browser."""
+    publishable_key: _builtins.str
+    @_builtins.property
+    def top_up(self) -> Global___TopUp: ...
+    def __init__(
+        self,
+        *,
+        top_up: Global___TopUp | None = ...,
+        client_secret: _builtins.str = ...,
+        publishable_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["top_up", b"top_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "publishable_key", b"publishable_key", "top_up", b"top_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartTopUpResponse: _TypeAlias = StartTopUpResponse  # noqa: Y015
+
+@_typing.final
+class GetTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    top_up_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        top_up_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTopUpRequest: _TypeAlias = GetTopUpRequest  # noqa: Y015
+
+@_typing.final
+class GetTopUpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOP_UP_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def top_up(self) -> Global___TopUp: ...
+    def __init__(
+        self,
+        *,
+        top_up: Global___TopUp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["top_up", b"top_up"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["top_up", b"top_up"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTopUpResponse: _TypeAlias = GetTopUpResponse  # noqa: Y015
+
+@_typing.final
+class StartCardSetupRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    email: _builtins.str
+    """Given to the provider's Customer made for the contractor on their first card setup."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCardSetupRequest: _TypeAlias = StartCardSetupRequest  # noqa: Y015
+
+@_typing.final
+class StartCardSetupResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETUP_INTENT_ID_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    PUBLISHABLE_KEY_FIELD_NUMBER: _builtins.int
+    setup_intent_id: _builtins.str
+    client_secret: _builtins.str
+    """What Stripe.js needs to confirm the card in the browser."""
+    publishable_key: _builtins.str
+    def __init__(
+        self,
+        *,
+        setup_intent_id: _builtins.str = ...,
+        client_secret: _builtins.str = ...,
+        publishable_key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "publishable_key", b"publishable_key", "setup_intent_id", b"setup_intent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCardSetupResponse: _TypeAlias = StartCardSetupResponse  # noqa: Y015
+
+@_typing.final
+class SetAutoTopUpRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    ENABLED_FIELD_NUMBER: _builtins.int
+    THRESHOLD_CENTS_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
+    MAX_PER_DAY_CENTS_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    enabled: _builtins.bool
+    """true records the contractor's consent to unscheduled charges of the saved card."""
+    threshold_cents: _builtins.int
+    """Required when enabling: at least the wallet's pause threshold."""
+    amount_cents: _builtins.int
+    """Required when enabling: at least 2500 ($25)."""
+    max_per_day_cents: _builtins.int
+    """Required when enabling: at least amount_cents."""
+    email: _builtins.str
+    """Required when enabling: where receipts, declines and a request to authenticate a payment go."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        enabled: _builtins.bool = ...,
+        threshold_cents: _builtins.int = ...,
+        amount_cents: _builtins.int = ...,
+        max_per_day_cents: _builtins.int = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "contractor_id", b"contractor_id", "email", b"email", "enabled", b"enabled", "max_per_day_cents", b"max_per_day_cents", "threshold_cents", b"threshold_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAutoTopUpRequest: _TypeAlias = SetAutoTopUpRequest  # noqa: Y015
+
+@_typing.final
+class SetAutoTopUpResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def wallet(self) -> Global___Wallet: ...
+    def __init__(
+        self,
+        *,
+        wallet: Global___Wallet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetAutoTopUpResponse: _TypeAlias = SetAutoTopUpResponse  # noqa: Y015
+
+@_typing.final
+class ApplyPaymentEventRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENT_ID_FIELD_NUMBER: _builtins.int
+    EVENT_TYPE_FIELD_NUMBER: _builtins.int
+    OBJECT_ID_FIELD_NUMBER: _builtins.int
+    event_id: _builtins.str
+    """The provider's event id and type, for the log."""
+    event_type: _builtins.str
+    object_id: _builtins.str
+    """The PaymentIntent (pi_...) or SetupIntent (seti_...) the event is about."""
+    def __init__(
+        self,
+        *,
+        event_id: _builtins.str = ...,
+        event_type: _builtins.str = ...,
+        object_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "event_type", b"event_type", "object_id", b"object_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyPaymentEventRequest: _TypeAlias = ApplyPaymentEventRequest  # noqa: Y015
+
+@_typing.final
+class ApplyPaymentEventResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    TOP_UP_ID_FIELD_NUMBER: _builtins.int
+    outcome: Global___PaymentEventOutcome.ValueType
+    top_up_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        outcome: Global___PaymentEventOutcome.ValueType = ...,
+        top_up_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["outcome", b"outcome", "top_up_id", b"top_up_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApplyPaymentEventResponse: _TypeAlias = ApplyPaymentEventResponse  # noqa: Y015

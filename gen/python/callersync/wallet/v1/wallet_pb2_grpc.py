@@ -104,6 +104,31 @@ class WalletServiceStub:
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.SerializeToString,
                 response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.FromString,
                 _registered_method=True)
+        self.StartTopUp = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/StartTopUp',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpResponse.FromString,
+                _registered_method=True)
+        self.GetTopUp = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/GetTopUp',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpResponse.FromString,
+                _registered_method=True)
+        self.StartCardSetup = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/StartCardSetup',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupResponse.FromString,
+                _registered_method=True)
+        self.SetAutoTopUp = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/SetAutoTopUp',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpResponse.FromString,
+                _registered_method=True)
+        self.ApplyPaymentEvent = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/ApplyPaymentEvent',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServiceServicer:
@@ -115,7 +140,8 @@ class WalletServiceServicer:
     """
 
     def TopUp(self, request, context):
-        """Credits the wallet (creating it on the first top-up). $25 minimum.
+        """An operator's manual credit (creating the wallet on the first top-up), with a written reason shown in
+        the ledger. $25 minimum. The payment reference is credited once. Contractors pay by card: StartTopUp.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -211,6 +237,45 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTopUp(self, request, context):
+        """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
+        secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
+        the provider received.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTopUp(self, request, context):
+        """One card or auto top-up and where it stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCardSetup(self, request, context):
+        """Starts saving a card for auto top-up: a SetupIntent the browser confirms with the returned secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAutoTopUp(self, request, context):
+        """Turns auto top-up on (recording the contractor's consent to unscheduled charges of the saved card)
+        or off.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApplyPaymentEvent(self, request, context):
+        """The payment provider said something happened to a PaymentIntent or SetupIntent (the gateway's signed
+        webhook). Only a nudge: the wallet asks the provider itself and trusts nothing else in the event.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -278,6 +343,31 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.SetLowBalanceAlert,
                     request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.FromString,
                     response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.SerializeToString,
+            ),
+            'StartTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTopUp,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpResponse.SerializeToString,
+            ),
+            'GetTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTopUp,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpResponse.SerializeToString,
+            ),
+            'StartCardSetup': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCardSetup,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupResponse.SerializeToString,
+            ),
+            'SetAutoTopUp': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAutoTopUp,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpResponse.SerializeToString,
+            ),
+            'ApplyPaymentEvent': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApplyPaymentEvent,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -636,6 +726,141 @@ class WalletService:
             '/callersync.wallet.v1.WalletService/SetLowBalanceAlert',
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.SerializeToString,
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/StartTopUp',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/GetTopUp',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetTopUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCardSetup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/StartCardSetup',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartCardSetupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAutoTopUp(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/SetAutoTopUp',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetAutoTopUpResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApplyPaymentEvent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/ApplyPaymentEvent',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.ApplyPaymentEventResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,7 +39,9 @@ class WalletServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> WalletServiceAsyncStub: ...
     TopUp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.TopUpRequest, _wallet_pb2.TopUpResponse]
-    """Credits the wallet (creating it on the first top-up). $25 minimum."""
+    """An operator's manual credit (creating the wallet on the first top-up), with a written reason shown in
+    the ledger. $25 minimum. The payment reference is credited once. Contractors pay by card: StartTopUp.
+    """
     GetWallet: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetWalletRequest, _wallet_pb2.GetWalletResponse]
     """Balance, available balance, paused flag and alert settings."""
     ListEntries: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ListEntriesRequest, _wallet_pb2.ListEntriesResponse]
@@ -74,6 +76,23 @@ class WalletServiceStub:
     """
     SetLowBalanceAlert: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetLowBalanceAlertRequest, _wallet_pb2.SetLowBalanceAlertResponse]
     """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+    StartTopUp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.StartTopUpRequest, _wallet_pb2.StartTopUpResponse]
+    """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
+    secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
+    the provider received.
+    """
+    GetTopUp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetTopUpRequest, _wallet_pb2.GetTopUpResponse]
+    """One card or auto top-up and where it stands."""
+    StartCardSetup: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.StartCardSetupRequest, _wallet_pb2.StartCardSetupResponse]
+    """Starts saving a card for auto top-up: a SetupIntent the browser confirms with the returned secret."""
+    SetAutoTopUp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetAutoTopUpRequest, _wallet_pb2.SetAutoTopUpResponse]
+    """Turns auto top-up on (recording the contractor's consent to unscheduled charges of the saved card)
+    or off.
+    """
+    ApplyPaymentEvent: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.ApplyPaymentEventRequest, _wallet_pb2.ApplyPaymentEventResponse]
+    """The payment provider said something happened to a PaymentIntent or SetupIntent (the gateway's signed
+    webhook). Only a nudge: the wallet asks the provider itself and trusts nothing else in the event.
+    """
 
 @_typing.type_check_only
 class WalletServiceAsyncStub(WalletServiceStub):
@@ -86,7 +105,9 @@ class WalletServiceAsyncStub(WalletServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     TopUp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.TopUpRequest, _wallet_pb2.TopUpResponse]  # type: ignore[assignment]
-    """Credits the wallet (creating it on the first top-up). $25 minimum."""
+    """An operator's manual credit (creating the wallet on the first top-up), with a written reason shown in
+    the ledger. $25 minimum. The payment reference is credited once. Contractors pay by card: StartTopUp.
+    """
     GetWallet: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetWalletRequest, _wallet_pb2.GetWalletResponse]  # type: ignore[assignment]
     """Balance, available balance, paused flag and alert settings."""
     ListEntries: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ListEntriesRequest, _wallet_pb2.ListEntriesResponse]  # type: ignore[assignment]
@@ -121,6 +142,23 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     SetLowBalanceAlert: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetLowBalanceAlertRequest, _wallet_pb2.SetLowBalanceAlertResponse]  # type: ignore[assignment]
     """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+    StartTopUp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.StartTopUpRequest, _wallet_pb2.StartTopUpResponse]  # type: ignore[assignment]
+    """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
+    secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
+    the provider received.
+    """
+    GetTopUp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetTopUpRequest, _wallet_pb2.GetTopUpResponse]  # type: ignore[assignment]
+    """One card or auto top-up and where it stands."""
+    StartCardSetup: _aio.UnaryUnaryMultiCallable[_wallet_pb2.StartCardSetupRequest, _wallet_pb2.StartCardSetupResponse]  # type: ignore[assignment]
+    """Starts saving a card for auto top-up: a SetupIntent the browser confirms with the returned secret."""
+    SetAutoTopUp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetAutoTopUpRequest, _wallet_pb2.SetAutoTopUpResponse]  # type: ignore[assignment]
+    """Turns auto top-up on (recording the contractor's consent to unscheduled charges of the saved card)
+    or off.
+    """
+    ApplyPaymentEvent: _aio.UnaryUnaryMultiCallable[_wallet_pb2.ApplyPaymentEventRequest, _wallet_pb2.ApplyPaymentEventResponse]  # type: ignore[assignment]
+    """The payment provider said something happened to a PaymentIntent or SetupIntent (the gateway's signed
+    webhook). Only a nudge: the wallet asks the provider itself and trusts nothing else in the event.
+    """
 
 class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
     """WalletService holds each contractor's prepaid money: an append-only ledger,
@@ -136,7 +174,9 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _wallet_pb2.TopUpRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.TopUpResponse, _abc.Awaitable[_wallet_pb2.TopUpResponse]]:
-        """Credits the wallet (creating it on the first top-up). $25 minimum."""
+        """An operator's manual credit (creating the wallet on the first top-up), with a written reason shown in
+        the ledger. $25 minimum. The payment reference is credited once. Contractors pay by card: StartTopUp.
+        """
 
     @_abc_1.abstractmethod
     def GetWallet(
@@ -243,5 +283,52 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.SetLowBalanceAlertResponse, _abc.Awaitable[_wallet_pb2.SetLowBalanceAlertResponse]]:
         """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+
+    @_abc_1.abstractmethod
+    def StartTopUp(
+        self,
+        request: _wallet_pb2.StartTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.StartTopUpResponse, _abc.Awaitable[_wallet_pb2.StartTopUpResponse]]:
+        """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
+        secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
+        the provider received.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTopUp(
+        self,
+        request: _wallet_pb2.GetTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.GetTopUpResponse, _abc.Awaitable[_wallet_pb2.GetTopUpResponse]]:
+        """One card or auto top-up and where it stands."""
+
+    @_abc_1.abstractmethod
+    def StartCardSetup(
+        self,
+        request: _wallet_pb2.StartCardSetupRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.StartCardSetupResponse, _abc.Awaitable[_wallet_pb2.StartCardSetupResponse]]:
+        """Starts saving a card for auto top-up: a SetupIntent the browser confirms with the returned secret."""
+
+    @_abc_1.abstractmethod
+    def SetAutoTopUp(
+        self,
+        request: _wallet_pb2.SetAutoTopUpRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.SetAutoTopUpResponse, _abc.Awaitable[_wallet_pb2.SetAutoTopUpResponse]]:
+        """Turns auto top-up on (recording the contractor's consent to unscheduled charges of the saved card)
+        or off.
+        """
+
+    @_abc_1.abstractmethod
+    def ApplyPaymentEvent(
+        self,
+        request: _wallet_pb2.ApplyPaymentEventRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.ApplyPaymentEventResponse, _abc.Awaitable[_wallet_pb2.ApplyPaymentEventResponse]]:
+        """The payment provider said something happened to a PaymentIntent or SetupIntent (the gateway's signed
+        webhook). Only a nudge: the wallet asks the provider itself and trusts nothing else in the event.
+        """
 
 def add_WalletServiceServicer_to_server(servicer: WalletServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
