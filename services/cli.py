@@ -65,7 +65,7 @@ def database_url_or_exit(args: argparse.Namespace, settings: Settings) -> str:
 
 def with_simulated_payments(args: argparse.Namespace, settings: Settings) -> Settings:
     """No provider configured: the localstripe of the `callersync up` running on the data dir, if any."""
-    if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+    if settings.has_payment_provider():
         return settings
     data_dir = stack_file.find_data_dir(getattr(args, "data_dir", None))
     state = stack_file.read(data_dir) if data_dir is not None else None

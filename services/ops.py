@@ -70,7 +70,7 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
         refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
                                    " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
-        if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+        if settings.has_payment_provider():
             from services.wallet.payment_audit import uncredited_payments
             from services.wallet.provider import PaymentProvider
 

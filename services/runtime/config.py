@@ -102,6 +102,10 @@ class Settings:
     stripe_webhook_secret: str = ""
     stripe_api_base: str = "https://api.stripe.com"
 
+    def has_payment_provider(self) -> bool:
+        """A Stripe key, or another API base (localstripe): without either, card payments are off."""
+        return bool(self.stripe_api_key) or self.stripe_api_base != Settings.stripe_api_base
+
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -23,8 +22,8 @@ CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.
 ORDER BY op.ord
 """
 
-# The common cases set-based, the rest through wallet.settle_call item by item (migration 0006); a row per
-# item, by ord.
+# The common cases set-based, the rest through wallet.settle_call item by item (migrations/R__functions.sql); a
+# row per item, by ord.
 _SETTLE_BATCH = "SELECT * FROM wallet.settle_calls($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _WALLET = """
@@ -215,10 +214,6 @@ class WalletStore:
             if found is None:
                 return None
             return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
-
-    async def now(self) -> dt.datetime:
-        async with storage_errors():
-            return await self._pool.fetchval("SELECT now()")
 
 
 # Each check returns the rows that break one invariant; reconcile passes when all are empty.
