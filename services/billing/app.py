@@ -11,7 +11,6 @@ from services.billing.bookings import Bookings
 from services.billing.call_settlement import CallSettler
 from services.billing.clients import WalletClient
 from services.billing.config import BillingConfig
-from services.billing.fault import FaultHook
 from services.billing.rating import Rater
 from services.billing.refund_credit import RefundCredit
 from services.billing.refund_desk import RefundDesk
@@ -21,6 +20,7 @@ from services.billing.sweeper import Sweeper
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
+from services.runtime.fault import FaultHook
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
 from services.runtime.redis_pipe import RedisPipe

@@ -11,10 +11,10 @@ from callersync.billing.v1 import billing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing.charge_ids import charge_id
 from services.billing.clients import WalletClient, no_wallet
-from services.billing.fault import FaultHook
 from services.billing.records import RatedCall
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, FailedPrecondition
+from services.runtime.fault import FaultHook
 
 
 def settlement_item(row: RatedCall) -> wpb.CallSettlement:

@@ -26,7 +26,7 @@ class BillingConfig:
     clock_skew_s: int = 60
     appointment_max_ahead_days: int = 400
     rate_earliest_s: int = 1_577_836_800
-    # Tests only: the crash hook's file (services/billing/fault.py); empty turns it off.
+    # Tests only: the crash hook's file (services/runtime/fault.py); empty turns it off.
     fault_file: str = ""
 
     @classmethod

@@ -5,10 +5,10 @@ from __future__ import annotations
 from callersync.billing.v1 import events_pb2
 from services.billing import events
 from services.billing.clients import WalletClient, WalletRefused
-from services.billing.fault import FaultHook
 from services.billing.records import RefundCase
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, FailedPrecondition
+from services.runtime.fault import FaultHook
 
 
 class RefundCredit:

@@ -7,6 +7,7 @@ import pathlib
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
+from services.runtime.fault import FaultHook
 from services.runtime.idempotency import IdempotencyCache
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
@@ -18,7 +19,7 @@ from services.wallet.access import ACCESS
 from services.wallet.config import WalletConfig
 from services.wallet.gauges import PausedContractors
 from services.wallet.payment_storage import PaymentStore
-from services.wallet.payments import FaultHook, PaymentDesk
+from services.wallet.payments import PaymentDesk
 from services.wallet.provider import PaymentProvider
 from services.wallet.servicer import WalletServicer
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore

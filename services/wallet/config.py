@@ -32,7 +32,7 @@ class WalletConfig:
     auto_top_up_max_per_hour: int = 3
     # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
     auto_top_up_lease_ms: int = 60_000
-    # Tests only: the crash hook's file (services/wallet/payments.py FaultHook); empty turns it off.
+    # Tests only: the crash hook's file (services/runtime/fault.py); empty turns it off.
     fault_file: str = ""
 
     @classmethod
