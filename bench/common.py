@@ -22,6 +22,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import asyncpg
 
@@ -214,31 +215,45 @@ def wait_port(port: int, deadline_s: float) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {deadline_s}s")
 
 
-def wait_healthy(target: str, deadline_s: float) -> None:
+def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, identity: str = "operator/bench") -> None:
+    """Until the health service at target says SERVING; over mutual TLS with `identity`'s certificate from
+    tls_dir (bench/profiles.py's layout) when given."""
+    from services.runtime.config import Settings
     from services.runtime.health import wait_healthy as check
 
-    if not check(target, deadline_s):
+    settings = None
+    if tls_dir:
+        from bench.profiles import cert_files
+
+        cert, key, ca = cert_files(tls_dir, identity)
+        settings = Settings(tls_cert_file=str(cert), tls_key_file=str(key), tls_ca_file=str(ca))
+    if not check(target, deadline_s, settings):
         raise RuntimeError(f"no healthy server on {target} within {deadline_s}s")
 
 
 @contextlib.contextmanager
 def serve_subprocess(
-    service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT, stdout: int | None = None
+    service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT, stdout: int | None = None,
+    stderr: Any = None, tls_dir: str | None = None, identity: str = "operator/bench",
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`python -m services.cli serve <service>` on port, stopped with SIGTERM (then killed) afterwards.
 
     `tree` is the checkout whose services/ runs (another one, e.g. a `git worktree` of an older commit, for
     before/after comparisons in the same conditions). `stdout=subprocess.DEVNULL` drops what the service prints
-    (e.g. spans from OTEL_TRACES_EXPORTER=console)."""
+    (e.g. spans from OTEL_TRACES_EXPORTER=console); `stderr` takes its log lines (an open file). With tls_dir
+    (the service's environment then names its certificates), the health check presents `identity`'s."""
     child = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
         env={**os.environ, **env, "CALLERSYNC_LOG_LEVEL": env.get("CALLERSYNC_LOG_LEVEL", "WARNING"),
              "PYTHONPATH": str(tree)},
         cwd=tree,
         stdout=stdout,
+        stderr=stderr,
     )
+    if stderr is not None and hasattr(stderr, "close"):
+        stderr.close()  # the child has its own copy
     try:
-        wait_healthy(f"127.0.0.1:{port}", 60)
+        wait_healthy(f"127.0.0.1:{port}", 60, tls_dir, identity)
         yield child
     finally:
         child.terminate()

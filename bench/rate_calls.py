@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -28,10 +29,9 @@ import uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import asyncpg  # noqa: E402
-import grpc  # noqa: E402
 from google.protobuf.timestamp_pb2 import Timestamp  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, profiles  # noqa: E402
 from callersync.billing.v1 import billing_pb2 as pb  # noqa: E402
 from callersync.billing.v1 import billing_pb2_grpc  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as wpb  # noqa: E402
@@ -67,7 +67,9 @@ def make_call(rng: random.Random, run_id: str, i: int, zips: list[str], start: d
 
 
 async def setup(wallet, billing, run_id: str, count: int, contractors: int = CONTRACTORS, zip_count: int = ZIPS,
-                url: str = "", history: int = 0) -> tuple[list[pb.FinishedCall], int]:
+                url: str = "", history: int = 0, reserver=None) -> tuple[list[pb.FinishedCall], int]:
+    """`wallet` tops up, `billing` prices the ZIPs, `reserver` (default: `wallet`) makes routing's reservations."""
+    reserver = reserver or wallet
     rng = random.Random(7)
     zips = [f"{90000 + i:05d}" for i in range(zip_count)]
     for z in zips:
@@ -94,7 +96,7 @@ async def setup(wallet, billing, run_id: str, count: int, contractors: int = CON
     async def reserve(c: pb.FinishedCall) -> None:
         last = c.legs[-1]
         async with sem:
-            reply = await wallet.Reserve(wpb.ReserveRequest(contractor_id=last.contractor_id, call_id=c.call_id,
+            reply = await reserver.Reserve(wpb.ReserveRequest(contractor_id=last.contractor_id, call_id=c.call_id,
                                                             amount_cents=RATE_CENTS))
         last.reservation_id = reply.reservation.reservation_id
 
@@ -124,7 +126,7 @@ async def rate_all(billing, calls: list[pb.FinishedCall], batch: int, in_flight:
     return time.perf_counter() - t0, latencies, failures
 
 
-async def run_services(admin_url: str, redis_url: str, args) -> dict:
+async def run_services(admin_url: str, redis_url: str, args, profile: profiles.Profile = profiles.BARE) -> dict:
     """Wallet and billing in a scratch database of their own; the timed RateCalls; the money checks."""
     run_id = uuid.uuid4().hex[:6]
     async with common.scratch_database(admin_url, "bench_rate") as url:
@@ -134,14 +136,19 @@ async def run_services(admin_url: str, redis_url: str, args) -> dict:
                "CALLERSYNC_WALLET_TARGET": f"127.0.0.1:{wallet_port}",
                "CALLERSYNC_SETTLEMENT_SWEEP_AFTER_MS": "600000"}
         tree = getattr(args, "server_tree", common.ROOT)
-        with common.serve_subprocess("wallet", env, wallet_port, tree) as wallet_proc, \
-                common.serve_subprocess("billing", env, billing_port, tree) as billing_proc:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{wallet_port}") as wch, \
-                    grpc.aio.insecure_channel(f"127.0.0.1:{billing_port}") as bch:
+        wallet_at, billing_at = f"127.0.0.1:{wallet_port}", f"127.0.0.1:{billing_port}"
+        with profiles.serve_subprocess("wallet", env, wallet_port, profile, tree) as wallet_proc, \
+                profiles.serve_subprocess("billing", env, billing_port, profile, tree) as billing_proc:
+            # Each call with the identity of the caller it stands for: top-ups come through the gateway,
+            # reservations from routing, rates from an operator, finished calls from the routing engine.
+            async with profile.channel(wallet_at, "gateway") as wch, profile.channel(wallet_at, "routing") as rch, \
+                    profile.channel(billing_at, profiles.OPERATOR) as och, \
+                    profile.channel(billing_at, "routing-engine") as bch:
                 wallet = wallet_pb2_grpc.WalletServiceStub(wch)
                 billing = billing_pb2_grpc.BillingServiceStub(bch)
-                calls, billable = await setup(wallet, billing, run_id, args.calls, args.contractors, args.zips, url,
-                                              args.history)
+                calls, billable = await setup(wallet, billing_pb2_grpc.BillingServiceStub(och), run_id, args.calls,
+                                              args.contractors, args.zips, url, args.history,
+                                              wallet_pb2_grpc.WalletServiceStub(rch))
                 pids = [wallet_proc.pid, billing_proc.pid]
                 # Where each rated call's CPU goes: the two services, their PostgreSQL backends, this client
                 who = {"wallet": [wallet_proc.pid], "billing": [billing_proc.pid],
@@ -196,24 +203,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--contractors", type=int, default=CONTRACTORS)
     parser.add_argument("--zips", type=int, default=ZIPS)
     parser.add_argument("--history", type=int, default=0, help="ledger entries seeded per contractor first")
+    parser.add_argument("--production", action="store_true",
+                        help="the production profile (mTLS, OTLP tracing and metrics, INFO logs): bench/profiles.py")
     return parser.parse_args(argv)
 
 
-def report(figures: dict) -> None:
-    print(f"RateCalls: {figures['calls']} calls ({figures['billable_calls']} billable) in {figures['seconds']} s = "
+def report(figures: dict, label: str = "") -> None:
+    print(f"{label}RateCalls: {figures['calls']} calls ({figures['billable_calls']} billable) in "
+          f"{figures['seconds']} s = "
           f"{figures['rated_calls_per_s']} rated calls/s, {figures['billable_settled_per_s']} billable settled/s "
           f"(batches of {figures['batch']}, {figures['batches_in_flight']} in flight, "
           f"p50 {figures['batch_latency_p50_ms']} ms, p99 {figures['batch_latency_p99_ms']} ms per batch); "
           f"money check {'ok' if figures['verify']['ok'] else 'FAILED ' + str(figures['verify'])}", flush=True)
     split = figures["cpu_us_per_rated_call"]
-    print("CPU per rated call: " + ", ".join(f"{k} {v} µs" for k, v in split.items())
+    print(f"{label}CPU per rated call: " + ", ".join(f"{k} {v} µs" for k, v in split.items())
           + f" (sum {sum(split.values())} µs)", flush=True)
 
 
 async def main() -> None:
     args = parse_args()
-    with common.stack() as s:
-        figures = await run_services(s.database_url, s.redis_url, args)
+    with common.stack() as s, (profiles.production() if args.production else
+                               contextlib.nullcontext(profiles.BARE)) as profile:
+        figures = await run_services(s.database_url, s.redis_url, args, profile)
+        figures["telemetry"] = profile.telemetry_counts()
         pg = await run_pgbench(s.database_url, args.pgbench_seconds)
         figures.update(pgbench_clients=pg.clients, pgbench_tps=round(pg.tps, 1),
                        ratio_billable_per_s_to_pgbench_tps=round(figures["billable_settled_per_s"] / pg.tps, 3),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import os
 import pathlib
@@ -31,7 +32,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, profiles  # noqa: E402
 from callersync.routing.v1 import routing_pb2 as pb  # noqa: E402
 from callersync.routing.v1 import routing_pb2_grpc  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as wpb  # noqa: E402
@@ -46,11 +47,17 @@ ECHO_METHOD = "/bench.Echo/Echo"
 
 # ---------------------------------------------------------------- the baseline: a bare grpc.aio echo
 
-async def serve_echo(port: int) -> None:
+async def serve_echo(port: int, tls_dir: str = "") -> None:
+    """With tls_dir (bench/profiles.py's certificates), mutual TLS as the services serve it."""
     server = grpc.aio.server()
     handler = grpc.unary_unary_rpc_method_handler(_echo)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),))
-    server.add_insecure_port(f"127.0.0.1:{port}")
+    if tls_dir:
+        cert, key, ca = profiles.cert_files(tls_dir, "echo")
+        server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials(
+            [(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(), require_client_auth=True))
+    else:
+        server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
@@ -95,10 +102,12 @@ def summary(name: str, latencies: list[float], errors: int, extra: str = "") -> 
 
 
 async def phase(label: str, echo_target: str, routing_target: str, wallet_target: str, zips: list[str],
-                rate: float, seconds: float, run_id: str, pids: dict[str, int], warmup: float = 2.0) -> dict:
+                rate: float, seconds: float, run_id: str, pids: dict[str, int], warmup: float = 2.0,
+                profile: profiles.Profile = profiles.BARE) -> dict:
     rng = random.Random(label)
-    async with grpc.aio.insecure_channel(echo_target) as ech, grpc.aio.insecure_channel(routing_target) as rch, \
-            grpc.aio.insecure_channel(wallet_target) as wch:
+    # The bench stands in for the routing engine (RouteCall) and for routing (its one wallet hop, Reserve).
+    async with profile.channel(echo_target, "routing-engine") as ech, \
+            profile.channel(routing_target, "routing-engine") as rch, profile.channel(wallet_target, "routing") as wch:
         echo = ech.unary_unary(ECHO_METHOD)
         routing = routing_pb2_grpc.RoutingServiceStub(rch)
         wallet = wallet_pb2_grpc.WalletServiceStub(wch)
@@ -173,7 +182,7 @@ async def phase(label: str, echo_target: str, routing_target: str, wallet_target
 # ---------------------------------------------------------------- setup
 
 async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id: str,
-                       hot_zips: int = HOT_ZIPS) -> list[str]:
+                       hot_zips: int = HOT_ZIPS, profile: profiles.Profile = profiles.BARE) -> list[str]:
     zips = [f"{i:05d}" for i in range(10_000, 10_000 + hot_zips)]
     conn = await asyncpg.connect(url)
     try:  # routing's rate projection, as billing's ZipRateChanged events would have filled it
@@ -181,7 +190,8 @@ async def load_hot_set(routing_target: str, wallet_target: str, url: str, run_id
                            " SELECT z, now() - interval '1 day', $2 FROM unnest($1::text[]) z", zips, RATE_CENTS)
     finally:
         await conn.close()
-    async with grpc.aio.insecure_channel(routing_target) as rch, grpc.aio.insecure_channel(wallet_target) as wch:
+    # Claims, caps and top-ups are what contractors do through the gateway.
+    async with profile.channel(routing_target, "gateway") as rch, profile.channel(wallet_target, "gateway") as wch:
         routing = routing_pb2_grpc.RoutingServiceStub(rch)
         wallet = wallet_pb2_grpc.WalletServiceStub(wch)
         sem = asyncio.Semaphore(32)
@@ -220,7 +230,8 @@ async def load_background(url: str, contractors: int, run_id: str, first_zip: in
         await conn.close()
 
 
-async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> dict:
+async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0,
+              profile: profiles.Profile = profiles.BARE) -> dict:
     """Setup, then phase 1 (the hot set plus args.preload background contractors' claims and args.history
     ledger entries per hot wallet); with args.background, phase 2 after loading that many more claims and
     restarting routing. Returns {"phase1": ..., "phase2": ...} figures."""
@@ -236,16 +247,18 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
                "CALLERSYNC_BILLING_TARGET": f"127.0.0.1:{common.free_port()}",
                "CALLERSYNC_ROUTING_BURST_MAX_CALLS": "1000000", "CALLERSYNC_DB_POOL_SIZE": "8"}
         echo = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve()), "--echo-server",
-                                 str(echo_port)])
+                                 str(echo_port), *profile.echo_args()])
         try:
-            with common.serve_subprocess("wallet", env, wallet_port, args.server_tree) as wallet_proc:
+            with profiles.serve_subprocess("wallet", env, wallet_port, profile, args.server_tree) as wallet_proc:
                 routing_target = f"127.0.0.1:{routing_port}"
                 if args.preload:
                     await load_background(url, args.preload, run_id)
-                with common.serve_subprocess("routing", env, routing_port, args.server_tree) as routing_proc:
+                with profiles.serve_subprocess("routing", env, routing_port, profile,
+                                               args.server_tree) as routing_proc:
                     pids = {"routing": routing_proc.pid, "wallet": wallet_proc.pid, "echo": echo.pid,
                             "bench client": os.getpid()}
-                    zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id, args.hot_zips)
+                    zips = await load_hot_set(routing_target, f"127.0.0.1:{wallet_port}", url, run_id, args.hot_zips,
+                                              profile)
                     hot = [f"bench-{run_id}-{z}-{k}" for z in zips for k in range(PER_ZIP)]
                     seeded = await common.seed_ledger(url, hot, args.history, run_id)
                     print(f"setup: {args.hot_zips} ZIPs, {len(hot)} contractors with wallets, "
@@ -253,16 +266,17 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
                     results["phase1"] = await phase(
                         f"{len(hot) + args.preload:,} contractors' claims", f"127.0.0.1:{echo_port}",
                         routing_target, f"127.0.0.1:{wallet_port}", zips, args.rate, args.seconds, run_id, pids,
-                        args.warmup)
+                        args.warmup, profile)
                 if args.background:
                     await load_background(url, args.background, run_id, first_zip=20_000 + args.preload // PER_ZIP)
-                    with common.serve_subprocess("routing", env, routing_port, args.server_tree) as routing_proc:
+                    with profiles.serve_subprocess("routing", env, routing_port, profile,
+                                                   args.server_tree) as routing_proc:
                         pids["routing"] = routing_proc.pid
                         results["phase2"] = await phase(
                             f"{len(hot) + args.preload + args.background:,} contractors' claims",
                             f"127.0.0.1:{echo_port}", routing_target, f"127.0.0.1:{wallet_port}", zips, args.rate,
                             args.seconds, run_id, pids,
-                            args.warmup)
+                            args.warmup, profile)
             results["settings"] = await common.server_settings(url)
         finally:
             echo.terminate()
@@ -271,8 +285,10 @@ async def run(st: common.Stack, args: argparse.Namespace, redis_db: int = 0) -> 
 
 
 async def main(args: argparse.Namespace) -> None:
-    with common.stack() as st:
-        results = await run(st, args)
+    with common.stack() as st, (profiles.production() if args.production else
+                                contextlib.nullcontext(profiles.BARE)) as profile:
+        results = await run(st, args, profile=profile)
+        results["telemetry"] = profile.telemetry_counts()
     if "phase2" in results:
         small = results["phase1"]["route_call"]["p99_ms"]
         large = results["phase2"]["route_call"]["p99_ms"]
@@ -295,6 +311,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--server-tree", type=pathlib.Path, default=common.ROOT,
                         help="checkout whose services run (a git worktree of another commit, for before/after)")
     parser.add_argument("--echo-server", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--echo-tls", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--production", action="store_true",
+                        help="the production profile (mTLS, OTLP tracing and metrics, INFO logs): bench/profiles.py")
     return parser.parse_args(argv)
 
 
@@ -306,7 +325,7 @@ if __name__ == "__main__":
     except ImportError:
         runner = asyncio.run
     if parsed.echo_server:
-        runner(serve_echo(parsed.echo_server))
+        runner(serve_echo(parsed.echo_server, parsed.echo_tls))
     else:
         os.environ.setdefault("CALLERSYNC_LOG_LEVEL", "WARNING")
         runner(main(parsed))

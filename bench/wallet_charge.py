@@ -35,21 +35,21 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 import grpc  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import common, profiles  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as pb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
 
 TOP_UP_CENTS = 1_000_000  # the default per-top-up maximum: $10,000 per wallet, far above what the run charges
 
 
-def _channel(targets: list[str]) -> grpc.aio.Channel:
+def _channel(targets: list[str], profile: profiles.Profile, identity: str) -> grpc.aio.Channel:
     # Several wallet processes on several ports: the client spreads calls over them (client-side balancing).
     target = targets[0] if len(targets) == 1 else "ipv4:" + ",".join(targets)
-    return grpc.aio.insecure_channel(target, options=[("grpc.lb_policy_name", "round_robin")])
+    return profile.channel(target, identity, options=[("grpc.lb_policy_name", "round_robin")])
 
 
-async def _top_up(targets: list[str], wallets: list[str], run_id: str) -> None:
-    async with _channel(targets) as channel:
+async def _top_up(targets: list[str], wallets: list[str], run_id: str, profile: profiles.Profile) -> None:
+    async with _channel(targets, profile, "gateway") as channel:  # top-ups come through the gateway
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         sem = asyncio.Semaphore(32)
 
@@ -71,7 +71,7 @@ ECHO_METHOD = "/bench.Echo/Echo"  # bench/route_call.py --echo-server serves it
 
 
 async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix: str, start_at: float,
-                warmup_s: float, seconds: float, echo: bool = False) -> dict:
+                warmup_s: float, seconds: float, echo: bool = False, profile: profiles.Profile = profiles.BARE) -> dict:
     """Closed loop: each client sends its next Charge when the last returns. With echo, the same messages go
     to a bare grpc.aio echo server instead (as bytes, in and out): the ceiling of the stack itself."""
     measure_from = start_at + warmup_s
@@ -79,7 +79,7 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
     latencies: list[float] = []
     errors: collections.Counter[str] = collections.Counter()
     acknowledged = 0
-    async with _channel(targets) as channel:
+    async with _channel(targets, profile, "billing") as channel:  # billing is who charges wallets
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         send = channel.unary_unary(ECHO_METHOD) if echo else None
         await channel.channel_ready()
@@ -112,17 +112,19 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
     return {"latencies": latencies, "acknowledged": acknowledged, "errors": dict(errors), "cpu_s": cpu_s}
 
 
-def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo=False) -> dict:
+def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo=False,
+                  profile=profiles.BARE) -> dict:
     try:
         import uvloop
 
-        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo))
+        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo, profile))
     except ImportError:
-        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo))
+        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo, profile))
 
 
 def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str,
-                server_pids: list[int], pg_pids: list[int], echo: bool = False) -> dict:
+                server_pids: list[int], pg_pids: list[int], echo: bool = False,
+                profile: profiles.Profile = profiles.BARE) -> dict:
     """64 clients split over args.client_procs load processes; returns the measured window's figures."""
     procs = args.client_procs
     share = [args.clients // procs + (1 if i < args.clients % procs else 0) for i in range(procs)]
@@ -133,7 +135,7 @@ def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace
         cpu_before = (common.cpu_seconds(server_pids), common.cpu_seconds(pg_pids), time.perf_counter())
         futures = [
             pool.submit(_load_process, targets, wallets, share[i], f"{run_id}-w{i}", start_at, args.warmup,
-                        args.seconds, echo)
+                        args.seconds, echo, profile)
             for i in range(procs)
         ]
         parts = [f.result() for f in futures]
@@ -155,16 +157,17 @@ def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace
     }
 
 
-async def echo_ceiling(args: argparse.Namespace) -> dict:
+async def echo_ceiling(args: argparse.Namespace, profile: profiles.Profile = profiles.BARE) -> dict:
     """The Charge load shape (clients, load processes, message) against a bare grpc.aio echo server: what one
-    unary call costs this machine's CPU with nothing behind it, so no service on this stack can beat it."""
+    unary call costs this machine's CPU with nothing behind it, so no service on this stack can beat it. In the
+    production profile the echo serves mutual TLS (and nothing else: no telemetry, no logs)."""
     port = common.free_port()
     echo = subprocess.Popen([sys.executable, str(pathlib.Path(__file__).resolve().parent / "route_call.py"),
-                             "--echo-server", str(port)])
+                             "--echo-server", str(port), *profile.echo_args()])
     try:
         common.wait_port(port, 30)
         figures = await asyncio.to_thread(run_charges, [f"127.0.0.1:{port}"], [f"echo-{i}" for i in range(64)],
-                                          args, uuid.uuid4().hex[:6], [echo.pid], [], True)
+                                          args, uuid.uuid4().hex[:6], [echo.pid], [], True, profile)
         figures["peak_memory_mb"] = {"echo": common.peak_memory_mb(echo.pid)}
     finally:
         echo.terminate()
@@ -173,8 +176,9 @@ async def echo_ceiling(args: argparse.Namespace) -> dict:
     server_cpu = figures.pop("wallet_cpu_us_per_charge")
     client_cpu = figures.pop("client_cpu_us_per_charge")
     figures.pop("postgres_cpu_us_per_charge")
-    print(f"grpc.aio echo, {args.clients} clients closed loop: {calls:,.0f} calls/s  p50 {figures['p50_ms']:.1f} ms  "
-          f"p99 {figures['p99_ms']:.1f} ms; CPU per call: server {server_cpu:.0f} us, load generator "
+    print(f"{profile.label}grpc.aio echo, {args.clients} clients closed loop: {calls:,.0f} calls/s  "
+          f"p50 {figures['p50_ms']:.1f} ms  p99 {figures['p99_ms']:.1f} ms; CPU per call: server {server_cpu:.0f} us, "
+          "load generator "
           f"{client_cpu:.0f} us", flush=True)
     return {**figures, "calls_per_s": calls, "server_cpu_us_per_call": server_cpu,
             "client_cpu_us_per_call": client_cpu, "clients": args.clients}
@@ -202,10 +206,12 @@ async def verify(url: str, acknowledged: int) -> dict:
             "ok": charges == acknowledged and not problems}
 
 
-async def _read_balances(targets: list[str], wallets: list[str], clients: int, seconds: float) -> dict:
-    """GetWallet on random wallets, closed loop: the balance read a contractor's dashboard makes."""
+async def _read_balances(targets: list[str], wallets: list[str], clients: int, seconds: float,
+                         profile: profiles.Profile) -> dict:
+    """GetWallet on random wallets, closed loop: the balance read a contractor's dashboard makes (through the
+    gateway)."""
     latencies: list[float] = []
-    async with _channel(targets) as channel:
+    async with _channel(targets, profile, "gateway") as channel:
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
         rnd = random.Random(1)
 
@@ -225,7 +231,7 @@ async def _read_balances(targets: list[str], wallets: list[str], clients: int, s
 
 
 async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: dict[str, str] | None = None,
-                       redis_db: int = 0, label: str = "") -> dict:
+                       redis_db: int = 0, label: str = "", profile: profiles.Profile = profiles.BARE) -> dict:
     """Wallet server(s) in a scratch database of their own: top-ups, seeded history, charges, ledger check,
     then (args.read_seconds > 0) balance reads. Returns the figures; `env` adds variables for the wallet
     processes (e.g. OTEL_TRACES_EXPORTER; a console exporter's output is dropped)."""
@@ -240,6 +246,7 @@ async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: 
             "CALLERSYNC_REDIS_URL": servers.redis_for(redis_db),
             # Keys live long enough for any retry in the run; short so a shared Redis is not filled.
             "CALLERSYNC_IDEMPOTENCY_RETENTION_S": "900",
+            **profile.service_env("wallet"),
             **(env or {}),
         }
         if args.pool_size:
@@ -248,12 +255,12 @@ async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: 
         targets = [f"127.0.0.1:{p}" for p in ports]
         with contextlib.ExitStack() as stack:
             server_pids = [
-                stack.enter_context(common.serve_subprocess("wallet", service_env, port, args.server_tree,
-                                                            stdout=quiet)).pid
+                stack.enter_context(profiles.serve_subprocess("wallet", service_env, port, profile,
+                                                              args.server_tree, stdout=quiet)).pid
                 for port in ports
             ]
             wallets = [f"bench-{run_id}-{i:05d}" for i in range(args.wallets)]
-            await _top_up(targets, wallets, run_id)
+            await _top_up(targets, wallets, run_id, profile)
             background = [f"bg-{run_id}-{i:06d}" for i in range(args.background_wallets)]
             seeded = await common.seed_ledger(wallet_db, wallets, args.history, run_id)
             seeded += await common.seed_ledger(wallet_db, background, 2, run_id)
@@ -261,10 +268,10 @@ async def charge_phase(servers: common.Stack, args: argparse.Namespace, *, env: 
             print(f"{label}topped up {len(wallets)} wallets, {seeded} seeded ledger entries; charging with "
                   f"{args.clients} clients for {args.seconds}s after {args.warmup}s warm-up ...", flush=True)
             charges = await asyncio.to_thread(run_charges, targets, wallets, args, run_id, server_pids,
-                                              await common.backend_pids(wallet_db))
+                                              await common.backend_pids(wallet_db), False, profile)
             figures["load_during_charges"] = common.cpu_load()
             if args.read_seconds:
-                figures["balance_reads"] = await _read_balances(targets, wallets, 16, args.read_seconds)
+                figures["balance_reads"] = await _read_balances(targets, wallets, 16, args.read_seconds, profile)
             figures["peak_memory_mb"] = {"wallet": max(common.peak_memory_mb(pid) for pid in server_pids)}
         figures.update({k: v for k, v in charges.items() if k != "acknowledged"})
         figures["verify"] = await verify(wallet_db, charges["acknowledged"])
@@ -297,12 +304,14 @@ async def main_async(args: argparse.Namespace) -> dict:
     figures: dict = {"bench": "wallet_charge", "client_processes": args.client_procs,
                      "server": "subprocess (python -m services.cli serve wallet)",
                      "server_tree": str(args.server_tree)}
-    with common.stack() as servers:
+    with common.stack() as servers, (profiles.production() if args.production else
+                                     contextlib.nullcontext(profiles.BARE)) as profile:
         figures["postgres"] = pg = await durable_settings(servers)
         print(f"PostgreSQL {pg['server_version']} ({'embedded' if servers.embedded else 'given'}),"
               f" synchronous_commit={pg['synchronous_commit']}; {common.cpu_load()}", flush=True)
         figures["load_before"] = common.cpu_load()
-        figures.update(await charge_phase(servers, args))
+        figures.update(await charge_phase(servers, args, profile=profile))
+        figures["telemetry"] = profile.telemetry_counts()
         if not args.skip_pgbench:
             figures.update(await measure_pgbench(servers.database_url, args.pgbench_seconds))
             figures["ratio"] = figures["charges_per_s"] / figures["pgbench_tps_best"]
@@ -350,6 +359,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--background-wallets", type=int, default=0,
                         help="more wallets (2 seeded entries each) that are never charged")
     parser.add_argument("--read-seconds", type=float, default=0, help="GetWallet reads after the charges")
+    parser.add_argument("--production", action="store_true",
+                        help="the production profile (mTLS, OTLP tracing and metrics, INFO logs): bench/profiles.py")
     args = parser.parse_args(argv)
     quick = args.quick
     args.seconds = args.seconds or (5.0 if quick else 15.0)

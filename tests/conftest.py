@@ -155,20 +155,22 @@ def smtp() -> Iterator[SmtpInbox]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, servers: Servers) -> Settings:
+def settings(database_url: str, servers: Servers, smtp: SmtpInbox) -> Settings:
     return dataclasses.replace(
         Settings(),
         database_url=database_url,
         redis_url=servers.redis_url,
         outbox_poll_ms=50,
+        smtp_host="127.0.0.1",
+        smtp_port=smtp.port,
         db_pool_size=6,
     )
 
 
 @pytest.fixture(scope="session")
-def wallet_config(smtp: SmtpInbox) -> WalletConfig:
-    """The wallet's knobs for tests: its emails go to the session's SMTP sink."""
-    return dataclasses.replace(WalletConfig.from_env(), smtp_host="127.0.0.1", smtp_port=smtp.port)
+def wallet_config() -> WalletConfig:
+    """The wallet's own knobs as the environment sets them (tests change some with dataclasses.replace)."""
+    return WalletConfig.from_env()
 
 
 @contextlib.asynccontextmanager
@@ -182,8 +184,8 @@ async def serving(server) -> AsyncIterator[str]:
 
 
 @pytest.fixture(scope="session")
-async def wallet_target(settings: Settings, wallet_config: WalletConfig) -> AsyncIterator[str]:
-    async with serving(await WALLET.build(settings, 0, wallet_config)) as target:
+async def wallet_target(settings: Settings) -> AsyncIterator[str]:
+    async with serving(await WALLET.build(settings, 0)) as target:
         yield target
 
 

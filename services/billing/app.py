@@ -53,7 +53,8 @@ async def build(settings: Settings, port: int, config: BillingConfig | None = No
     sweeper = Sweeper(store, calls, bookings, credit).loop(config.settlement_sweep_interval_ms / 1000,
                                                            config.settlement_sweep_after_ms / 1000)
     sweeper.start()
-    desk = RefundDesk(store, wallet, credit, config.refund_window_days, config.refund_auto_approvals_per_30d)
+    desk = RefundDesk(store, wallet, credit, config.refund_window_days, config.refund_auto_approvals_per_30d,
+                      config.refund_second_approval_cents)
     rater = Rater(store, wallet, calls, relay.nudge, limits)
     servicer = BillingServicer(store, rater, bookings, desk, on_event=relay.nudge, limits=limits)
     return GrpcServer(

@@ -16,6 +16,8 @@ class BillingConfig:
     # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
     # wait for an operator.
     refund_auto_approvals_per_30d: int = 5
+    # A refund approval above this many cents needs a second operator (0: one approval always suffices).
+    refund_second_approval_cents: int = 10_000
     # The sweeper looks this often for settlements left unfinished (a crash, a wallet outage), and re-drives
     # those at least this old, so it never races a request still settling its own.
     settlement_sweep_interval_ms: int = 2000

@@ -41,3 +41,13 @@ def story(call_id: str, rated: RatedCall | None, charges: Sequence[Charge],
         parts.append(f"Refund case {case.refund_case_id} on charge {case.charge_id} ({case.reason}) "
                      f"{words}{refund}. {case.resolution_note}".rstrip())
     return " ".join(parts)
+
+
+def concerns(contractor_id: str, facts: pb.FinishedCall | None, charges: Sequence[Charge],
+             bookings: Sequence[Booking]) -> bool:
+    """Whether a call is this contractor's business: one of its legs rang them, or it charged or booked them."""
+    return (
+        (facts is not None and any(leg.contractor_id == contractor_id for leg in facts.legs))
+        or any(c.contractor_id == contractor_id for c in charges)
+        or any(b.contractor_id == contractor_id for b in bookings)
+    )

@@ -88,6 +88,10 @@ def refund_case(row: RefundCase) -> pb.RefundCase:
         refund_entry_id=row.refund_entry_id or 0,
         requested_at=ts(row.requested_at),
         resolved_at=ts(row.resolved_at),
+        requested_cents=row.requested_cents if row.requested_cents is not None else row.amount_cents,
+        first_approver=row.first_approver,
+        first_approved_at=ts(row.first_approved_at),
+        first_approved_cents=row.first_approved_cents or 0,
     )
 
 

@@ -141,6 +141,12 @@ class RefundCase:
     refund_entry_id: int | None
     requested_at: dt.datetime
     resolved_at: dt.datetime | None
+    # What the contractor asked, once an approval in part lowered amount_cents (None: the whole of it).
+    requested_cents: int | None
+    # The first of two approvals, above the second-approval amount ('' and None until there is one).
+    first_approver: str
+    first_approved_at: dt.datetime | None
+    first_approved_cents: int | None
 
     @classmethod
     def from_row(cls, row: Any) -> RefundCase:

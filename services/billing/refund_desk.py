@@ -22,8 +22,9 @@ ALLOWANCE_WINDOW_DAYS = 30
 
 class RefundDesk:
     def __init__(self, store: BillingStore, wallet: WalletClient, settlement: RefundCredit, window_days: int,
-                 auto_approvals: int) -> None:
+                 auto_approvals: int, second_approval_cents: int) -> None:
         self._auto_approvals = auto_approvals
+        self._second_approval_cents = second_approval_cents
         self._store = store
         self._wallet = wallet
         self._settlement = settlement
@@ -131,9 +132,35 @@ class RefundDesk:
         case = await self._store.get_case(request.refund_case_id)
         if case is None:
             raise NotFound(f"no refund case {request.refund_case_id!r}", reason="NO_REFUND_CASE")
+        if request.amount_cents and wanted != "approved":
+            raise InvalidArgument("amount_cents goes with REFUND_RESOLUTION_APPROVE only (approve in part)",
+                                  field="amount_cents")
         if case.state == "pending_review":
+            amount = None
+            if wanted == "approved":
+                amount = request.amount_cents or case.first_approved_cents or case.amount_cents
+                if not 1 <= amount <= case.amount_cents:
+                    raise InvalidArgument(f"amount_cents must be 1 to {case.amount_cents} (what the contractor "
+                                          "asked); 0 approves all of it", field="amount_cents")
+                step = refunds.approval_step(self._second_approval_cents, amount, case.first_approver,
+                                             case.first_approved_cents or 0, request.reviewer)
+                if step in ("first", "repeat"):
+                    first = await self._store.first_approval(case.refund_case_id, request.reviewer, amount)
+                    found = first or await self._store.get_case(request.refund_case_id)
+                    assert found is not None  # found above, and refund cases are never deleted
+                    return found
+                if step == "same_reviewer":
+                    raise FailedPrecondition(
+                        f"refund case {case.refund_case_id} is above the second-approval amount and "
+                        f"{case.first_approver} approved it first: another operator must confirm it",
+                        reason="SECOND_APPROVER_REQUIRED")
+                if step == "other_amount":
+                    raise FailedPrecondition(
+                        f"{case.first_approver} approved {case.first_approved_cents} cents; a second approval "
+                        "confirms that amount (send it, or 0), or deny the case", reason="SECOND_APPROVAL_AMOUNT")
             note = request.note or ("Approved by an operator." if wanted == "approved" else "Denied by an operator.")
-            resolved = await self._store.resolve_case(case.refund_case_id, wanted, request.reviewer, note)
+            resolved = await self._store.resolve_case(case.refund_case_id, wanted, request.reviewer, note,
+                                                      amount if amount != case.amount_cents else None)
             case = resolved or await self._store.get_case(request.refund_case_id)
             assert case is not None  # found above, and refund cases are never deleted
         if case.state != wanted:

@@ -98,6 +98,21 @@ def duplicate_entries(own_entry_id: int, references: set[str], entries, captured
     return sorted(found)
 
 
+def approval_step(second_approval_cents: int, amount_cents: int, first_approver: str, first_approved_cents: int,
+                  reviewer: str) -> str:
+    """Where an approval of amount_cents by reviewer takes a pending case. "final": credit it. "first": above the
+    second-approval amount and nobody approved yet, so record it and wait. "repeat": the first approver again,
+    same amount (a retry). "same_reviewer" or "other_amount": the second approval must come from another
+    operator, for the amount the first approved."""
+    if second_approval_cents <= 0 or amount_cents <= second_approval_cents:
+        return "final"
+    if not first_approver:
+        return "first"
+    if reviewer == first_approver:
+        return "repeat" if amount_cents == first_approved_cents else "same_reviewer"
+    if amount_cents != first_approved_cents:
+        return "other_amount"
+    return "final"
 def allowance_exhausted(allowance: int, window_days: int) -> Triage:
     """What an undefendable charge's refund becomes once the contractor used up its automatic approvals."""
     return Triage("pending_review", False,

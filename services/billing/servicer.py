@@ -135,11 +135,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         if rated is None and not bookings:
             raise NotFound(f"billing has no record of call {request.call_id!r}: it was never rated and booked "
                            "nothing", reason="NO_CALL")
+        facts = pb.FinishedCall.FromString(rated.facts) if rated else None
+        if request.contractor_id and not explain.concerns(request.contractor_id, facts, charges, bookings):
+            # The same answer as an unknown call: a contractor learns nothing about calls that are not theirs.
+            raise NotFound(f"billing has no record of call {request.call_id!r} for contractor "
+                           f"{request.contractor_id!r}", reason="NO_CALL")
         cases = await self._store.cases(None, None, [c.charge_id for c in charges], None, 1000)
         cases = list(reversed(cases))
         latest = {c.charge_id: c for c in cases}
         return pb.ExplainCallResponse(
-            call=pb.FinishedCall.FromString(rated.facts) if rated else None,
+            call=facts,
             decision=mappers.decision(rated) if rated else None,
             charges=[mappers.charge(c, rated if c.kind == "call" else None, latest.get(c.charge_id))
                      for c in charges],

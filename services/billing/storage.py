@@ -460,14 +460,28 @@ class BillingStore:
         except asyncpg.UniqueViolationError:
             return None
 
-    async def resolve_case(self, refund_case_id: str, state: str, reviewer: str, note: str) -> RefundCase | None:
-        """Moves a pending case to its verdict; None when it was no longer pending."""
+    async def resolve_case(self, refund_case_id: str, state: str, reviewer: str, note: str,
+                           amount_cents: int | None = None) -> RefundCase | None:
+        """Moves a pending case to its verdict (an approval in part lowers amount_cents, keeping what was asked in
+        requested_cents); None when it was no longer pending."""
         credit = "settling" if state == "approved" else "none"
         async with storage_errors():
             return _case(await self._pool.fetchrow(
                 "UPDATE billing.refund_cases SET state = $2, reviewer = $3, resolution_note = $4, credit_state = $5,"
-                " resolved_at = now() WHERE refund_case_id = $1 AND state = 'pending_review' RETURNING *",
-                refund_case_id, state, reviewer, note, credit,
+                " resolved_at = now(), requested_cents = coalesce(requested_cents, amount_cents),"
+                " amount_cents = coalesce($6, amount_cents)"
+                " WHERE refund_case_id = $1 AND state = 'pending_review' RETURNING *",
+                refund_case_id, state, reviewer, note, credit, amount_cents,
+            ))
+
+    async def first_approval(self, refund_case_id: str, reviewer: str, amount_cents: int) -> RefundCase | None:
+        """Records the first of two approvals; None when the case is no longer pending or already has one."""
+        async with storage_errors():
+            return _case(await self._pool.fetchrow(
+                "UPDATE billing.refund_cases SET first_approver = $2, first_approved_at = now(),"
+                " first_approved_cents = $3 WHERE refund_case_id = $1 AND state = 'pending_review'"
+                " AND first_approver = '' RETURNING *",
+                refund_case_id, reviewer, amount_cents,
             ))
 
     async def finish_refund(self, refund_case_id: str, entry_id: int, event: bytes | None) -> RefundCase:

@@ -53,12 +53,14 @@ POLICY: dict[str, Access] = {
     "callersync.wallet.v1.WalletService.GetWallet": Access.OWN,
     "callersync.wallet.v1.WalletService.ListEntries": Access.OWN,
     "callersync.wallet.v1.WalletService.SetLowBalanceAlert": Access.OWN,
+    "callersync.wallet.v1.WalletService.SetContactEmail": Access.OWN,
+    "callersync.wallet.v1.WalletService.GetSpendForecast": Access.OWN,
     # billing: prices are public to contractors; setting them and resolving refunds is for operators.
     "callersync.billing.v1.BillingService.SetZipRate": Access.OPERATOR,
     "callersync.billing.v1.BillingService.SetBookingFee": Access.OPERATOR,
     "callersync.billing.v1.BillingService.GetRateCard": Access.SAFE,
-    # Keyed by call_id alone: the gateway cannot tell whose call it is (billing would need contractor_id).
-    "callersync.billing.v1.BillingService.ExplainCall": Access.OPERATOR,
+    # A contractor's request carries their contractor_id, and billing answers only about calls that concern it.
+    "callersync.billing.v1.BillingService.ExplainCall": Access.OWN,
     # Billing also checks that the charge belongs to contractor_id.
     "callersync.billing.v1.BillingService.RequestRefund": Access.OWN,
     "callersync.billing.v1.BillingService.ResolveRefund": Access.OPERATOR,
@@ -78,6 +80,11 @@ POLICY: dict[str, Access] = {
     "callersync.routing.v1.RoutingService.UnblockCaller": Access.OPERATOR,
     "callersync.routing.v1.RoutingService.ListBlockedCallers": Access.OPERATOR,
 }
+
+
+# Called by the gateway on its own behalf, never for a user's request and not on any HTTP route: the web app's
+# sign-in asks the wallet whose address an email is (services/gateway/web/auth_pages.py).
+GATEWAY_OWN_CALLS = frozenset({"callersync.wallet.v1.WalletService.FindContractorsByEmail"})
 
 
 class Forbidden(Exception):

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import grpc
+import redis.asyncio as redis_asyncio
 from aiohttp import web
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from opentelemetry import propagate, trace
@@ -30,6 +31,9 @@ from opentelemetry import propagate, trace
 from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
 from services.gateway.slow_clients import GuardedSite
+from services.gateway.web.config import WebConfig
+from services.gateway.web.sessions import WebSessions
+from services.gateway.web.site import WebApp
 from services.runtime import telemetry
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
@@ -75,6 +79,7 @@ class Gateway:
         *,
         bindings: list[Binding] | None = None,
         targets: Mapping[str, str] | None = None,
+        web_config: WebConfig | None = None,
     ) -> None:
         self.settings = settings
         self.routes = RouteTable(bindings if bindings is not None else bindings_of(discover_services()))
@@ -90,6 +95,12 @@ class Gateway:
         self._runner: web.AppRunner | None = None
         self._tracer = telemetry.tracer("gateway")
         self._latency = telemetry.rpc_latency_histogram("gateway")
+        self.public_url = ""
+        self._redis = redis_asyncio.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        web_config = web_config or WebConfig.from_env()
+        self.web = WebApp(self, web_config, WebSessions(self._redis, link_ttl_s=web_config.link_ttl_s,
+                                                        session_ttl_s=web_config.session_ttl_s)
+                          if self._redis is not None else None)
         if any(len(k) < 32 for k in self.keys):
             # RFC 7518 3.2: an HS256 key shorter than the hash is guessable offline from any token it signed.
             log.warning("a CALLERSYNC_JWT_SECRET key is shorter than 32 bytes; use `openssl rand -base64 32`")
@@ -104,6 +115,7 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/openapi.json", self._openapi)
+        self.web.install(app)
         app.router.add_post(stripe_webhook.PATH, self._stripe_webhook)
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app
@@ -120,7 +132,13 @@ class Gateway:
             header_timeout_s=float(self.settings.gateway_header_timeout_s),
         )
         await site.start()
-        return int(self._runner.addresses[0][1])
+        bound = int(self._runner.addresses[0][1])
+        self.public_url = f"http://{self.settings.host}:{bound}"
+        return bound
+
+    def channel(self, upstream: str) -> grpc.aio.Channel:
+        """The gateway's channel to one service (the web app's sign-in asks the wallet whose email it is)."""
+        return self._channels[upstream]
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Stops accepting, lets in-flight requests finish (within the shutdown grace), closes channels."""
@@ -131,6 +149,8 @@ class Gateway:
             await channel.close(grace_s)
         self._channels.clear()
         self._calls.clear()
+        if self._redis is not None:
+            await self._redis.aclose()
 
     # ------------------------------------------------------------------ CORS
 
@@ -207,10 +227,15 @@ class Gateway:
         self, request: web.Request, status: int, reason: str, who: tokens.Principal | None = None
     ) -> None:
         """Logs a refusal with who and why; never the Authorization header or the token."""
+        self._refuse_at(request.method, request.rel_url.raw_path, status, reason, who)
+
+    def _refuse_at(
+        self, http_method: str, raw_path: str, status: int, reason: str, who: tokens.Principal | None = None
+    ) -> None:
         refusals.warning(
             "refused %s %s status=%d reason=%r sub=%s role=%s contractor_id=%s",
-            request.method,
-            request.rel_url.raw_path,
+            http_method,
+            raw_path,
             status,
             reason,
             who.subject if who else "-",
@@ -300,39 +325,61 @@ class Gateway:
         principal = await self._authenticate(request)
         if isinstance(principal, web.Response):
             return principal
-        raw_path = request.rel_url.raw_path
-        match, allowed = self.routes.find(request.method, raw_path)
+
+        async def read_body() -> bytes:
+            return await request.read()
+
+        return await self.dispatch(
+            principal, request.method, request.rel_url.raw_path, request.rel_url.query.items(), read_body,
+            request_id=request_id, grpc_timeout=request.headers.get("Grpc-Timeout"), routed=routed,
+        )
+
+    async def dispatch(
+        self,
+        principal: tokens.Principal,
+        http_method: str,
+        raw_path: str,
+        query: Any,
+        read_body: Any,
+        *,
+        request_id: str,
+        grpc_timeout: str | None = None,
+        routed: list[str] | None = None,
+    ) -> web.Response:
+        """One API call for an authenticated principal: route, transcode, authorise, call. The web app's pages
+        call the API through here, with their session's principal, so they reach exactly what any frontend's
+        token of the same role reaches."""
+        routed = routed if routed is not None else ["unrouted"]
+        match, allowed = self.routes.find(http_method, raw_path)
         if match is None:
             if allowed:
                 return error_response(
                     grpc.StatusCode.UNIMPLEMENTED,
-                    f"{request.method} is not supported on {raw_path}",
+                    f"{http_method} is not supported on {raw_path}",
                     status=405,
                     headers={"Allow": ", ".join(sorted(allowed))},
                 )
             return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {raw_path}")
         binding = match.binding
         routed[0] = binding.rpc_path
-        trace.get_current_span().update_name(f"{request.method} {binding.template.source}")
+        trace.get_current_span().update_name(f"{http_method} {binding.template.source}")
         try:
-            body = await request.read()
+            body = await read_body()
         except web.HTTPRequestEntityTooLarge as err:
             return error_response(
                 grpc.StatusCode.RESOURCE_EXHAUSTED, err.text or "request body too large", status=413
             )
         try:
-            message = transcoding.build_request(
-                binding, match.path_values, request.rel_url.query.items(), body
-            )
+            message = transcoding.build_request(binding, match.path_values, query, body)
         except transcoding.TranscodeError as err:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, err.message)
         try:
             access.authorize(principal, binding, message)
         except access.Forbidden as err:
-            self._refuse(request, 403, str(err), principal)
+            self._refuse_at(http_method, raw_path, 403, str(err), principal)
             return error_response(grpc.StatusCode.PERMISSION_DENIED, str(err))
         try:
-            deadline_s = deadline_of(request.headers.get("Grpc-Timeout"))
+            deadline_s = deadline_of(grpc_timeout)
         except ValueError as err:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         metadata = (

@@ -94,6 +94,11 @@ class Settings:
     max_concurrent_rpcs: int = 2000
     # How often each service's outbox relay looks for events to publish when no write nudged it.
     outbox_poll_ms: int = 200
+    # Where emails go out: the wallet's alerts and payment emails, the gateway's sign-in links (`up` starts a
+    # local mail sink when this is empty).
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_sender: str = "alerts@callersync.local"
     # The payment provider of the stack (Stripe, or localstripe when `callersync up` runs without a key): the
     # wallet pays through it, `callersync reconcile` and the demo ask it, `up` starts localstripe without a key.
     # The webhook secret is the gateway's (it verifies Stripe-Signature).
@@ -154,6 +159,9 @@ class Settings:
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
             max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
             outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
+            smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
+            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
+            smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
             stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
             stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
             stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),

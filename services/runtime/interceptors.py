@@ -257,7 +257,10 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler,
         # The caller's trace context (W3C traceparent in the metadata): this call's span joins its trace.
         parent = propagate.extract(dict(context.invocation_metadata() or ()))
         with tracer.start_as_current_span(method, context=parent, kind=telemetry.SERVER_KIND) as span:
-            return await guarded(request, context, span)
+            if span.is_recording():
+                return await guarded(request, context, span)
+            with telemetry.unsampled():
+                return await guarded(request, context, None)
 
     async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if admission is None:

@@ -135,7 +135,7 @@ class RedisPipe:
 
     async def run(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """EVALSHA; EVAL when Redis does not have the script (after a restart or SCRIPT FLUSH)."""
-        if telemetry.tracing_enabled():
+        if telemetry.tracing_enabled() and telemetry.recording_children():
             # The attributes opentelemetry-instrumentation-redis gives redis-py's spans, so both look alike.
             with self._tracer.start_as_current_span(f"EVALSHA {script.name}", kind=telemetry.CLIENT_KIND,
                                                     attributes=self._span_attributes):

@@ -176,6 +176,14 @@ class Supervisor:
             print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
                   "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
                   flush=True)
+        from services.gateway.web.dev import DEV_OPERATOR, MailSink
+
+        if not self.settings.smtp_host:  # a local mail sink: sign-in links and alerts readable at /app/dev/mail
+            sink = MailSink(self.data_dir / "mail")
+            self.env["CALLERSYNC_SMTP_HOST"], self.env["CALLERSYNC_SMTP_PORT"] = "127.0.0.1", str(sink.start())
+            self.env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
+            self.embedded.append(sink)
+        self.env.setdefault("CALLERSYNC_OPERATOR_EMAILS", DEV_OPERATOR)
         if watched:
             self.watchdog = subprocess.Popen(
                 [sys.executable, "-m", "services.runtime.watchdog", *watched,
@@ -354,6 +362,9 @@ def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool, services: Ite
     try:
         supervisor.start()
         print(banner(supervisor.settings, supervisor.data_dir, supervisor.pki), flush=True)
+        from services.gateway.web.dev import web_banner
+
+        print(web_banner(supervisor.env, supervisor.settings), flush=True)
         supervisor.supervise()
     except Stopping:
         pass

@@ -24,6 +24,10 @@ ACCESS: dict[str, frozenset[str]] = {
     "GetRoutability": frozenset({ROUTING, BILLING, OPERATOR}),
     "SetPauseThreshold": frozenset({ROUTING}),
     "SetLowBalanceAlert": frozenset({GATEWAY, OPERATOR}),
+    # The web app's data and sign-in (the gateway finds whom a sign-in link is for by email).
+    "SetContactEmail": frozenset({GATEWAY, OPERATOR}),
+    "FindContractorsByEmail": frozenset({GATEWAY, OPERATOR}),
+    "GetSpendForecast": frozenset({GATEWAY, OPERATOR}),
     # Money in (docs/payments.md): the gateway's contractor-facing card top-ups, card setups and auto top-up
     # settings (scoped to their own contractor_id by the gateway's table), and ApplyPaymentEvent, the gateway's
     # verified Stripe webhook; an operator may ask the wallet to ask Stripe about a payment by hand.

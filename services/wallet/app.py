@@ -59,9 +59,10 @@ async def build(settings: Settings, port: int, config: WalletConfig | None = Non
         pool,
         OUTBOX_TABLE,
         {
-            "wallet.low_balance_email": alerts.email_sender(config.smtp_host, config.smtp_port, config.smtp_sender),
-            "wallet.payment_email": payment_emails.payment_email_sender(config.smtp_host, config.smtp_port,
-                                                                        config.smtp_sender),
+            "wallet.low_balance_email": alerts.email_sender(settings.smtp_host, settings.smtp_port,
+                                                            settings.smtp_sender),
+            "wallet.payment_email": payment_emails.payment_email_sender(settings.smtp_host, settings.smtp_port,
+                                                                        settings.smtp_sender),
         },
         settings.outbox_poll_ms,
         batch_size=1,

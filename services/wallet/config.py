@@ -1,5 +1,5 @@
-"""The wallet's own knobs, read from CALLERSYNC_* variables (shared settings, the payment provider's keys
-among them, stay in the runtime)."""
+"""The wallet's own knobs, read from CALLERSYNC_* variables (shared settings, the payment provider's keys and
+SMTP among them, stay in the runtime)."""
 
 from __future__ import annotations
 
@@ -17,10 +17,6 @@ class WalletConfig:
     idempotency_retention_s: int = 24 * 3600
     # A reservation's life when Reserve does not say.
     reservation_default_ttl_s: int = 3600
-    # Where the low-balance and payment emails go out (empty: they wait in the outbox).
-    smtp_host: str = ""
-    smtp_port: int = 25
-    smtp_sender: str = "alerts@callersync.local"
     # Where payment emails send a contractor to finish a payment their bank wants authenticated.
     dashboard_url: str = "http://127.0.0.1:8080"
     # The sweeper asks the provider about top-ups still pending this long after their last change, so a lost

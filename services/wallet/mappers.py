@@ -7,7 +7,7 @@ from typing import Any
 from callersync.wallet.v1 import wallet_pb2 as pb
 from services.runtime.errors import typed_reason
 from services.runtime.timestamps import stamp
-from services.wallet import ledger
+from services.wallet import forecast, ledger
 from services.wallet.records import Entry, Reservation, Routability, Wallet
 
 KINDS = {
@@ -111,6 +111,7 @@ def wallet(w: Wallet) -> pb.Wallet:
         ),
         created_at=stamp(w.created_at),
         updated_at=stamp(w.updated_at),
+        contact_email=w.contact_email,
         auto_top_up=pb.AutoTopUp(
             enabled=auto.enabled, threshold_cents=auto.threshold_cents,
             amount_cents=auto.amount_cents, max_per_day_cents=auto.max_per_day_cents,
@@ -144,4 +145,21 @@ def routability(r: Routability, amount_cents: int) -> pb.Routability:
         available_cents=r.available_cents,
         balance_cents=r.balance_cents,
         pause_threshold_cents=r.pause_threshold_cents,
+    )
+
+
+def spend_forecast(w: Wallet, found: forecast.Forecast) -> pb.SpendForecast:
+    return pb.SpendForecast(
+        contractor_id=w.contractor_id,
+        balance_cents=w.balance_cents,
+        pause_threshold_cents=w.pause_threshold_cents,
+        lookback_days=found.lookback_days,
+        lookback_spent_cents=found.lookback_spent_cents,
+        average_daily_spend_cents=found.average_daily_spend_cents,
+        headroom_cents=found.headroom_cents,
+        runway_days=found.runway_days,
+        paused=w.paused,
+        days=[pb.DailySpend(date=d.date.isoformat(), spent_cents=d.spent_cents, debit_count=d.debit_count,
+                            refunded_cents=d.refunded_cents, topped_up_cents=d.topped_up_cents)
+              for d in found.days],
     )

@@ -129,6 +129,7 @@ class Wallet:
     alert_armed: bool
     created_at: dt.datetime
     updated_at: dt.datetime
+    contact_email: str  # where the dashboard writes to the contractor ('' when none was set)
     auto_top_up: AutoTopUp
 
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from typing import TypeVar
 
@@ -13,7 +14,7 @@ from services.runtime import paging, telemetry
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.idempotency import IdempotencyCache, fingerprint
 from services.runtime.validation import require_text
-from services.wallet import ledger, mappers, top_ups
+from services.wallet import forecast, ledger, mappers, top_ups
 from services.wallet.config import WalletConfig
 from services.wallet.payments import PaymentDesk
 from services.wallet.provider import ProviderError
@@ -280,6 +281,40 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if wallet is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
         return pb.SetLowBalanceAlertResponse(wallet=mappers.wallet(wallet))
+
+    async def SetContactEmail(
+        self, request: pb.SetContactEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SetContactEmailResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        if request.email:
+            ledger.validate_email(request.email)
+        wallet = await self._store.set_contact_email(request.contractor_id, request.email)
+        if wallet is None:
+            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+        return pb.SetContactEmailResponse(wallet=mappers.wallet(wallet))
+
+    async def FindContractorsByEmail(
+        self, request: pb.FindContractorsByEmailRequest, context: grpc.aio.ServicerContext
+    ) -> pb.FindContractorsByEmailResponse:
+        ledger.validate_email(request.email)
+        return pb.FindContractorsByEmailResponse(contractor_ids=await self._store.contractors_by_email(request.email))
+
+    async def GetSpendForecast(
+        self, request: pb.GetSpendForecastRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetSpendForecastResponse:
+        ledger.require_id("contractor_id", request.contractor_id)
+        lookback = forecast.days_asked("lookback_days", request.lookback_days, forecast.DEFAULT_LOOKBACK_DAYS)
+        history = forecast.days_asked("history_days", request.history_days, forecast.DEFAULT_HISTORY_DAYS)
+        wallet = await self._store.get_wallet(request.contractor_id)
+        if wallet is None:
+            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
+                           reason="NO_WALLET")
+        today = (await self._store.now()).astimezone(dt.UTC).date()
+        since = dt.datetime.combine(forecast.first_day(today, lookback, history), dt.time(), dt.UTC)
+        activity = {d.date: d for d in await self._store.daily_activity(request.contractor_id, since)}
+        found = forecast.forecast(wallet.balance_cents, wallet.pause_threshold_cents, wallet.paused, activity, today,
+                                  lookback, history)
+        return pb.GetSpendForecastResponse(forecast=mappers.spend_forecast(wallet, found))
 
     async def StartTopUp(
         self, request: pb.StartTopUpRequest, context: grpc.aio.ServicerContext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import uuid
 from collections.abc import Sequence
 
@@ -9,6 +10,7 @@ import asyncpg
 
 from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
+from services.wallet.forecast import Day
 from services.wallet.ledger import EntryOp, SettleOp
 from services.wallet.records import Entry, Posted, Reservation, Reserved, Routability, Wallet
 
@@ -27,7 +29,7 @@ ORDER BY op.ord
 _SETTLE_BATCH = "SELECT * FROM wallet.settle_calls($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _WALLET = """
-SELECT w.*, coalesce(h.held, 0) AS reserved_cents,
+SELECT w.*, coalesce(h.held, 0) AS reserved_cents, coalesce(ct.email, '') AS contact_email,
        coalesce(a.enabled, false) AS auto_enabled, coalesce(a.threshold_cents, 0) AS auto_threshold_cents,
        coalesce(a.amount_cents, 0) AS auto_amount_cents, coalesce(a.max_per_day_cents, 0) AS auto_max_per_day_cents,
        coalesce(a.max_per_hour, 0) AS auto_max_per_hour, coalesce(a.card_brand, '') AS auto_card_brand,
@@ -35,6 +37,7 @@ SELECT w.*, coalesce(h.held, 0) AS reserved_cents,
        coalesce(a.consecutive_declines, 0) AS auto_consecutive_declines,
        coalesce(a.disabled_reason, '') AS auto_disabled_reason
 FROM wallet.wallets w
+LEFT JOIN wallet.contacts ct ON ct.contractor_id = w.contractor_id
 LEFT JOIN LATERAL (
     SELECT sum(amount_cents)::bigint AS held FROM wallet.reservations
     WHERE contractor_id = w.contractor_id AND state = 'open' AND expires_at > now()
@@ -214,6 +217,54 @@ class WalletStore:
             if found is None:
                 return None
             return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
+
+    async def set_contact_email(self, contractor_id: str, email: str) -> Wallet | None:
+        """The wallet after the change; None when there is no wallet. An empty email removes the address."""
+        async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("SELECT 1 FROM wallet.wallets WHERE contractor_id = $1", contractor_id) is None:
+                return None
+            if email:
+                await conn.execute(
+                    "INSERT INTO wallet.contacts (contractor_id, email) VALUES ($1, $2)"
+                    " ON CONFLICT (contractor_id) DO UPDATE SET email = excluded.email, updated_at = now()",
+                    contractor_id, email,
+                )
+            else:
+                await conn.execute("DELETE FROM wallet.contacts WHERE contractor_id = $1", contractor_id)
+            return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
+
+    async def contractors_by_email(self, email: str) -> list[str]:
+        """By contact address; by the alert's address for wallets that have no contact address."""
+        async with storage_errors():
+            rows = await self._pool.fetch(
+                "SELECT contractor_id FROM wallet.contacts WHERE lower(email) = lower($1)"
+                " UNION SELECT w.contractor_id FROM wallet.wallets w"
+                "  WHERE lower(w.alert_email) = lower($1) AND w.alert_email <> ''"
+                "    AND NOT EXISTS (SELECT 1 FROM wallet.contacts c WHERE c.contractor_id = w.contractor_id)"
+                " ORDER BY 1",
+                email,
+            )
+        return [r["contractor_id"] for r in rows]
+
+    async def daily_activity(self, contractor_id: str, since: dt.datetime) -> list[Day]:
+        """Per UTC day from `since` that has entries: debits (spent, count), refunds and top-ups, as positive
+        figures."""
+        async with storage_errors():
+            rows = await self._pool.fetch(
+                "SELECT (created_at AT TIME ZONE 'UTC')::date AS day,"
+                "  coalesce(sum(-amount_cents) FILTER (WHERE kind IN ('capture', 'charge')), 0)::bigint AS spent,"
+                "  count(*) FILTER (WHERE kind IN ('capture', 'charge'))::int AS debits,"
+                "  coalesce(sum(amount_cents) FILTER (WHERE kind = 'refund'), 0)::bigint AS refunded,"
+                "  coalesce(sum(amount_cents) FILTER (WHERE kind = 'top_up'), 0)::bigint AS topped_up"
+                " FROM wallet.entries WHERE contractor_id = $1 AND created_at >= $2"
+                " GROUP BY 1 ORDER BY 1",
+                contractor_id, since,
+            )
+        return [Day(r["day"], r["spent"], r["debits"], r["refunded"], r["topped_up"]) for r in rows]
+
+    async def now(self) -> dt.datetime:
+        async with storage_errors():
+            return await self._pool.fetchval("SELECT now()")
 
 
 # Each check returns the rows that break one invariant; reconcile passes when all are empty.

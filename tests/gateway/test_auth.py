@@ -145,7 +145,6 @@ async def test_operator_only_calls_refuse_contractors_and_admit_operators(
         ),
         ("PUT", "/v1/zips/94107/rate", {"rateCents": "4500", "setBy": "ops"}),
         ("POST", "/v1/blockedCallers", {"callerNumber": "+14155550123", "blockedBy": "ops"}),
-        ("GET", "/v1/calls/call-1:explain", None),  # keyed by call id: not mappable to a contractor
     )
     for method, path, body in operator_calls:
         kwargs = {"json": body} if body is not None else {}
@@ -157,6 +156,18 @@ async def test_operator_only_calls_refuse_contractors_and_admit_operators(
         status, reply, _ = await call(method, path, headers=operator, **kwargs)
         assert status == 200, (path, reply)
     assert len(recorder.calls) == len(operator_calls)
+
+
+async def test_a_contractor_explains_a_call_only_as_themselves(call, contractor, as_contractor, recorder):
+    """ExplainCall is keyed by call id; a contractor's request carries their contractor_id, and billing answers
+    only about calls that rang or charged that contractor (tests/billing/test_explain_scope.py)."""
+    for path in ("/v1/calls/call-1:explain", f"/v1/contractors/{contractor}/calls/call-1:explain"):
+        status, reply, _ = await call("GET", path, headers=as_contractor)
+        assert status == 200, reply
+        request = recorder.last("/callersync.billing.v1.BillingService/ExplainCall").request
+        assert (request.call_id, request.contractor_id) == ("call-1", contractor)
+    status, reply, _ = await call("GET", "/v1/contractors/someone-else/calls/call-1:explain", headers=as_contractor)
+    assert (status, reply["code"]) == (403, 7), reply
 
 
 async def test_a_contractor_reads_the_public_rate_card(call, as_contractor, recorder):

@@ -22,6 +22,7 @@ from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.billing.access import ACCESS as BILLING_ACCESS
 from services.billing.app import BILLING
 from services.gateway import stripe_webhook
+from services.gateway.access import GATEWAY_OWN_CALLS
 from services.gateway.access import POLICY as GATEWAY_POLICY
 from services.routing.access import ACCESS as ROUTING_ACCESS
 from services.routing.app import build as build_routing
@@ -230,8 +231,9 @@ def test_the_gateway_identity_reaches_exactly_what_its_own_table_exposes():
         for method, roles in table.items()
         if authz.GATEWAY in roles
     }
-    # Plus the wallet's ApplyPaymentEvent, which only the gateway's verified Stripe webhook calls.
-    assert reachable == set(GATEWAY_POLICY) | {stripe_webhook.CALLS}
+    # Plus the wallet's ApplyPaymentEvent, which only the gateway's verified Stripe webhook calls, and the web
+    # app's sign-in lookup.
+    assert reachable == set(GATEWAY_POLICY) | {stripe_webhook.CALLS} | GATEWAY_OWN_CALLS
 
 
 def test_only_billing_settles_only_routing_reserves_only_the_engine_reports_calls():

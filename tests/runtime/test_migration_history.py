@@ -69,7 +69,10 @@ async def schema_of(conn: asyncpg.Connection) -> dict[str, list[tuple]]:
     """What a database's schemas are made of, in an order that does not depend on how they were built."""
     schemas = list(SERVICES)
     queries = {
-        "columns": "SELECT table_schema, table_name, column_name, ordinal_position, data_type, is_nullable,"
+        # By name, not ordinal_position: a database that applied two branches' migrations in the other order
+        # (billing 0003 of t17-dashboard before 0002 of t13-input) has the same columns in another order, and no
+        # code reads a table's column by position.
+        "columns": "SELECT table_schema, table_name, column_name, data_type, is_nullable,"
                    " column_default FROM information_schema.columns WHERE table_schema = ANY($1)",
         "indexes": "SELECT schemaname, indexname, indexdef FROM pg_indexes WHERE schemaname = ANY($1)",
         "constraints": "SELECT n.nspname, c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c"

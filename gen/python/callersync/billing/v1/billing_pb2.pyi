@@ -1252,6 +1252,10 @@ class RefundCase(_message.Message):
     REFUND_ENTRY_ID_FIELD_NUMBER: _builtins.int
     REQUESTED_AT_FIELD_NUMBER: _builtins.int
     RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    REQUESTED_CENTS_FIELD_NUMBER: _builtins.int
+    FIRST_APPROVER_FIELD_NUMBER: _builtins.int
+    FIRST_APPROVED_AT_FIELD_NUMBER: _builtins.int
+    FIRST_APPROVED_CENTS_FIELD_NUMBER: _builtins.int
     refund_case_id: _builtins.str
     charge_id: _builtins.str
     contractor_id: _builtins.str
@@ -1271,6 +1275,13 @@ class RefundCase(_message.Message):
     """True when decided without an operator (ineligible, double bill, missing evidence, window)."""
     refund_entry_id: _builtins.int
     """The wallet's REFUND entry; 0 unless approved."""
+    requested_cents: _builtins.int
+    """What the contractor asked for; amount_cents is less when an operator approved in part."""
+    first_approver: _builtins.str
+    """While an approval above the second-approval amount waits for another operator: who approved first,
+    when, and how much they approved. The case stays PENDING_REVIEW until the second approval.
+    """
+    first_approved_cents: _builtins.int
     @_builtins.property
     def evidence(self) -> Global___Evidence:
         """Attached for the reviewer."""
@@ -1281,6 +1292,8 @@ class RefundCase(_message.Message):
     def resolved_at(self) -> _timestamp_pb2.Timestamp:
         """Absent while pending."""
 
+    @_builtins.property
+    def first_approved_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -1299,10 +1312,14 @@ class RefundCase(_message.Message):
         refund_entry_id: _builtins.int = ...,
         requested_at: _timestamp_pb2.Timestamp | None = ...,
         resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        requested_cents: _builtins.int = ...,
+        first_approver: _builtins.str = ...,
+        first_approved_at: _timestamp_pb2.Timestamp | None = ...,
+        first_approved_cents: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "requested_at", b"requested_at", "resolved_at", b"resolved_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["evidence", b"evidence", "first_approved_at", b"first_approved_at", "requested_at", b"requested_at", "resolved_at", b"resolved_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "auto_resolved", b"auto_resolved", "charge_id", b"charge_id", "contractor_id", b"contractor_id", "duplicate_of_charge_id", b"duplicate_of_charge_id", "evidence", b"evidence", "note", b"note", "reason", b"reason", "refund_case_id", b"refund_case_id", "refund_entry_id", b"refund_entry_id", "requested_at", b"requested_at", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "auto_resolved", b"auto_resolved", "charge_id", b"charge_id", "contractor_id", b"contractor_id", "duplicate_of_charge_id", b"duplicate_of_charge_id", "evidence", b"evidence", "first_approved_at", b"first_approved_at", "first_approved_cents", b"first_approved_cents", "first_approver", b"first_approver", "note", b"note", "reason", b"reason", "refund_case_id", b"refund_case_id", "refund_entry_id", b"refund_entry_id", "requested_at", b"requested_at", "requested_cents", b"requested_cents", "resolution_note", b"resolution_note", "resolved_at", b"resolved_at", "reviewer", b"reviewer", "state", b"state"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1379,6 +1396,7 @@ class ResolveRefundRequest(_message.Message):
     RESOLUTION_FIELD_NUMBER: _builtins.int
     REVIEWER_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    AMOUNT_CENTS_FIELD_NUMBER: _builtins.int
     refund_case_id: _builtins.str
     """The natural idempotency key: a case is resolved once; a repeat with the same
     resolution returns it, another resolution is FAILED_PRECONDITION.
@@ -1387,6 +1405,11 @@ class ResolveRefundRequest(_message.Message):
     reviewer: _builtins.str
     note: _builtins.str
     """Shown to the contractor."""
+    amount_cents: _builtins.int
+    """Approve in part: credit this much (1 to the amount asked); 0 credits the amount asked. Only with APPROVE.
+    Above the configured second-approval amount, an approval needs a second, different reviewer, who
+    approves the same amount (or 0 for it).
+    """
     def __init__(
         self,
         *,
@@ -1394,10 +1417,11 @@ class ResolveRefundRequest(_message.Message):
         resolution: Global___RefundResolution.ValueType = ...,
         reviewer: _builtins.str = ...,
         note: _builtins.str = ...,
+        amount_cents: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["note", b"note", "refund_case_id", b"refund_case_id", "resolution", b"resolution", "reviewer", b"reviewer"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_cents", b"amount_cents", "note", b"note", "refund_case_id", b"refund_case_id", "resolution", b"resolution", "reviewer", b"reviewer"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1548,15 +1572,22 @@ class ExplainCallRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CALL_ID_FIELD_NUMBER: _builtins.int
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
+    contractor_id: _builtins.str
+    """When set, the call must concern this contractor (rang one of their legs, or
+    charged them): otherwise NOT_FOUND, as if billing had no record of it. So a
+    contractor may explain their own calls and nobody else's.
+    """
     def __init__(
         self,
         *,
         call_id: _builtins.str = ...,
+        contractor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "contractor_id", b"contractor_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -334,6 +334,7 @@ class Wallet(_message.Message):
     LOW_BALANCE_ALERT_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CONTACT_EMAIL_FIELD_NUMBER: _builtins.int
     AUTO_TOP_UP_FIELD_NUMBER: _builtins.int
     contractor_id: _builtins.str
     balance_cents: _builtins.int
@@ -345,6 +346,8 @@ class Wallet(_message.Message):
     paused: _builtins.bool
     """True while balance_cents is below pause_threshold_cents; routing offers no calls."""
     pause_threshold_cents: _builtins.int
+    contact_email: _builtins.str
+    """Where sign-in links and account mail go; empty until set."""
     @_builtins.property
     def low_balance_alert(self) -> Global___LowBalanceAlert: ...
     @_builtins.property
@@ -365,11 +368,12 @@ class Wallet(_message.Message):
         low_balance_alert: Global___LowBalanceAlert | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        contact_email: _builtins.str = ...,
         auto_top_up: Global___AutoTopUp | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auto_top_up", b"auto_top_up", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_top_up", b"auto_top_up", "available_cents", b"available_cents", "balance_cents", b"balance_cents", "contractor_id", b"contractor_id", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "pause_threshold_cents", b"pause_threshold_cents", "paused", b"paused", "reserved_cents", b"reserved_cents", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["auto_top_up", b"auto_top_up", "available_cents", b"available_cents", "balance_cents", b"balance_cents", "contact_email", b"contact_email", "contractor_id", b"contractor_id", "created_at", b"created_at", "low_balance_alert", b"low_balance_alert", "pause_threshold_cents", b"pause_threshold_cents", "paused", b"paused", "reserved_cents", b"reserved_cents", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1292,6 +1296,233 @@ class SettleCallsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleCallsResponse: _TypeAlias = SettleCallsResponse  # noqa: Y015
+
+@_typing.final
+class SetContactEmailRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    email: _builtins.str
+    """An address with one @; empty clears it."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactEmailRequest: _TypeAlias = SetContactEmailRequest  # noqa: Y015
+
+@_typing.final
+class SetContactEmailResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WALLET_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def wallet(self) -> Global___Wallet: ...
+    def __init__(
+        self,
+        *,
+        wallet: Global___Wallet | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["wallet", b"wallet"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetContactEmailResponse: _TypeAlias = SetContactEmailResponse  # noqa: Y015
+
+@_typing.final
+class FindContractorsByEmailRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EMAIL_FIELD_NUMBER: _builtins.int
+    email: _builtins.str
+    """Compared without regard to case."""
+    def __init__(
+        self,
+        *,
+        email: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindContractorsByEmailRequest: _TypeAlias = FindContractorsByEmailRequest  # noqa: Y015
+
+@_typing.final
+class FindContractorsByEmailResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def contractor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sorted; empty when nobody has this address."""
+
+    def __init__(
+        self,
+        *,
+        contractor_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_ids", b"contractor_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FindContractorsByEmailResponse: _TypeAlias = FindContractorsByEmailResponse  # noqa: Y015
+
+@_typing.final
+class GetSpendForecastRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    LOOKBACK_DAYS_FIELD_NUMBER: _builtins.int
+    HISTORY_DAYS_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    lookback_days: _builtins.int
+    """The days whose average spend predicts the runway (1 to 90; 0 means 14)."""
+    history_days: _builtins.int
+    """How many days of spend per day to return, today included (1 to 90; 0 means 30)."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        lookback_days: _builtins.int = ...,
+        history_days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "history_days", b"history_days", "lookback_days", b"lookback_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpendForecastRequest: _TypeAlias = GetSpendForecastRequest  # noqa: Y015
+
+@_typing.final
+class DailySpend(_message.Message):
+    """One UTC day of a wallet's debits and credits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    SPENT_CENTS_FIELD_NUMBER: _builtins.int
+    DEBIT_COUNT_FIELD_NUMBER: _builtins.int
+    REFUNDED_CENTS_FIELD_NUMBER: _builtins.int
+    TOPPED_UP_CENTS_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """YYYY-MM-DD, UTC."""
+    spent_cents: _builtins.int
+    """Captures and charges (calls and bookings), as a positive figure."""
+    debit_count: _builtins.int
+    """How many captures and charges."""
+    refunded_cents: _builtins.int
+    """Refunds credited that day, as a positive figure."""
+    topped_up_cents: _builtins.int
+    """Top-ups credited that day."""
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        spent_cents: _builtins.int = ...,
+        debit_count: _builtins.int = ...,
+        refunded_cents: _builtins.int = ...,
+        topped_up_cents: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date", b"date", "debit_count", b"debit_count", "refunded_cents", b"refunded_cents", "spent_cents", b"spent_cents", "topped_up_cents", b"topped_up_cents"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DailySpend: _TypeAlias = DailySpend  # noqa: Y015
+
+@_typing.final
+class SpendForecast(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_CENTS_FIELD_NUMBER: _builtins.int
+    PAUSE_THRESHOLD_CENTS_FIELD_NUMBER: _builtins.int
+    LOOKBACK_DAYS_FIELD_NUMBER: _builtins.int
+    LOOKBACK_SPENT_CENTS_FIELD_NUMBER: _builtins.int
+    AVERAGE_DAILY_SPEND_CENTS_FIELD_NUMBER: _builtins.int
+    HEADROOM_CENTS_FIELD_NUMBER: _builtins.int
+    RUNWAY_DAYS_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    balance_cents: _builtins.int
+    pause_threshold_cents: _builtins.int
+    lookback_days: _builtins.int
+    lookback_spent_cents: _builtins.int
+    """Spent minus refunded over the lookback days (never below 0)."""
+    average_daily_spend_cents: _builtins.int
+    """lookback_spent_cents / lookback_days, rounded down."""
+    headroom_cents: _builtins.int
+    """balance_cents - pause_threshold_cents: what may still be spent before the pause."""
+    runway_days: _builtins.int
+    """Whole days until the pause line at the average spend (headroom / average,
+    rounded down); absent when nothing was spent (no forecast) or already paused.
+    """
+    paused: _builtins.bool
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___DailySpend]:
+        """Oldest first, history_days of them, days without activity included."""
+
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        balance_cents: _builtins.int = ...,
+        pause_threshold_cents: _builtins.int = ...,
+        lookback_days: _builtins.int = ...,
+        lookback_spent_cents: _builtins.int = ...,
+        average_daily_spend_cents: _builtins.int = ...,
+        headroom_cents: _builtins.int = ...,
+        runway_days: _builtins.int | None = ...,
+        paused: _builtins.bool = ...,
+        days: _abc.Iterable[Global___DailySpend] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days", "runway_days", b"runway_days"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days", "average_daily_spend_cents", b"average_daily_spend_cents", "balance_cents", b"balance_cents", "contractor_id", b"contractor_id", "days", b"days", "headroom_cents", b"headroom_cents", "lookback_days", b"lookback_days", "lookback_spent_cents", b"lookback_spent_cents", "pause_threshold_cents", b"pause_threshold_cents", "paused", b"paused", "runway_days", b"runway_days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__runway_days: _TypeAlias = _typing.Literal["runway_days"]  # noqa: Y015
+    _WhichOneofArgType__runway_days: _TypeAlias = _typing.Literal["_runway_days", b"_runway_days"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__runway_days) -> _WhichOneofReturnType__runway_days | None: ...
+
+Global___SpendForecast: _TypeAlias = SpendForecast  # noqa: Y015
+
+@_typing.final
+class GetSpendForecastResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FORECAST_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def forecast(self) -> Global___SpendForecast: ...
+    def __init__(
+        self,
+        *,
+        forecast: Global___SpendForecast | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["forecast", b"forecast"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSpendForecastResponse: _TypeAlias = GetSpendForecastResponse  # noqa: Y015
 
 @_typing.final
 class TopUp(_message.Message):

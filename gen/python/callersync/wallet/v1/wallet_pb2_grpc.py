@@ -104,6 +104,21 @@ class WalletServiceStub:
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.SerializeToString,
                 response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.FromString,
                 _registered_method=True)
+        self.SetContactEmail = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/SetContactEmail',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailResponse.FromString,
+                _registered_method=True)
+        self.FindContractorsByEmail = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/FindContractorsByEmail',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailResponse.FromString,
+                _registered_method=True)
+        self.GetSpendForecast = channel.unary_unary(
+                '/callersync.wallet.v1.WalletService/GetSpendForecast',
+                request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastRequest.SerializeToString,
+                response_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastResponse.FromString,
+                _registered_method=True)
         self.StartTopUp = channel.unary_unary(
                 '/callersync.wallet.v1.WalletService/StartTopUp',
                 request_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.StartTopUpRequest.SerializeToString,
@@ -237,6 +252,30 @@ class WalletServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetContactEmail(self, request, context):
+        """Where the contractor's sign-in links and account mail go.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindContractorsByEmail(self, request, context):
+        """The contractors whose contact email (or, when none is set, low-balance alert
+        email) is this address: the web app's sign-in finds whom a link is for.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSpendForecast(self, request, context):
+        """Spend per day from the ledger and the runway: at the average daily spend of
+        the last lookback_days, how many days until the balance falls below the
+        pause line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StartTopUp(self, request, context):
         """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
         secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
@@ -343,6 +382,21 @@ def add_WalletServiceServicer_to_server(servicer, server):
                     servicer.SetLowBalanceAlert,
                     request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.FromString,
                     response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.SerializeToString,
+            ),
+            'SetContactEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetContactEmail,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailResponse.SerializeToString,
+            ),
+            'FindContractorsByEmail': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindContractorsByEmail,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailResponse.SerializeToString,
+            ),
+            'GetSpendForecast': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSpendForecast,
+                    request_deserializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastRequest.FromString,
+                    response_serializer=callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastResponse.SerializeToString,
             ),
             'StartTopUp': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTopUp,
@@ -726,6 +780,87 @@ class WalletService:
             '/callersync.wallet.v1.WalletService/SetLowBalanceAlert',
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertRequest.SerializeToString,
             callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetLowBalanceAlertResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetContactEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/SetContactEmail',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.SetContactEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindContractorsByEmail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/FindContractorsByEmail',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.FindContractorsByEmailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSpendForecast(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.wallet.v1.WalletService/GetSpendForecast',
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastRequest.SerializeToString,
+            callersync_dot_wallet_dot_v1_dot_wallet__pb2.GetSpendForecastResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -76,6 +76,17 @@ class WalletServiceStub:
     """
     SetLowBalanceAlert: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetLowBalanceAlertRequest, _wallet_pb2.SetLowBalanceAlertResponse]
     """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+    SetContactEmail: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.SetContactEmailRequest, _wallet_pb2.SetContactEmailResponse]
+    """Where the contractor's sign-in links and account mail go."""
+    FindContractorsByEmail: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.FindContractorsByEmailRequest, _wallet_pb2.FindContractorsByEmailResponse]
+    """The contractors whose contact email (or, when none is set, low-balance alert
+    email) is this address: the web app's sign-in finds whom a link is for.
+    """
+    GetSpendForecast: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.GetSpendForecastRequest, _wallet_pb2.GetSpendForecastResponse]
+    """Spend per day from the ledger and the runway: at the average daily spend of
+    the last lookback_days, how many days until the balance falls below the
+    pause line.
+    """
     StartTopUp: _grpc.UnaryUnaryMultiCallable[_wallet_pb2.StartTopUpRequest, _wallet_pb2.StartTopUpResponse]
     """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
     secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
@@ -142,6 +153,17 @@ class WalletServiceAsyncStub(WalletServiceStub):
     """
     SetLowBalanceAlert: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetLowBalanceAlertRequest, _wallet_pb2.SetLowBalanceAlertResponse]  # type: ignore[assignment]
     """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+    SetContactEmail: _aio.UnaryUnaryMultiCallable[_wallet_pb2.SetContactEmailRequest, _wallet_pb2.SetContactEmailResponse]  # type: ignore[assignment]
+    """Where the contractor's sign-in links and account mail go."""
+    FindContractorsByEmail: _aio.UnaryUnaryMultiCallable[_wallet_pb2.FindContractorsByEmailRequest, _wallet_pb2.FindContractorsByEmailResponse]  # type: ignore[assignment]
+    """The contractors whose contact email (or, when none is set, low-balance alert
+    email) is this address: the web app's sign-in finds whom a link is for.
+    """
+    GetSpendForecast: _aio.UnaryUnaryMultiCallable[_wallet_pb2.GetSpendForecastRequest, _wallet_pb2.GetSpendForecastResponse]  # type: ignore[assignment]
+    """Spend per day from the ledger and the runway: at the average daily spend of
+    the last lookback_days, how many days until the balance falls below the
+    pause line.
+    """
     StartTopUp: _aio.UnaryUnaryMultiCallable[_wallet_pb2.StartTopUpRequest, _wallet_pb2.StartTopUpResponse]  # type: ignore[assignment]
     """Starts a card top-up: a PaymentIntent the contractor's browser confirms with the returned client
     secret. The wallet is credited once the payment provider says the payment succeeded, by the amount
@@ -283,6 +305,35 @@ class WalletServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_wallet_pb2.SetLowBalanceAlertResponse, _abc.Awaitable[_wallet_pb2.SetLowBalanceAlertResponse]]:
         """One email per downward crossing of threshold_cents; 0 turns the alert off."""
+
+    @_abc_1.abstractmethod
+    def SetContactEmail(
+        self,
+        request: _wallet_pb2.SetContactEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.SetContactEmailResponse, _abc.Awaitable[_wallet_pb2.SetContactEmailResponse]]:
+        """Where the contractor's sign-in links and account mail go."""
+
+    @_abc_1.abstractmethod
+    def FindContractorsByEmail(
+        self,
+        request: _wallet_pb2.FindContractorsByEmailRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.FindContractorsByEmailResponse, _abc.Awaitable[_wallet_pb2.FindContractorsByEmailResponse]]:
+        """The contractors whose contact email (or, when none is set, low-balance alert
+        email) is this address: the web app's sign-in finds whom a link is for.
+        """
+
+    @_abc_1.abstractmethod
+    def GetSpendForecast(
+        self,
+        request: _wallet_pb2.GetSpendForecastRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_wallet_pb2.GetSpendForecastResponse, _abc.Awaitable[_wallet_pb2.GetSpendForecastResponse]]:
+        """Spend per day from the ledger and the runway: at the average daily spend of
+        the last lookback_days, how many days until the balance falls below the
+        pause line.
+        """
 
     @_abc_1.abstractmethod
     def StartTopUp(

@@ -1,0 +1,49 @@
+"""Contractors with money, claims and calls, made through the services' own gRPC APIs."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+from typing import Any
+
+from callersync.billing.v1 import billing_pb2 as bpb
+from callersync.routing.v1 import routing_pb2 as rpb
+from callersync.wallet.v1 import wallet_pb2 as wpb
+from tests.billing.calls import call, connected
+from tests.billing.support import set_rate, unique_zip
+from tests.wallet.support import top_up
+
+
+async def contractor_with_wallet(stack: Any, cents: int = 20_000) -> tuple[str, str]:
+    cid = f"ctr-{uuid.uuid4().hex[:10]}"
+    address = f"{cid}@example.com"
+    await top_up(stack.wallet, cid, cents)
+    await stack.wallet.SetContactEmail(wpb.SetContactEmailRequest(contractor_id=cid, email=address))
+    return cid, address
+
+
+async def claim(stack: Any, cid: str, rate_cents: int) -> str:
+    """A ZIP of its own at this rate, claimed as primary; waits until routing pushed the pause line."""
+    zip_code = unique_zip()
+    await set_rate(stack.billing, zip_code, rate_cents)
+    await stack.routing.ClaimZip(rpb.ClaimZipRequest(contractor_id=cid, zip=zip_code,
+                                                     position=rpb.CLAIM_POSITION_PRIMARY))
+    for _ in range(100):
+        wallet = (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=cid))).wallet
+        if wallet.pause_threshold_cents >= rate_cents:
+            return zip_code
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"routing never pushed {cid}'s pause line of {rate_cents}")
+
+
+async def billable_call(stack: Any, cid: str, zip_code: str, seconds: float = 47.0) -> bpb.RatingDecision:
+    """A call the contractor answered and stayed on past 30 s, started a minute ago, with recording and
+    transcript."""
+    started = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+    finished = call(connected(cid, seconds, start=started), zip_code=zip_code, start=started)
+    return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision
+
+
+async def balance(stack: Any, cid: str) -> int:
+    return (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=cid))).wallet.balance_cents

@@ -1,0 +1,60 @@
+"""`callersync up` runs a mail sink and prints sign-in links; the app lists the mail in development."""
+
+import asyncio
+import re
+import signal
+
+from tests.conftest import free_port
+from tests.system.processes import Process, callersync_env
+from tests.web.conftest import check
+
+
+async def test_up_prints_links_that_sign_in_and_the_dev_mail_page_shows_new_links(browser, tmp_path):
+    gateway_port = free_port()
+    env = callersync_env(CALLERSYNC_WALLET_PORT=str(free_port()), CALLERSYNC_BILLING_PORT=str(free_port()),
+                         CALLERSYNC_ROUTING_PORT=str(free_port()), CALLERSYNC_GATEWAY_PORT=str(gateway_port))
+    up = Process("up", "--data-dir", str(tmp_path / "data"), env=env)
+    context = await browser.new_context(viewport={"width": 375, "height": 812}, bypass_csp=True)
+    page = await context.new_page()
+    page.set_default_timeout(10_000)
+    try:
+        operator_line = await asyncio.to_thread(up.wait_for, "sign in as operator", 120)
+        output = up.output()
+        contractor_url = re.search(r"sign in as contractor demo-contractor \S+: (\S+)", output).group(1)
+        operator_url = operator_line.split(": ")[-1].strip()
+        assert f"http://127.0.0.1:{gateway_port}/app/" in output
+
+        await page.goto(operator_url)
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(f"http://127.0.0.1:{gateway_port}/app/ops/")
+        await page.get_by_role("button", name="Sign out").click()
+
+        # A new link, asked for on the sign-in page, is read on the development mail page.
+        await page.goto(f"http://127.0.0.1:{gateway_port}/app/signin")
+        await page.get_by_label("Email address").fill("demo@callersync.local")
+        await page.get_by_role("button", name="Email me a sign-in link").click()
+        await page.get_by_text("a sign-in link is on its way").wait_for()
+        await page.goto(f"http://127.0.0.1:{gateway_port}/app/dev/mail")
+        await page.get_by_role("heading", name="Your CallerSync sign-in link").first.wait_for()
+        await check(page, "dev-mail")
+        fresh = page.locator("pre a[href*=\"/app/signin/\"]").first
+        assert await fresh.get_attribute("href") != contractor_url
+        await fresh.click()
+        await page.get_by_role("button", name="Sign in").click()
+        await page.wait_for_url(f"http://127.0.0.1:{gateway_port}/app/c/demo-contractor/")
+        # The link printed at start still works once, in another browser.
+        other = await browser.new_context()
+        try:
+            second = await other.new_page()
+            await second.goto(contractor_url)
+            await second.get_by_role("button", name="Sign in").click()
+            await second.wait_for_url(f"http://127.0.0.1:{gateway_port}/app/c/demo-contractor/")
+        finally:
+            await other.close()
+    finally:
+        await context.close()
+        up.popen.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(up.popen.wait, 30)
+        finally:
+            up.kill()
