@@ -71,3 +71,15 @@ async def test_the_same_key_from_two_contractors_is_caught(wallet, db, contracto
     await top_up(wallet, contractor, 2500, key=f"shared-{contractor}")
     await expect_error(top_up(wallet, other, 2500, key=f"shared-{contractor}"), grpc.StatusCode.ALREADY_EXISTS)
     assert await ledger(db, other) == (None, 0, 0)
+
+
+async def test_a_reference_credited_before_is_refused_without_creating_a_wallet(wallet, db, contractor):
+    await top_up(wallet, contractor, 2500, key=f"first-{contractor}")
+    newcomer = f"new-{contractor}"
+    err = await expect_error(
+        wallet.TopUp(pb.TopUpRequest(reason="operator credit", contractor_id=newcomer, amount_cents=2500,
+                                     payment_reference=f"pay-first-{contractor}", idempotency_key=uuid.uuid4().hex)),
+        grpc.StatusCode.ALREADY_EXISTS,
+    )
+    assert "already" in err.details().lower()
+    assert await db.fetchval("SELECT count(*) FROM wallet.wallets WHERE contractor_id = $1", newcomer) == 0
