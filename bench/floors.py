@@ -20,7 +20,8 @@ same run as our services, so "out of reach" is a measurement, not an opinion.
   anything generous. `rate_calls_db_floor_vs_pgbench` is the most any RateCalls could reach if only
   PostgreSQL's work counted.
 
-    python bench/floors.py                    # both, against an embedded PostgreSQL and Valkey"""
+    python bench/floors.py                    # both, against an embedded PostgreSQL and Valkey
+    python bench/floors.py --no-redis         # the durable echo also without the Redis fast path"""
 
 from __future__ import annotations
 
