@@ -14,10 +14,14 @@ caller's identity on every bench client, OTLP traces and metrics to a collector 
 parentbased_traceidratio 0.1 sampling and the batch span processor, log level INFO). Phases:
 
 1. anchor: pgbench's built-in TPC-B-like script (`-i -s 10`, `-M prepared -j 2`) at 8 and at 64 clients;
-2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack), then wallet
-   Charge, 64 clients, 1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in
-   the production profile (the echo serving mutual TLS);
-3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls;
+2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack); floor: the
+   durable echo (bench/floors.py: the same load, per call only the Redis fast path and one group-committed
+   PostgreSQL statement, the most any durable exactly-once Charge can reach here); then wallet Charge, 64 clients,
+   1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in the production
+   profile (the echo serving mutual TLS);
+3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls, with 2
+   batches in flight (the history's shape) and with 8 (engine replicas sending concurrently, the production
+   shape); floor: RateCalls' database work alone (bench/floors.py), 2 and 8 batches in flight;
 4. anchor and RouteCall: a bare grpc.aio echo, the wallet's Reserve alone and RouteCall (wallet in the path),
    taking turns in one-second windows, open loop at the same offered rate, 100 calls/s (RouteCall costs ~3-7 ms
    of CPU across routing and wallet, so on 2 shared cores 500/s saturates the machine and measures a queue);
@@ -47,7 +51,7 @@ import time
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
-from bench import common, gateway_overhead, profiles, rate_calls, route_call, wallet_charge  # noqa: E402
+from bench import common, floors, gateway_overhead, profiles, rate_calls, route_call, wallet_charge  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_DIR / "latest.json"
 HISTORY = 20  # ledger entries per contractor before the base run; x scale in the scaled run
@@ -56,13 +60,13 @@ HISTORY = 20  # ledger entries per contractor before the base run; x scale in th
 MODES: dict[str, dict] = {
     "full": dict(pgbench_seconds=15, pgbench_scale=10, wallets=1000, clients=64, charge_seconds=15,
                  charge_warmup=3, read_seconds=5, rate_calls=4000, rate=100.0, route_seconds=10, route_warmup=2,
-                 hot_zips=250, gateway_seconds=5),
+                 hot_zips=250, gateway_seconds=5, wide_rate_calls=8000, floor_calls=40000),
     "quick": dict(pgbench_seconds=5, pgbench_scale=10, wallets=1000, clients=64, charge_seconds=5,
                   charge_warmup=1, read_seconds=2, rate_calls=1000, rate=100.0, route_seconds=5, route_warmup=1,
-                  hot_zips=100, gateway_seconds=0),
+                  hot_zips=100, gateway_seconds=0, wide_rate_calls=3200, floor_calls=20000),
     "smoke": dict(pgbench_seconds=1, pgbench_scale=1, wallets=100, clients=16, charge_seconds=1,
                   charge_warmup=0.5, read_seconds=0.5, rate_calls=200, rate=50.0, route_seconds=1,
-                  route_warmup=0.3, hot_zips=10, gateway_seconds=0),
+                  route_warmup=0.3, hot_zips=10, gateway_seconds=0, wide_rate_calls=400, floor_calls=2000),
 }
 # Issue 18's same-run targets. The pgbench-only ones of earlier issues are withdrawn (pgbench sits at or above
 # what a do-nothing grpc.aio echo serves on these machines); their ratios are still reported in `ratios`.
@@ -70,6 +74,9 @@ TARGETS = {"production_vs_bare_charges_per_s": (">=", 0.8), "wallet_charge_vs_ec
            "rate_calls_rated_vs_pgbench": (">=", 2.0), "route_p50_vs_echo_p50": ("<=", 2.3)}
 # Production profile phases get Redis dbs of their own (the bare ones use 1-3, the scaled run 6-8).
 PRODUCTION_REDIS_DB = {"wallet_charge": 4, "rate_calls": 9, "route_call": 10}
+# The floors' phases (bench/floors.py): the durable echo's idempotency keys, RateCalls at 8 batches in flight.
+FLOOR_REDIS_DB = {"durable_echo": 11, "rate_calls_wide": 12}
+WIDE_IN_FLIGHT = 8  # batches in flight in the wide RateCalls phase (the suite's RateCalls phase keeps 2)
 SCALING_TARGETS = {"balance_read_p99_scaled_vs_base": ("<=", 1.2), "route_p99_scaled_vs_base": ("<=", 1.2)}
 
 
@@ -90,9 +97,10 @@ def _wallet_args(m: dict, scale: int) -> argparse.Namespace:
     ])
 
 
-def _rate_args(m: dict, scale: int) -> argparse.Namespace:
+def _rate_args(m: dict, scale: int, calls: int = 0, in_flight: int = 2) -> argparse.Namespace:
     return rate_calls.parse_args([
-        "--calls", str(m["rate_calls"]), "--contractors", str(rate_calls.CONTRACTORS * scale),
+        "--calls", str(calls or m["rate_calls"]), "--in-flight", str(in_flight),
+        "--contractors", str(rate_calls.CONTRACTORS * scale),
         "--zips", str(rate_calls.ZIPS * scale), "--history", str(HISTORY * scale),
     ])
 
@@ -132,6 +140,12 @@ async def work_phases(st: common.Stack, m: dict, scale: int, first_db: int, load
         _phase_banner("anchor: grpc.aio echo, Charge's load shape (the ceiling of any service on this stack)")
         out["echo_ceiling"] = await wallet_charge.echo_ceiling(_wallet_args(m, scale))
         loads["after_echo_ceiling"] = common.load_average()
+        _phase_banner("floor: durable echo, Charge's load shape (the ceiling of any durable exactly-once Charge)")
+        out["durable_echo"] = await floors.durable_echo(st, _wallet_args(m, scale), FLOOR_REDIS_DB["durable_echo"])
+        loads["after_durable_echo"] = common.load_average()
+        _phase_banner("floor: durable echo without the Redis fast path (PostgreSQL's unique key alone)")
+        out["durable_echo_no_redis"] = await floors.durable_echo(st, _wallet_args(m, scale), 0, redis=False)
+        loads["after_durable_echo_no_redis"] = common.load_average()
     _phase_banner(f"wallet Charge{tag}")
     out["wallet_charge"] = await wallet_charge.charge_phase(st, _wallet_args(m, scale), redis_db=first_db)
     loads[f"after_wallet_charge{tag}"] = common.load_average()
@@ -150,6 +164,15 @@ async def work_phases(st: common.Stack, m: dict, scale: int, first_db: int, load
     out["rate_calls"] = await rate_calls.run_services(st.database_url, st.redis_for(first_db + 1), _rate_args(m, scale))
     rate_calls.report(out["rate_calls"])
     loads[f"after_rate_calls{tag}"] = common.load_average()
+    if prod:
+        _phase_banner(f"billing RateCalls, {WIDE_IN_FLIGHT} batches in flight (the production shape)")
+        out["rate_calls_wide"] = await rate_calls.run_services(
+            st.database_url, st.redis_for(FLOOR_REDIS_DB["rate_calls_wide"]),
+            _rate_args(m, scale, m["wide_rate_calls"], WIDE_IN_FLIGHT))
+        rate_calls.report(out["rate_calls_wide"])
+        _phase_banner("floor: RateCalls' database work alone, batches of 200, 2 and 8 in flight")
+        out["rate_calls_db_floor"] = await floors.rate_calls_db_floor(st, m["floor_calls"], 200, (2, WIDE_IN_FLIGHT))
+        loads["after_rate_calls_floors"] = common.load_average()
     if prod:
         _phase_banner("billing RateCalls, production profile")
         before = prod.telemetry_counts()
@@ -217,7 +240,8 @@ async def run_suite(mode: str, scale: int) -> dict:
                 scaled_error = repr(err)
     loads["end"] = common.load_average()
 
-    result["anchors"] = {"pgbench": pgbench, "echo": base["route_call"]["echo"], "echo_ceiling": ceiling}
+    result["anchors"] = {"pgbench": pgbench, "echo": base["route_call"]["echo"], "echo_ceiling": ceiling,
+                         "durable_echo": base["durable_echo"]}
     result["figures"] = base
     result.update(_ratios(pgbench, base))
     if scaled is not None:
@@ -230,6 +254,10 @@ async def run_suite(mode: str, scale: int) -> dict:
         f["verify"]["ok"] for figs in [base, base["production"]] + ([scaled] if scaled else [])
         for f in (figs["wallet_charge"], figs["rate_calls"]))
     result["money_checks_ok"] &= scaled_error is None
+    result["money_checks_ok"] &= base["rate_calls_wide"]["verify"]["ok"]
+    # The floors' own checks (every acknowledged durable-echo charge committed, every reservation settled).
+    result["floor_checks_ok"] = (base["durable_echo"]["ok"] and base["durable_echo_no_redis"]["ok"]
+                                 and base["rate_calls_db_floor"]["ok"])
     result["duration_s"] = round(time.time() - started, 1)
     return result
 
@@ -240,6 +268,7 @@ def _ratios(pgbench: dict, f: dict) -> dict:
     wc, pwc = f["wallet_charge"], p["wallet_charge"]
     rt, prt = f["route_call"], p["route_call"]
     rc, prc = f["rate_calls"], p["rate_calls"]
+    dbf, wide = f["rate_calls_db_floor"], f["rate_calls_wide"]
     ratios = {
         # Today's keys (the pgbench-only targets are withdrawn; the figures stay comparable with earlier runs).
         "wallet_charge_vs_pgbench": _ratio(wc["charges_per_s"], tps),
@@ -278,6 +307,28 @@ def _ratios(pgbench: dict, f: dict) -> dict:
         "production_wallet_charge_vs_tls_echo_ceiling": _ratio(pwc["charges_per_s"], p["echo_ceiling"]["calls_per_s"]),
         "production_route_p50_vs_tls_echo_p50": _ratio(prt["route_call"]["p50_ms"], prt["echo"]["p50_ms"]),
         "production_rate_calls_rated_vs_pgbench": _ratio(prc["rated_calls_per_s"], tps),
+        # The floors (bench/floors.py). A durable echo does only a Charge's irreducible work (Redis fast path,
+        # one group-committed PostgreSQL statement): its throughput over the echo's bounds
+        # wallet_charge_vs_echo_ceiling for any implementation; ours over it is what the wallet could still gain.
+        "durable_echo_vs_echo_ceiling": _ratio(f["durable_echo"]["calls_per_s"], f["echo_ceiling"]["calls_per_s"]),
+        "wallet_charge_vs_durable_echo": _ratio(wc["charges_per_s"], f["durable_echo"]["calls_per_s"]),
+        # The same without the design's Redis fast path (claim the key, store the answer): what that path costs.
+        "durable_echo_no_redis_vs_echo_ceiling": _ratio(f["durable_echo_no_redis"]["calls_per_s"],
+                                                        f["echo_ceiling"]["calls_per_s"]),
+        # RateCalls' database work alone (no gRPC, no Python rating): PostgreSQL is not what bounds RateCalls.
+        "rate_calls_db_floor_vs_pgbench": _ratio(dbf["in_flight_2"]["rated_calls_per_s"], tps),
+        f"rate_calls_db_floor_{WIDE_IN_FLIGHT}_in_flight_vs_pgbench": _ratio(
+            dbf[f"in_flight_{WIDE_IN_FLIGHT}"]["rated_calls_per_s"], tps),
+        "rate_calls_rated_vs_db_floor": _ratio(rc["rated_calls_per_s"], dbf["in_flight_2"]["rated_calls_per_s"]),
+        # The production shape: engine replicas send their finished calls' batches concurrently.
+        f"rate_calls_rated_vs_pgbench_{WIDE_IN_FLIGHT}_in_flight": _ratio(wide["rated_calls_per_s"], tps),
+        # If this build's CPU per rated call (every process, the wide phase) were the only limit and every core
+        # were ours: the most this code could rate.
+        "rate_calls_cpu_bound_vs_pgbench": _ratio(
+            (os.cpu_count() or 1) * 1e6 / max(1, sum(wide["cpu_us_per_rated_call"].values())), tps),
+        # RouteCall against its floor (the echo hop plus Reserve alone): what routing's own work adds.
+        "route_p50_vs_route_floor": _ratio(rt["route_call"]["p50_ms"],
+                                           rt["echo"]["p50_ms"] + rt["reserve_alone"]["p50_ms"]),
     }
     if "gateway" in f:
         g = f["gateway"]
@@ -359,6 +410,13 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
         e = f["echo_ceiling"]
         rows.append((f"grpc.aio echo, {e['clients']} clients (ceiling)", f"{_fmt(e['calls_per_s'], 0)}/s",
                      _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
+    if "durable_echo" in f:
+        e = f["durable_echo"]
+        rows.append((f"durable echo, {e['clients']} clients (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
+                     _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
+        e = f["durable_echo_no_redis"]
+        rows.append(("durable echo without Redis (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
+                     _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
     w = f["wallet_charge"]
     rows.append(("wallet Charge, 64 clients" + tag, f"{_fmt(w['charges_per_s'], 0)}/s", _fmt(w["p50_ms"]),
                  _fmt(w["p99_ms"]), _mem(w["peak_memory_mb"])))
@@ -371,6 +429,17 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
     rows.append((f"RateCalls, batches of {rc['batch']}" + tag,
                  f"{_fmt(rc['billable_settled_per_s'], 0)} billable/s", f"{_fmt(rc['batch_latency_p50_ms'])}*",
                  f"{_fmt(rc['batch_latency_p99_ms'])}*", _mem(rc["peak_memory_mb"])))
+    if "rate_calls_wide" in f:
+        rc = f["rate_calls_wide"]
+        rows.append((f"RateCalls, {rc['batches_in_flight']} batches in flight" + tag,
+                     f"{_fmt(rc['rated_calls_per_s'], 0)} rated/s", f"{_fmt(rc['batch_latency_p50_ms'])}*",
+                     f"{_fmt(rc['batch_latency_p99_ms'])}*", _mem(rc["peak_memory_mb"])))
+        dbf = f["rate_calls_db_floor"]
+        for key, x in dbf.items():
+            if key.startswith("in_flight_"):
+                rows.append((f"RateCalls' DB work alone, {key[10:]} in flight (floor)",
+                             f"{_fmt(x['rated_calls_per_s'], 0)} rated/s", "-", "-",
+                             f"PostgreSQL {x['postgres_cpu_us_per_call']:.0f} us CPU/call"))
     rt = f["route_call"]
     for key, name in (("echo", "grpc.aio echo (anchor)"), ("reserve_alone", "wallet Reserve alone"),
                       ("route_call", "RouteCall, wallet in path")):

@@ -71,7 +71,8 @@ ECHO_METHOD = "/bench.Echo/Echo"  # bench/route_call.py --echo-server serves it
 
 
 async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix: str, start_at: float,
-                warmup_s: float, seconds: float, echo: bool = False, profile: profiles.Profile = profiles.BARE) -> dict:
+                warmup_s: float, seconds: float, echo: bool | str = False,
+                profile: profiles.Profile = profiles.BARE) -> dict:
     """Closed loop: each client sends its next Charge when the last returns. With echo, the same messages go
     to a bare grpc.aio echo server instead (as bytes, in and out): the ceiling of the stack itself."""
     measure_from = start_at + warmup_s
@@ -81,7 +82,8 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
     acknowledged = 0
     async with _channel(targets, profile, "billing") as channel:  # billing is who charges wallets
         stub = wallet_pb2_grpc.WalletServiceStub(channel)
-        send = channel.unary_unary(ECHO_METHOD) if echo else None
+        # echo: True for the bare echo, or another bytes-in method path (bench/floors.py's durable echo).
+        send = channel.unary_unary(echo if isinstance(echo, str) else ECHO_METHOD) if echo else None
         await channel.channel_ready()
         await asyncio.sleep(max(0.0, start_at - time.time()))
         cpu_started = time.process_time()
@@ -123,7 +125,7 @@ def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, sec
 
 
 def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str,
-                server_pids: list[int], pg_pids: list[int], echo: bool = False,
+                server_pids: list[int], pg_pids: list[int], echo: bool | str = False,
                 profile: profiles.Profile = profiles.BARE) -> dict:
     """64 clients split over args.client_procs load processes; returns the measured window's figures."""
     procs = args.client_procs

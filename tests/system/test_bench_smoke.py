@@ -56,6 +56,16 @@ async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_p
     assert _number(result["anchors"]["echo"]["p99_ms"])
     assert _number(result["anchors"]["echo_ceiling"]["calls_per_s"])
     assert _number(result["other_ratios"]["echo_ceiling_vs_pgbench"])
+    # The floors (bench/floors.py), measured in the same run: the durable echo and RateCalls' database work alone.
+    for key in ("durable_echo_vs_echo_ceiling", "wallet_charge_vs_durable_echo",
+                "durable_echo_no_redis_vs_echo_ceiling", "rate_calls_db_floor_vs_pgbench",
+                "rate_calls_db_floor_8_in_flight_vs_pgbench", "rate_calls_rated_vs_db_floor",
+                "rate_calls_rated_vs_pgbench_8_in_flight", "rate_calls_cpu_bound_vs_pgbench",
+                "route_p50_vs_route_floor"):
+        assert _number(result["other_ratios"][key]), key
+    assert _number(result["anchors"]["durable_echo"]["calls_per_s"])
+    assert result["floor_checks_ok"] is True
+    assert result["figures"]["rate_calls_wide"]["batches_in_flight"] == 8
     assert {"wallet", "billing", "routing", "echo"} <= set(result["peak_memory_mb"])
     assert all(_number(v) for v in result["peak_memory_mb"].values())
     assert result["machine"]["nproc"] >= 1 and result["load_average"]["start"]["1min"] >= 0
@@ -76,5 +86,6 @@ async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_p
     assert {"callersync-wallet", "callersync-routing"} <= set(profile["collector_totals"]["spans_by_service"])
     table = "\n".join(lines[:-1])
     for row in ("pgbench TPC-B-like -c 8", "clients (ceiling)", "wallet Charge, 64 clients", "RateCalls",
-                "grpc.aio echo", "RouteCall", "production profile vs bare", "CPU per rated call (bare -> production)"):
+                "grpc.aio echo", "RouteCall", "production profile vs bare", "durable echo", "DB work alone",
+                "CPU per rated call (bare -> production)"):
         assert row in table
