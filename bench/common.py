@@ -215,6 +215,14 @@ def wait_port(port: int, deadline_s: float) -> None:
     raise RuntimeError(f"nothing listens on port {port} after {deadline_s}s")
 
 
+def cert_files(cert_dir: str, identity: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
+    """(certificate, key, CA) of one identity in make_certificates' directory."""
+    from services.runtime.certs import CA_FILE, file_stem
+
+    d = pathlib.Path(cert_dir)
+    return d / f"{file_stem(identity)}.pem", d / f"{file_stem(identity)}-key.pem", d / CA_FILE
+
+
 def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, identity: str = "operator/bench") -> None:
     """Until the health service at target says SERVING; over mutual TLS with `identity`'s certificate from
     tls_dir (bench/profiles.py's layout) when given."""
@@ -223,8 +231,6 @@ def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, ide
 
     settings = None
     if tls_dir:
-        from bench.profiles import cert_files
-
         cert, key, ca = cert_files(tls_dir, identity)
         settings = Settings(tls_cert_file=str(cert), tls_key_file=str(key), tls_ca_file=str(ca))
     if not check(target, deadline_s, settings):

@@ -45,14 +45,6 @@ def make_certificates(directory: pathlib.Path) -> pathlib.Path:
     return directory
 
 
-def cert_files(cert_dir: str, identity: str) -> tuple[pathlib.Path, pathlib.Path, pathlib.Path]:
-    """(certificate, key, CA) of one identity in make_certificates' directory."""
-    from services.runtime.certs import CA_FILE, file_stem
-
-    d = pathlib.Path(cert_dir)
-    return d / f"{file_stem(identity)}.pem", d / f"{file_stem(identity)}-key.pem", d / CA_FILE
-
-
 @dataclasses.dataclass(frozen=True)
 class Profile:
     """Picklable (load generators run in spawned processes): paths and a port, no live objects."""
@@ -75,7 +67,7 @@ class Profile:
         if not self.production:
             return {"OTEL_TRACES_EXPORTER": "none", "OTEL_METRICS_EXPORTER": "none",
                     "CALLERSYNC_LOG_LEVEL": "WARNING"}
-        cert, key, ca = cert_files(self.cert_dir, service)
+        cert, key, ca = common.cert_files(self.cert_dir, service)
         return {
             "CALLERSYNC_TLS_CERT_FILE": str(cert), "CALLERSYNC_TLS_KEY_FILE": str(key),
             "CALLERSYNC_TLS_CA_FILE": str(ca),
@@ -94,7 +86,7 @@ class Profile:
     def credentials(self, identity: str) -> grpc.ChannelCredentials | None:
         if not self.production:
             return None
-        cert, key, ca = cert_files(self.cert_dir, identity)
+        cert, key, ca = common.cert_files(self.cert_dir, identity)
         return grpc.ssl_channel_credentials(root_certificates=ca.read_bytes(), private_key=key.read_bytes(),
                                             certificate_chain=cert.read_bytes())
 

@@ -53,7 +53,7 @@ async def serve_echo(port: int, tls_dir: str = "") -> None:
     handler = grpc.unary_unary_rpc_method_handler(_echo)
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("bench.Echo", {"Echo": handler}),))
     if tls_dir:
-        cert, key, ca = profiles.cert_files(tls_dir, "echo")
+        cert, key, ca = common.cert_files(tls_dir, "echo")
         server.add_secure_port(f"127.0.0.1:{port}", grpc.ssl_server_credentials(
             [(key.read_bytes(), cert.read_bytes())], root_certificates=ca.read_bytes(), require_client_auth=True))
     else:

@@ -31,6 +31,7 @@ from opentelemetry import propagate, trace
 from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
 from services.gateway.slow_clients import GuardedSite
+from services.gateway.web import routes as web_routes
 from services.gateway.web.config import WebConfig
 from services.gateway.web.sessions import WebSessions
 from services.gateway.web.site import WebApp
@@ -115,7 +116,7 @@ class Gateway:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         app.router.add_get("/openapi.json", self._openapi)
-        self.web.install(app)
+        web_routes.install(self.web, app)
         app.router.add_post(stripe_webhook.PATH, self._stripe_webhook)
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app

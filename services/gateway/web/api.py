@@ -11,12 +11,28 @@ import dataclasses
 import json
 import urllib.parse
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import grpc
+from aiohttp import web
 
 from services.gateway.tokens import Principal
+from services.runtime.config import Settings
 
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
+
+class GatewayPort(Protocol):
+    """What the pages need of the gateway that serves them (services/gateway/app.Gateway is it), named here so
+    the web app does not import the app that imports it."""
+
+    settings: Settings
+    public_url: str
+
+    def channel(self, upstream: str) -> grpc.aio.Channel: ...
+
+    async def dispatch(self, principal: Principal, http_method: str, raw_path: str, query: Any,
+                       read_body: Callable[[], Awaitable[bytes]], *, request_id: str, grpc_timeout: str | None = None,
+                       routed: list[str] | None = None) -> web.Response: ...
 
 
 class ApiError(Exception):
@@ -35,7 +51,7 @@ class ApiCall:
 
 
 class Api:
-    def __init__(self, gateway: Gateway, principal: Principal, log: list[ApiCall] | None = None) -> None:
+    def __init__(self, gateway: GatewayPort, principal: Principal, log: list[ApiCall] | None = None) -> None:
         self._gateway = gateway
         self.principal = principal
         self.calls: list[ApiCall] = log if log is not None else []

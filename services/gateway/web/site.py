@@ -10,17 +10,14 @@ import pathlib
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from services.gateway.web import render
-from services.gateway.web.api import Api, ApiCall, ApiError
+from services.gateway.web.api import Api, ApiCall, ApiError, GatewayPort
 from services.gateway.web.config import WebConfig
 from services.gateway.web.sessions import Session, WebSessions
-
-if TYPE_CHECKING:
-    from services.gateway.app import Gateway
 
 log = logging.getLogger("callersync.gateway.web")
 STATIC = pathlib.Path(__file__).parent / "static"
@@ -48,7 +45,7 @@ Handler = Callable[[Ctx], Awaitable[web.StreamResponse]]
 
 
 class WebApp:
-    def __init__(self, gateway: Gateway, config: WebConfig, sessions: WebSessions | None) -> None:
+    def __init__(self, gateway: GatewayPort, config: WebConfig, sessions: WebSessions | None) -> None:
         self.gateway = gateway
         self.config = config
         self.sessions = sessions
@@ -133,16 +130,6 @@ class WebApp:
         return ctx.page("Something went wrong",
                         f"<p>The service answered {err.status}: {render.esc(err.message)}. Try again shortly.</p>",
                         status=502 if err.status >= 500 else err.status)
-
-    # ------------------------------------------------------------------ wiring
-
-    def install(self, app: web.Application) -> None:
-        from services.gateway.web import auth_pages, contractor_pages, operator_pages
-
-        app.router.add_get("/app/static/{name}", self.static)
-        auth_pages.install(self, app)
-        contractor_pages.install(self, app)
-        operator_pages.install(self, app)
 
     async def static(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
