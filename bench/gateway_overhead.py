@@ -27,9 +27,9 @@ import grpc  # noqa: E402
 from bench import common  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as pb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
-from services.cli import migrate_all  # noqa: E402
 from services.gateway import tokens  # noqa: E402
 from services.gateway.app import wait_healthy  # noqa: E402
+from services.ops import migrate_all  # noqa: E402
 
 KEY = "bench-gateway-key"
 

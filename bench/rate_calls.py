@@ -36,7 +36,7 @@ from callersync.billing.v1 import billing_pb2 as pb  # noqa: E402
 from callersync.billing.v1 import billing_pb2_grpc  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as wpb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
-from services.cli import migrate_all  # noqa: E402
+from services.ops import migrate_all  # noqa: E402
 from services.wallet.storage import reconcile  # noqa: E402
 from tests.billing.calls import call, connected, leg, missed  # noqa: E402
 

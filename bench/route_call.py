@@ -37,7 +37,7 @@ from callersync.routing.v1 import routing_pb2 as pb  # noqa: E402
 from callersync.routing.v1 import routing_pb2_grpc  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as wpb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
-from services.cli import migrate_all  # noqa: E402
+from services.ops import migrate_all  # noqa: E402
 
 HOT_ZIPS = 250
 PER_ZIP = 4

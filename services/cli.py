@@ -8,143 +8,20 @@ it does not answer, bad arguments)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import getpass
 import importlib
 import importlib.metadata
-import logging
-import os
 import pathlib
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 import asyncpg
 
-from services.billing.app import BILLING
-from services.routing.app import ROUTING
-from services.runtime import authz, certs, logs, stack_file, telemetry, tls
+from services.ops import EXIT_CANNOT, EXIT_OK, SERVICES, migrate_all, reconcile, serve
+from services.runtime import authz, certs, logs, stack_file
 from services.runtime.config import Settings
-from services.runtime.db import migrate, redact
-from services.runtime.processes import set_title
-from services.runtime.server import stop_on_signals
-from services.runtime.service import ServiceDef
-from services.runtime.startup import wait_for_dependencies
-from services.wallet.app import WALLET
-from services.wallet.storage import reconcile as reconcile_wallets
-
-SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
-log = logging.getLogger("callersync")
-
-EXIT_OK, EXIT_WRONG, EXIT_CANNOT = 0, 1, 2
-
-
-def run(coro: Coroutine[Any, Any, Any]) -> Any:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
-async def migrate_all(database_url: str, names: list[str] | None = None) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        for name in names or list(SERVICES):
-            service = SERVICES[name]
-            await migrate(conn, service.schema, service.migrations)  # logs each migration it applies, once
-    finally:
-        await conn.close()
-
-
-async def serve(name: str, port: int | None) -> None:
-    settings = Settings.from_env()
-    service = SERVICES[name]
-    tls.guard_listen(settings, name)
-    telemetry.configure(name)
-    await wait_for_dependencies(name, settings)
-    await migrate_all(settings.database_url, [name])
-    server = await service.build(settings, settings.port_of(name) if port is None else port)
-    tls.secure_server(server, settings)
-    bound = await server.start()
-    set_title(process_title(name, bound))
-    print(f"{name} listening on {settings.host}:{bound}", flush=True)
-    stopped = stop_on_signals([server], settings.shutdown_grace_s)
-    await stopped.wait()
-    telemetry.shutdown()
-
-
-def process_title(name: str, port: int) -> str:
-    """`callersync wallet :50051 data=/srv/a/.callersync`: which stack's wallet, for ps and pgrep -f."""
-    data_dir = os.environ.get("CALLERSYNC_DATA_DIR", "")
-    return f"callersync {name} :{port}" + (f" data={data_dir}" if data_dir else "")
-
-
-async def reconcile(database_url: str, settings: Settings | None = None) -> int:
-    """The ledger's invariants; and, when a payment provider is configured, that every PaymentIntent known to a
-    top-up that succeeded was credited."""
-    settings = settings or Settings.from_env()
-    asked = None
-    try:
-        conn = await asyncpg.connect(database_url, timeout=10)
-    except (TimeoutError, OSError, asyncpg.PostgresError) as err:
-        print(f"reconcile: could not check: cannot connect to {redact(database_url)}: {err}", file=sys.stderr)
-        return EXIT_CANNOT
-    try:
-        if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
-            print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
-            return EXIT_CANNOT
-        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
-        wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
-        entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
-        legacy = await conn.fetchval(
-            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
-        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
-        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
-        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
-                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
-        if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
-            from services.wallet.payment_audit import uncredited_payments
-            from services.wallet.provider import PaymentProvider
-
-            provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
-            try:
-                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
-                    conn, provider)
-            finally:
-                await provider.close()
-    finally:
-        await conn.close()
-    failed = {name: rows for name, rows in problems.items() if rows}
-    for name, rows in failed.items():
-        for row in rows:
-            print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
-    if legacy:
-        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
-    for row in refused:
-        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
-              f"{row['failure_reason']}")
-    if asked is None:
-        print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
-    checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
-    print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
-    return EXIT_WRONG if failed else EXIT_OK
-
-
-def _demo_line(pki: certs.DevPki) -> str:
-    operator = " ".join(f"{k}={v}" for k, v in tls_env(pki, "operator/oncall").items())
-    engine = pki["routing-engine"]
-    return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
-
-
-def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
-    """The CALLERSYNC_TLS_* variables that make a process present `identity`'s certificate."""
-    return {
-        "CALLERSYNC_TLS_CERT_FILE": str(pki[identity].cert_file),
-        "CALLERSYNC_TLS_KEY_FILE": str(pki[identity].key_file),
-        "CALLERSYNC_TLS_CA_FILE": str(pki.ca_file),
-    }
+from services.runtime.db import redact
+from services.runtime.event_loop import run
 
 
 def write_certs(args: argparse.Namespace, settings: Settings) -> int:
@@ -188,7 +65,7 @@ def database_url_or_exit(args: argparse.Namespace, settings: Settings) -> str:
 
 def with_simulated_payments(args: argparse.Namespace, settings: Settings) -> Settings:
     """No provider configured: the localstripe of the `callersync up` running on the data dir, if any."""
-    if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+    if settings.has_payment_provider():
         return settings
     data_dir = stack_file.find_data_dir(getattr(args, "data_dir", None))
     state = stack_file.read(data_dir) if data_dir is not None else None
@@ -343,7 +220,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = args.data_dir
         if data_dir == pathlib.Path(Settings.data_dir):
             data_dir = pathlib.Path(settings.data_dir)
-        sys.exit(up(settings, data_dir, args.tls))
+        sys.exit(up(settings, data_dir, args.tls, SERVICES.values()))
     if args.command == "certs":
         sys.exit(write_certs(args, settings))
     if args.command == "serve" and args.service == "gateway":

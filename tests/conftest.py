@@ -25,11 +25,12 @@ import redis.asyncio as redis
 from bench.common import free_port, with_database
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.billing.app import BILLING
-from services.cli import SERVICES
+from services.ops import SERVICES
 from services.runtime.config import Settings
 from services.runtime.db import migrate
 from services.runtime.redis_pipe import RedisPipe
 from services.wallet.app import WALLET
+from services.wallet.config import WalletConfig
 
 
 @dataclasses.dataclass
@@ -164,6 +165,12 @@ def settings(database_url: str, servers: Servers, smtp: SmtpInbox) -> Settings:
         smtp_port=smtp.port,
         db_pool_size=6,
     )
+
+
+@pytest.fixture(scope="session")
+def wallet_config() -> WalletConfig:
+    """The wallet's own knobs as the environment sets them (tests change some with dataclasses.replace)."""
+    return WalletConfig.from_env()
 
 
 @contextlib.asynccontextmanager

@@ -12,8 +12,6 @@ from services.billing.call_settlement import CallSettler
 from services.billing.calls_storage import ContractorCalls
 from services.billing.clients import WalletClient
 from services.billing.config import BillingConfig
-from services.billing.fault import FaultHook
-from services.billing.freshness import FactLimits
 from services.billing.rating import Rater
 from services.billing.refund_credit import RefundCredit
 from services.billing.refund_desk import RefundDesk
@@ -23,6 +21,7 @@ from services.billing.sweeper import Sweeper
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
+from services.runtime.fault import FaultHook
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
 from services.runtime.redis_pipe import RedisPipe
@@ -47,7 +46,7 @@ async def build(settings: Settings, port: int, config: BillingConfig | None = No
     relay.start()
     wallet_target = settings.target_of_wallet()
     wallet = WalletClient(client_channel(wallet_target, "billing", settings), wallet_target)
-    limits = FactLimits(settings.clock_skew_s, settings.appointment_max_ahead_days, settings.rate_earliest_s)
+    limits = config.fact_limits()
     fault = FaultHook(config.fault_file or None)
     calls = CallSettler(store, wallet, fault)
     bookings = Bookings(store, wallet, fault)
@@ -55,7 +54,7 @@ async def build(settings: Settings, port: int, config: BillingConfig | None = No
     sweeper = Sweeper(store, calls, bookings, credit).loop(config.settlement_sweep_interval_ms / 1000,
                                                            config.settlement_sweep_after_ms / 1000)
     sweeper.start()
-    desk = RefundDesk(store, wallet, credit, config.refund_window_days, settings.refund_auto_approvals_per_30d,
+    desk = RefundDesk(store, wallet, credit, config.refund_window_days, config.refund_auto_approvals_per_30d,
                       config.refund_second_approval_cents)
     rater = Rater(store, wallet, calls, relay.nudge, limits)
     servicer = BillingServicer(store, rater, bookings, desk, ContractorCalls(pool), on_event=relay.nudge,

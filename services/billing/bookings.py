@@ -8,11 +8,11 @@ from callersync.billing.v1 import billing_pb2 as pb
 from services.billing.charge_ids import charge_id
 from services.billing.clients import WalletClient
 from services.billing.facts import facts_hash
-from services.billing.fault import FaultHook
 from services.billing.records import Booking
 from services.billing.single_flight import SingleFlight
 from services.billing.storage import BillingStore
 from services.runtime.errors import AlreadyExists, DomainError
+from services.runtime.fault import FaultHook
 from services.runtime.timestamps import to_datetime
 
 

@@ -11,10 +11,10 @@ from callersync.billing.v1 import billing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing.charge_ids import charge_id
 from services.billing.clients import WalletClient, no_wallet
-from services.billing.fault import FaultHook
 from services.billing.records import RatedCall
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, FailedPrecondition
+from services.runtime.fault import FaultHook
 
 
 def settlement_item(row: RatedCall) -> wpb.CallSettlement:
@@ -31,9 +31,9 @@ def settlement_item(row: RatedCall) -> wpb.CallSettlement:
 
 def settlement_refused(row: RatedCall, result: wpb.CallSettlementResult) -> DomainError:
     """The wallet's refusal of one item as billing's answer for that call (the decision stays stored)."""
-    if result.reason == "NO_WALLET":
+    if result.refusal == wpb.WALLET_REFUSAL_NO_WALLET:
         return no_wallet(row.payer_contractor_id)
-    if result.reason == "RESERVATION_ALREADY_CAPTURED":
+    if result.refusal == wpb.WALLET_REFUSAL_RESERVATION_ALREADY_CAPTURED:
         return FailedPrecondition(
             f"the wallet refused to capture the payer's reservation for call {row.call_id}: {result.message}. "
             "The decision is stored; an operator must settle it.",

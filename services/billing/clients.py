@@ -11,7 +11,7 @@ import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime.errors import FailedPrecondition, Unavailable
+from services.runtime.errors import FailedPrecondition, Unavailable, typed_reason
 from services.runtime.interceptors import error_reason
 
 log = logging.getLogger("callersync.billing.wallet")
@@ -27,6 +27,7 @@ class WalletRefused(Exception):
         self.code = code
         self.message = message
         self.reason = reason
+        self.refusal = typed_reason(wpb.WalletRefusal, "WALLET_REFUSAL_", reason)  # to switch on
 
 
 class WalletClient:
@@ -74,7 +75,7 @@ class WalletClient:
                                             idempotency_key=key, reference=reference, description=description)
             )
         except WalletRefused as err:
-            if err.reason == "NO_WALLET":
+            if err.refusal == wpb.WALLET_REFUSAL_NO_WALLET:
                 raise no_wallet(contractor_id) from None
             raise
         return reply.entry

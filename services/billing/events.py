@@ -9,14 +9,6 @@ from services.runtime.timestamps import set_stamp
 EVENTS_STREAM = "callersync.billing.events"
 TOPIC = "billing.event"
 
-_TYPES = {
-    "zip_rate_changed": "zip_rate_changed",
-    "booking_fee_changed": "booking_fee_changed",
-    "caller_block_requested": "caller_block_requested",
-    "call_rated": "call_rated",
-}
-
-
 def payload(event: events_pb2.BillingEvent) -> bytes:
     """What the outbox row holds: the event without the id and time the row itself gives it."""
     return event.SerializeToString(deterministic=True)

@@ -31,12 +31,11 @@ DAY_S = 86_400
 
 @dataclasses.dataclass(frozen=True)
 class FactLimits:
-    clock_skew_s: int = 60
-    appointment_max_ahead_days: int = 400
-    rate_earliest_s: int = 1_577_836_800  # 2020-01-01T00:00:00Z
+    """The three limits above (defaults and variables in services/billing/config.py)."""
 
-
-DEFAULT_LIMITS = FactLimits()
+    clock_skew_s: int
+    appointment_max_ahead_days: int
+    rate_earliest_s: int
 
 
 def check_call(call: pb.FinishedCall, limits: FactLimits, now_s: float | None = None) -> None:

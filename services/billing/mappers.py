@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-import asyncpg
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import billing_pb2 as pb
-from services.billing.records import Booking, RatedCall
+from services.billing.records import Booking, BookingFee, Charge, RatedCall, RefundCase, ZipRate
+from services.runtime.errors import typed_reason
 from services.runtime.timestamps import stamp
 
 CHARGE_KINDS = {"call": pb.CHARGE_KIND_CALL, "booking": pb.CHARGE_KIND_BOOKING}
@@ -26,8 +26,7 @@ REFUND_STATE_NAMES = {v: k for k, v in REFUND_STATES.items()}
 def refusal(reason: str) -> pb.BillingRefusal.ValueType:
     """The typed form of an ErrorInfo reason: the enum value named BILLING_REFUSAL_<reason>, else UNSPECIFIED
     (a reason the contract does not list yet, e.g. one the wallet passed through)."""
-    name = f"BILLING_REFUSAL_{reason}"
-    return pb.BillingRefusal.Value(name) if name in pb.BillingRefusal.keys() else pb.BILLING_REFUSAL_UNSPECIFIED
+    return pb.BillingRefusal.ValueType(typed_reason(pb.BillingRefusal, "BILLING_REFUSAL_", reason))
 
 
 def ts(value: dt.datetime | None) -> Timestamp | None:
@@ -35,24 +34,24 @@ def ts(value: dt.datetime | None) -> Timestamp | None:
     return None if value is None else stamp(value)
 
 
-def zip_rate(row: asyncpg.Record) -> pb.ZipRate:
+def zip_rate(row: ZipRate) -> pb.ZipRate:
     return pb.ZipRate(
-        zip=row["zip"],
-        rate_cents=row["rate_cents"],
-        effective_from=ts(row["effective_from"]),
-        effective_until=ts(row["effective_until"]),
-        set_by=row["set_by"],
-        created_at=ts(row["created_at"]),
+        zip=row.zip,
+        rate_cents=row.rate_cents,
+        effective_from=ts(row.effective_from),
+        effective_until=ts(row.effective_until),
+        set_by=row.set_by,
+        created_at=ts(row.created_at),
     )
 
 
-def booking_fee(row: asyncpg.Record) -> pb.BookingFee:
+def booking_fee(row: BookingFee) -> pb.BookingFee:
     return pb.BookingFee(
-        fee_cents=row["fee_cents"],
-        effective_from=ts(row["effective_from"]),
-        effective_until=ts(row["effective_until"]),
-        set_by=row["set_by"],
-        created_at=ts(row["created_at"]),
+        fee_cents=row.fee_cents,
+        effective_from=ts(row.effective_from),
+        effective_until=ts(row.effective_until),
+        set_by=row.set_by,
+        created_at=ts(row.created_at),
     )
 
 
@@ -65,52 +64,52 @@ def decision(row: RatedCall) -> pb.RatingDecision:
     return out
 
 
-def evidence(row: asyncpg.Record) -> pb.Evidence:
+def evidence(row: Charge | RefundCase) -> pb.Evidence:
     return pb.Evidence(
-        recording_uri=row["recording_uri"], disclosure_played=row["disclosure_played"],
-        transcript_uri=row["transcript_uri"],
+        recording_uri=row.recording_uri, disclosure_played=row.disclosure_played,
+        transcript_uri=row.transcript_uri,
     )
 
 
-def refund_case(row: asyncpg.Record) -> pb.RefundCase:
+def refund_case(row: RefundCase) -> pb.RefundCase:
     return pb.RefundCase(
-        refund_case_id=row["refund_case_id"],
-        charge_id=row["charge_id"],
-        contractor_id=row["contractor_id"],
-        reason=pb.RefundReason.Value(row["reason"]),
-        note=row["note"],
-        state=REFUND_STATES[row["state"]],
-        amount_cents=row["amount_cents"],
+        refund_case_id=row.refund_case_id,
+        charge_id=row.charge_id,
+        contractor_id=row.contractor_id,
+        reason=pb.RefundReason.Value(row.reason),
+        note=row.note,
+        state=REFUND_STATES[row.state],
+        amount_cents=row.amount_cents,
         evidence=evidence(row),
-        duplicate_of_charge_id=row["duplicate_of_charge_id"],
-        resolution_note=row["resolution_note"],
-        reviewer=row["reviewer"],
-        auto_resolved=row["auto_resolved"],
-        refund_entry_id=row["refund_entry_id"] or 0,
-        requested_at=ts(row["requested_at"]),
-        resolved_at=ts(row["resolved_at"]),
-        requested_cents=row["requested_cents"] if row["requested_cents"] is not None else row["amount_cents"],
-        first_approver=row["first_approver"],
-        first_approved_at=ts(row["first_approved_at"]),
-        first_approved_cents=row["first_approved_cents"] or 0,
+        duplicate_of_charge_id=row.duplicate_of_charge_id,
+        resolution_note=row.resolution_note,
+        reviewer=row.reviewer,
+        auto_resolved=row.auto_resolved,
+        refund_entry_id=row.refund_entry_id or 0,
+        requested_at=ts(row.requested_at),
+        resolved_at=ts(row.resolved_at),
+        requested_cents=row.requested_cents if row.requested_cents is not None else row.amount_cents,
+        first_approver=row.first_approver,
+        first_approved_at=ts(row.first_approved_at),
+        first_approved_cents=row.first_approved_cents or 0,
     )
 
 
-def charge(row: asyncpg.Record, decision_row: RatedCall | None, case: asyncpg.Record | None) -> pb.Charge:
+def charge(row: Charge, decision_row: RatedCall | None, case: RefundCase | None) -> pb.Charge:
     return pb.Charge(
-        charge_id=row["charge_id"],
-        contractor_id=row["contractor_id"],
-        kind=CHARGE_KINDS[row["kind"]],
-        call_id=row["call_id"],
-        booking_id=row["booking_id"],
-        zip=row["zip"],
-        amount_cents=row["amount_cents"],
-        wallet_entry_id=row["wallet_entry_id"],
-        charged_at=ts(row["charged_at"]),
+        charge_id=row.charge_id,
+        contractor_id=row.contractor_id,
+        kind=CHARGE_KINDS[row.kind],
+        call_id=row.call_id,
+        booking_id=row.booking_id,
+        zip=row.zip,
+        amount_cents=row.amount_cents,
+        wallet_entry_id=row.wallet_entry_id,
+        charged_at=ts(row.charged_at),
         decision=decision(decision_row) if decision_row is not None else None,
         evidence=evidence(row),
         refund=refund_case(case) if case is not None else None,
-        refunded_cents=row["refunded_cents"],
+        refunded_cents=row.refunded_cents,
     )
 
 

@@ -11,7 +11,7 @@ from services.billing.call_settlement import CallSettler
 from services.billing.clients import WalletClient, no_wallet
 from services.billing.decisions import decision_row, rated_with_other_facts
 from services.billing.facts import facts_hash, facts_of
-from services.billing.freshness import DEFAULT_LIMITS, FactLimits
+from services.billing.freshness import FactLimits
 from services.billing.records import RatedCall
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError
@@ -24,7 +24,7 @@ Outcome = tuple[RatedCall, bool] | DomainError
 
 class Rater:
     def __init__(self, store: BillingStore, wallet: WalletClient, settler: CallSettler, on_event,
-                 limits: FactLimits = DEFAULT_LIMITS) -> None:
+                 limits: FactLimits) -> None:
         self._limits = limits  # how far in the future a call's facts may lie (clock skew)
         self._store = store
         self._wallet = wallet

@@ -17,6 +17,37 @@ def _from_row(cls: type[T], row: Any) -> T:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class ZipRate:
+    """A version of a ZIP's rate: in effect from effective_from until the next version's (None: still)."""
+
+    zip: str
+    rate_cents: int
+    effective_from: dt.datetime
+    effective_until: dt.datetime | None
+    set_by: str
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> ZipRate:
+        return _from_row(cls, row)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BookingFee:
+    """A version of the booking fee, like ZipRate."""
+
+    fee_cents: int
+    effective_from: dt.datetime
+    effective_until: dt.datetime | None
+    set_by: str
+    created_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> BookingFee:
+        return _from_row(cls, row)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class RatedCall:
     """A stored rating decision (billing.rated_calls): 'settling' until the wallet moved its money."""
 
@@ -60,6 +91,65 @@ class Booking:
 
     @classmethod
     def from_row(cls, row: Any) -> Booking:
+        return _from_row(cls, row)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Charge:
+    """A settled debit of a wallet (billing.charges): a billable call or a booking, with its evidence."""
+
+    charge_id: str
+    contractor_id: str
+    kind: str  # 'call' | 'booking'
+    call_id: str
+    booking_id: str
+    zip: str
+    amount_cents: int
+    wallet_entry_id: int
+    recording_uri: str
+    disclosure_played: bool
+    transcript_uri: str
+    refunded_cents: int
+    charged_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> Charge:
+        return _from_row(cls, row)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefundCase:
+    """A refund request and its verdict (billing.refund_cases); an approval is 'settling' until credited."""
+
+    refund_case_id: str
+    idempotency_key: str
+    request_hash: bytes  # facts_hash of the request: tells a retry from a different request under the same key
+    charge_id: str
+    contractor_id: str
+    reason: str  # a RefundReason name
+    note: str
+    state: str  # 'pending_review' | 'approved' | 'denied' | 'rejected_*'
+    amount_cents: int
+    recording_uri: str
+    disclosure_played: bool
+    transcript_uri: str
+    duplicate_of_charge_id: str
+    resolution_note: str
+    reviewer: str
+    auto_resolved: bool
+    credit_state: str  # 'none' | 'settling' | 'settled'
+    refund_entry_id: int | None
+    requested_at: dt.datetime
+    resolved_at: dt.datetime | None
+    # What the contractor asked, once an approval in part lowered amount_cents (None: the whole of it).
+    requested_cents: int | None
+    # The first of two approvals, above the second-approval amount ('' and None until there is one).
+    first_approver: str
+    first_approved_at: dt.datetime | None
+    first_approved_cents: int | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> RefundCase:
         return _from_row(cls, row)
 
 

@@ -19,7 +19,6 @@ INELIGIBLE = {
     pb.REFUND_REASON_SERVICE_QUALITY_DISPUTE:
         "Refunds are not issued for disputes about service quality between you and the homeowner.",
 }
-REVIEWED = (pb.REFUND_REASON_SPAM, pb.REFUND_REASON_SYSTEM_BUG)
 MAX_NOTE_LEN = 2000
 
 

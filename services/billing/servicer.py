@@ -12,7 +12,7 @@ from callersync.billing.v1 import billing_pb2_grpc, events_pb2
 from services.billing import contractor_calls, events, explain, freshness, mappers, ratecard
 from services.billing.bookings import Bookings
 from services.billing.calls_storage import ContractorCalls
-from services.billing.freshness import DEFAULT_LIMITS, FactLimits
+from services.billing.freshness import FactLimits
 from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
 from services.billing.storage import BillingStore
@@ -32,7 +32,7 @@ MAX_RATE_PAGE = 1000
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, store: BillingStore, rater: Rater, bookings: Bookings, desk: RefundDesk,
-                 calls: ContractorCalls, on_event=lambda: None, limits: FactLimits = DEFAULT_LIMITS) -> None:
+                 calls: ContractorCalls, on_event, limits: FactLimits) -> None:
         self._limits = limits
         self._store = store
         self._rater = rater
@@ -97,13 +97,13 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         more = len(rows) > size
         rows = rows[:size]
         fees = await self._store.booking_fees()
-        current = next((f for f in reversed(fees) if f["effective_from"] <= as_of), fees[0])
+        current = next((f for f in reversed(fees) if f.effective_from <= as_of), fees[0])
         return pb.GetRateCardResponse(
             rates=[mappers.zip_rate(r) for r in rows],
             booking_fee=mappers.booking_fee(current),
             booking_fee_history=[mappers.booking_fee(f) for f in fees] if request.include_history else [],
             next_page_token=(
-                encode_position(rows[-1]["zip"], rows[-1]["effective_from"]) if more else ""
+                encode_position(rows[-1].zip, rows[-1].effective_from) if more else ""
             ),
         )
 
@@ -143,13 +143,13 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             # The same answer as an unknown call: a contractor learns nothing about calls that are not theirs.
             raise NotFound(f"billing has no record of call {request.call_id!r} for contractor "
                            f"{request.contractor_id!r}", reason="NO_CALL")
-        cases = await self._store.cases(None, None, [c["charge_id"] for c in charges], None, 1000)
+        cases = await self._store.cases(None, None, [c.charge_id for c in charges], None, 1000)
         cases = list(reversed(cases))
-        latest = {c["charge_id"]: c for c in cases}
+        latest = {c.charge_id: c for c in cases}
         return pb.ExplainCallResponse(
             call=facts,
             decision=mappers.decision(rated) if rated else None,
-            charges=[mappers.charge(c, rated if c["kind"] == "call" else None, latest.get(c["charge_id"]))
+            charges=[mappers.charge(c, rated if c.kind == "call" else None, latest.get(c.charge_id))
                      for c in charges],
             refund_cases=[mappers.refund_case(c) for c in cases],
             bookings=[mappers.booking(b) for b in bookings],
@@ -167,12 +167,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         more = len(rows) > size
         rows = rows[:size]
         decisions = {r.call_id: r for r in await self._store.rated_calls(
-            [c["call_id"] for c in rows if c["kind"] == "call"])}
-        cases = await self._store.latest_cases([c["charge_id"] for c in rows])
+            [c.call_id for c in rows if c.kind == "call"])}
+        cases = await self._store.latest_cases([c.charge_id for c in rows])
         return pb.ListChargesResponse(
-            charges=[mappers.charge(c, decisions.get(c["call_id"]) if c["kind"] == "call" else None,
-                                     cases.get(c["charge_id"])) for c in rows],
-            next_page_token=encode_position(rows[-1]["charge_id"], rows[-1]["charged_at"]) if more else "",
+            charges=[mappers.charge(c, decisions.get(c.call_id) if c.kind == "call" else None,
+                                     cases.get(c.charge_id)) for c in rows],
+            next_page_token=encode_position(rows[-1].charge_id, rows[-1].charged_at) if more else "",
         )
 
     async def ListContractorCalls(
@@ -217,6 +217,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         freshness.check_booking(request, self._limits)
         row, replayed = await self._bookings.record(request)
         charge = await self._store.get_charge(row.charge_id)
+        assert charge is not None  # record() returns a settled booking, whose charge row came in the same transaction
         return pb.RecordBookingResponse(
             booking=mappers.booking(row), charge=mappers.charge(charge, None, None), replayed=replayed
         )

@@ -11,7 +11,7 @@ import asyncpg
 
 from services.billing import events, ratecard
 from services.billing.calls_storage import index_calls
-from services.billing.records import Booking, RatedCall, Unsettled
+from services.billing.records import Booking, BookingFee, Charge, RatedCall, RefundCase, Unsettled, ZipRate
 from services.runtime.db import storage_errors
 
 SCHEMA = "billing"
@@ -94,7 +94,7 @@ class BillingStore:
 
     async def set_zip_rate(
         self, zip_code: str, rate_cents: int, effective_from: dt.datetime, set_by: str, event: Callable[[int], bytes]
-    ) -> asyncpg.Record:
+    ) -> ZipRate:
         """Stores a rate version and its ZipRateChanged event in one transaction; a same-rate repeat is a no-op."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", zip_lock(zip_code))
@@ -128,13 +128,13 @@ class BillingStore:
                     zip_code, effective_from, rate_cents, set_by,
                 )
                 await conn.execute(_OUTBOX, events.TOPIC, event(previous or 0))
-            return await conn.fetchrow(
+            return ZipRate.from_row(await conn.fetchrow(
                 f"SELECT * FROM ({_RATE_VERSIONS}) v WHERE effective_from = $2", zip_code, effective_from
-            )
+            ))
 
     async def set_booking_fee(
         self, fee_cents: int, effective_from: dt.datetime, set_by: str, event: Callable[[int], bytes]
-    ) -> asyncpg.Record:
+    ) -> BookingFee:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", FEE_LOCK)
             now = await conn.fetchval("SELECT now()")
@@ -165,15 +165,17 @@ class BillingStore:
                     effective_from, fee_cents, set_by,
                 )
                 await conn.execute(_OUTBOX, events.TOPIC, event(previous or 0))
-            return await conn.fetchrow(f"SELECT * FROM ({_FEE_VERSIONS}) v WHERE effective_from = $1", effective_from)
+            return BookingFee.from_row(
+                await conn.fetchrow(f"SELECT * FROM ({_FEE_VERSIONS}) v WHERE effective_from = $1", effective_from)
+            )
 
     async def zip_rates(
         self, zip_code: str | None, as_of: dt.datetime, history: bool, after: tuple[str, dt.datetime] | None,
         limit: int,
-    ) -> list[asyncpg.Record]:
+    ) -> list[ZipRate]:
         """Rate versions by ZIP then effective_from: every version with history, else the one in effect at as_of."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 f"SELECT * FROM ({_RATE_VERSIONS}) v"
                 " WHERE ($6 OR (effective_from <= $2::timestamptz"
                 "              AND (effective_until IS NULL OR effective_until > $2::timestamptz)))"
@@ -181,10 +183,12 @@ class BillingStore:
                 " ORDER BY zip, effective_from LIMIT $5",
                 zip_code, as_of, after[0] if after else None, after[1] if after else None, limit, history,
             )
+        return [ZipRate.from_row(r) for r in rows]
 
-    async def booking_fees(self) -> list[asyncpg.Record]:
+    async def booking_fees(self) -> list[BookingFee]:
         async with storage_errors():
-            return await self._pool.fetch(_FEE_VERSIONS + " ORDER BY effective_from")
+            rows = await self._pool.fetch(_FEE_VERSIONS + " ORDER BY effective_from")
+        return [BookingFee.from_row(r) for r in rows]
 
     # ------------------------------------------------------------ rated calls
 
@@ -367,26 +371,29 @@ class BillingStore:
             *charge.values(),
         )
 
-    async def get_charge(self, charge_id: str) -> asyncpg.Record | None:
+    async def get_charge(self, charge_id: str) -> Charge | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM billing.charges WHERE charge_id = $1", charge_id)
+            row = await self._pool.fetchrow("SELECT * FROM billing.charges WHERE charge_id = $1", charge_id)
+        return Charge.from_row(row) if row is not None else None
 
-    async def charges_of_call(self, call_id: str) -> list[asyncpg.Record]:
+    async def charges_of_call(self, call_id: str) -> list[Charge]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM billing.charges WHERE call_id = $1 ORDER BY charged_at, charge_id", call_id
             )
+        return [Charge.from_row(r) for r in rows]
 
     async def charges_of_contractor(
         self, contractor_id: str, before: tuple[dt.datetime, str] | None, limit: int
-    ) -> list[asyncpg.Record]:
+    ) -> list[Charge]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM billing.charges WHERE contractor_id = $1"
                 " AND ($2::timestamptz IS NULL OR (charged_at, charge_id) < ($2, $3::text))"
                 " ORDER BY charged_at DESC, charge_id DESC LIMIT $4",
                 contractor_id, before[0] if before else None, before[1] if before else None, limit,
             )
+        return [Charge.from_row(r) for r in rows]
 
     async def rated_calls_by_id(self, call_ids: Sequence[str]) -> dict[str, RatedCall]:
         return {r.call_id: r for r in await self.rated_calls(call_ids)}
@@ -399,40 +406,40 @@ class BillingStore:
 
     # ------------------------------------------------------------ refund cases
 
-    async def get_case(self, refund_case_id: str) -> asyncpg.Record | None:
+    async def get_case(self, refund_case_id: str) -> RefundCase | None:
         async with storage_errors():
-            return await self._pool.fetchrow(
+            return _case(await self._pool.fetchrow(
                 "SELECT * FROM billing.refund_cases WHERE refund_case_id = $1", refund_case_id
-            )
+            ))
 
-    async def case_by_key(self, idempotency_key: str) -> asyncpg.Record | None:
+    async def case_by_key(self, idempotency_key: str) -> RefundCase | None:
         async with storage_errors():
-            return await self._pool.fetchrow(
+            return _case(await self._pool.fetchrow(
                 "SELECT * FROM billing.refund_cases WHERE idempotency_key = $1", idempotency_key
-            )
+            ))
 
-    async def live_case(self, charge_id: str) -> asyncpg.Record | None:
+    async def live_case(self, charge_id: str) -> RefundCase | None:
         async with storage_errors():
-            return await self._pool.fetchrow(
+            return _case(await self._pool.fetchrow(
                 "SELECT * FROM billing.refund_cases WHERE charge_id = $1 AND state IN ('pending_review', 'approved')",
                 charge_id,
-            )
+            ))
 
-    async def insert_case(self, case: dict[str, Any]) -> asyncpg.Record | None:
+    async def insert_case(self, case: dict[str, Any]) -> RefundCase | None:
         """None when the key or the charge's one live case was taken first by a concurrent request."""
         cols = list(case)
         try:
             async with storage_errors():
-                return await self._pool.fetchrow(
+                return _case(await self._pool.fetchrow(
                     f"INSERT INTO billing.refund_cases ({', '.join(cols)})"
                     f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))}) RETURNING *",
                     *case.values(),
-                )
+                ))
         except asyncpg.UniqueViolationError:
             return None
 
     async def insert_case_within_allowance(self, case: dict[str, Any], held: dict[str, Any], allowance: int,
-                                           window_days: int) -> asyncpg.Record | None:
+                                           window_days: int) -> RefundCase | None:
         """Inserts `case` (an automatic approval that counts) while the contractor has had fewer than
         `allowance` such approvals in the last `window_days`, else `held` (the same request, left for an
         operator). The contractor's advisory lock makes the count and the insert one step, so concurrent
@@ -448,39 +455,39 @@ class BillingStore:
                 )
                 row = {**case, "counts_as_auto_approval": True} if used < allowance else held
                 cols = list(row)
-                return await conn.fetchrow(
+                return _case(await conn.fetchrow(
                     f"INSERT INTO billing.refund_cases ({', '.join(cols)})"
                     f" VALUES ({', '.join(f'${i + 1}' for i in range(len(cols)))}) RETURNING *",
                     *row.values(),
-                )
+                ))
         except asyncpg.UniqueViolationError:
             return None
 
     async def resolve_case(self, refund_case_id: str, state: str, reviewer: str, note: str,
-                           amount_cents: int | None = None) -> asyncpg.Record | None:
+                           amount_cents: int | None = None) -> RefundCase | None:
         """Moves a pending case to its verdict (an approval in part lowers amount_cents, keeping what was asked in
         requested_cents); None when it was no longer pending."""
         credit = "settling" if state == "approved" else "none"
         async with storage_errors():
-            return await self._pool.fetchrow(
+            return _case(await self._pool.fetchrow(
                 "UPDATE billing.refund_cases SET state = $2, reviewer = $3, resolution_note = $4, credit_state = $5,"
                 " resolved_at = now(), requested_cents = coalesce(requested_cents, amount_cents),"
                 " amount_cents = coalesce($6, amount_cents)"
                 " WHERE refund_case_id = $1 AND state = 'pending_review' RETURNING *",
                 refund_case_id, state, reviewer, note, credit, amount_cents,
-            )
+            ))
 
-    async def first_approval(self, refund_case_id: str, reviewer: str, amount_cents: int) -> asyncpg.Record | None:
+    async def first_approval(self, refund_case_id: str, reviewer: str, amount_cents: int) -> RefundCase | None:
         """Records the first of two approvals; None when the case is no longer pending or already has one."""
         async with storage_errors():
-            return await self._pool.fetchrow(
+            return _case(await self._pool.fetchrow(
                 "UPDATE billing.refund_cases SET first_approver = $2, first_approved_at = now(),"
                 " first_approved_cents = $3 WHERE refund_case_id = $1 AND state = 'pending_review'"
                 " AND first_approver = '' RETURNING *",
                 refund_case_id, reviewer, amount_cents,
-            )
+            ))
 
-    async def finish_refund(self, refund_case_id: str, entry_id: int, event: bytes | None) -> asyncpg.Record:
+    async def finish_refund(self, refund_case_id: str, entry_id: int, event: bytes | None) -> RefundCase:
         """Records the wallet's REFUND entry, the charge's refunded amount and (for spam) the block event."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
@@ -488,24 +495,25 @@ class BillingStore:
                 " WHERE refund_case_id = $1 AND credit_state = 'settling' RETURNING *",
                 refund_case_id, entry_id,
             )
-            if row is None:
-                return await conn.fetchrow(
+            if row is None:  # credited already (a sweep and a retry raced): the case as it stands
+                row = await conn.fetchrow(
                     "SELECT * FROM billing.refund_cases WHERE refund_case_id = $1", refund_case_id
                 )
+                return RefundCase.from_row(row)
             await conn.execute(
                 "UPDATE billing.charges SET refunded_cents = refunded_cents + $2 WHERE charge_id = $1",
                 row["charge_id"], row["amount_cents"],
             )
             if event is not None:
                 await conn.execute(_OUTBOX, events.TOPIC, event)
-            return row
+            return RefundCase.from_row(row)
 
     async def cases(
         self, state: str | None, contractor_id: str | None, charge_ids: Sequence[str] | None,
         before: tuple[dt.datetime, str] | None, limit: int,
-    ) -> list[asyncpg.Record]:
+    ) -> list[RefundCase]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM billing.refund_cases WHERE ($1::text IS NULL OR state = $1)"
                 " AND ($2::text IS NULL OR contractor_id = $2)"
                 " AND ($3::text[] IS NULL OR charge_id = ANY($3))"
@@ -514,12 +522,17 @@ class BillingStore:
                 state, contractor_id, list(charge_ids) if charge_ids is not None else None,
                 before[0] if before else None, before[1] if before else None, limit,
             )
+        return [RefundCase.from_row(r) for r in rows]
 
-    async def latest_cases(self, charge_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+    async def latest_cases(self, charge_ids: Sequence[str]) -> dict[str, RefundCase]:
         async with storage_errors():
             rows = await self._pool.fetch(
                 "SELECT DISTINCT ON (charge_id) * FROM billing.refund_cases WHERE charge_id = ANY($1::text[])"
                 " ORDER BY charge_id, requested_at DESC, refund_case_id DESC",
                 list(charge_ids),
             )
-        return {r["charge_id"]: r for r in rows}
+        return {r["charge_id"]: RefundCase.from_row(r) for r in rows}
+
+
+def _case(row: asyncpg.Record | None) -> RefundCase | None:
+    return RefundCase.from_row(row) if row is not None else None

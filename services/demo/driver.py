@@ -691,7 +691,7 @@ class Demo:
 
 
 async def reconcile_ledger(settings: Settings) -> int:
-    from services.cli import reconcile
+    from services.ops import reconcile
     from services.runtime import stack_file
 
     try:  # CALLERSYNC_DATABASE_URL, else the database of the `callersync up` running here

@@ -24,7 +24,7 @@ TEST_CARD = "4242424242424242"
 def provider_base(settings: Settings) -> str:
     """Where the provider answers: the configured one, else the localstripe of the `callersync up` whose wallet
     this demo talks to (its stack.json says so); "" if none."""
-    if settings.stripe_api_key or settings.stripe_api_base != Settings().stripe_api_base:
+    if settings.has_payment_provider():
         return settings.stripe_api_base
     data_dir = stack_file.find_data_dir()
     state = stack_file.read(data_dir) if data_dir is not None else None

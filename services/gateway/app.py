@@ -440,8 +440,7 @@ async def serve(port: int | None = None) -> None:
     except OSError as err:
         await gateway.stop(0)
         raise SystemExit(f"gateway: cannot listen on {settings.host}:{wanted} ({err.strerror or err})") from None
-    from services.cli import process_title
-    from services.runtime.processes import set_title
+    from services.runtime.processes import process_title, set_title
 
     set_title(process_title("gateway", bound))
     print(f"gateway listening on {settings.host}:{bound}", flush=True)

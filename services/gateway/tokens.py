@@ -200,12 +200,12 @@ def dev_secret(data_dir: pathlib.Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Kept for old scripts: `callersync token` is the command (it finds the running stack's key)."""
+    """Kept for old scripts: `callersync token` is the command (it finds the running stack's key). This process
+    becomes that command, rather than importing it: the gateway sits below the command line."""
     import sys
 
-    from services.cli import main as cli
-
-    cli(["token", *(sys.argv[1:] if argv is None else argv)])
+    args = sys.argv[1:] if argv is None else argv
+    os.execv(sys.executable, [sys.executable, "-m", "services.cli", "token", *args])
 
 
 if __name__ == "__main__":

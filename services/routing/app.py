@@ -28,6 +28,10 @@ from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
 SERVICE_NAME = routing_pb2.DESCRIPTOR.services_by_name["RoutingService"].full_name
+# Billing's rate card is asked while a ClaimZip waits; the pause-threshold pushes and the replay request are
+# background work, retried, and may wait longer.
+RATE_CARD_TIMEOUT_S = 2.0
+BACKGROUND_TIMEOUT_S = 5.0
 
 
 async def build(settings: Settings, port: int, config: RoutingConfig | None = None) -> GrpcServer:
@@ -42,15 +46,15 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     pipe = RedisPipe.like(redis_client)  # the hot path's scripts
     live = LiveState(redis_client, pipe, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
                      slot_ttl_s=config.live_slot_ttl_s)
-    thresholds = ThresholdRelay(store, wallet, settings.outbox_poll_ms)
+    thresholds = ThresholdRelay(store, clients.WalletClient(wallet, BACKGROUND_TIMEOUT_S), settings.outbox_poll_ms)
 
     async def rates_re_read() -> None:  # what a rate event does (billing_events), for the whole card at once
         thresholds.nudge()
         await announce(directory, live, Change(every_zip=True))
 
-    billing = billing_pb2_grpc.BillingServiceStub(billing_channel)
-    rate_card = RateCard(store, billing, on_resync=rates_re_read)
-    replay = billing_events.EventReplay(store, billing)
+    billing_stub = billing_pb2_grpc.BillingServiceStub(billing_channel)
+    rate_card = RateCard(store, clients.BillingClient(billing_stub, RATE_CARD_TIMEOUT_S), on_resync=rates_re_read)
+    replay = billing_events.EventReplay(store, clients.BillingClient(billing_stub, BACKGROUND_TIMEOUT_S))
 
     def stream_lost() -> None:  # or never existed: events billing published before may be gone with it
         rate_card.start_resync()

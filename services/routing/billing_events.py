@@ -11,15 +11,16 @@ from collections.abc import Callable, Sequence
 import grpc
 from google.protobuf.message import DecodeError
 
-from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
+from callersync.billing.v1 import events_pb2
 from services.routing import schedule
+from services.routing.clients import BillingClient
 from services.routing.directory import Directory, announce
 from services.routing.live_state import Change, LiveState, usage_key
 from services.routing.storage import BillingUpdate, RoutingStore
 from services.routing.streams import Entry
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError
-from services.runtime.timestamps import set_stamp, to_datetime
+from services.runtime.timestamps import to_datetime
 
 log = logging.getLogger("callersync.routing.billing_events")
 
@@ -129,11 +130,10 @@ class EventReplay:
     for caps) the lost stream held unread are not lost with it; the replayed events it did read are deduped by
     event id."""
 
-    def __init__(self, store: RoutingStore, billing: billing_pb2_grpc.BillingServiceStub, *, timeout_s: float = 5.0,
-                 retry_s: float = 2.0, max_retry_s: float = 60.0) -> None:
+    def __init__(self, store: RoutingStore, billing: BillingClient, *, retry_s: float = 2.0,
+                 max_retry_s: float = 60.0) -> None:
         self._store = store
         self._billing = billing
-        self._timeout_s = timeout_s
         self._ask = UntilDone("asking billing to replay its events", self.replay_once, retry_s=retry_s,
                               max_retry_s=max_retry_s, retry_on=(DomainError, grpc.aio.AioRpcError), logger=log)
 
@@ -149,10 +149,7 @@ class EventReplay:
 
     async def replay_once(self) -> int:
         last = await self._store.last_event_applied(STREAM)
-        request = billing_pb2.ReplayEventsRequest(requested_by="routing")
-        if last is not None:
-            set_stamp(request.since, last - REPLAY_MARGIN)
-        reply = await self._billing.ReplayEvents(request, timeout=self._timeout_s)
-        log.info("billing queued %d events again (since %s)", reply.events_queued,
-                 (last - REPLAY_MARGIN).isoformat() if last else "the beginning")
-        return reply.events_queued
+        since = last - REPLAY_MARGIN if last is not None else None
+        queued = await self._billing.replay_events(since)
+        log.info("billing queued %d events again (since %s)", queued, since.isoformat() if since else "the beginning")
+        return queued

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
-from typing import Any
+
+from services.runtime.config import service_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,13 +31,4 @@ class RoutingConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RoutingConfig:
-        env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for field in dataclasses.fields(cls):
-            raw = env.get(f"CALLERSYNC_ROUTING_{field.name.upper()}", "")
-            if raw:
-                try:
-                    values[field.name] = field.type == "float" and float(raw) or int(raw)
-                except ValueError:
-                    raise SystemExit(f"CALLERSYNC_ROUTING_{field.name.upper()}={raw!r} is not a number") from None
-        return cls(**values)
+        return service_config(cls, "CALLERSYNC_ROUTING_", env)

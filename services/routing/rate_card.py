@@ -11,22 +11,21 @@ from collections.abc import Awaitable, Callable
 import grpc
 import redis.asyncio as redis
 
-from callersync.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.routing.clients import BillingClient
 from services.routing.storage import RoutingStore, unpriced
 from services.runtime.background import UntilDone
-from services.runtime.errors import DomainError, Unavailable
+from services.runtime.errors import DomainError
 from services.runtime.timestamps import to_datetime
 
 log = logging.getLogger("callersync.routing.rate_card")
 
 
 class RateCard:
-    def __init__(self, store: RoutingStore, billing: billing_pb2_grpc.BillingServiceStub | None,
-                 timeout_s: float = 2.0, on_resync: Callable[[], Awaitable[None]] | None = None,
+    def __init__(self, store: RoutingStore, billing: BillingClient | None,
+                 on_resync: Callable[[], Awaitable[None]] | None = None,
                  retry_s: float = 2.0, max_retry_s: float = 60.0) -> None:
         self._store = store
         self._billing = billing
-        self._timeout_s = timeout_s
         self._on_resync = on_resync
         self._resync = UntilDone("re-reading billing's rate card", self._resync_step, retry_s=retry_s,
                                  max_retry_s=max_retry_s,
@@ -45,17 +44,9 @@ class RateCard:
         return rate
 
     async def fetch(self, zip_code: str) -> None:
-        if self._billing is None:
+        reply = await self._billing.rate_card_of(zip_code) if self._billing is not None else None
+        if reply is None:
             return
-        try:
-            reply = await self._billing.GetRateCard(
-                billing_pb2.GetRateCardRequest(zip=zip_code, include_history=True), timeout=self._timeout_s)
-        except grpc.aio.AioRpcError as err:
-            if err.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
-                log.info("billing has no rate for %s (%s)", zip_code, err.code().name)
-                return
-            raise Unavailable(f"billing could not be asked for the rate of ZIP {zip_code} ({err.code().name}); "
-                              "retry", reason="BILLING_UNAVAILABLE") from err
         rates = [(r.zip, to_datetime(r.effective_from), r.rate_cents)
                  for r in reply.rates if r.zip == zip_code and r.rate_cents > 0]
         fees = [(to_datetime(f.effective_from), f.fee_cents)
@@ -90,9 +81,7 @@ class RateCard:
         fees: dict[dt.datetime, int] = {}
         token = ""
         while True:
-            reply = await billing.GetRateCard(
-                billing_pb2.GetRateCardRequest(include_history=True, page_size=1000, page_token=token),
-                timeout=self._timeout_s)
+            reply = await billing.rate_card_page(token)
             rates += [(r.zip, to_datetime(r.effective_from), r.rate_cents)
                       for r in reply.rates if r.rate_cents > 0]
             fees.update((to_datetime(f.effective_from), f.fee_cents)

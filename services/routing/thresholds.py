@@ -6,18 +6,15 @@ from __future__ import annotations
 
 import asyncio
 
-from callersync.wallet.v1 import wallet_pb2 as wpb
-from callersync.wallet.v1 import wallet_pb2_grpc
+from services.routing.clients import WalletClient
 from services.routing.storage import RoutingStore
 from services.runtime.background import Loop, Waker
 
 
 class ThresholdRelay:
-    def __init__(self, store: RoutingStore, wallet: wallet_pb2_grpc.WalletServiceStub, poll_ms: int,
-                 timeout_s: float = 5.0) -> None:
+    def __init__(self, store: RoutingStore, wallet: WalletClient, poll_ms: int) -> None:
         self._store = store
         self._wallet = wallet
-        self._timeout_s = timeout_s
         self._waker = Waker(poll_ms / 1000.0)
         self._loop = Loop("pause-threshold relay", self.drain, self._waker.wait)
 
@@ -25,9 +22,7 @@ class ThresholdRelay:
         """Pushes now if a push is due; the threshold pushed, or None when none was due."""
 
         async def send(threshold_cents: int) -> None:
-            await self._wallet.SetPauseThreshold(
-                wpb.SetPauseThresholdRequest(contractor_id=contractor_id, threshold_cents=threshold_cents),
-                timeout=self._timeout_s)
+            await self._wallet.set_pause_threshold(contractor_id, threshold_cents)
 
         return await self._store.push_threshold(contractor_id, send)
 

@@ -162,3 +162,12 @@ def write_dev_pki(
     issued = {identity: _issue(folder, identity, trust_domain, ca, ca_key, start, valid_days)
               for identity in identities}
     return DevPki(folder / CA_FILE, issued)
+
+
+def tls_env(pki: DevPki, identity: str) -> dict[str, str]:
+    """The CALLERSYNC_TLS_* variables that make a process present `identity`'s certificate."""
+    return {
+        "CALLERSYNC_TLS_CERT_FILE": str(pki[identity].cert_file),
+        "CALLERSYNC_TLS_KEY_FILE": str(pki[identity].key_file),
+        "CALLERSYNC_TLS_CA_FILE": str(pki.ca_file),
+    }

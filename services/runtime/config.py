@@ -1,10 +1,14 @@
-"""Configuration read once from CALLERSYNC_* environment variables."""
+"""Configuration read once from CALLERSYNC_* environment variables: what every service uses (Settings), and
+the loader of each service's own knobs (its config.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from collections.abc import Mapping
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 SERVICE_PORTS = {"wallet": 50051, "billing": 50052, "routing": 50053}
 
@@ -17,6 +21,26 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
+
+
+def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
+    """A service's own knobs: a frozen dataclass whose every field has a default, read from <prefix><FIELD NAME>
+    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = prefix + field.name.upper()
+        raw = env.get(name, "")
+        if not raw:
+            continue
+        if field.type == "str":
+            values[field.name] = raw
+            continue
+        try:
+            values[field.name] = float(raw) if field.type == "float" else int(raw)
+        except ValueError:
+            raise SystemExit(f"{name}={raw!r} is not {'a number' if field.type == 'float' else 'an integer'}") from None
+    return cls(**values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,42 +92,24 @@ class Settings:
     shutdown_grace_s: int = 10
     db_pool_size: int = 8
     max_concurrent_rpcs: int = 2000
-    # Wallet policy knobs. The per-top-up maximum is an operator's opt-in (0: none): "prepay any amount".
-    top_up_max_cents: int = 0
-    idempotency_retention_s: int = 24 * 3600
-    reservation_default_ttl_s: int = 3600
-    # The relay that publishes the outbox (events to Redis Streams, alert emails over SMTP).
+    # How often each service's outbox relay looks for events to publish when no write nudged it.
     outbox_poll_ms: int = 200
+    # Where emails go out: the wallet's alerts and payment emails, the gateway's sign-in links (`up` starts a
+    # local mail sink when this is empty).
     smtp_host: str = ""
     smtp_port: int = 25
     smtp_sender: str = "alerts@callersync.local"
-    # Payments (Stripe, or localstripe when `callersync up` runs without a key). The webhook secret is the
-    # gateway's (it verifies Stripe-Signature); the dashboard URL is where emails send a contractor to finish a
-    # payment their bank wants authenticated.
+    # The payment provider of the stack (Stripe, or localstripe when `callersync up` runs without a key): the
+    # wallet pays through it, `callersync reconcile` and the demo ask it, `up` starts localstripe without a key.
+    # The webhook secret is the gateway's (it verifies Stripe-Signature).
     stripe_api_key: str = ""
     stripe_publishable_key: str = ""
     stripe_webhook_secret: str = ""
     stripe_api_base: str = "https://api.stripe.com"
-    dashboard_url: str = "http://127.0.0.1:8080"
-    # The sweeper asks the provider about top-ups still pending this long after their last change, so a lost
-    # webhook never loses money; auto top-ups retry transient provider errors with backoff from this base.
-    payment_sweep_interval_ms: int = 5000
-    payment_sweep_after_ms: int = 30_000
-    payment_retry_base_ms: int = 2000
-    # The runaway breaker: at most this many auto top-ups per contractor per hour.
-    auto_top_up_max_per_hour: int = 3
-    # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
-    auto_top_up_lease_ms: int = 60_000
-    # Billing knobs still read here, as tests build billing with a Settings that sets them (billing's others are
-    # in services/billing/config.py). Facts from the future (services/billing/freshness.py): the clock skew
-    # tolerated between the sender and billing, how far after its booking an appointment may lie, the earliest
-    # moment a price may take effect.
-    clock_skew_s: int = 60
-    appointment_max_ahead_days: int = 400
-    rate_earliest_s: int = 1_577_836_800
-    # Refunds approved at once (a charge without a recording) per contractor per rolling 30 days; the rest
-    # wait for an operator.
-    refund_auto_approvals_per_30d: int = 5
+
+    def has_payment_provider(self) -> bool:
+        """A Stripe key, or another API base (localstripe): without either, card payments are off."""
+        return bool(self.stripe_api_key) or self.stripe_api_base != Settings.stripe_api_base
 
     def port_of(self, service: str) -> int:
         return {"wallet": self.wallet_port, "billing": self.billing_port, "routing": self.routing_port}[service]
@@ -152,29 +158,12 @@ class Settings:
             shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
             db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
             max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            top_up_max_cents=_int(env, "CALLERSYNC_TOP_UP_MAX_CENTS", d.top_up_max_cents),
-            idempotency_retention_s=_int(env, "CALLERSYNC_IDEMPOTENCY_RETENTION_S", d.idempotency_retention_s),
-            reservation_default_ttl_s=_int(
-                env, "CALLERSYNC_RESERVATION_DEFAULT_TTL_S", d.reservation_default_ttl_s
-            ),
             outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
             smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            clock_skew_s=_int(env, "CALLERSYNC_CLOCK_SKEW_S", d.clock_skew_s),
-            appointment_max_ahead_days=_int(env, "CALLERSYNC_APPOINTMENT_MAX_AHEAD_DAYS",
-                                            d.appointment_max_ahead_days),
-            rate_earliest_s=_int(env, "CALLERSYNC_RATE_EARLIEST_S", d.rate_earliest_s),
-            refund_auto_approvals_per_30d=_int(env, "CALLERSYNC_REFUND_AUTO_APPROVALS_PER_30D",
-                                               d.refund_auto_approvals_per_30d),
             stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
             stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
             stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
             stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
-            dashboard_url=env.get("CALLERSYNC_DASHBOARD_URL", d.dashboard_url),
-            payment_sweep_interval_ms=_int(env, "CALLERSYNC_PAYMENT_SWEEP_INTERVAL_MS", d.payment_sweep_interval_ms),
-            payment_sweep_after_ms=_int(env, "CALLERSYNC_PAYMENT_SWEEP_AFTER_MS", d.payment_sweep_after_ms),
-            payment_retry_base_ms=_int(env, "CALLERSYNC_PAYMENT_RETRY_BASE_MS", d.payment_retry_base_ms),
-            auto_top_up_max_per_hour=_int(env, "CALLERSYNC_AUTO_TOP_UP_MAX_PER_HOUR", d.auto_top_up_max_per_hour),
-            auto_top_up_lease_ms=_int(env, "CALLERSYNC_AUTO_TOP_UP_LEASE_MS", d.auto_top_up_lease_ms),
         )

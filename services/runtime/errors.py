@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import grpc
 
@@ -78,3 +79,10 @@ class Overloaded(DomainError):
     """The server sheds this call to protect the ones it is running: retry after the hinted delay."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def typed_reason(enum: Any, prefix: str, reason: str) -> int:
+    """The value of a contract's refusal enum (BillingRefusal, WalletRefusal) named prefix + an ErrorInfo reason;
+    0, UNSPECIFIED, for a reason this version of the contract does not list."""
+    name = prefix + reason
+    return enum.Value(name) if name in enum.keys() else 0

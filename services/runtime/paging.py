@@ -13,8 +13,10 @@ import json
 from services.runtime.errors import InvalidArgument
 
 _FOREIGN = "page_token is not one this service issued; start again without it"
-# Billing issued "\x1f"-joined strings before tokens were JSON; the ones already handed out keep working.
+# Billing issued "\x1f"-joined strings before tokens were JSON, the wallet "e:<entry id>"; the ones already handed
+# out keep working.
 _OLD_SEPARATOR = "\x1f"
+_OLD_ID_PREFIX = "e:"
 
 
 def page_size(requested: int, default: int, maximum: int) -> int:
@@ -51,6 +53,24 @@ def decode_position(token: str, key_type: type[str] | type[int] = str) -> tuple[
         return dt.datetime.fromisoformat(at), key
     except ValueError:
         raise InvalidArgument(_FOREIGN, field="page_token") from None
+
+
+def encode_id(last_id: int) -> str:
+    """A token for lists ordered by a positive integer id, newest first: the page's last id."""
+    return encode_token(last_id)
+
+
+def decode_id(token: str) -> int | None:
+    """The id the next page starts below; None for the first page."""
+    decoded = _decode(token, 1)
+    if decoded is None:
+        return None
+    [key], old = decoded
+    if old and isinstance(key, str) and key.startswith(_OLD_ID_PREFIX) and key[2:].isdecimal():
+        key = int(key[2:])
+    if not isinstance(key, int) or key <= 0:
+        raise InvalidArgument(_FOREIGN, field="page_token")
+    return key
 
 
 def _decode(token: str, count: int) -> tuple[list[str | int], bool] | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import signal
 import sys
 
@@ -19,6 +20,12 @@ def set_title(title: str) -> None:
     except ImportError:  # a platform without a wheel: the title is a convenience, never a reason to stop
         return
     setproctitle.setproctitle(title)
+
+
+def process_title(name: str, port: int) -> str:
+    """`callersync wallet :50051 data=/srv/a/.callersync`: which stack's wallet, for ps and pgrep -f."""
+    data_dir = os.environ.get("CALLERSYNC_DATA_DIR", "")
+    return f"callersync {name} :{port}" + (f" data={data_dir}" if data_dir else "")
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6") if sys.platform.startswith("linux") else None

@@ -126,10 +126,6 @@ class GrpcServer:
             except Exception:
                 log.exception("%s: cleanup failed", self.name)
 
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-        await self.server.wait_for_termination()
-
 
 def stop_on_signals(servers: Sequence[GrpcServer], grace_s: float) -> asyncio.Event:
     """SIGTERM or SIGINT stops every server gracefully; the event is set once all are stopped."""

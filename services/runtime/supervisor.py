@@ -24,12 +24,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from services.runtime import certs, stack_file, tls
 from services.runtime.config import Settings
+from services.runtime.event_loop import run
 from services.runtime.health import wait_healthy
 from services.runtime.processes import die_with_parent, set_title
+from services.runtime.service import ServiceDef, migrate_services
 
 log = logging.getLogger("callersync.up")
 
@@ -80,8 +82,10 @@ def _describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, data_dir: pathlib.Path, with_tls: bool = False) -> None:
+    def __init__(self, settings: Settings, data_dir: pathlib.Path, with_tls: bool = False,
+                 services: Iterable[ServiceDef] = ()) -> None:
         self.settings = settings
+        self.services = list(services)  # whose migrations `up` applies before starting anything
         self.with_tls = with_tls
         self.pki: certs.DevPki | None = None
         self.identity_env: dict[str, dict[str, str]] = {}  # per child: the certificate it presents
@@ -136,12 +140,10 @@ class Supervisor:
     def make_certificates(self) -> None:
         """--tls: development certificates, one identity per service and the gateway; `up` itself checks
         health as an operator."""
-        from services.cli import tls_env
-
         self.pki = certs.write_dev_pki(self.data_dir / "certs", certs.DEFAULT_IDENTITIES,
                                        trust_domain=self.settings.trust_domain)
-        self.identity_env = {name: tls_env(self.pki, name) for name in (*SERVICE_NAMES, "gateway")}
-        operator = tls_env(self.pki, "operator/oncall")
+        self.identity_env = {name: certs.tls_env(self.pki, name) for name in (*SERVICE_NAMES, "gateway")}
+        operator = certs.tls_env(self.pki, "operator/oncall")
         self.settings = dataclasses.replace(
             self.settings, tls_cert_file=operator["CALLERSYNC_TLS_CERT_FILE"],
             tls_key_file=operator["CALLERSYNC_TLS_KEY_FILE"], tls_ca_file=operator["CALLERSYNC_TLS_CA_FILE"])
@@ -238,9 +240,7 @@ class Supervisor:
             self.make_certificates()
         self.start_embedded()
         self._check_stop()
-        from services.cli import migrate_all, run
-
-        run(migrate_all(self.env["CALLERSYNC_DATABASE_URL"]))
+        run(migrate_services(self.env["CALLERSYNC_DATABASE_URL"], self.services))
         self._check_stop()
         if not self.settings.jwt_secret:  # a dev key kept in the data dir; `callersync token` reads it there
             self.env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(self.data_dir)
@@ -325,9 +325,14 @@ def grpcurl_security(settings: Settings) -> str:
     return f"{ca} -cert {settings.tls_cert_file} -key {settings.tls_key_file}".strip()
 
 
-def banner(settings: Settings, data_dir: pathlib.Path, pki: certs.DevPki | None = None) -> str:
-    from services.cli import _demo_line
+def demo_line(pki: certs.DevPki) -> str:
+    """`callersync demo` under --tls: as the on-call operator, with the routing engine's certificate."""
+    operator = " ".join(f"{k}={v}" for k, v in certs.tls_env(pki, "operator/oncall").items())
+    engine = pki["routing-engine"]
+    return f"{operator} callersync demo --engine-cert {engine.cert_file} --engine-key {engine.key_file}"
 
+
+def banner(settings: Settings, data_dir: pathlib.Path, pki: certs.DevPki | None = None) -> str:
     s = settings
     return (
         "CallerSync is up: "
@@ -337,19 +342,19 @@ def banner(settings: Settings, data_dir: pathlib.Path, pki: certs.DevPki | None 
         + f"\n  try: grpcurl {grpcurl_security(s)} {s.host}:{s.wallet_port} list"
         + "\n       curl -H \"Authorization: Bearer $(callersync token --role operator)\" "
         + f"http://{s.host}:{s.gateway_port}/v1/rateCard"
-        + (f"\n  demo: {_demo_line(pki)}" if pki is not None else "")
+        + (f"\n  demo: {demo_line(pki)}" if pki is not None else "")
         + "\n  Ctrl-C stops everything."
     )
 
 
-def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool = False) -> int:
+def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool, services: Iterable[ServiceDef]) -> int:
     if tls.enabled(settings):
         # One certificate would give every service the same identity, which no access table allows.
         print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
               "use `callersync up --tls` (development certificates, one per identity) or run each service with "
               "`callersync serve` and its own certificate", file=sys.stderr)
         return 2
-    supervisor = Supervisor(settings, data_dir, with_tls)
+    supervisor = Supervisor(settings, data_dir, with_tls, services)
     set_title(f"callersync up data={supervisor.data_dir}")
     signal.signal(signal.SIGINT, supervisor._on_signal)
     signal.signal(signal.SIGTERM, supervisor._on_signal)

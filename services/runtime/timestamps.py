@@ -67,11 +67,6 @@ def check(field: str, value: Timestamp) -> None:
         )
 
 
-def to_datetime_checked(field: str, value: Timestamp) -> dt.datetime:
-    check(field, value)
-    return to_datetime(value)
-
-
 def not_after(field: str, value: Timestamp, limit_s: float, what: str) -> None:
     """Refuses a fact stamped later than `limit_s` (Unix seconds: now plus the allowed clock skew)."""
     if value.seconds + value.nanos / 1e9 > limit_s:

@@ -10,6 +10,7 @@ from email.message import EmailMessage
 import aiosmtplib
 
 from callersync.wallet.v1 import events_pb2
+from services.runtime.money import dollars
 from services.runtime.outbox import Handler, Row
 from services.runtime.timestamps import stamp
 
@@ -48,13 +49,13 @@ def alert_email(row: Row, sender: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = data["email"]
-    msg["Subject"] = f"CallerSync: your wallet balance is below ${data['alert_threshold_cents'] / 100:,.2f}"
+    msg["Subject"] = f"CallerSync: your wallet balance is below {dollars(data['alert_threshold_cents'])}"
     # A stable Message-ID: if a crash between the SMTP send and the outbox mark causes a resend,
     # mail systems can recognise the duplicate.
     msg["Message-ID"] = f"<low-balance-{row['event_id']}@callersync>"
     msg.set_content(
-        f"Your CallerSync wallet balance is ${data['balance_cents'] / 100:,.2f}, below the "
-        f"${data['alert_threshold_cents'] / 100:,.2f} alert you set.\n\n"
+        f"Your CallerSync wallet balance is {dollars(data['balance_cents'])}, below the "
+        f"{dollars(data['alert_threshold_cents'])} alert you set.\n\n"
         "Top up to keep receiving calls: when the balance falls below the rate of your most expensive ZIP, "
         "routing pauses until you do. You will get this email once per drop below your threshold.\n"
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.runtime.config import Settings
 from services.runtime.db import create_pool
+from services.runtime.fault import FaultHook
 from services.runtime.idempotency import IdempotencyCache
 from services.runtime.outbox import OutboxRelay, stream_publisher
 from services.runtime.redis_client import create_redis
@@ -16,9 +16,10 @@ from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 from services.wallet import alerts, payment_emails
 from services.wallet.access import ACCESS
+from services.wallet.config import WalletConfig
 from services.wallet.gauges import PausedContractors
 from services.wallet.payment_storage import PaymentStore
-from services.wallet.payments import FaultHook, PaymentDesk
+from services.wallet.payments import PaymentDesk
 from services.wallet.provider import PaymentProvider
 from services.wallet.servicer import WalletServicer
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
@@ -26,18 +27,19 @@ from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 
 
-async def build(settings: Settings, port: int) -> GrpcServer:
+async def build(settings: Settings, port: int, config: WalletConfig | None = None) -> GrpcServer:
+    config = config or WalletConfig.from_env()
     pool = await create_pool(settings.database_url, settings.db_pool_size)
     redis_client = create_redis(settings.redis_url)
     pipe = RedisPipe.like(redis_client)  # idempotency scripts and outbox batches
     store = WalletStore(pool)
-    idempotency = IdempotencyCache(pipe, "wallet", settings.idempotency_retention_s)
+    idempotency = IdempotencyCache(pipe, "wallet", config.idempotency_retention_s)
     provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_publishable_key)
     payments = PaymentDesk(
-        PaymentStore(pool), provider, dashboard_url=settings.dashboard_url,
-        sweep_interval_ms=settings.payment_sweep_interval_ms, sweep_after_ms=settings.payment_sweep_after_ms,
-        retry_base_ms=settings.payment_retry_base_ms, lease_ms=settings.auto_top_up_lease_ms,
-        fault=FaultHook(os.environ.get("CALLERSYNC_FAULT_FILE")),
+        PaymentStore(pool), provider, dashboard_url=config.dashboard_url,
+        sweep_interval_ms=config.payment_sweep_interval_ms, sweep_after_ms=config.payment_sweep_after_ms,
+        retry_base_ms=config.payment_retry_base_ms, lease_ms=config.auto_top_up_lease_ms,
+        fault=FaultHook(config.fault_file or None),
     )
 
     async def start_auto_top_ups(rows: object) -> None:
@@ -70,7 +72,7 @@ async def build(settings: Settings, port: int) -> GrpcServer:
     emails.start()
     paused.start()
     payments.start()
-    servicer = WalletServicer(store, idempotency, settings, payments)
+    servicer = WalletServicer(store, idempotency, config, payments)
     return GrpcServer(
         "wallet",
         SERVICE_NAME,

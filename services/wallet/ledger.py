@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import datetime as dt
 import re
@@ -14,7 +13,7 @@ from services.runtime.errors import (
     InvalidArgument,
     NotFound,
 )
-from services.runtime.validation import require_id
+from services.runtime.validation import require_id, require_text
 
 # Policy: "You prepay any amount — $25 minimum top-up."
 MIN_TOP_UP_CENTS = 2500
@@ -70,8 +69,8 @@ def validate_settlement(index: int, call_id: str, payer: str, amount_cents: int,
     """A whole SettleCalls request is refused when one item is malformed: that is a client bug, not a call."""
     at = f"items[{index}]."
     require_id(at + "call_id", call_id)
-    require_text(at + "reference", reference)
-    require_text(at + "description", description)
+    require_text(at + "reference", reference, MAX_TEXT_LEN)
+    require_text(at + "description", description, MAX_TEXT_LEN)
     if not payer:
         if amount_cents or key:
             raise InvalidArgument(
@@ -82,11 +81,6 @@ def validate_settlement(index: int, call_id: str, payer: str, amount_cents: int,
     require_id(at + "payer_contractor_id", payer)
     require_amount(at + "amount_cents", amount_cents)
     require_id(at + "idempotency_key", key, MAX_KEY_LEN)
-
-
-def require_text(name: str, value: str) -> None:
-    if len(value) > MAX_TEXT_LEN or "\x00" in value:
-        raise InvalidArgument(f"{name} must be at most {MAX_TEXT_LEN} characters without NUL bytes", field=name)
 
 
 def require_amount(name: str, cents: int, *, minimum: int = 1, maximum: int = MAX_AMOUNT_CENTS) -> None:
@@ -128,29 +122,6 @@ def reservation_state(state: str, expires_at: dt.datetime, now: dt.datetime) -> 
     if state == "open" and expires_at <= now:
         return "expired"
     return state
-
-
-def page_size(requested: int) -> int:
-    if requested < 0:
-        raise InvalidArgument("page_size must not be negative", field="page_size")
-    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
-def encode_page_token(last_entry_id: int) -> str:
-    return base64.urlsafe_b64encode(f"e:{last_entry_id}".encode()).decode()
-
-
-def decode_page_token(token: str) -> int | None:
-    """The entry id the next page starts below; None for the first page."""
-    if not token:
-        return None
-    try:
-        kind, value = base64.urlsafe_b64decode(token.encode()).decode().split(":", 1)
-        if kind == "e" and int(value) > 0:
-            return int(value)
-    except (ValueError, UnicodeError):
-        pass
-    raise InvalidArgument("page_token is not one this service issued; start again without it", field="page_token")
 
 
 def routability(found: bool, paused: bool, available_cents: int, amount_cents: int) -> str:

@@ -11,13 +11,10 @@ from typing import Any
 
 import aiosmtplib
 
+from services.runtime.money import dollars
 from services.runtime.outbox import Handler, Row
 
 log = logging.getLogger("callersync.wallet.payment_emails")
-
-
-def _dollars(cents: int) -> str:
-    return f"${cents / 100:,.2f}"
 
 
 def _card(data: dict[str, Any]) -> str:
@@ -30,12 +27,12 @@ def subject_and_body(data: dict[str, Any]) -> tuple[str, str]:
     kind = data["kind"]
     if kind == "receipt":
         what = "auto top-up" if data.get("origin") == "auto" else "top-up"
-        return (f"CallerSync receipt: {_dollars(data['amount_cents'])} added to your wallet",
-                f"Your {what} of {_dollars(data['amount_cents'])} was charged to {_card(data)} and credited to your "
-                f"CallerSync wallet.\n\nNew balance: {_dollars(data['balance_cents'])}.\n"
+        return (f"CallerSync receipt: {dollars(data['amount_cents'])} added to your wallet",
+                f"Your {what} of {dollars(data['amount_cents'])} was charged to {_card(data)} and credited to your "
+                f"CallerSync wallet.\n\nNew balance: {dollars(data['balance_cents'])}.\n"
                 f"Top-up reference: {data['top_up_id']}.\n")
     if kind == "declined":
-        body = (f"We tried to add {_dollars(data['amount_cents'])} to your CallerSync wallet with your saved card, "
+        body = (f"We tried to add {dollars(data['amount_cents'])} to your CallerSync wallet with your saved card, "
                 f"but {data['reason']}.\n\n")
         if data.get("disabled"):
             body += ("That is the third decline in a row, so we turned auto top-up off: we will not try this card "
@@ -46,15 +43,15 @@ def subject_and_body(data: dict[str, Any]) -> tuple[str, str]:
         return ("CallerSync: your auto top-up was declined", body)
     if kind == "authentication_required":
         return ("CallerSync: confirm your auto top-up",
-                f"Your bank wants you to confirm the {_dollars(data['amount_cents'])} auto top-up yourself "
+                f"Your bank wants you to confirm the {dollars(data['amount_cents'])} auto top-up yourself "
                 "(3-D Secure), which we cannot do while you are away, so we did not retry it.\n\n"
                 f"Finish the payment here: {data['link']}\n")
     if kind == "daily_max":
         return ("CallerSync: auto top-up reached your daily maximum",
-                f"Your balance fell below your auto top-up threshold, but another {_dollars(data['amount_cents'])} "
-                f"would take today's auto top-ups past the {_dollars(data['max_per_day_cents'])} maximum you set "
-                f"({_dollars(data['charged_cents'])} so far), so we did not charge your card.\n\n"
-                f"Balance: {_dollars(data['balance_cents'])}. Top up by hand to keep receiving calls.\n")
+                f"Your balance fell below your auto top-up threshold, but another {dollars(data['amount_cents'])} "
+                f"would take today's auto top-ups past the {dollars(data['max_per_day_cents'])} maximum you set "
+                f"({dollars(data['charged_cents'])} so far), so we did not charge your card.\n\n"
+                f"Balance: {dollars(data['balance_cents'])}. Top up by hand to keep receiving calls.\n")
     if kind.startswith("disabled_"):
         return ("CallerSync: auto top-up is off",
                 f"We turned your auto top-up off because {data['detail']}. No more automatic charges will be made "

@@ -1,5 +1,5 @@
 """The wallet's SQL for money in: card and auto top-ups, saved cards and auto top-up settings. The credit itself is
-wallet.credit_payment (migration 0007), in the balance's own transaction with its receipt email."""
+wallet.credit_payment (migrations/R__functions.sql), in the balance's own transaction with its receipt email."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.runtime.db import storage_errors
-
-_OPEN = ("requested", "pending", "requires_action")
+from services.wallet import top_ups
 
 
 class PaymentStore:
@@ -144,7 +143,8 @@ class PaymentStore:
                 "amount_cents": t["amount_cents"], "reason": reason, "link": link,
                 "declines": a["consecutive_declines"] if a else 0, "disabled": False,
             }
-            if a is not None and state == "failed" and a["consecutive_declines"] >= 3 and a["enabled"]:
+            if (a is not None and state == "failed" and a["consecutive_declines"] >= top_ups.MAX_CONSECUTIVE_DECLINES
+                    and a["enabled"]):
                 await conn.execute(
                     "UPDATE wallet.auto_top_ups SET enabled = false, disabled_reason = $2 WHERE contractor_id = $1",
                     t["contractor_id"], "three charges of your card were declined in a row")

@@ -5,33 +5,19 @@ webhook only says which object to ask about."""
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import uuid
 
 import asyncpg
 
 from services.runtime.background import Loop, Waker
 from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from services.runtime.fault import FaultHook
 from services.wallet import top_ups
 from services.wallet.payment_storage import PaymentStore
 from services.wallet.provider import Payment, PaymentProvider, ProviderError
 
 log = logging.getLogger("callersync.wallet.payments")
 refusals = logging.getLogger("callersync.wallet.payments.refused")
-
-
-class FaultHook:
-    """Test hook: when the named file exists at the point between the provider's word that a payment succeeded
-    and our credit (or an off-session charge and our record of it), the wallet deletes it and SIGKILLs itself."""
-
-    def __init__(self, path: str | None) -> None:
-        self._path = path
-
-    def crash_point(self) -> None:
-        if self._path and os.path.exists(self._path):
-            os.remove(self._path)
-            os.kill(os.getpid(), signal.SIGKILL)
 
 
 class PaymentDesk:

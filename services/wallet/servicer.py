@@ -4,66 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Mapping
-from typing import Any
+from typing import TypeVar
 
-import asyncpg
 import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime import telemetry
-from services.runtime.config import Settings
+from services.runtime import paging, telemetry
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.idempotency import IdempotencyCache, fingerprint
-from services.runtime.timestamps import stamp
-from services.wallet import forecast, ledger, top_ups
+from services.runtime.validation import require_text
+from services.wallet import forecast, ledger, mappers, top_ups
+from services.wallet.config import WalletConfig
 from services.wallet.payments import PaymentDesk
 from services.wallet.provider import ProviderError
+from services.wallet.records import APPLIED, Posted
 from services.wallet.storage import WalletStore
 
-_KINDS = {
-    "top_up": pb.ENTRY_KIND_TOP_UP,
-    "capture": pb.ENTRY_KIND_CAPTURE,
-    "charge": pb.ENTRY_KIND_CHARGE,
-    "refund": pb.ENTRY_KIND_REFUND,
-}
-_RESERVATION_STATES = {
-    "open": pb.RESERVATION_STATE_OPEN,
-    "captured": pb.RESERVATION_STATE_CAPTURED,
-    "released": pb.RESERVATION_STATE_RELEASED,
-    "expired": pb.RESERVATION_STATE_EXPIRED,
-}
-_CREDIT_SOURCES = {
-    "card": pb.CREDIT_SOURCE_CARD,
-    "operator": pb.CREDIT_SOURCE_OPERATOR,
-    "legacy": pb.CREDIT_SOURCE_LEGACY,
-}
-_TOP_UP_STATES = {
-    "requested": pb.TOP_UP_STATE_PENDING,
-    "pending": pb.TOP_UP_STATE_PENDING,
-    "requires_action": pb.TOP_UP_STATE_REQUIRES_ACTION,
-    "credited": pb.TOP_UP_STATE_CREDITED,
-    "failed": pb.TOP_UP_STATE_FAILED,
-    "canceled": pb.TOP_UP_STATE_CANCELED,
-    "refused": pb.TOP_UP_STATE_REFUSED,
-}
-_ORIGINS = {"card": pb.TOP_UP_ORIGIN_CARD, "auto": pb.TOP_UP_ORIGIN_AUTO}
-_EVENT_OUTCOMES = {
-    "credited": pb.PAYMENT_EVENT_OUTCOME_CREDITED,
-    "already_credited": pb.PAYMENT_EVENT_OUTCOME_ALREADY_CREDITED,
-    "recorded": pb.PAYMENT_EVENT_OUTCOME_RECORDED,
-    "refused": pb.PAYMENT_EVENT_OUTCOME_REFUSED,
-    "unknown": pb.PAYMENT_EVENT_OUTCOME_UNKNOWN,
-    "card_saved": pb.PAYMENT_EVENT_OUTCOME_CARD_SAVED,
-}
-_ROUTABILITY = {
-    "routable": pb.ROUTABILITY_REASON_ROUTABLE,
-    "no_wallet": pb.ROUTABILITY_REASON_NO_WALLET,
-    "paused": pb.ROUTABILITY_REASON_PAUSED,
-    "insufficient_available": pb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE,
-}
-
+M = TypeVar("M", pb.TopUpResponse, pb.ChargeResponse, pb.RefundResponse)
 
 
 def _uuid(name: str, value: str) -> str:
@@ -72,82 +30,6 @@ def _uuid(name: str, value: str) -> str:
         return str(uuid.UUID(value))
     except ValueError:
         raise InvalidArgument(f"{name} {value!r} is not a reservation id issued by Reserve", field=name) from None
-
-
-def entry_message(row: asyncpg.Record) -> pb.LedgerEntry:
-    return pb.LedgerEntry(
-        entry_id=row["entry_id"],
-        contractor_id=row["contractor_id"],
-        kind=_KINDS[row["kind"]],
-        amount_cents=row["amount_cents"],
-        balance_after_cents=row["balance_after_cents"],
-        idempotency_key=row["idempotency_key"],
-        reference=row["reference"],
-        description=row["description"],
-        refund_of_entry_id=row["refund_of_entry_id"] or 0,
-        reservation_id=str(row["reservation_id"]) if row["reservation_id"] else "",
-        created_at=stamp(row["created_at"]),
-        # post_entry's outcome rows carry no source: the only TOP_UP it writes is an operator's credit.
-        credit_source=_CREDIT_SOURCES.get(row.get("credit_source") or "operator", 0) if row["kind"] == "top_up" else 0,
-    )
-
-
-def top_up_message(row: asyncpg.Record) -> pb.TopUp:
-    return pb.TopUp(
-        top_up_id=str(row["top_up_id"]),
-        contractor_id=row["contractor_id"],
-        origin=_ORIGINS[row["origin"]],
-        amount_cents=row["amount_cents"],
-        currency=row["currency"],
-        state=_TOP_UP_STATES[row["state"]],
-        payment_intent_id=row["payment_intent_id"] or "",
-        failure_code=row["failure_code"],
-        failure_reason=row["failure_reason"],
-        entry_id=row["entry_id"] or 0,
-        credited_cents=row["credited_cents"] or 0,
-        card_brand=row["card_brand"],
-        card_last4=row["card_last4"],
-        created_at=stamp(row["created_at"]),
-        updated_at=stamp(row["updated_at"]),
-    )
-
-
-def wallet_message(row: asyncpg.Record) -> pb.Wallet:
-    return pb.Wallet(
-        contractor_id=row["contractor_id"],
-        balance_cents=row["balance_cents"],
-        reserved_cents=row["reserved_cents"],
-        available_cents=row["balance_cents"] - row["reserved_cents"],
-        paused=row["paused"],
-        pause_threshold_cents=row["pause_threshold_cents"],
-        low_balance_alert=pb.LowBalanceAlert(
-            threshold_cents=row["alert_threshold_cents"], email=row["alert_email"], armed=row["alert_armed"]
-        ),
-        created_at=stamp(row["created_at"]),
-        updated_at=stamp(row["updated_at"]),
-        contact_email=row.get("contact_email") or "",
-        auto_top_up=pb.AutoTopUp(
-            enabled=row["auto_enabled"], threshold_cents=row["auto_threshold_cents"],
-            amount_cents=row["auto_amount_cents"], max_per_day_cents=row["auto_max_per_day_cents"],
-            max_per_hour=row["auto_max_per_hour"], card_brand=row["auto_card_brand"],
-            card_last4=row["auto_card_last4"],
-            consented_at=stamp(row["auto_consented_at"]) if row["auto_consented_at"] else None,
-            consecutive_declines=row["auto_consecutive_declines"], disabled_reason=row["auto_disabled_reason"],
-        ),
-    )
-
-
-def reservation_message(row: Mapping[str, Any], now: dt.datetime) -> pb.Reservation:
-    return pb.Reservation(
-        reservation_id=str(row["reservation_id"]),
-        contractor_id=row["contractor_id"],
-        call_id=row["call_id"],
-        amount_cents=row["amount_cents"],
-        state=_RESERVATION_STATES[ledger.reservation_state(row["state"], row["expires_at"], now)],
-        expires_at=stamp(row["expires_at"]),
-        captured_cents=row["captured_cents"] or 0,
-        capture_entry_id=row["capture_entry_id"] or 0,
-    )
 
 
 def _settle_op(item: pb.CallSettlement, reservation_id: str | None) -> ledger.SettleOp:
@@ -164,37 +46,39 @@ def _settle_op(item: pb.CallSettlement, reservation_id: str | None) -> ledger.Se
 
 
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
-    def __init__(self, store: WalletStore, idempotency: IdempotencyCache, settings: Settings,
+    def __init__(self, store: WalletStore, idempotency: IdempotencyCache, config: WalletConfig,
                  payments: PaymentDesk) -> None:
         self._store = store
         self._payments = payments
         self._idempotency = idempotency
-        self._settings = settings
+        self._config = config
         meter = telemetry.meter("wallet")
         self._moved_cents = meter.create_counter(
             "wallet.money_moved", unit="cents", description="cents moved by applied entries, by kind"
         )
         self._entries = meter.create_counter("wallet.entries", description="applied ledger entries, by kind")
 
-    async def _post(self, op: ledger.EntryOp):
+    async def _post(self, op: ledger.EntryOp) -> Posted:
         posted = await self._store.post(op)
         if posted.outcome == "applied":
             self._moved_cents.add(op.amount_cents, {"kind": op.kind})
             self._entries.add(1, {"kind": op.kind})
         return posted
 
-    async def _post_once(self, method: str, request, op_for, respond) -> bytes:
-        """Runs a keyed money movement once: the Redis fast path first, then storage's unique key."""
+    async def _post_once(self, method: str, request, op_for, response: type[M]) -> M:
+        """Runs a keyed money movement once: the Redis fast path first, then storage's unique key. The answer
+        is `response` holding the entry (the same bytes on a replay from Redis)."""
         fp = fingerprint(method, request)
 
         async def work() -> bytes:
             op = await op_for(fp)
             posted = await self._post(op)
-            if posted.outcome not in ("applied", "replayed"):
-                raise ledger.refusal(posted.outcome, op, posted.row["detail_cents"], posted.row["entry_id"])
-            return respond(posted).SerializeToString()
+            if not posted.done:
+                raise ledger.refusal(posted.outcome, op, posted.detail_cents, posted.entry_id)
+            assert posted.entry is not None  # a movement applied or replayed has its entry
+            return response(entry=mappers.entry(posted.entry)).SerializeToString()
 
-        return await self._idempotency.run(request.idempotency_key, fp, work)
+        return response.FromString(await self._idempotency.run(request.idempotency_key, fp, work))
 
     async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.TopUpResponse:
         """An operator's manual credit: the reason is the entry's description."""
@@ -204,7 +88,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             request.payment_reference,
             request.idempotency_key,
             request.reason,
-            self._settings.top_up_max_cents,
+            self._config.top_up_max_cents,
         )
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
@@ -213,15 +97,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 reference=request.payment_reference, description=request.reason.strip(),
             )
 
-        raw = await self._post_once("TopUp", request, op_for, lambda p: pb.TopUpResponse(entry=entry_message(p.row)))
-        return pb.TopUpResponse.FromString(raw)
+        return await self._post_once("TopUp", request, op_for, pb.TopUpResponse)
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext) -> pb.ChargeResponse:
         ledger.require_id("contractor_id", request.contractor_id)
         ledger.require_amount("amount_cents", request.amount_cents)
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
-        ledger.require_text("reference", request.reference)
-        ledger.require_text("description", request.description)
+        require_text("reference", request.reference, ledger.MAX_TEXT_LEN)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
             return ledger.EntryOp(
@@ -229,15 +112,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 reference=request.reference, description=request.description,
             )
 
-        raw = await self._post_once("Charge", request, op_for, lambda p: pb.ChargeResponse(entry=entry_message(p.row)))
-        return pb.ChargeResponse.FromString(raw)
+        return await self._post_once("Charge", request, op_for, pb.ChargeResponse)
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext) -> pb.RefundResponse:
         if request.charge_entry_id <= 0:
             raise InvalidArgument("charge_entry_id must name a charge or capture entry", field="charge_entry_id")
         ledger.require_amount("amount_cents", request.amount_cents)
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
-        ledger.require_text("description", request.description)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
 
         async def op_for(fp: bytes) -> ledger.EntryOp:
             owner = await self._store.entry_owner(request.charge_entry_id)
@@ -248,13 +130,12 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 description=request.description, refund_of_entry_id=request.charge_entry_id,
             )
 
-        raw = await self._post_once("Refund", request, op_for, lambda p: pb.RefundResponse(entry=entry_message(p.row)))
-        return pb.RefundResponse.FromString(raw)
+        return await self._post_once("Refund", request, op_for, pb.RefundResponse)
 
     async def Capture(self, request: pb.CaptureRequest, context: grpc.aio.ServicerContext) -> pb.CaptureResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)
         ledger.require_amount("amount_cents", request.amount_cents, minimum=0)
-        ledger.require_text("description", request.description)
+        require_text("description", request.description, ledger.MAX_TEXT_LEN)
         owner = await self._store.reservation_owner(reservation_id)
         if owner is None:
             raise NotFound(f"no reservation {reservation_id}", reason="NO_RESERVATION")
@@ -268,41 +149,38 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if posted.outcome == "key_reused":  # captured before, at another amount
             held = await self._store.get_reservation(reservation_id)
             assert held is not None  # reservation_owner found it above, and reservations are never deleted
-            raise ledger.refusal("reservation_captured", op, held["captured_cents"], held["capture_entry_id"])
-        if posted.outcome not in ("applied", "replayed"):
-            raise ledger.refusal(posted.outcome, op, posted.row["detail_cents"], posted.row["entry_id"])
+            raise ledger.refusal("reservation_captured", op, held.captured_cents, held.capture_entry_id)
+        if not posted.done:
+            raise ledger.refusal(posted.outcome, op, posted.detail_cents, posted.entry_id)
         reservation = await self._store.get_reservation(reservation_id)
-        assert reservation is not None  # as above: it exists, and reservations are never deleted
-        return pb.CaptureResponse(
-            reservation=reservation_message(reservation, reservation["now"]), entry=entry_message(posted.row)
-        )
+        assert reservation is not None and posted.entry is not None  # it exists; a capture writes an entry
+        return pb.CaptureResponse(reservation=mappers.reservation(reservation), entry=mappers.entry(posted.entry))
 
     async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.ReserveResponse:
         ledger.require_id("contractor_id", request.contractor_id)
         ledger.require_id("call_id", request.call_id)
         ledger.require_amount("amount_cents", request.amount_cents)
-        ttl_s = ledger.reservation_ttl_s(request.expires_in_s, self._settings.reservation_default_ttl_s)
-        row = await self._store.reserve(request.contractor_id, request.call_id, request.amount_cents, ttl_s)
-        if row["outcome"] not in ("applied", "replayed"):
+        ttl_s = ledger.reservation_ttl_s(request.expires_in_s, self._config.reservation_default_ttl_s)
+        reserved = await self._store.reserve(request.contractor_id, request.call_id, request.amount_cents, ttl_s)
+        if reserved.reservation is None:
             raise ledger.reserve_refusal(
-                row["outcome"], request.contractor_id, request.call_id, row["available_cents"],
-                row["balance_cents"], row["pause_threshold_cents"], request.amount_cents,
+                reserved.outcome, request.contractor_id, request.call_id, reserved.available_cents,
+                reserved.balance_cents, reserved.pause_threshold_cents, request.amount_cents,
             )
-        reservation = dict(row, contractor_id=request.contractor_id, call_id=request.call_id)
-        return pb.ReserveResponse(reservation=reservation_message(reservation, row["now"]))
+        return pb.ReserveResponse(reservation=mappers.reservation(reserved.reservation))
 
     async def Release(self, request: pb.ReleaseRequest, context: grpc.aio.ServicerContext) -> pb.ReleaseResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)
-        row = await self._store.release(reservation_id)
-        if row is None:
+        held = await self._store.release(reservation_id)
+        if held is None:
             raise NotFound(f"no reservation {reservation_id}", reason="NO_RESERVATION")
-        if row["state"] == "captured":
+        if held.state == "captured":
             raise FailedPrecondition(
-                f"reservation {reservation_id} was captured at {row['captured_cents']} cents and cannot be "
+                f"reservation {reservation_id} was captured at {held.captured_cents} cents and cannot be "
                 "released; refund the capture if it was wrong",
                 reason="RESERVATION_ALREADY_CAPTURED",
             )
-        return pb.ReleaseResponse(reservation=reservation_message(row, row["now"]))
+        return pb.ReleaseResponse(reservation=mappers.reservation(held))
 
     async def SettleCalls(
         self, request: pb.SettleCallsRequest, context: grpc.aio.ServicerContext
@@ -318,24 +196,25 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             [(it.payer_contractor_id, it.call_id) for it in request.items if it.payer_contractor_id]
         )
         ops = [_settle_op(it, held.get((it.payer_contractor_id, it.call_id))) for it in request.items]
-        rows = await self._store.settle_calls(ops)
+        settled = await self._store.settle_calls(ops)
         results = []
-        for op, row in zip(ops, rows, strict=True):
-            if row["outcome"] not in ("applied", "replayed"):
-                kind = "capture" if row["outcome"] == "reservation_captured" else "charge"
-                err = ledger.refusal(row["outcome"], ledger.EntryOp(
+        for op, posted in zip(ops, settled, strict=True):
+            if not posted.done:
+                kind = "capture" if posted.outcome == "reservation_captured" else "charge"
+                err = ledger.refusal(posted.outcome, ledger.EntryOp(
                     kind, op.payer_contractor_id, op.amount_cents, op.idempotency_key, b"",
                     reservation_id=op.reservation_id,
-                ), row["detail_cents"], row["entry_id"])
+                ), posted.detail_cents, posted.entry_id)
                 results.append(pb.CallSettlementResult(call_id=op.call_id, code=err.code.value[0],
-                                                       message=err.message, reason=err.reason))
+                                                       message=err.message, reason=err.reason,
+                                                       refusal=mappers.refusal(err.reason)))
                 continue
             result = pb.CallSettlementResult(call_id=op.call_id)
-            if row["entry_id"] is not None:
-                result.entry.CopyFrom(entry_message(row))
-                if row["outcome"] == "applied":
-                    self._moved_cents.add(op.amount_cents, {"kind": row["kind"]})
-                    self._entries.add(1, {"kind": row["kind"]})
+            if posted.entry is not None:  # none for a free call
+                result.entry.CopyFrom(mappers.entry(posted.entry))
+                if posted.outcome == APPLIED:
+                    self._moved_cents.add(op.amount_cents, {"kind": posted.entry.kind})
+                    self._entries.add(1, {"kind": posted.entry.kind})
             results.append(result)
         return pb.SettleCallsResponse(results=results)
 
@@ -343,32 +222,31 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self, request: pb.ListCallReservationsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListCallReservationsResponse:
         ledger.require_id("call_id", request.call_id)
-        rows = await self._store.call_reservations(request.call_id)
-        now = await self._store.now()
-        return pb.ListCallReservationsResponse(reservations=[reservation_message(r, now) for r in rows])
+        held = await self._store.call_reservations(request.call_id)
+        return pb.ListCallReservationsResponse(reservations=[mappers.reservation(r) for r in held])
 
     async def GetWallet(self, request: pb.GetWalletRequest, context: grpc.aio.ServicerContext) -> pb.GetWalletResponse:
         ledger.require_id("contractor_id", request.contractor_id)
-        row = await self._store.get_wallet(request.contractor_id)
-        if row is None:
+        wallet = await self._store.get_wallet(request.contractor_id)
+        if wallet is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
                            reason="NO_WALLET")
-        return pb.GetWalletResponse(wallet=wallet_message(row))
+        return pb.GetWalletResponse(wallet=mappers.wallet(wallet))
 
     async def ListEntries(
         self, request: pb.ListEntriesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListEntriesResponse:
         ledger.require_id("contractor_id", request.contractor_id)
-        size = ledger.page_size(request.page_size)
-        before = ledger.decode_page_token(request.page_token)
+        size = paging.page_size(request.page_size, ledger.DEFAULT_PAGE_SIZE, ledger.MAX_PAGE_SIZE)
+        before = paging.decode_id(request.page_token)
         if before is None and await self._store.get_wallet(request.contractor_id) is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet", reason="NO_WALLET")
-        rows = await self._store.list_entries(request.contractor_id, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
+        entries = await self._store.list_entries(request.contractor_id, before, size + 1)
+        more = len(entries) > size
+        entries = entries[:size]
         return pb.ListEntriesResponse(
-            entries=[entry_message(r) for r in rows],
-            next_page_token=ledger.encode_page_token(rows[-1]["entry_id"]) if more else "",
+            entries=[mappers.entry(e) for e in entries],
+            next_page_token=paging.encode_id(entries[-1].entry_id) if more else "",
         )
 
     async def GetRoutability(
@@ -383,39 +261,26 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         for cid in request.contractor_ids:
             ledger.require_id("contractor_ids", cid)
         ledger.require_amount("amount_cents", request.amount_cents, minimum=0)
-        answers = []
-        for row in await self._store.routability(request.contractor_ids):
-            found = row["contractor_id"] is not None
-            reason = ledger.routability(found, bool(row["paused"]), row["available_cents"] or 0, request.amount_cents)
-            answers.append(
-                pb.Routability(
-                    contractor_id=row["asked_id"],
-                    routable=reason == "routable",
-                    reason=_ROUTABILITY[reason],
-                    available_cents=row["available_cents"] or 0,
-                    balance_cents=row["balance_cents"] or 0,
-                    pause_threshold_cents=row["pause_threshold_cents"] or 0,
-                )
-            )
-        return pb.GetRoutabilityResponse(routabilities=answers)
+        answers = await self._store.routability(request.contractor_ids)
+        return pb.GetRoutabilityResponse(routabilities=[mappers.routability(a, request.amount_cents) for a in answers])
 
     async def SetPauseThreshold(
         self, request: pb.SetPauseThresholdRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetPauseThresholdResponse:
         ledger.require_id("contractor_id", request.contractor_id)
         ledger.require_amount("threshold_cents", request.threshold_cents, minimum=0)
-        row = await self._store.set_pause_threshold(request.contractor_id, request.threshold_cents)
-        return pb.SetPauseThresholdResponse(wallet=wallet_message(row))
+        wallet = await self._store.set_pause_threshold(request.contractor_id, request.threshold_cents)
+        return pb.SetPauseThresholdResponse(wallet=mappers.wallet(wallet))
 
     async def SetLowBalanceAlert(
         self, request: pb.SetLowBalanceAlertRequest, context: grpc.aio.ServicerContext
     ) -> pb.SetLowBalanceAlertResponse:
         ledger.validate_alert(request.contractor_id, request.threshold_cents, request.email)
         email = request.email if request.threshold_cents else ""
-        row = await self._store.set_low_balance_alert(request.contractor_id, request.threshold_cents, email)
-        if row is None:
+        wallet = await self._store.set_low_balance_alert(request.contractor_id, request.threshold_cents, email)
+        if wallet is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
-        return pb.SetLowBalanceAlertResponse(wallet=wallet_message(row))
+        return pb.SetLowBalanceAlertResponse(wallet=mappers.wallet(wallet))
 
     async def SetContactEmail(
         self, request: pb.SetContactEmailRequest, context: grpc.aio.ServicerContext
@@ -423,10 +288,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("contractor_id", request.contractor_id)
         if request.email:
             ledger.validate_email(request.email)
-        row = await self._store.set_contact_email(request.contractor_id, request.email)
-        if row is None:
+        wallet = await self._store.set_contact_email(request.contractor_id, request.email)
+        if wallet is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
-        return pb.SetContactEmailResponse(wallet=wallet_message(row))
+        return pb.SetContactEmailResponse(wallet=mappers.wallet(wallet))
 
     async def FindContractorsByEmail(
         self, request: pb.FindContractorsByEmailRequest, context: grpc.aio.ServicerContext
@@ -440,41 +305,26 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("contractor_id", request.contractor_id)
         lookback = forecast.days_asked("lookback_days", request.lookback_days, forecast.DEFAULT_LOOKBACK_DAYS)
         history = forecast.days_asked("history_days", request.history_days, forecast.DEFAULT_HISTORY_DAYS)
-        row = await self._store.get_wallet(request.contractor_id)
-        if row is None:
+        wallet = await self._store.get_wallet(request.contractor_id)
+        if wallet is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
                            reason="NO_WALLET")
         today = (await self._store.now()).astimezone(dt.UTC).date()
         since = dt.datetime.combine(forecast.first_day(today, lookback, history), dt.time(), dt.UTC)
-        activity = {
-            r["day"]: forecast.Day(r["day"], r["spent"], r["debits"], r["refunded"], r["topped_up"])
-            for r in await self._store.daily_activity(request.contractor_id, since)
-        }
-        found = forecast.forecast(row["balance_cents"], row["pause_threshold_cents"], row["paused"], activity, today,
+        activity = {d.date: d for d in await self._store.daily_activity(request.contractor_id, since)}
+        found = forecast.forecast(wallet.balance_cents, wallet.pause_threshold_cents, wallet.paused, activity, today,
                                   lookback, history)
-        return pb.GetSpendForecastResponse(forecast=pb.SpendForecast(
-            contractor_id=request.contractor_id,
-            balance_cents=row["balance_cents"],
-            pause_threshold_cents=row["pause_threshold_cents"],
-            lookback_days=found.lookback_days,
-            lookback_spent_cents=found.lookback_spent_cents,
-            average_daily_spend_cents=found.average_daily_spend_cents,
-            headroom_cents=found.headroom_cents,
-            runway_days=found.runway_days,
-            paused=row["paused"],
-            days=[pb.DailySpend(date=d.date.isoformat(), spent_cents=d.spent_cents, debit_count=d.debit_count,
-                                refunded_cents=d.refunded_cents, topped_up_cents=d.topped_up_cents)
-                  for d in found.days],
-        ))
+        return pb.GetSpendForecastResponse(forecast=mappers.spend_forecast(wallet, found))
+
     async def StartTopUp(
         self, request: pb.StartTopUpRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartTopUpResponse:
         top_ups.validate_start(request.contractor_id, request.amount_cents, request.idempotency_key, request.email,
-                               self._settings.top_up_max_cents)
+                               self._config.top_up_max_cents)
         row, secret = await self._payments.start_top_up(
             request.contractor_id, request.amount_cents, request.email, request.idempotency_key,
             fingerprint("StartTopUp", request))
-        return pb.StartTopUpResponse(top_up=top_up_message(row), client_secret=secret,
+        return pb.StartTopUpResponse(top_up=mappers.top_up(row), client_secret=secret,
                                      publishable_key=self._payments.provider.publishable_key)
 
     async def GetTopUp(self, request: pb.GetTopUpRequest, context: grpc.aio.ServicerContext) -> pb.GetTopUpResponse:
@@ -485,7 +335,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if row is None or row["contractor_id"] != request.contractor_id:
             raise NotFound(f"contractor {request.contractor_id!r} has no top-up {request.top_up_id!r}",
                            reason="NO_TOP_UP")
-        return pb.GetTopUpResponse(top_up=top_up_message(row))
+        return pb.GetTopUpResponse(top_up=mappers.top_up(row))
 
     async def StartCardSetup(
         self, request: pb.StartCardSetupRequest, context: grpc.aio.ServicerContext
@@ -502,23 +352,24 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> pb.SetAutoTopUpResponse:
         wanted = top_ups.AutoTopUpSettings(request.enabled, request.threshold_cents, request.amount_cents,
                                            request.max_per_day_cents, request.email)
-        top_ups.validate_auto_top_up(request.contractor_id, wanted, self._settings.top_up_max_cents)
+        top_ups.validate_auto_top_up(request.contractor_id, wanted, self._config.top_up_max_cents)
         if request.enabled:
             await self._payments.settle_card_setups(request.contractor_id)
         outcome = await self._payments.set_auto_top_up(request.contractor_id, wanted,
-                                                       self._settings.auto_top_up_max_per_hour)
+                                                       self._config.auto_top_up_max_per_hour)
         if outcome == "no_wallet":
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
         if outcome == "no_card":
             raise FailedPrecondition(
                 "no saved card: save one first (StartCardSetup, then confirm it in the browser)", reason="NO_CARD")
-        row = await self._store.get_wallet(request.contractor_id)
+        wallet = await self._store.get_wallet(request.contractor_id)
         if outcome == "below_pause_line":
             raise FailedPrecondition(
                 f"threshold_cents {request.threshold_cents} is below the pause line "
-                f"({row['pause_threshold_cents'] if row else 0} cents): a top-up that starts after calls pause is "
-                "too late; choose at least the pause line", reason="THRESHOLD_BELOW_PAUSE_LINE")
-        return pb.SetAutoTopUpResponse(wallet=wallet_message(row))
+                f"({wallet.pause_threshold_cents if wallet else 0} cents): a top-up that starts after calls pause "
+                "is too late; choose at least the pause line", reason="THRESHOLD_BELOW_PAUSE_LINE")
+        assert wallet is not None  # set_auto_top_up found it (else no_wallet above), and wallets are never deleted
+        return pb.SetAutoTopUpResponse(wallet=mappers.wallet(wallet))
 
     async def ApplyPaymentEvent(
         self, request: pb.ApplyPaymentEventRequest, context: grpc.aio.ServicerContext
@@ -535,4 +386,4 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 outcome, top_up_id = await self._payments.apply_payment(request.object_id, source)
         except ProviderError as err:
             raise Unavailable(f"the payment provider could not be asked ({err.code}); retry shortly") from err
-        return pb.ApplyPaymentEventResponse(outcome=_EVENT_OUTCOMES[outcome], top_up_id=top_up_id)
+        return pb.ApplyPaymentEventResponse(outcome=mappers.EVENT_OUTCOMES[outcome], top_up_id=top_up_id)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Sequence
@@ -11,7 +10,9 @@ import asyncpg
 
 from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
+from services.wallet.forecast import Day
 from services.wallet.ledger import EntryOp, SettleOp
+from services.wallet.records import Entry, Posted, Reservation, Reserved, Routability, Wallet
 
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
@@ -23,8 +24,8 @@ CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.
 ORDER BY op.ord
 """
 
-# The common cases set-based, the rest through wallet.settle_call item by item (migration 0006); a row per
-# item, by ord.
+# The common cases set-based, the rest through wallet.settle_call item by item (migrations/R__functions.sql); a
+# row per item, by ord.
 _SETTLE_BATCH = "SELECT * FROM wallet.settle_calls($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 _WALLET = """
@@ -48,14 +49,6 @@ _ENTRY_COLUMNS = (
     "entry_id, contractor_id, kind, amount_cents, balance_after_cents, idempotency_key, reference, description,"
     " refund_of_entry_id, reservation_id, created_at, credit_source"
 )
-
-
-@dataclasses.dataclass(frozen=True)
-class Posted:
-    """What storage did with one EntryOp: the entry (new or the original on a replay) or a refusal."""
-
-    outcome: str
-    row: asyncpg.Record
 
 
 class WalletStore:
@@ -91,7 +84,7 @@ class WalletStore:
             )
         results: list[Posted | None] = [None] * len(ops)
         for i, row in zip(order, rows, strict=True):
-            results[i] = Posted(row["outcome"], row)
+            results[i] = Posted.from_row(row)
         return results  # type: ignore[return-value]
 
     async def payer_reservations(self, pairs: Sequence[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -104,7 +97,7 @@ class WalletStore:
             )
         return {(r["contractor_id"], r["call_id"]): str(r["reservation_id"]) for r in rows}
 
-    async def settle_calls(self, items: Sequence[SettleOp]) -> list[asyncpg.Record]:
+    async def settle_calls(self, items: Sequence[SettleOp]) -> list[Posted]:
         """Settles every item in one statement and one commit; a row per item, in order. Payers' wallets are
         locked in contractor order, as _post_batch does, and the per-item path takes the items in that order."""
         order = sorted(range(len(items)), key=lambda i: (items[i].payer_contractor_id, items[i].call_id))
@@ -122,9 +115,9 @@ class WalletStore:
                 [uuid.UUID(o.reservation_id) if o.reservation_id else None for o in ranked],
                 [o.capture_hash for o in ranked],
             )
-        results: list[asyncpg.Record | None] = [None] * len(items)
+        results: list[Posted | None] = [None] * len(items)
         for i, row in zip(order, rows, strict=True):
-            results[i] = row
+            results[i] = Posted.from_row(row)
         return results  # type: ignore[return-value]
 
     async def reservation_owner(self, reservation_id: str) -> str | None:
@@ -139,16 +132,20 @@ class WalletStore:
 
     async def reserve(
         self, contractor_id: str, call_id: str, amount_cents: int, expires_in_s: int
-    ) -> asyncpg.Record:
+    ) -> Reserved:
         async with storage_errors():
-            return await self._pool.fetchrow(
+            row = await self._pool.fetchrow(
                 "SELECT * FROM wallet.reserve($1, $2, $3, $4, $5)",
                 contractor_id, call_id, amount_cents, expires_in_s, uuid.uuid4(),
             )
+        held = row["outcome"] in ("applied", "replayed")
+        reservation = Reservation.from_row(row, contractor_id=contractor_id, call_id=call_id) if held else None
+        return Reserved(row["outcome"], reservation, row["available_cents"], row["balance_cents"],
+                        row["pause_threshold_cents"])
 
-    async def release(self, reservation_id: str) -> asyncpg.Record | None:
-        """Frees an open reservation; returns the reservation as it now stands, with the database clock as
-        `now` (None if unknown). One round trip when it was open."""
+    async def release(self, reservation_id: str) -> Reservation | None:
+        """Frees an open reservation; returns the reservation as it now stands (None if unknown). One round
+        trip when it was open."""
         rid = uuid.UUID(reservation_id)
         async with storage_errors():
             released = await self._pool.fetchrow(
@@ -157,39 +154,43 @@ class WalletStore:
                 rid,
             )
             if released is not None:
-                return released
+                return Reservation.from_row(released)
             return await self.get_reservation(reservation_id)
 
-    async def get_reservation(self, reservation_id: str) -> asyncpg.Record | None:
-        """The reservation with the database clock as `now`."""
+    async def get_reservation(self, reservation_id: str) -> Reservation | None:
         async with storage_errors():
-            return await self._pool.fetchrow(
+            row = await self._pool.fetchrow(
                 "SELECT *, now() AS now FROM wallet.reservations WHERE reservation_id = $1", uuid.UUID(reservation_id)
             )
+        return Reservation.from_row(row) if row is not None else None
 
-    async def call_reservations(self, call_id: str) -> list[asyncpg.Record]:
+    async def call_reservations(self, call_id: str) -> list[Reservation]:
         async with storage_errors():
-            return await self._pool.fetch(
-                "SELECT * FROM wallet.reservations WHERE call_id = $1 ORDER BY created_at, reservation_id", call_id
+            rows = await self._pool.fetch(
+                "SELECT *, now() AS now FROM wallet.reservations WHERE call_id = $1"
+                " ORDER BY created_at, reservation_id", call_id
             )
+        return [Reservation.from_row(r) for r in rows]
 
-    async def get_wallet(self, contractor_id: str) -> asyncpg.Record | None:
+    async def get_wallet(self, contractor_id: str) -> Wallet | None:
         async with storage_errors():
-            return await self._pool.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+            row = await self._pool.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+        return Wallet.from_row(row) if row is not None else None
 
-    async def list_entries(self, contractor_id: str, before_entry_id: int | None, limit: int) -> list[asyncpg.Record]:
+    async def list_entries(self, contractor_id: str, before_entry_id: int | None, limit: int) -> list[Entry]:
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 f"SELECT {_ENTRY_COLUMNS} FROM wallet.entries"
                 " WHERE contractor_id = $1 AND ($2::bigint IS NULL OR entry_id < $2)"
                 " ORDER BY entry_id DESC LIMIT $3",
                 contractor_id, before_entry_id, limit,
             )
+        return [Entry.from_row(r) for r in rows]
 
-    async def routability(self, contractor_ids: Sequence[str]) -> list[asyncpg.Record]:
-        """One row per asked id, in order; wallet columns are NULL where there is no wallet."""
+    async def routability(self, contractor_ids: Sequence[str]) -> list[Routability]:
+        """One answer per asked id, in order."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT ask.id AS asked_id, w.contractor_id, w.balance_cents, w.paused, w.pause_threshold_cents,"
                 "       w.balance_cents - coalesce(h.held, 0) AS available_cents"
                 " FROM unnest($1::text[]) WITH ORDINALITY AS ask(id, ord)"
@@ -199,24 +200,25 @@ class WalletStore:
                 " ORDER BY ask.ord",
                 list(contractor_ids),
             )
+        return [Routability.from_row(r) for r in rows]
 
-    async def set_pause_threshold(self, contractor_id: str, threshold_cents: int) -> asyncpg.Record:
+    async def set_pause_threshold(self, contractor_id: str, threshold_cents: int) -> Wallet:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT wallet.set_pause_threshold($1, $2)", contractor_id, threshold_cents)
-            return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+            return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
 
     async def set_low_balance_alert(
         self, contractor_id: str, threshold_cents: int, email: str
-    ) -> asyncpg.Record | None:
+    ) -> Wallet | None:
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             found = await conn.fetchval(
                 "SELECT (wallet.set_low_balance_alert($1, $2, $3)).contractor_id", contractor_id, threshold_cents, email
             )
             if found is None:
                 return None
-            return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+            return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
 
-    async def set_contact_email(self, contractor_id: str, email: str) -> asyncpg.Record | None:
+    async def set_contact_email(self, contractor_id: str, email: str) -> Wallet | None:
         """The wallet after the change; None when there is no wallet. An empty email removes the address."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("SELECT 1 FROM wallet.wallets WHERE contractor_id = $1", contractor_id) is None:
@@ -229,7 +231,7 @@ class WalletStore:
                 )
             else:
                 await conn.execute("DELETE FROM wallet.contacts WHERE contractor_id = $1", contractor_id)
-            return await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
+            return Wallet.from_row(await conn.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id))
 
     async def contractors_by_email(self, email: str) -> list[str]:
         """By contact address; by the alert's address for wallets that have no contact address."""
@@ -244,10 +246,11 @@ class WalletStore:
             )
         return [r["contractor_id"] for r in rows]
 
-    async def daily_activity(self, contractor_id: str, since: dt.datetime) -> list[asyncpg.Record]:
-        """Per UTC day from `since`: debits (spent, count), refunds and top-ups, as positive figures."""
+    async def daily_activity(self, contractor_id: str, since: dt.datetime) -> list[Day]:
+        """Per UTC day from `since` that has entries: debits (spent, count), refunds and top-ups, as positive
+        figures."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT (created_at AT TIME ZONE 'UTC')::date AS day,"
                 "  coalesce(sum(-amount_cents) FILTER (WHERE kind IN ('capture', 'charge')), 0)::bigint AS spent,"
                 "  count(*) FILTER (WHERE kind IN ('capture', 'charge'))::int AS debits,"
@@ -257,6 +260,7 @@ class WalletStore:
                 " GROUP BY 1 ORDER BY 1",
                 contractor_id, since,
             )
+        return [Day(r["day"], r["spent"], r["debits"], r["refunded"], r["topped_up"]) for r in rows]
 
     async def now(self) -> dt.datetime:
         async with storage_errors():

@@ -6,7 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.validation import require_id
+from services.runtime.money import dollars
+from services.runtime.validation import require_id, require_text
 from services.wallet import ledger
 from services.wallet.provider import Payment
 
@@ -28,7 +29,7 @@ def validate_amount(cents: int, max_cents: int, field: str = "amount_cents") -> 
     ceiling = max_cents or ledger.MAX_AMOUNT_CENTS
     if cents > ceiling:
         raise InvalidArgument(
-            f"a top-up may be at most {ceiling} cents (${ceiling / 100:,.2f}), the operator's limit; got {cents}. "
+            f"a top-up may be at most {ceiling} cents ({dollars(ceiling)}), the operator's limit; got {cents}. "
             "Split a larger payment into several top-ups.",
             reason="TOP_UP_ABOVE_MAXIMUM", field=field,
         )
@@ -54,7 +55,7 @@ def validate_manual_credit(contractor_id: str, amount_cents: int, reference: str
             "reason is required: a manual credit says in writing why the operator credits this wallet "
             "(it is shown in the ledger)", reason="REASON_REQUIRED", field="reason",
         )
-    ledger.require_text("reason", reason)
+    require_text("reason", reason, ledger.MAX_TEXT_LEN)
 
 
 def validate_start(contractor_id: str, amount_cents: int, key: str, email: str, max_cents: int) -> None:

@@ -29,10 +29,6 @@ def at(moment: dt.datetime | str) -> Timestamp:
     return out
 
 
-def utc(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
-
-
 async def set_rate(billing, zip_code: str, cents: int, effective_from: str = "2020-01-01T00:00:00+00:00",
                    set_by: str = "ops@test") -> pb.SetZipRateResponse:
     return await billing.SetZipRate(

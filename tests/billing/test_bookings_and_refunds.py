@@ -11,6 +11,7 @@ from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing.app import BILLING
+from services.billing.config import BillingConfig
 from tests.billing.calls import call, connected
 from tests.billing.support import at, set_rate, stream_events, unique_zip
 from tests.conftest import serving
@@ -62,8 +63,9 @@ async def test_a_booking_id_with_other_details_is_refused(billing, wallet, contr
 async def test_a_booking_is_billed_at_the_fee_in_effect_when_it_was_scheduled(billing_settings, wallet, contractor):
     # The session's booking fee must stay 2500 for other tests, so this one prices and books in year 2997, on a
     # billing of its own that tolerates a clock ~1000 years ahead (the default refuses such a booking, below).
-    tolerant = dataclasses.replace(billing_settings, clock_skew_s=40_000_000_000)
-    async with serving(await BILLING.build(tolerant, 0)) as target, grpc.aio.insecure_channel(target) as channel:
+    tolerant = dataclasses.replace(BillingConfig.from_env(), clock_skew_s=40_000_000_000)
+    server = await BILLING.build(billing_settings, 0, tolerant)
+    async with serving(server) as target, grpc.aio.insecure_channel(target) as channel:
         await _fee_in_effect_when_scheduled(billing_pb2_grpc.BillingServiceStub(channel), wallet, contractor)
 
 

@@ -26,6 +26,7 @@ from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway.app import Gateway
 from services.runtime.config import Settings
 from services.wallet.app import WALLET
+from services.wallet.config import WalletConfig
 from tests.conftest import Servers, fresh_database, serving
 from tests.gateway.conftest import OLD_KEY, SIGNING_KEY, bearer, token
 
@@ -113,9 +114,12 @@ def quiet_stripe() -> Iterator[LocalStripe]:
 def payment_settings(settings: Settings, stripe_url: str, **changes: Any) -> Settings:
     return dataclasses.replace(
         settings, stripe_api_key=API_KEY, stripe_publishable_key=PUBLISHABLE_KEY, stripe_api_base=stripe_url,
-        stripe_webhook_secret=WEBHOOK_SECRET, jwt_secret=f"{SIGNING_KEY},{OLD_KEY}",
-        payment_sweep_interval_ms=100, payment_retry_base_ms=200, **changes,
+        stripe_webhook_secret=WEBHOOK_SECRET, jwt_secret=f"{SIGNING_KEY},{OLD_KEY}", **changes,
     )
+
+
+def payment_config(config: WalletConfig, **changes: Any) -> WalletConfig:
+    return dataclasses.replace(config, payment_sweep_interval_ms=100, payment_retry_base_ms=200, **changes)
 
 
 @dataclasses.dataclass
@@ -131,12 +135,13 @@ class PayStack:
 
 
 @pytest.fixture(scope="session")
-async def hooked(servers: Servers, settings: Settings, hooked_stripe: LocalStripe) -> AsyncIterator[PayStack]:
+async def hooked(servers: Servers, settings: Settings, wallet_config: WalletConfig,
+                 hooked_stripe: LocalStripe) -> AsyncIterator[PayStack]:
     """Webhooks only: the sweeper waits an hour before asking about a pending top-up."""
     url = await fresh_database(servers)
-    wallet_settings = payment_settings(settings, hooked_stripe.url, database_url=url,
-                                       payment_sweep_after_ms=3_600_000)
-    async with serving(await WALLET.build(wallet_settings, 0)) as target:
+    wallet_settings = payment_settings(settings, hooked_stripe.url, database_url=url)
+    config = payment_config(wallet_config, payment_sweep_after_ms=3_600_000)
+    async with serving(await WALLET.build(wallet_settings, 0, config)) as target:
         gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target))
         port = await gateway.start(0)
         gateway_url = f"http://127.0.0.1:{port}"
@@ -149,11 +154,13 @@ async def hooked(servers: Servers, settings: Settings, hooked_stripe: LocalStrip
 
 
 @pytest.fixture(scope="session")
-async def quiet(servers: Servers, settings: Settings, quiet_stripe: LocalStripe) -> AsyncIterator[PayStack]:
+async def quiet(servers: Servers, settings: Settings, wallet_config: WalletConfig,
+                quiet_stripe: LocalStripe) -> AsyncIterator[PayStack]:
     """No webhooks at all: only the sweeper (asking after 300 ms) learns that a payment succeeded."""
     url = await fresh_database(servers)
-    wallet_settings = payment_settings(settings, quiet_stripe.url, database_url=url, payment_sweep_after_ms=300)
-    async with serving(await WALLET.build(wallet_settings, 0)) as target:
+    wallet_settings = payment_settings(settings, quiet_stripe.url, database_url=url)
+    config = payment_config(wallet_config, payment_sweep_after_ms=300)
+    async with serving(await WALLET.build(wallet_settings, 0, config)) as target:
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         async with grpc.aio.insecure_channel(target) as channel:
             yield PayStack(quiet_stripe, wallet_pb2_grpc.WalletServiceStub(channel), pool, target, url)

@@ -9,6 +9,7 @@ import pytest
 from callersync.billing.v1 import billing_pb2, billing_pb2_grpc, events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
 from services.routing.billing_events import BillingEventHandler
+from services.routing.clients import BillingClient
 from services.routing.directory import Directory
 from services.routing.live_state import LiveState
 from services.routing.rate_card import RateCard
@@ -205,7 +206,8 @@ async def test_a_consumer_group_created_anew_re_reads_billing_s_whole_rate_card(
         await isolated.execute("INSERT INTO routing.claims (zip, contractor_id, position, backup_rank)"
                                " VALUES ($1, 'ctr-lost-event', 'primary', 0)", zip_code)
         resyncs = []
-        rate_card = RateCard(RoutingStore(isolated), billing, on_resync=lambda: _note(resyncs))
+        rate_card = RateCard(RoutingStore(isolated), BillingClient(billing, timeout_s=2.0),
+                             on_resync=lambda: _note(resyncs))
         created = []
 
         def group_created():

@@ -9,14 +9,15 @@ import grpc
 
 from bench.common import free_port
 from callersync.billing.v1 import billing_pb2_grpc
+from services.routing.clients import BillingClient
 from services.routing.rate_card import RateCard
 from services.routing.storage import RoutingStore
 
 
 async def test_the_re_read_retries_with_a_doubling_wait_up_to_the_cap(db, caplog):
     async with grpc.aio.insecure_channel(f"127.0.0.1:{free_port()}") as nobody:  # billing is down
-        card = RateCard(RoutingStore(db), billing_pb2_grpc.BillingServiceStub(nobody), timeout_s=0.5,
-                        retry_s=0.05, max_retry_s=0.2)
+        billing = BillingClient(billing_pb2_grpc.BillingServiceStub(nobody), timeout_s=0.5)
+        card = RateCard(RoutingStore(db), billing, retry_s=0.05, max_retry_s=0.2)
         with caplog.at_level(logging.WARNING, logger="callersync.routing.rate_card"):
             card.start_resync()
             for _ in range(100):

@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
-from services.cli import SERVICES
+from services.ops import SERVICES
 from services.runtime.db import REPEATABLE, migrate, migration_files, superseded_checksums
 from services.wallet.app import WALLET
 from tests.conftest import serving

@@ -9,8 +9,6 @@ import sys
 import threading
 import time
 
-ENV_KEYS_OWNED_BY_TESTS = ("CALLERSYNC_DATABASE_URL", "CALLERSYNC_REDIS_URL")
-
 
 def callersync_env(**overrides: str) -> dict[str, str]:
     """The environment without any CALLERSYNC_* the test runner has, plus overrides."""

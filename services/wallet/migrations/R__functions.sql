@@ -113,8 +113,8 @@ BEGIN
         RETURN wallet.outcome_of(e, p_request_hash);
     END IF;
     IF p_kind = 'top_up' THEN
-        -- Refused before the wallet is created: a refusal writes nothing (the check under the lock below
-        -- still decides a race).
+        -- Refused before the wallet is created, so a refusal writes nothing. A reference committed between
+        -- this check and the insert below is caught by entries_payment_reference (the ON CONFLICT answer).
         SELECT * INTO e FROM wallet.entries
          WHERE kind = 'top_up' AND reference = p_reference AND credit_source IN ('card', 'operator');
         IF FOUND THEN
@@ -134,14 +134,7 @@ BEGIN
     IF FOUND THEN
         RETURN wallet.outcome_of(e, p_request_hash);
     END IF;
-    IF p_kind = 'top_up' THEN
-        SELECT * INTO e FROM wallet.entries
-         WHERE kind = 'top_up' AND reference = p_reference AND credit_source IN ('card', 'operator');
-        IF FOUND THEN
-            RETURN ROW('reference_used', e.entry_id, p_contractor_id, p_kind, NULL, NULL, p_idempotency_key,
-                       p_reference, NULL, NULL, NULL, NULL, NULL)::wallet.post_outcome;
-        END IF;
-    ELSIF p_kind = 'capture' THEN
+    IF p_kind = 'capture' THEN
         SELECT * INTO r FROM wallet.reservations
          WHERE reservation_id = p_reservation_id AND contractor_id = p_contractor_id;
         IF NOT FOUND OR r.state <> 'open' THEN

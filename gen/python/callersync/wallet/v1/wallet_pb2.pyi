@@ -119,6 +119,111 @@ ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE: RoutabilityReason.ValueType  # 4
 """Not paused, but open reservations leave less than amount_cents available."""
 Global___RoutabilityReason: _TypeAlias = RoutabilityReason  # noqa: Y015
 
+class _WalletRefusal:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WalletRefusalEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WalletRefusal.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WALLET_REFUSAL_UNSPECIFIED: _WalletRefusal.ValueType  # 0
+    WALLET_REFUSAL_NO_WALLET: _WalletRefusal.ValueType  # 1
+    """The contractor has no wallet yet; the first top-up creates it (NOT_FOUND)."""
+    WALLET_REFUSAL_PAUSED: _WalletRefusal.ValueType  # 2
+    """Reserve: the balance is below the pause threshold; a top-up resumes calls (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_INSUFFICIENT_AVAILABLE: _WalletRefusal.ValueType  # 3
+    """Reserve: open reservations leave less than the amount available (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_CALL_ALREADY_RESERVED: _WalletRefusal.ValueType  # 4
+    """Reserve: this call already holds a reservation of another amount on the contractor (ALREADY_EXISTS)."""
+    WALLET_REFUSAL_IDEMPOTENCY_KEY_REUSED: _WalletRefusal.ValueType  # 5
+    """The idempotency key was used before for a different request (ALREADY_EXISTS)."""
+    WALLET_REFUSAL_NO_RESERVATION: _WalletRefusal.ValueType  # 6
+    """No reservation with that id (NOT_FOUND)."""
+    WALLET_REFUSAL_RESERVATION_RELEASED: _WalletRefusal.ValueType  # 7
+    """Capture: the reservation was released; settle with Charge instead (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_RESERVATION_ALREADY_CAPTURED: _WalletRefusal.ValueType  # 8
+    """Capture, Release, SettleCalls: the reservation was captured before, at another amount (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_NO_CHARGE: _WalletRefusal.ValueType  # 9
+    """Refund: the entry is not a charge or capture (NOT_FOUND)."""
+    WALLET_REFUSAL_ALREADY_REFUNDED: _WalletRefusal.ValueType  # 10
+    """Refund: the charge was refunded before (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_REFUND_EXCEEDS_CHARGE: _WalletRefusal.ValueType  # 11
+    """Refund: more than the charge (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_TOP_UP_BELOW_MINIMUM: _WalletRefusal.ValueType  # 12
+    """TopUp: below the $25 minimum (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_TOP_UP_ABOVE_MAXIMUM: _WalletRefusal.ValueType  # 13
+    """TopUp: above the configured maximum (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_AMOUNT_OUT_OF_RANGE: _WalletRefusal.ValueType  # 14
+    """An amount outside 1 cent to $1bn (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_PAYMENT_REFERENCE_USED: _WalletRefusal.ValueType  # 15
+    """TopUp: the payment reference was credited before (ALREADY_EXISTS)."""
+    WALLET_REFUSAL_CARD_PAYMENT_REFERENCE: _WalletRefusal.ValueType  # 16
+    """TopUp: a card PaymentIntent's reference; only the wallet credits those (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_REASON_REQUIRED: _WalletRefusal.ValueType  # 17
+    """TopUp: an operator's credit says why (INVALID_ARGUMENT)."""
+    WALLET_REFUSAL_PAYMENTS_NOT_CONFIGURED: _WalletRefusal.ValueType  # 18
+    """Card top-ups: no payment provider is configured (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_PROVIDER_REFUSED: _WalletRefusal.ValueType  # 19
+    """Card top-ups: the payment provider refused the request (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_NO_TOP_UP: _WalletRefusal.ValueType  # 20
+    """GetTopUp: no such top-up of this contractor (NOT_FOUND)."""
+    WALLET_REFUSAL_NO_CARD: _WalletRefusal.ValueType  # 21
+    """Auto top-up: no saved card (FAILED_PRECONDITION)."""
+    WALLET_REFUSAL_THRESHOLD_BELOW_PAUSE_LINE: _WalletRefusal.ValueType  # 22
+    """Auto top-up: the threshold is below the pause line, so it would start too late (FAILED_PRECONDITION)."""
+
+class WalletRefusal(_WalletRefusal, metaclass=_WalletRefusalEnumTypeWrapper):
+    """Why the wallet refused to move or hold money: the typed form of the ErrorInfo
+    reasons its refusals carry (each value's name without the WALLET_REFUSAL_
+    prefix is the reason string, which stays as is), to switch on.
+    """
+
+WALLET_REFUSAL_UNSPECIFIED: WalletRefusal.ValueType  # 0
+WALLET_REFUSAL_NO_WALLET: WalletRefusal.ValueType  # 1
+"""The contractor has no wallet yet; the first top-up creates it (NOT_FOUND)."""
+WALLET_REFUSAL_PAUSED: WalletRefusal.ValueType  # 2
+"""Reserve: the balance is below the pause threshold; a top-up resumes calls (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_INSUFFICIENT_AVAILABLE: WalletRefusal.ValueType  # 3
+"""Reserve: open reservations leave less than the amount available (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_CALL_ALREADY_RESERVED: WalletRefusal.ValueType  # 4
+"""Reserve: this call already holds a reservation of another amount on the contractor (ALREADY_EXISTS)."""
+WALLET_REFUSAL_IDEMPOTENCY_KEY_REUSED: WalletRefusal.ValueType  # 5
+"""The idempotency key was used before for a different request (ALREADY_EXISTS)."""
+WALLET_REFUSAL_NO_RESERVATION: WalletRefusal.ValueType  # 6
+"""No reservation with that id (NOT_FOUND)."""
+WALLET_REFUSAL_RESERVATION_RELEASED: WalletRefusal.ValueType  # 7
+"""Capture: the reservation was released; settle with Charge instead (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_RESERVATION_ALREADY_CAPTURED: WalletRefusal.ValueType  # 8
+"""Capture, Release, SettleCalls: the reservation was captured before, at another amount (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_NO_CHARGE: WalletRefusal.ValueType  # 9
+"""Refund: the entry is not a charge or capture (NOT_FOUND)."""
+WALLET_REFUSAL_ALREADY_REFUNDED: WalletRefusal.ValueType  # 10
+"""Refund: the charge was refunded before (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_REFUND_EXCEEDS_CHARGE: WalletRefusal.ValueType  # 11
+"""Refund: more than the charge (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_TOP_UP_BELOW_MINIMUM: WalletRefusal.ValueType  # 12
+"""TopUp: below the $25 minimum (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_TOP_UP_ABOVE_MAXIMUM: WalletRefusal.ValueType  # 13
+"""TopUp: above the configured maximum (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_AMOUNT_OUT_OF_RANGE: WalletRefusal.ValueType  # 14
+"""An amount outside 1 cent to $1bn (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_PAYMENT_REFERENCE_USED: WalletRefusal.ValueType  # 15
+"""TopUp: the payment reference was credited before (ALREADY_EXISTS)."""
+WALLET_REFUSAL_CARD_PAYMENT_REFERENCE: WalletRefusal.ValueType  # 16
+"""TopUp: a card PaymentIntent's reference; only the wallet credits those (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_REASON_REQUIRED: WalletRefusal.ValueType  # 17
+"""TopUp: an operator's credit says why (INVALID_ARGUMENT)."""
+WALLET_REFUSAL_PAYMENTS_NOT_CONFIGURED: WalletRefusal.ValueType  # 18
+"""Card top-ups: no payment provider is configured (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_PROVIDER_REFUSED: WalletRefusal.ValueType  # 19
+"""Card top-ups: the payment provider refused the request (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_NO_TOP_UP: WalletRefusal.ValueType  # 20
+"""GetTopUp: no such top-up of this contractor (NOT_FOUND)."""
+WALLET_REFUSAL_NO_CARD: WalletRefusal.ValueType  # 21
+"""Auto top-up: no saved card (FAILED_PRECONDITION)."""
+WALLET_REFUSAL_THRESHOLD_BELOW_PAUSE_LINE: WalletRefusal.ValueType  # 22
+"""Auto top-up: the threshold is below the pause line, so it would start too late (FAILED_PRECONDITION)."""
+Global___WalletRefusal: _TypeAlias = WalletRefusal  # noqa: Y015
+
 class _TopUpState:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -1131,6 +1236,7 @@ class CallSettlementResult(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     ENTRY_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     call_id: _builtins.str
     code: _builtins.int
     """A google.rpc.Code number: 0 OK; else the code Capture or Charge would give
@@ -1141,6 +1247,10 @@ class CallSettlementResult(_message.Message):
     """What was wrong and what to do; empty when OK."""
     reason: _builtins.str
     """Stable machine-readable reason, as in google.rpc.ErrorInfo."""
+    refusal: Global___WalletRefusal.ValueType
+    """The typed form of reason, to switch on. UNSPECIFIED when OK, or for a
+    reason this version of the contract does not list (read reason then).
+    """
     @_builtins.property
     def entry(self) -> Global___LedgerEntry:
         """The payer's CAPTURE or CHARGE entry (new, or the original on a replay);
@@ -1155,10 +1265,11 @@ class CallSettlementResult(_message.Message):
         message: _builtins.str = ...,
         reason: _builtins.str = ...,
         entry: Global___LedgerEntry | None = ...,
+        refusal: Global___WalletRefusal.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "code", b"code", "entry", b"entry", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call_id", b"call_id", "code", b"code", "entry", b"entry", "message", b"message", "reason", b"reason", "refusal", b"refusal"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

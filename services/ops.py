@@ -1,0 +1,98 @@
+"""What the `callersync` command, `callersync up`, the demo and the benchmarks all need: the services, migrating
+them, serving one, and reconciling the ledger. Kept apart from services/cli.py (argument parsing and dispatch)
+so that nothing below the command line imports the command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import asyncpg
+
+from services.billing.app import BILLING
+from services.routing.app import ROUTING
+from services.runtime import telemetry, tls
+from services.runtime.config import Settings
+from services.runtime.db import redact
+from services.runtime.processes import process_title, set_title
+from services.runtime.server import stop_on_signals
+from services.runtime.service import ServiceDef, migrate_services
+from services.runtime.startup import wait_for_dependencies
+from services.wallet.app import WALLET
+from services.wallet.storage import reconcile as reconcile_wallets
+
+SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
+
+EXIT_OK, EXIT_WRONG, EXIT_CANNOT = 0, 1, 2
+
+
+async def migrate_all(database_url: str, names: list[str] | None = None) -> None:
+    await migrate_services(database_url, [SERVICES[name] for name in names or list(SERVICES)])
+
+
+async def serve(name: str, port: int | None) -> None:
+    settings = Settings.from_env()
+    service = SERVICES[name]
+    tls.guard_listen(settings, name)
+    telemetry.configure(name)
+    await wait_for_dependencies(name, settings)
+    await migrate_all(settings.database_url, [name])
+    server = await service.build(settings, settings.port_of(name) if port is None else port)
+    tls.secure_server(server, settings)
+    bound = await server.start()
+    set_title(process_title(name, bound))
+    print(f"{name} listening on {settings.host}:{bound}", flush=True)
+    stopped = stop_on_signals([server], settings.shutdown_grace_s)
+    await stopped.wait()
+    telemetry.shutdown()
+
+
+async def reconcile(database_url: str, settings: Settings | None = None) -> int:
+    """The ledger's invariants; and, when a payment provider is configured, that every PaymentIntent known to a
+    top-up that succeeded was credited."""
+    settings = settings or Settings.from_env()
+    asked = None
+    try:
+        conn = await asyncpg.connect(database_url, timeout=10)
+    except (TimeoutError, OSError, asyncpg.PostgresError) as err:
+        print(f"reconcile: could not check: cannot connect to {redact(database_url)}: {err}", file=sys.stderr)
+        return EXIT_CANNOT
+    try:
+        if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
+            print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
+            return EXIT_CANNOT
+        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
+        wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
+        entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
+        legacy = await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
+        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
+        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
+                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
+        if settings.has_payment_provider():
+            from services.wallet.payment_audit import uncredited_payments
+            from services.wallet.provider import PaymentProvider
+
+            provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
+            try:
+                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
+                    conn, provider)
+            finally:
+                await provider.close()
+    finally:
+        await conn.close()
+    failed = {name: rows for name, rows in problems.items() if rows}
+    for name, rows in failed.items():
+        for row in rows:
+            print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+    if legacy:
+        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    for row in refused:
+        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
+              f"{row['failure_reason']}")
+    if asked is None:
+        print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
+    checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
+    print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
+    return EXIT_WRONG if failed else EXIT_OK

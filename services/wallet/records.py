@@ -1,0 +1,156 @@
+"""The wallet's stored rows as typed records: what storage.py hands to the servicer and the mappers.
+
+Each record names the columns the code reads; `from_row` picks them by name, so a migration that adds a column
+changes nothing here until code needs it."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from typing import Any
+
+APPLIED, REPLAYED = "applied", "replayed"
+
+
+def _get(row: Any, name: str) -> Any:
+    """A column some queries do not select (None where it is absent)."""
+    return row[name] if name in row.keys() else None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Entry:
+    """One ledger entry (wallet.entries): amount_cents is signed, balance_after_cents the running balance."""
+
+    entry_id: int
+    contractor_id: str
+    kind: str  # 'top_up' | 'capture' | 'charge' | 'refund'
+    amount_cents: int
+    balance_after_cents: int
+    idempotency_key: str
+    reference: str
+    description: str
+    refund_of_entry_id: int | None
+    reservation_id: uuid.UUID | None
+    created_at: dt.datetime
+    # 'card' | 'operator' | 'legacy' for a top-up; None where the query does not select it (the stored
+    # functions' outcome rows: the only top-up they write is an operator's credit).
+    credit_source: str | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> Entry:
+        return cls(
+            row["entry_id"], row["contractor_id"], row["kind"], row["amount_cents"], row["balance_after_cents"],
+            row["idempotency_key"], row["reference"], row["description"], row["refund_of_entry_id"],
+            row["reservation_id"], row["created_at"], _get(row, "credit_source"),
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Posted:
+    """What a stored function did with one movement: applied or replayed (with the entry, new or original; none
+    for a free call's settlement), else the refusal's outcome and its figures."""
+
+    outcome: str  # APPLIED, REPLAYED, or why nothing was written ('no_wallet', 'key_reused', ...)
+    entry: Entry | None
+    detail_cents: int | None  # for a refusal: the figure it names (a captured amount, a charge's amount)
+    entry_id: int | None  # for a refusal: the entry it names (the original of a reused key, ...)
+
+    @property
+    def done(self) -> bool:
+        return self.outcome in (APPLIED, REPLAYED)
+
+    @classmethod
+    def from_row(cls, row: Any) -> Posted:
+        done = row["outcome"] in (APPLIED, REPLAYED) and row["entry_id"] is not None
+        return cls(row["outcome"], Entry.from_row(row) if done else None, row["detail_cents"], row["entry_id"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reservation:
+    """A hold on a contractor's money for one call (wallet.reservations), read at the database clock `now`: an
+    open hold past expires_at holds nothing (ledger.reservation_state)."""
+
+    reservation_id: uuid.UUID
+    contractor_id: str
+    call_id: str
+    amount_cents: int
+    state: str  # 'open' | 'captured' | 'released'
+    expires_at: dt.datetime
+    captured_cents: int | None
+    capture_entry_id: int | None
+    now: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any, **given: Any) -> Reservation:
+        """`given` supplies columns the query did not select (Reserve's answer names no contractor or call)."""
+        return cls(**{f.name: given[f.name] if f.name in given else row[f.name]
+                      for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Reserved:
+    """What wallet.reserve did: the hold (new, or this call's earlier one), else why not and the figures."""
+
+    outcome: str  # APPLIED, REPLAYED, 'no_wallet', 'paused', 'insufficient_available', 'call_reserved'
+    reservation: Reservation | None
+    available_cents: int | None
+    balance_cents: int | None
+    pause_threshold_cents: int | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AutoTopUp:
+    """A wallet's auto top-up settings (wallet.auto_top_ups), all zero when never set."""
+
+    enabled: bool
+    threshold_cents: int
+    amount_cents: int
+    max_per_day_cents: int
+    max_per_hour: int
+    card_brand: str
+    card_last4: str
+    consented_at: dt.datetime | None
+    consecutive_declines: int
+    disabled_reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wallet:
+    """A contractor's wallet (wallet.wallets) with the money its open holds reserve and its auto top-up."""
+
+    contractor_id: str
+    balance_cents: int
+    reserved_cents: int
+    paused: bool
+    pause_threshold_cents: int
+    alert_threshold_cents: int
+    alert_email: str
+    alert_armed: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    contact_email: str  # where the dashboard writes to the contractor ('' when none was set)
+    auto_top_up: AutoTopUp
+
+    @classmethod
+    def from_row(cls, row: Any) -> Wallet:
+        auto = AutoTopUp(**{f.name: row[f"auto_{f.name}"] for f in dataclasses.fields(AutoTopUp)})
+        columns = {f.name: row[f.name] for f in dataclasses.fields(cls) if f.name != "auto_top_up"}
+        return cls(**columns, auto_top_up=auto)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Routability:
+    """One asked contractor's figures; found False (and zeros) when they have no wallet."""
+
+    contractor_id: str  # as asked
+    found: bool
+    paused: bool
+    available_cents: int
+    balance_cents: int
+    pause_threshold_cents: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> Routability:
+        return cls(row["asked_id"], row["contractor_id"] is not None, bool(row["paused"]),
+                   row["available_cents"] or 0, row["balance_cents"] or 0, row["pause_threshold_cents"] or 0)
