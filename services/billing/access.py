@@ -20,6 +20,8 @@ ACCESS: dict[str, frozenset[str]] = {
     "ResolveRefund": frozenset({GATEWAY, OPERATOR}),
     "ListRefundCases": frozenset({GATEWAY, OPERATOR}),
     "ListCharges": frozenset({GATEWAY, OPERATOR}),
+    "ListContractorCalls": frozenset({GATEWAY, OPERATOR}),
+    "GetContractorCallStats": frozenset({GATEWAY, OPERATOR}),
     # Re-queues events for routing's consumer: routing's own recovery path, and the on-call runbook's
     # (docs/operations.md) for a consumer that missed events; consumers deduplicate by event id.
     "ReplayEvents": frozenset({ROUTING, OPERATOR}),

@@ -9,6 +9,7 @@ from services.billing import events
 from services.billing.access import ACCESS
 from services.billing.bookings import Bookings
 from services.billing.call_settlement import CallSettler
+from services.billing.calls_storage import ContractorCalls
 from services.billing.clients import WalletClient
 from services.billing.config import BillingConfig
 from services.billing.rating import Rater
@@ -56,7 +57,8 @@ async def build(settings: Settings, port: int, config: BillingConfig | None = No
     desk = RefundDesk(store, wallet, credit, config.refund_window_days, config.refund_auto_approvals_per_30d,
                       config.refund_second_approval_cents)
     rater = Rater(store, wallet, calls, relay.nudge, limits)
-    servicer = BillingServicer(store, rater, bookings, desk, on_event=relay.nudge, limits=limits)
+    servicer = BillingServicer(store, rater, bookings, desk, ContractorCalls(pool), on_event=relay.nudge,
+                               limits=limits)
     return GrpcServer(
         "billing",
         SERVICE_NAME,

@@ -50,6 +50,8 @@ def decision_row(call: pb.FinishedCall, verdict: policy.Verdict, facts: bytes, s
         "price_cents": decision.price_cents, "decision": decision.SerializeToString(deterministic=True),
         # Which hold pays is the wallet's to find (the payer's on this call) and is recorded at settlement.
         "capture_reservation_id": "", "state": "settling",
+        # Who the call rang, for the per-contractor call list (billing.call_contractors), written alongside.
+        "contractors": sorted({leg.contractor_id for leg in call.legs}),
         "event": events.payload(events_pb2.BillingEvent(call_rated=events_pb2.CallRated(
             call_id=call.call_id, zip=call.zip, billable=verdict.billable, rule=verdict.rule,
             payer_contractor_id=verdict.payer_contractor_id, connected_ms=verdict.connected_ms,

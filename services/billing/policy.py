@@ -189,6 +189,11 @@ _LEG_WORDS = {
 }
 
 
+def leg_words(rule: int, connected_ms: int) -> str:
+    """One leg's rule in words, as explain() says it."""
+    return _LEG_WORDS[rule].format(c=_seconds(connected_ms * 1_000_000))
+
+
 def explain(call: pb.FinishedCall, verdict: Verdict, rate_cents: int, rate_from: dt.datetime) -> str:
     """The decision in words an on-call engineer can read out to a contractor."""
     if not call.legs:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 
 import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from callersync.billing.v1 import billing_pb2_grpc, events_pb2
-from services.billing import events, explain, freshness, mappers, ratecard
+from services.billing import contractor_calls, events, explain, freshness, mappers, ratecard
 from services.billing.bookings import Bookings
+from services.billing.calls_storage import ContractorCalls
 from services.billing.freshness import FactLimits
 from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
@@ -30,13 +32,14 @@ MAX_RATE_PAGE = 1000
 
 class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     def __init__(self, store: BillingStore, rater: Rater, bookings: Bookings, desk: RefundDesk,
-                 on_event, limits: FactLimits) -> None:
+                 calls: ContractorCalls, on_event, limits: FactLimits) -> None:
         self._limits = limits
         self._store = store
         self._rater = rater
         self._bookings = bookings
         self._desk = desk
         self._on_event = on_event  # nudges the outbox relay so events leave without waiting for a poll
+        self._calls = calls
 
     # ------------------------------------------------------------ rate card
 
@@ -171,6 +174,32 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                                      cases.get(c.charge_id)) for c in rows],
             next_page_token=encode_position(rows[-1].charge_id, rows[-1].charged_at) if more else "",
         )
+
+    async def ListContractorCalls(
+        self, request: pb.ListContractorCallsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListContractorCallsResponse:
+        require_id("contractor_id", request.contractor_id)
+        size = page_size(request.page_size, 50, 500)
+        position = decode_position(request.page_token)
+        before = (position[0], str(position[1])) if position else None
+        since = to_datetime(request.since) if request.HasField("since") else None
+        rows = await self._calls.page(request.contractor_id, since, before, size + 1)
+        more = len(rows) > size
+        rows = rows[:size]
+        return pb.ListContractorCallsResponse(
+            calls=[contractor_calls.for_contractor(r, request.contractor_id) for r in rows],
+            next_page_token=encode_position(rows[-1].call_id, rows[-1].started_at) if more else "",
+        )
+
+    async def GetContractorCallStats(
+        self, request: pb.GetContractorCallStatsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetContractorCallStatsResponse:
+        require_id("contractor_id", request.contractor_id)
+        first, days = contractor_calls.stats_period(request.days, dt.datetime.now(dt.UTC).date())
+        rows = await self._calls.per_day(request.contractor_id, first, days)
+        return pb.GetContractorCallStatsResponse(days=[
+            pb.CallDay(date=r["day"].isoformat(), billable_calls=r["billable_calls"],
+                       billable_cents=r["billable_cents"], free_calls=r["free_calls"]) for r in rows])
 
     # ------------------------------------------------------------ bookings
 

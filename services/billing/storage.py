@@ -10,6 +10,7 @@ from typing import Any
 import asyncpg
 
 from services.billing import events, ratecard
+from services.billing.calls_storage import index_calls
 from services.billing.records import Booking, BookingFee, Charge, RatedCall, RefundCase, Unsettled, ZipRate
 from services.runtime.db import storage_errors
 
@@ -222,12 +223,13 @@ class BillingStore:
                 " ORDER BY q.ord",
                 [c[0] for c in calls], [c[1] for c in calls],
             )
-            rows, events_of = [], {}
+            rows, events_of, contractors_of = [], {}, {}
             for i, rate in enumerate(rates):
                 row = decide(i, (rate["rate_cents"], rate["effective_from"]) if rate["rate_cents"] is not None
                              else None)
                 if row is not None:
                     events_of[row["call_id"]] = row.pop("event")
+                    contractors_of[row["call_id"]] = row.pop("contractors", ())
                     rows.append(row)
             if not rows:
                 return {}
@@ -243,6 +245,7 @@ class BillingStore:
                     "INSERT INTO billing.outbox (topic, payload) SELECT $1, unnest($2::bytea[])",
                     events.TOPIC, [events_of[r["call_id"]] for r in stored],
                 )
+                await index_calls(conn, [{**r, "contractors": contractors_of[r["call_id"]]} for r in stored])
             return {r["call_id"]: RatedCall.from_row(r) for r in stored}
 
     async def finish_calls(self, settled: Sequence[tuple[str, str, int | None, str]],

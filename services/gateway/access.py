@@ -66,6 +66,9 @@ POLICY: dict[str, Access] = {
     "callersync.billing.v1.BillingService.ResolveRefund": Access.OPERATOR,
     "callersync.billing.v1.BillingService.ListRefundCases": Access.OWN,
     "callersync.billing.v1.BillingService.ListCharges": Access.OWN,
+    # The calls that rang the contractor (free ones too) and their per-day counts: their own only.
+    "callersync.billing.v1.BillingService.ListContractorCalls": Access.OWN,
+    "callersync.billing.v1.BillingService.GetContractorCallStats": Access.OWN,
     # routing: a contractor's claims and settings are theirs; the blocklist is the operators'.
     "callersync.routing.v1.RoutingService.ClaimZip": Access.OWN,
     "callersync.routing.v1.RoutingService.ReleaseZip": Access.OWN,

@@ -10,7 +10,7 @@ from typing import Any
 from callersync.billing.v1 import billing_pb2 as bpb
 from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.wallet.v1 import wallet_pb2 as wpb
-from tests.billing.calls import call, connected
+from tests.billing.calls import call, connected, missed
 from tests.billing.support import set_rate, unique_zip
 from tests.wallet.support import top_up
 
@@ -37,11 +37,23 @@ async def claim(stack: Any, cid: str, rate_cents: int) -> str:
     raise AssertionError(f"routing never pushed {cid}'s pause line of {rate_cents}")
 
 
-async def billable_call(stack: Any, cid: str, zip_code: str, seconds: float = 47.0) -> bpb.RatingDecision:
-    """A call the contractor answered and stayed on past 30 s, started a minute ago, with recording and
-    transcript."""
-    started = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
+def _started(days_ago: int) -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=days_ago, minutes=5)
+
+
+async def billable_call(stack: Any, cid: str, zip_code: str, seconds: float = 47.0,
+                        days_ago: int = 0) -> bpb.RatingDecision:
+    """A call the contractor answered and stayed on past 30 s, started five minutes (and days_ago days) ago,
+    with recording and transcript."""
+    started = _started(days_ago)
     finished = call(connected(cid, seconds, start=started), zip_code=zip_code, start=started)
+    return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision
+
+
+async def free_call(stack: Any, cid: str, zip_code: str, days_ago: int = 0) -> bpb.RatingDecision:
+    """A call that rang the contractor, who missed it: free."""
+    started = _started(days_ago)
+    finished = call(missed(cid, start=started), zip_code=zip_code, start=started)
     return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision
 
 

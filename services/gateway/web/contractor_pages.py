@@ -81,6 +81,19 @@ def charge_rows(charges: list[dict[str, Any]], base: str) -> list[list[str]]:
 
 
 CHARGE_HEADERS = ["Charged", "Call", "ZIP", "Amount", "Why", "Refund"]
+CALL_HEADERS = ["Started", "Call", "ZIP", "Decision", "Why", "Connected", "Charged"]
+
+
+def call_rows(calls: list[dict[str, Any]], base: str) -> list[list[str]]:
+    """Calls that rang the contractor, billable or free, each linking to its evidence packet."""
+    rows = []
+    for c in calls:
+        decision = badge("Billable", "info") if c.get("billable") else badge("Free", "good")
+        call_link = f'<a href="{base}/calls/{seg(c["callId"])}">{esc(c["callId"])}</a>'
+        rows.append([esc(when(c.get("startedAt", ""))), call_link, esc(c.get("zip") or "—"), decision,
+                     esc(c.get("explanation", "")), esc(seconds(c.get("connectedMs"))),
+                     esc(money(c.get("chargedCents")))])
+    return rows
 
 
 def install(site: WebApp, app: web.Application) -> None:
@@ -98,7 +111,8 @@ def install(site: WebApp, app: web.Application) -> None:
         fee = 0
         if mode == "CONTRACTOR_MODE_AI_AGENT":
             fee = cents((await api.get("/v1/rateCard", pageSize=1)).get("bookingFee", {}).get("feeCents"))
-        charges = (await api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=5))["charges"]
+        stats = (await api.get(f"/v1/contractors/{seg(cid)}/callStats", days=30))["days"]
+        recent = (await api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=8)).get("calls", [])
         body = f"""<section class="cards" aria-label="Wallet">
 <div class="card"><h2>Balance</h2><p class="figure" data-testid="balance">{money(wallet.get("balanceCents"))}</p></div>
 <div class="card"><h2>Available</h2><p class="figure">{money(wallet.get("availableCents"))}</p>
@@ -108,10 +122,10 @@ def install(site: WebApp, app: web.Application) -> None:
 </section>
 <section aria-labelledby="runway-h"><h2 id="runway-h">Runway</h2>
 <p data-testid="runway">{runway_words(forecast)}</p></section>
-<section aria-labelledby="spend-h"><h2 id="spend-h">Spend per day, last {len(forecast["days"])} days</h2>
-{chart.spend_bars(forecast["days"])}</section>
-<section aria-labelledby="recent-h"><h2 id="recent-h">Recent charges</h2>
-{table("Recent charges", CHARGE_HEADERS, charge_rows(charges, base), empty="No charges yet.")}
+<section aria-labelledby="spend-h"><h2 id="spend-h">Calls and spend per day, last {len(stats)} days</h2>
+{chart.calls_per_day(stats, forecast["days"])}</section>
+<section aria-labelledby="recent-h"><h2 id="recent-h">Recent calls</h2>
+{table("Recent calls, billable and free", CALL_HEADERS, call_rows(recent, base), empty="No calls yet.")}
 <p><a class="button secondary" href="{base}/calls">All calls and charges</a></p></section>"""
         return ctx.page("Overview", body, current=f"{base}/")
 

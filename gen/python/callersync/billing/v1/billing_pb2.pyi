@@ -1563,6 +1563,210 @@ class ListChargesResponse(_message.Message):
 Global___ListChargesResponse: _TypeAlias = ListChargesResponse  # noqa: Y015
 
 @_typing.final
+class ListContractorCallsRequest(_message.Message):
+    """---------------------------------------------------------------- a contractor's calls
+
+    Lists the calls that rang a contractor, newest first.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    page_size: _builtins.int
+    """At most 500; 0 means 50."""
+    page_token: _builtins.str
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp:
+        """Only calls started at or after this moment; unset for all."""
+
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "page_size", b"page_size", "page_token", b"page_token", "since", b"since"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContractorCallsRequest: _TypeAlias = ListContractorCallsRequest  # noqa: Y015
+
+@_typing.final
+class ContractorCall(_message.Message):
+    """One call as it concerns one contractor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALL_ID_FIELD_NUMBER: _builtins.int
+    ZIP_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    BILLABLE_FIELD_NUMBER: _builtins.int
+    RULE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    CONNECTED_MS_FIELD_NUMBER: _builtins.int
+    PAYER_FIELD_NUMBER: _builtins.int
+    CHARGED_CENTS_FIELD_NUMBER: _builtins.int
+    CHARGE_ID_FIELD_NUMBER: _builtins.int
+    CALL_BILLABLE_FIELD_NUMBER: _builtins.int
+    call_id: _builtins.str
+    zip: _builtins.str
+    billable: _builtins.bool
+    """Whether this contractor paid for the call (a call is billable to one payer at most)."""
+    rule: Global___DecisionRule.ValueType
+    """The rule that decided it for this contractor: the call's rule when they paid, else their leg's
+    (for example FREE_CASCADED_PAST for a primary who missed a call a backup answered and paid for).
+    """
+    explanation: _builtins.str
+    """The rule in plain words, e.g. "Answered by c-1, connected 47.0 s (30 s or more): billable at $45.00." """
+    connected_ms: _builtins.int
+    """Connected time of this contractor's longest leg; 0 when they did not answer."""
+    payer: _builtins.bool
+    """True when this contractor is the call's payer."""
+    charged_cents: _builtins.int
+    """What this contractor was charged for the call (the rated price); 0 when free for them."""
+    charge_id: _builtins.str
+    """The call's charge when they paid; empty otherwise."""
+    call_billable: _builtins.bool
+    """Whether the call was billable to anyone (another contractor may have paid)."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        call_id: _builtins.str = ...,
+        zip: _builtins.str = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        billable: _builtins.bool = ...,
+        rule: Global___DecisionRule.ValueType = ...,
+        explanation: _builtins.str = ...,
+        connected_ms: _builtins.int = ...,
+        payer: _builtins.bool = ...,
+        charged_cents: _builtins.int = ...,
+        charge_id: _builtins.str = ...,
+        call_billable: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["started_at", b"started_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable", b"billable", "call_billable", b"call_billable", "call_id", b"call_id", "charge_id", b"charge_id", "charged_cents", b"charged_cents", "connected_ms", b"connected_ms", "explanation", b"explanation", "payer", b"payer", "rule", b"rule", "started_at", b"started_at", "zip", b"zip"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ContractorCall: _TypeAlias = ContractorCall  # noqa: Y015
+
+@_typing.final
+class ListContractorCallsResponse(_message.Message):
+    """A page of a contractor's calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContractorCall]: ...
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___ContractorCall] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListContractorCallsResponse: _TypeAlias = ListContractorCallsResponse  # noqa: Y015
+
+@_typing.final
+class GetContractorCallStatsRequest(_message.Message):
+    """Asks for a contractor's calls per day."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    DAYS_FIELD_NUMBER: _builtins.int
+    contractor_id: _builtins.str
+    days: _builtins.int
+    """How many UTC days back from today, today included: 1 to 366; 0 means 30."""
+    def __init__(
+        self,
+        *,
+        contractor_id: _builtins.str = ...,
+        days: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContractorCallStatsRequest: _TypeAlias = GetContractorCallStatsRequest  # noqa: Y015
+
+@_typing.final
+class CallDay(_message.Message):
+    """One UTC day of a contractor's calls."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_FIELD_NUMBER: _builtins.int
+    BILLABLE_CALLS_FIELD_NUMBER: _builtins.int
+    BILLABLE_CENTS_FIELD_NUMBER: _builtins.int
+    FREE_CALLS_FIELD_NUMBER: _builtins.int
+    date: _builtins.str
+    """YYYY-MM-DD (UTC)."""
+    billable_calls: _builtins.int
+    billable_cents: _builtins.int
+    """What the billable calls cost, at the rated price (refunds are in the wallet's ledger)."""
+    free_calls: _builtins.int
+    def __init__(
+        self,
+        *,
+        date: _builtins.str = ...,
+        billable_calls: _builtins.int = ...,
+        billable_cents: _builtins.int = ...,
+        free_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["billable_calls", b"billable_calls", "billable_cents", b"billable_cents", "date", b"date", "free_calls", b"free_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallDay: _TypeAlias = CallDay  # noqa: Y015
+
+@_typing.final
+class GetContractorCallStatsResponse(_message.Message):
+    """Every day of the period, oldest first, days without calls included."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DAYS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def days(self) -> _containers.RepeatedCompositeFieldContainer[Global___CallDay]: ...
+    def __init__(
+        self,
+        *,
+        days: _abc.Iterable[Global___CallDay] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["days", b"days"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetContractorCallStatsResponse: _TypeAlias = GetContractorCallStatsResponse  # noqa: Y015
+
+@_typing.final
 class ExplainCallRequest(_message.Message):
     """---------------------------------------------------------------- explain
 

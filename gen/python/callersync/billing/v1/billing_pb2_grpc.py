@@ -97,6 +97,16 @@ class BillingServiceStub:
                 request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.SerializeToString,
                 response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.FromString,
                 _registered_method=True)
+        self.ListContractorCalls = channel.unary_unary(
+                '/callersync.billing.v1.BillingService/ListContractorCalls',
+                request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsRequest.SerializeToString,
+                response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsResponse.FromString,
+                _registered_method=True)
+        self.GetContractorCallStats = channel.unary_unary(
+                '/callersync.billing.v1.BillingService/GetContractorCallStats',
+                request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsRequest.SerializeToString,
+                response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsResponse.FromString,
+                _registered_method=True)
         self.ReplayEvents = channel.unary_unary(
                 '/callersync.billing.v1.BillingService/ReplayEvents',
                 request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ReplayEventsRequest.SerializeToString,
@@ -208,6 +218,21 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListContractorCalls(self, request, context):
+        """The calls that rang a contractor (billable or free), newest first: for each, the decision as it
+        concerns them (they paid, or why they did not) in plain words, so a dashboard shows free calls too.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetContractorCallStats(self, request, context):
+        """Per UTC day, the calls that rang a contractor: billable ones (with what they cost) and free ones.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReplayEvents(self, request, context):
         """Publishes billing's events again from its outbox, for a consumer whose Redis
         stream was lost with events it had not read (Redis flushed, or failed over to
@@ -274,6 +299,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListCharges,
                     request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.FromString,
                     response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.SerializeToString,
+            ),
+            'ListContractorCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListContractorCalls,
+                    request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsRequest.FromString,
+                    response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsResponse.SerializeToString,
+            ),
+            'GetContractorCallStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetContractorCallStats,
+                    request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsRequest.FromString,
+                    response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsResponse.SerializeToString,
             ),
             'ReplayEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ReplayEvents,
@@ -586,6 +621,60 @@ class BillingService:
             '/callersync.billing.v1.BillingService/ListCharges',
             callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesRequest.SerializeToString,
             callersync_dot_billing_dot_v1_dot_billing__pb2.ListChargesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListContractorCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.billing.v1.BillingService/ListContractorCalls',
+            callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsRequest.SerializeToString,
+            callersync_dot_billing_dot_v1_dot_billing__pb2.ListContractorCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetContractorCallStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.billing.v1.BillingService/GetContractorCallStats',
+            callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsRequest.SerializeToString,
+            callersync_dot_billing_dot_v1_dot_billing__pb2.GetContractorCallStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -87,6 +87,12 @@ class BillingServiceStub:
     """Refund cases, newest first: the ops console's review queue."""
     ListCharges: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListChargesRequest, _billing_pb2.ListChargesResponse]
     """A contractor's charges, newest first, with decision, evidence and refund state."""
+    ListContractorCalls: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListContractorCallsRequest, _billing_pb2.ListContractorCallsResponse]
+    """The calls that rang a contractor (billable or free), newest first: for each, the decision as it
+    concerns them (they paid, or why they did not) in plain words, so a dashboard shows free calls too.
+    """
+    GetContractorCallStats: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetContractorCallStatsRequest, _billing_pb2.GetContractorCallStatsResponse]
+    """Per UTC day, the calls that rang a contractor: billable ones (with what they cost) and free ones."""
     ReplayEvents: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ReplayEventsRequest, _billing_pb2.ReplayEventsResponse]
     """Publishes billing's events again from its outbox, for a consumer whose Redis
     stream was lost with events it had not read (Redis flushed, or failed over to
@@ -152,6 +158,12 @@ class BillingServiceAsyncStub(BillingServiceStub):
     """Refund cases, newest first: the ops console's review queue."""
     ListCharges: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListChargesRequest, _billing_pb2.ListChargesResponse]  # type: ignore[assignment]
     """A contractor's charges, newest first, with decision, evidence and refund state."""
+    ListContractorCalls: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListContractorCallsRequest, _billing_pb2.ListContractorCallsResponse]  # type: ignore[assignment]
+    """The calls that rang a contractor (billable or free), newest first: for each, the decision as it
+    concerns them (they paid, or why they did not) in plain words, so a dashboard shows free calls too.
+    """
+    GetContractorCallStats: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetContractorCallStatsRequest, _billing_pb2.GetContractorCallStatsResponse]  # type: ignore[assignment]
+    """Per UTC day, the calls that rang a contractor: billable ones (with what they cost) and free ones."""
     ReplayEvents: _aio.UnaryUnaryMultiCallable[_billing_pb2.ReplayEventsRequest, _billing_pb2.ReplayEventsResponse]  # type: ignore[assignment]
     """Publishes billing's events again from its outbox, for a consumer whose Redis
     stream was lost with events it had not read (Redis flushed, or failed over to
@@ -280,6 +292,24 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_billing_pb2.ListChargesResponse, _abc.Awaitable[_billing_pb2.ListChargesResponse]]:
         """A contractor's charges, newest first, with decision, evidence and refund state."""
+
+    @_abc_1.abstractmethod
+    def ListContractorCalls(
+        self,
+        request: _billing_pb2.ListContractorCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.ListContractorCallsResponse, _abc.Awaitable[_billing_pb2.ListContractorCallsResponse]]:
+        """The calls that rang a contractor (billable or free), newest first: for each, the decision as it
+        concerns them (they paid, or why they did not) in plain words, so a dashboard shows free calls too.
+        """
+
+    @_abc_1.abstractmethod
+    def GetContractorCallStats(
+        self,
+        request: _billing_pb2.GetContractorCallStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetContractorCallStatsResponse, _abc.Awaitable[_billing_pb2.GetContractorCallStatsResponse]]:
+        """Per UTC day, the calls that rang a contractor: billable ones (with what they cost) and free ones."""
 
     @_abc_1.abstractmethod
     def ReplayEvents(
