@@ -75,7 +75,8 @@ async def _drop(admin_url: str, names: list[str]) -> None:
         await conn.close()
 
 
-async def fresh_database(servers: Servers) -> str:
+async def empty_database(servers: Servers) -> str:
+    """A new database of this session's (dropped at its end when the server is not ours), with no schema."""
     name = f"cs_test_{uuid.uuid4().hex[:12]}"
     _created.append(name)
     conn = await asyncpg.connect(servers.admin_url)
@@ -83,7 +84,11 @@ async def fresh_database(servers: Servers) -> str:
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
-    url = with_database(servers.admin_url, name)
+    return with_database(servers.admin_url, name)
+
+
+async def fresh_database(servers: Servers) -> str:
+    url = await empty_database(servers)
     conn = await asyncpg.connect(url)
     try:
         for service in SERVICES.values():

@@ -17,7 +17,7 @@ from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
 from services.ops import SERVICES
 from services.runtime.db import REPEATABLE, migrate, migration_files, superseded_checksums
 from services.wallet.app import WALLET
-from tests.conftest import serving
+from tests.conftest import empty_database, serving
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 FOLDERS = {name: service.migrations.relative_to(ROOT) for name, service in SERVICES.items()}
@@ -90,25 +90,13 @@ async def schema_of(conn: asyncpg.Connection) -> dict[str, list[tuple]]:
     return {what: sorted(tuple(r) for r in await conn.fetch(sql, schemas)) for what, sql in queries.items()}
 
 
-async def _database(servers, name: str) -> str:
-    from tests.conftest import _created, with_database
-
-    _created.append(name)
-    admin = await asyncpg.connect(servers.admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-    return with_database(servers.admin_url, name)
-
-
 async def migrate_all(conn: asyncpg.Connection) -> None:
     for service in SERVICES.values():
         await migrate(conn, service.schema, service.migrations)
 
 
 async def test_every_earlier_migration_set_upgrades_to_todays_schema(servers, settings, tmp_path, contractor):
-    fresh_url = await _database(servers, f"cs_fresh_{tmp_path.name[-12:]}".lower().replace("-", "_"))
+    fresh_url = await empty_database(servers)
     conn = await asyncpg.connect(fresh_url)
     try:
         await migrate_all(conn)
@@ -120,8 +108,8 @@ async def test_every_earlier_migration_set_upgrades_to_todays_schema(servers, se
     commits = migration_sets()
     assert commits, "no migration history found"
     oldest_url = ""
-    for n, commit in enumerate(commits):
-        url = await _database(servers, f"cs_upgrade_{n}_{commit[:8]}_{tmp_path.name[-6:]}".lower().replace("-", "_"))
+    for commit in commits:
+        url = await empty_database(servers)
         conn = await asyncpg.connect(url)
         try:
             for name, folder in FOLDERS.items():
