@@ -12,12 +12,31 @@ from typing import Any
 log = logging.getLogger("callersync.background")
 
 
-async def cancel_and_wait(task: asyncio.Task | None) -> None:
-    """Cancels a background task and returns once it has stopped (a task's own errors are its to log)."""
+STOP_WAIT_S = 5.0
+
+
+async def within(awaitable: Awaitable[Any], seconds: float) -> bool:
+    """Whether it finished within seconds (an error it finished with is raised). Not asyncio.wait_for: on a timeout that
+    waits for the cancelled call to unwind, and a call stuck on a peer that never answers (a blocking read a
+    client library does not give up on) never unwinds, which would hang a shutdown for good."""
+    task = asyncio.ensure_future(awaitable)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]
+    return True
+
+
+async def cancel_and_wait(task: asyncio.Task | None, wait_s: float = STOP_WAIT_S) -> None:
+    """Cancels a background task and returns once it has stopped, or after wait_s with a warning: a stop must
+    end even when the task is stuck where a cancellation does not reach."""
     if task is None:
         return
     task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    if not await within(asyncio.gather(task, return_exceptions=True), wait_s):
+        log.warning("%s did not stop within %.0f s of being cancelled; left behind", task.get_name(), wait_s)
 
 
 class Waker:

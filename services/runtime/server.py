@@ -12,7 +12,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from services.runtime import authz, descriptors
+from services.runtime import authz, background, descriptors
 from services.runtime.interceptors import Admission, WrappingRegistrar
 
 log = logging.getLogger("callersync.server")
@@ -122,7 +122,9 @@ class GrpcServer:
             await self._health_server.stop(0)
         for cleanup in reversed(self._cleanups):
             try:
-                await cleanup()
+                if not await background.within(cleanup(), max(grace_s, background.STOP_WAIT_S)):
+                    log.warning("%s: %s did not finish in time; going on with the shutdown", self.name,
+                                getattr(cleanup, "__qualname__", cleanup))
             except Exception:
                 log.exception("%s: cleanup failed", self.name)
 
