@@ -184,10 +184,15 @@ def refusal(outcome: str, op: EntryOp, detail_cents: int | None, entry_id: int |
     return FailedPrecondition(f"{op.kind} was not applied: {outcome}")
 
 
+def no_wallet(contractor_id: str) -> NotFound:
+    """A call that needs an existing wallet, for a contractor who has none."""
+    return NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+
+
 def reserve_refusal(outcome: str, contractor_id: str, call_id: str, available_cents: int | None,
                     balance_cents: int | None, threshold_cents: int | None, amount_cents: int) -> DomainError:
     if outcome == "no_wallet":
-        return NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+        return no_wallet(contractor_id)
     if outcome == "paused":
         return FailedPrecondition(
             f"contractor {contractor_id!r} is paused: balance {balance_cents} cents is below the pause threshold "

@@ -10,9 +10,9 @@ import uuid
 import asyncpg
 
 from services.runtime.background import Loop, Waker
-from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, Unavailable
+from services.runtime.errors import AlreadyExists, FailedPrecondition, Unavailable
 from services.runtime.fault import FaultHook
-from services.wallet import top_ups
+from services.wallet import ledger, top_ups
 from services.wallet.payment_storage import PaymentStore
 from services.wallet.provider import Payment, PaymentProvider, ProviderError
 
@@ -237,7 +237,7 @@ class PaymentDesk:
     async def start_card_setup(self, contractor_id: str, email: str) -> tuple[str, str]:
         self.require_configured()
         if not await self._store.wallet_exists(contractor_id):
-            raise NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+            raise ledger.no_wallet(contractor_id)
         settings = await self._store.auto_settings(contractor_id)
         customer_id = settings["customer_id"] if settings is not None else ""
         if not customer_id:

@@ -279,7 +279,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         email = request.email if request.threshold_cents else ""
         wallet = await self._store.set_low_balance_alert(request.contractor_id, request.threshold_cents, email)
         if wallet is None:
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+            raise ledger.no_wallet(request.contractor_id)
         return pb.SetLowBalanceAlertResponse(wallet=mappers.wallet(wallet))
 
     async def SetContactEmail(
@@ -290,7 +290,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             ledger.validate_email(request.email)
         wallet = await self._store.set_contact_email(request.contractor_id, request.email)
         if wallet is None:
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+            raise ledger.no_wallet(request.contractor_id)
         return pb.SetContactEmailResponse(wallet=mappers.wallet(wallet))
 
     async def FindContractorsByEmail(
@@ -358,7 +358,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         outcome = await self._payments.set_auto_top_up(request.contractor_id, wanted,
                                                        self._config.auto_top_up_max_per_hour)
         if outcome == "no_wallet":
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+            raise ledger.no_wallet(request.contractor_id)
         if outcome == "no_card":
             raise FailedPrecondition(
                 "no saved card: save one first (StartCardSetup, then confirm it in the browser)", reason="NO_CARD")
