@@ -26,6 +26,8 @@ from typing import Any
 
 import asyncpg
 
+from services.runtime.ports import free_port  # noqa: F401  (the benches and tests take it from here)
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 
@@ -37,12 +39,6 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(p / 100.0 * len(ordered)))
     return ordered[rank - 1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def with_database(url: str, name: str) -> str:
@@ -237,6 +233,16 @@ def wait_healthy(target: str, deadline_s: float, tls_dir: str | None = None, ide
         raise RuntimeError(f"no healthy server on {target} within {deadline_s}s")
 
 
+def stop_process(child: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within timeout_s."""
+    child.terminate()
+    try:
+        child.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 @contextlib.contextmanager
 def serve_subprocess(
     service: str, env: dict[str, str], port: int, tree: pathlib.Path = ROOT, stdout: int | None = None,
@@ -262,12 +268,7 @@ def serve_subprocess(
         wait_healthy(f"127.0.0.1:{port}", 60, tls_dir, identity)
         yield child
     finally:
-        child.terminate()
-        try:
-            child.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+        stop_process(child, 20)
 
 
 def cpu_seconds(pids: Sequence[int]) -> float:

@@ -152,10 +152,5 @@ def production() -> Iterator[Profile]:
         common.wait_port(port, 30)
         yield Profile("production", str(work / "certs"), port, str(work))
     finally:
-        sink.terminate()
-        try:
-            sink.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            sink.kill()
-            sink.wait()
+        common.stop_process(sink, 10)
         shutil.rmtree(work, ignore_errors=True)

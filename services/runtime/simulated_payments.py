@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pathlib
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -14,30 +13,16 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
+from services.runtime.ports import free_port, port_is_free
 from services.runtime.processes import die_with_parent
 
 DEFAULT_PORT = 8420
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
-def _any_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class SimulatedPayments:
     def __init__(self, data_dir: pathlib.Path, port: int = DEFAULT_PORT) -> None:
         self._store = data_dir.resolve() / "localstripe.pickle"
-        self.port = port if _free(port) else _any_port()
+        self.port = port if port_is_free("127.0.0.1", port) else free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.webhook_secret = "whsec_" + secrets.token_hex(16)
         self._proc: subprocess.Popen[bytes] | None = None

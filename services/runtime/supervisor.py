@@ -20,7 +20,6 @@ import logging
 import os
 import pathlib
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from services.runtime import certs, stack_file, tls
 from services.runtime.config import Settings
 from services.runtime.event_loop import run
 from services.runtime.health import wait_healthy
+from services.runtime.ports import port_is_free
 from services.runtime.processes import die_with_parent, set_title
 from services.runtime.service import ServiceDef, migrate_services
 
@@ -61,15 +61,8 @@ class Child:
 
 def busy_ports(host: str, ports: dict[str, int]) -> list[str]:
     """Which of these ports something already listens on (a bind test: what the services will do)."""
-    busy = []
-    for name, port in ports.items():
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT leftovers do not count
-            try:
-                probe.bind((host, port))
-            except OSError:
-                busy.append(f"port {port} ({name}) on {host} is already in use")
-    return busy
+    return [f"port {port} ({name}) on {host} is already in use"
+            for name, port in ports.items() if not port_is_free(host, port)]
 
 
 def _describe_exit(code: int) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import pathlib
-import socket
 import time
 import uuid
 from collections.abc import Mapping
@@ -21,6 +20,7 @@ from services.gateway.web.config import WebConfig
 from services.gateway.web.sessions import WebSessions
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
+from services.runtime.ports import free_port
 
 log = logging.getLogger("callersync.gateway.web")
 DEV_OPERATOR = "operator@callersync.local"
@@ -45,9 +45,7 @@ class MailSink:
                 return "250 OK"
 
         # aiosmtpd connects to its own port to check it is up, so it needs the number before it starts.
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = int(probe.getsockname()[1])
+        self.port = free_port()
         self._controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
 
     def start(self) -> int:
