@@ -10,6 +10,7 @@ import datetime as dt
 import random
 import signal
 import time
+import zoneinfo
 
 import asyncpg
 import grpc
@@ -266,6 +267,15 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
         await channels.close()
 
 
+def same_day_zone(first: dt.datetime, last: dt.datetime) -> str:
+    """A time zone in which both instants fall on the same local date."""
+    for name in ("UTC", "Asia/Tokyo", "America/New_York"):
+        zone = zoneinfo.ZoneInfo(name)
+        if first.astimezone(zone).date() == last.astimezone(zone).date():
+            return name
+    raise AssertionError(f"{first} and {last} are more than a day apart")
+
+
 async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stack, own_servers):
     """A CallRated event Redis held unread (routing down) when it lost everything: routing, started again, finds
     its consumer group gone and asks billing to replay its events, so the connected call still counts."""
@@ -283,13 +293,20 @@ async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stac
         await stubs.routing.ClaimZip(rpb.ClaimZipRequest(contractor_id=contractor, zip=zip_code,
                                                          position=rpb.CLAIM_POSITION_PRIMARY), timeout=5)
 
+        started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+        # Caps count per local day: near midnight the call would count against yesterday (a CI run just after
+        # midnight UTC failed so), so the contractor's schedule takes a zone where the call and the check share a
+        # date.
+        await stubs.routing.SetSchedule(rpb.SetScheduleRequest(
+            contractor_id=contractor, time_zone=same_day_zone(started, started + dt.timedelta(minutes=6))),
+            timeout=5)
+
         async def connected_today() -> int:
             reply = await stubs.routing.GetRoutingProfile(rpb.GetRoutingProfileRequest(contractor_id=contractor),
                                                           timeout=5)
             return reply.profile.connected_calls_today
 
         stack.processes["routing"].kill()
-        started = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         rated = await stubs.engine_billing.RateCall(bpb.RateCallRequest(call=finished_call(
             connected(contractor, 90, start=started), zip_code=zip_code, start=started)), timeout=10)
         assert rated.decision.billable
