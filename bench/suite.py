@@ -15,10 +15,10 @@ parentbased_traceidratio 0.1 sampling and the batch span processor, log level IN
 
 1. anchor: pgbench's built-in TPC-B-like script (`-i -s 10`, `-M prepared -j 2`) at 8 and at 64 clients;
 2. anchor: a bare grpc.aio echo under Charge's load shape (the ceiling of any service on this stack); floor: the
-   durable echo (bench/floors.py: the same load, per call only the Redis fast path and one group-committed
-   PostgreSQL statement, the most any durable exactly-once Charge can reach here); then wallet Charge, 64 clients,
-   1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in the production
-   profile (the echo serving mutual TLS);
+   durable echo (bench/floors.py: the same load, per call only one group-committed PostgreSQL statement whose
+   unique key makes it exactly once, the most any durable exactly-once Charge can reach here); then wallet
+   Charge, 64 clients, 1,000 wallets with seeded ledger history, then GetWallet balance reads; the same again in
+   the production profile (the echo serving mutual TLS);
 3. billing RateCalls end to end (wallet, billing, PostgreSQL, Redis) on a realistic mix of finished calls, with 2
    batches in flight (the history's shape) and with 8 (engine replicas sending concurrently, the production
    shape); floor: RateCalls' database work alone (bench/floors.py), 2 and 8 batches in flight;
@@ -74,8 +74,8 @@ TARGETS = {"production_vs_bare_charges_per_s": (">=", 0.8), "wallet_charge_vs_ec
            "rate_calls_rated_vs_pgbench": (">=", 2.0), "route_p50_vs_echo_p50": ("<=", 2.3)}
 # Production profile phases get Redis dbs of their own (the bare ones use 1-3, the scaled run 6-8).
 PRODUCTION_REDIS_DB = {"wallet_charge": 4, "rate_calls": 9, "route_call": 10}
-# The floors' phases (bench/floors.py): the durable echo's idempotency keys, RateCalls at 8 batches in flight.
-FLOOR_REDIS_DB = {"durable_echo": 11, "rate_calls_wide": 12}
+# RateCalls at 8 batches in flight.
+FLOOR_REDIS_DB = {"rate_calls_wide": 12}
 WIDE_IN_FLIGHT = 8  # batches in flight in the wide RateCalls phase (the suite's RateCalls phase keeps 2)
 SCALING_TARGETS = {"balance_read_p99_scaled_vs_base": ("<=", 1.2), "route_p99_scaled_vs_base": ("<=", 1.2)}
 
@@ -141,11 +141,8 @@ async def work_phases(st: common.Stack, m: dict, scale: int, first_db: int, load
         out["echo_ceiling"] = await wallet_charge.echo_ceiling(_wallet_args(m, scale))
         loads["after_echo_ceiling"] = common.load_average()
         _phase_banner("floor: durable echo, Charge's load shape (the ceiling of any durable exactly-once Charge)")
-        out["durable_echo"] = await floors.durable_echo(st, _wallet_args(m, scale), FLOOR_REDIS_DB["durable_echo"])
+        out["durable_echo"] = await floors.durable_echo(st, _wallet_args(m, scale))
         loads["after_durable_echo"] = common.load_average()
-        _phase_banner("floor: durable echo without the Redis fast path (PostgreSQL's unique key alone)")
-        out["durable_echo_no_redis"] = await floors.durable_echo(st, _wallet_args(m, scale), 0, redis=False)
-        loads["after_durable_echo_no_redis"] = common.load_average()
     _phase_banner(f"wallet Charge{tag}")
     out["wallet_charge"] = await wallet_charge.charge_phase(st, _wallet_args(m, scale), redis_db=first_db)
     loads[f"after_wallet_charge{tag}"] = common.load_average()
@@ -256,8 +253,7 @@ async def run_suite(mode: str, scale: int) -> dict:
     result["money_checks_ok"] &= scaled_error is None
     result["money_checks_ok"] &= base["rate_calls_wide"]["verify"]["ok"]
     # The floors' own checks (every acknowledged durable-echo charge committed, every reservation settled).
-    result["floor_checks_ok"] = (base["durable_echo"]["ok"] and base["durable_echo_no_redis"]["ok"]
-                                 and base["rate_calls_db_floor"]["ok"])
+    result["floor_checks_ok"] = base["durable_echo"]["ok"] and base["rate_calls_db_floor"]["ok"]
     result["duration_s"] = round(time.time() - started, 1)
     return result
 
@@ -307,14 +303,11 @@ def _ratios(pgbench: dict, f: dict) -> dict:
         "production_wallet_charge_vs_tls_echo_ceiling": _ratio(pwc["charges_per_s"], p["echo_ceiling"]["calls_per_s"]),
         "production_route_p50_vs_tls_echo_p50": _ratio(prt["route_call"]["p50_ms"], prt["echo"]["p50_ms"]),
         "production_rate_calls_rated_vs_pgbench": _ratio(prc["rated_calls_per_s"], tps),
-        # The floors (bench/floors.py). A durable echo does only a Charge's irreducible work (Redis fast path,
-        # one group-committed PostgreSQL statement): its throughput over the echo's bounds
+        # The floors (bench/floors.py). A durable echo does only a Charge's irreducible work (one group-committed
+        # PostgreSQL statement whose unique key makes it exactly once): its throughput over the echo's bounds
         # wallet_charge_vs_echo_ceiling for any implementation; ours over it is what the wallet could still gain.
         "durable_echo_vs_echo_ceiling": _ratio(f["durable_echo"]["calls_per_s"], f["echo_ceiling"]["calls_per_s"]),
         "wallet_charge_vs_durable_echo": _ratio(wc["charges_per_s"], f["durable_echo"]["calls_per_s"]),
-        # The same without the design's Redis fast path (claim the key, store the answer): what that path costs.
-        "durable_echo_no_redis_vs_echo_ceiling": _ratio(f["durable_echo_no_redis"]["calls_per_s"],
-                                                        f["echo_ceiling"]["calls_per_s"]),
         # RateCalls' database work alone (no gRPC, no Python rating): PostgreSQL is not what bounds RateCalls.
         "rate_calls_db_floor_vs_pgbench": _ratio(dbf["in_flight_2"]["rated_calls_per_s"], tps),
         f"rate_calls_db_floor_{WIDE_IN_FLIGHT}_in_flight_vs_pgbench": _ratio(
@@ -413,9 +406,6 @@ def table_rows(f: dict, pgbench: dict | None, tag: str = "") -> list[tuple[str, 
     if "durable_echo" in f:
         e = f["durable_echo"]
         rows.append((f"durable echo, {e['clients']} clients (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
-                     _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
-        e = f["durable_echo_no_redis"]
-        rows.append(("durable echo without Redis (floor)", f"{_fmt(e['calls_per_s'], 0)}/s",
                      _fmt(e["p50_ms"]), _fmt(e["p99_ms"]), _mem(e["peak_memory_mb"])))
     w = f["wallet_charge"]
     rows.append(("wallet Charge, 64 clients" + tag, f"{_fmt(w['charges_per_s'], 0)}/s", _fmt(w["p50_ms"]),

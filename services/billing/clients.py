@@ -12,6 +12,7 @@ import grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime.errors import FailedPrecondition, Unavailable, typed_reason
+from services.runtime.idempotency import retry_metadata
 from services.runtime.interceptors import error_reason
 
 log = logging.getLogger("callersync.billing.wallet")
@@ -48,7 +49,7 @@ class WalletClient:
         delay = 0.05
         for attempt in range(1, self._attempts + 1):
             try:
-                return await rpc(request, timeout=self._timeout_s)
+                return await rpc(request, timeout=self._timeout_s, metadata=retry_metadata(attempt))
             except grpc.aio.AioRpcError as err:
                 if err.code() not in RETRYABLE:
                     raise WalletRefused(err.code(), err.details() or "", error_reason(err)) from None

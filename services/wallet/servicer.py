@@ -12,7 +12,7 @@ from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime import paging, telemetry
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.runtime.idempotency import IdempotencyCache, fingerprint
+from services.runtime.idempotency import IdempotencyCache, fingerprint, is_retry
 from services.runtime.validation import require_text
 from services.wallet import forecast, ledger, mappers, top_ups
 from services.wallet.config import WalletConfig
@@ -65,9 +65,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             self._entries.add(1, {"kind": op.kind})
         return posted
 
-    async def _post_once(self, method: str, request, op_for, response: type[M]) -> M:
-        """Runs a keyed money movement once: the Redis fast path first, then storage's unique key. The answer
-        is `response` holding the entry (the same bytes on a replay from Redis)."""
+    async def _post_once(self, method: str, request, op_for, response: type[M],
+                         context: grpc.aio.ServicerContext) -> M:
+        """Runs a keyed money movement once, by storage's unique key (a retry asks Redis first). The answer is
+        `response` holding the entry (the same bytes on a replay from Redis)."""
         fp = fingerprint(method, request)
 
         async def work() -> bytes:
@@ -78,7 +79,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             assert posted.entry is not None  # a movement applied or replayed has its entry
             return response(entry=mappers.entry(posted.entry)).SerializeToString()
 
-        return response.FromString(await self._idempotency.run(request.idempotency_key, fp, work))
+        return response.FromString(await self._idempotency.run(
+            request.idempotency_key, fp, work, retry=is_retry(context.invocation_metadata())))
 
     async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.TopUpResponse:
         """An operator's manual credit: the reason is the entry's description."""
@@ -97,7 +99,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 reference=request.payment_reference, description=request.reason.strip(),
             )
 
-        return await self._post_once("TopUp", request, op_for, pb.TopUpResponse)
+        return await self._post_once("TopUp", request, op_for, pb.TopUpResponse, context)
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext) -> pb.ChargeResponse:
         ledger.require_id("contractor_id", request.contractor_id)
@@ -112,7 +114,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 reference=request.reference, description=request.description,
             )
 
-        return await self._post_once("Charge", request, op_for, pb.ChargeResponse)
+        return await self._post_once("Charge", request, op_for, pb.ChargeResponse, context)
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext) -> pb.RefundResponse:
         if request.charge_entry_id <= 0:
@@ -130,7 +132,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                 description=request.description, refund_of_entry_id=request.charge_entry_id,
             )
 
-        return await self._post_once("Refund", request, op_for, pb.RefundResponse)
+        return await self._post_once("Refund", request, op_for, pb.RefundResponse, context)
 
     async def Capture(self, request: pb.CaptureRequest, context: grpc.aio.ServicerContext) -> pb.CaptureResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)

@@ -9,7 +9,8 @@ import pytest
 
 from services.runtime.errors import AlreadyExists
 from services.runtime.group_commit import GroupCommitter
-from services.runtime.idempotency import IdempotencyCache
+from services.runtime.idempotency import IdempotencyCache, is_retry, retry_metadata
+from services.runtime.redis_pipe import pack
 
 
 async def test_concurrent_submits_share_batches_and_get_their_own_results():
@@ -66,10 +67,36 @@ async def test_concurrent_keys_each_run_once_and_retries_get_the_stored_answer(r
 
     keys = [f"k{i}" for i in range(40)]
     fp = b"f" * 32
-    first = await asyncio.gather(*(cache.run(k, fp, work_for(k)) for k in keys))
-    again = await asyncio.gather(*(cache.run(k, fp, work_for(k)) for k in keys))
+    first = await asyncio.gather(*(cache.run(k, fp, work_for(k), retry=True) for k in keys))
+    again = await asyncio.gather(*(cache.run(k, fp, work_for(k), retry=True) for k in keys))
     assert first == again == [f"answer {k}".encode() for k in keys]
     assert sorted(ran) == sorted(keys)  # the retries were answered by Redis
+
+
+async def test_a_first_attempt_goes_to_storage_alone_and_leaves_nothing_in_redis(redis_pipe):
+    namespace = f"test-{uuid.uuid4().hex[:8]}"
+    cache = IdempotencyCache(redis_pipe, namespace, retention_s=60)
+    ran: list[str] = []
+
+    async def work() -> bytes:
+        ran.append("k")
+        return b"answer"
+
+    assert await cache.run("k", b"f" * 32, work, retry=False) == b"answer"
+    assert await redis_pipe.call(pack((b"EXISTS", f"idem:{namespace}:k"))) == 0
+    # The first retry finds nothing in Redis, so storage answers it (its unique key: work is idempotent) and
+    # Redis keeps that answer; the retries after it are answered by Redis.
+    assert await cache.run("k", b"f" * 32, work, retry=True) == b"answer"
+    assert await cache.run("k", b"f" * 32, work, retry=True) == b"answer"
+    assert ran == ["k", "k"]
+
+
+def test_a_request_is_a_retry_when_our_header_or_grpcs_says_so():
+    assert retry_metadata(1) is None
+    assert not is_retry(None) and not is_retry([("x-request-id", "abc")])
+    assert is_retry(retry_metadata(2)) and retry_metadata(3) == (("x-retry-attempt", "2"),)
+    assert is_retry([("grpc-previous-rpc-attempts", "1")])
+    assert not is_retry([("x-retry-attempt", "0")])
 
 
 async def test_same_key_other_parameters_is_refused_and_failed_work_frees_the_key(redis_pipe):
@@ -82,7 +109,7 @@ async def test_same_key_other_parameters_is_refused_and_failed_work_frees_the_ke
         raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
-        await cache.run("k", b"a" * 32, boom)
-    assert await cache.run("k", b"b" * 32, ok) == b"ok"  # the failed call left no claim behind
+        await cache.run("k", b"a" * 32, boom, retry=True)
+    assert await cache.run("k", b"b" * 32, ok, retry=True) == b"ok"  # the failed call left no claim behind
     with pytest.raises(AlreadyExists):
-        await cache.run("k", b"a" * 32, ok)
+        await cache.run("k", b"a" * 32, ok, retry=True)

@@ -9,6 +9,7 @@ from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.runtime import telemetry
 from services.runtime.channels import client_channel
+from services.runtime.idempotency import retry_metadata
 
 
 async def test_a_wallet_call_is_one_trace_with_its_database_and_redis_work(spans, wallet_target, settings, contractor):
@@ -16,8 +17,10 @@ async def test_a_wallet_call_is_one_trace_with_its_database_and_redis_work(spans
     async with client_channel(wallet_target, "test", settings) as channel:
         wallet = wallet_pb2_grpc.WalletServiceStub(channel)
         with trace.get_tracer("test").start_as_current_span("route a call") as root:
+            # A retry: first attempts go to PostgreSQL alone, a retry asks Redis first.
             await wallet.TopUp(pb.TopUpRequest(reason="operator credit", contractor_id=contractor, amount_cents=5000,
-                                               payment_reference=f"p-{contractor}", idempotency_key=uuid.uuid4().hex))
+                                               payment_reference=f"p-{contractor}", idempotency_key=uuid.uuid4().hex),
+                               metadata=retry_metadata(2))
     trace_id = root.get_span_context().trace_id
     mine = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
     by_name = {s.name: s for s in mine}

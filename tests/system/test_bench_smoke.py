@@ -58,7 +58,7 @@ async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_p
     assert _number(result["other_ratios"]["echo_ceiling_vs_pgbench"])
     # The floors (bench/floors.py), measured in the same run: the durable echo and RateCalls' database work alone.
     for key in ("durable_echo_vs_echo_ceiling", "wallet_charge_vs_durable_echo",
-                "durable_echo_no_redis_vs_echo_ceiling", "rate_calls_db_floor_vs_pgbench",
+                "rate_calls_db_floor_vs_pgbench",
                 "rate_calls_db_floor_8_in_flight_vs_pgbench", "rate_calls_rated_vs_db_floor",
                 "rate_calls_rated_vs_pgbench_8_in_flight", "rate_calls_cpu_bound_vs_pgbench",
                 "route_p50_vs_route_floor"):
