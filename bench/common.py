@@ -283,6 +283,18 @@ def cpu_seconds(pids: Sequence[int]) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_ticks() -> tuple[int, int]:
+    """(busy, total) CPU ticks of the whole machine so far (Linux /proc/stat): how saturated it was in a window."""
+    values = [int(v) for v in pathlib.Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    return sum(values) - idle, sum(values)
+
+
+def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of all cores' time spent busy between two machine_ticks() readings."""
+    return round((after[0] - before[0]) / max(1, after[1] - before[1]), 3)
+
+
 async def backend_pids(url: str) -> list[int]:
     """The PostgreSQL backends connected to the database (the services' pools), whose CPU the work costs."""
     conn = await asyncpg.connect(url)

@@ -75,7 +75,8 @@ class CallSettler:
         if not done:
             return {}, failed
         self._fault.crash_point()
-        settled, charges = [], []
+        settled: list[tuple[RatedCall, str, int | None, str]] = []
+        charges = []
         for row, result in done:
             entry = result.entry if result.HasField("entry") else None
             how = "none" if entry is None else ("capture" if entry.kind == wpb.ENTRY_KIND_CAPTURE else "charge")
@@ -83,7 +84,7 @@ class CallSettler:
             if how == "capture":
                 assert entry is not None  # how is "none" without an entry
                 reservation_id = entry.reservation_id
-            settled.append((row.call_id, how, entry.entry_id if entry else None, reservation_id))
+            settled.append((row, how, entry.entry_id if entry else None, reservation_id))
             if row.billable:
                 # A billable call has a payer and a price (settlement_item), so the wallet posted a capture or a
                 # charge for it: a refusal went to failed above.

@@ -71,6 +71,20 @@ class RatedCall:
     def from_row(cls, row: Any) -> RatedCall:
         return _from_row(cls, row)
 
+    @classmethod
+    def decided(cls, row: dict[str, Any], decided_at: dt.datetime) -> RatedCall:
+        """A decision as just stored: the row inserted, with the database's decision time."""
+        return cls(row["call_id"], row["facts_hash"], row["facts"], row["zip"], row["caller_number"],
+                   row["started_at"], row["billable"], row["rule"], row["payer_contractor_id"], row["price_cents"],
+                   row["decision"], row["capture_reservation_id"], row["state"], None, decided_at)
+
+    def settled(self, wallet_entry_id: int | None, capture_reservation_id: str) -> RatedCall:
+        """This decision as finish_calls leaves it (built directly: dataclasses.replace cost 4 % of billing's CPU
+        per rated call)."""
+        return RatedCall(self.call_id, self.facts_hash, self.facts, self.zip, self.caller_number, self.started_at,
+                         self.billable, self.rule, self.payer_contractor_id, self.price_cents, self.decision,
+                         capture_reservation_id, "settled", wallet_entry_id, self.decided_at)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Booking:

@@ -176,6 +176,9 @@ async def test_a_batch_gives_each_call_its_own_status(billing, wallet, db, contr
     assert reply.results[2].reason == "ZIP_NOT_PRICED" and reply.results[2].message
     assert reply.results[0].decision.billable and reply.results[4].decision == reply.results[0].decision
     assert await ledger(db, contractor) == (8000, 2, 8000)
+    # The answer is built from the rows as sent, not read back: it must be what the database stored.
+    for r in reply.results[:2]:
+        assert (await billing.ExplainCall(pb.ExplainCallRequest(call_id=r.call_id))).decision == r.decision
 
 
 async def test_explain_and_list_charges_show_the_decision_and_its_evidence(billing, wallet, contractor):
