@@ -7,6 +7,7 @@ import uuid
 import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
+from services.runtime.idempotency import retry_metadata
 from tests.wallet.support import balance, expect_error, ledger, top_up
 
 
@@ -52,6 +53,24 @@ async def test_retry_after_redis_lost_every_key_still_moves_money_once(wallet, d
     assert again == first
     await redis_client.flushdb()
     await expect_error(top_up(wallet, contractor, 7000, key=f"k-{contractor}"), grpc.StatusCode.ALREADY_EXISTS)
+    assert await ledger(db, contractor) == (5000, 1, 5000)
+
+
+async def test_a_first_attempt_skips_redis_and_a_marked_retry_is_answered_and_remembered_there(
+        wallet, db, redis_client, contractor):
+    key = f"k-{contractor}"
+    request = pb.TopUpRequest(reason="operator credit", contractor_id=contractor, amount_cents=5000,
+                              payment_reference=f"pay-{key}", idempotency_key=key)
+    first = await wallet.TopUp(request)
+    assert not await redis_client.exists(f"idem:wallet:{key}")  # PostgreSQL's unique key alone
+    again = await wallet.TopUp(request)  # an unmarked resend: the unique key answers it too
+    retried = await wallet.TopUp(request, metadata=retry_metadata(2))
+    assert again == retried == first
+    assert await redis_client.exists(f"idem:wallet:{key}")  # kept for the retries after it
+    assert await wallet.TopUp(request, metadata=retry_metadata(3)) == first
+    other = pb.TopUpRequest(reason="operator credit", contractor_id=contractor, amount_cents=6000,
+                            payment_reference=f"pay-{key}", idempotency_key=key)
+    await expect_error(wallet.TopUp(other, metadata=retry_metadata(2)), grpc.StatusCode.ALREADY_EXISTS)
     assert await ledger(db, contractor) == (5000, 1, 5000)
 
 
