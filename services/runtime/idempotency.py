@@ -6,8 +6,8 @@ and rebuilds the same answer, so a first attempt needs nothing from Redis. A req
 is answered from Redis when Redis holds the answer, and its answer is stored there, so a retry storm after an
 outage lands on Redis and not on the ledger. Consulting Redis on every attempt cost each Charge a claim and a
 store on Redis before and after its commit, for answers almost never read (docs/performance.md: without them,
-1,456-1,709 -> 1,831-1,909 charges/s in alternating runs). Redis may lose keys (FLUSHALL, restart, eviction, TTL): a retry then
-reaches PostgreSQL, which answers it. A Redis outage degrades to the PostgreSQL path."""
+1,456-1,709 -> 1,831-1,909 charges/s in alternating runs). Redis may lose keys (FLUSHALL, restart, eviction,
+TTL): a retry then reaches PostgreSQL, which answers it. A Redis outage degrades to the PostgreSQL path."""
 
 from __future__ import annotations
 
