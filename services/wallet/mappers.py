@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from callersync.wallet.v1 import wallet_pb2 as pb
 from services.runtime.errors import typed_reason
 from services.runtime.timestamps import stamp
 from services.wallet import forecast, ledger
-from services.wallet.records import Entry, Reservation, Routability, Wallet
+from services.wallet.records import Entry, Reservation, Routability, TopUp, Wallet
 
 KINDS = {
     "top_up": pb.ENTRY_KIND_TOP_UP,
@@ -76,24 +74,23 @@ def entry(e: Entry) -> pb.LedgerEntry:
     )
 
 
-def top_up(row: Any) -> pb.TopUp:
-    """A wallet.top_ups row (payment_storage hands those out as they are)."""
+def top_up(t: TopUp) -> pb.TopUp:
     return pb.TopUp(
-        top_up_id=str(row["top_up_id"]),
-        contractor_id=row["contractor_id"],
-        origin=ORIGINS[row["origin"]],
-        amount_cents=row["amount_cents"],
-        currency=row["currency"],
-        state=TOP_UP_STATES[row["state"]],
-        payment_intent_id=row["payment_intent_id"] or "",
-        failure_code=row["failure_code"],
-        failure_reason=row["failure_reason"],
-        entry_id=row["entry_id"] or 0,
-        credited_cents=row["credited_cents"] or 0,
-        card_brand=row["card_brand"],
-        card_last4=row["card_last4"],
-        created_at=stamp(row["created_at"]),
-        updated_at=stamp(row["updated_at"]),
+        top_up_id=str(t.top_up_id),
+        contractor_id=t.contractor_id,
+        origin=ORIGINS[t.origin],
+        amount_cents=t.amount_cents,
+        currency=t.currency,
+        state=TOP_UP_STATES[t.state],
+        payment_intent_id=t.payment_intent_id or "",
+        failure_code=t.failure_code,
+        failure_reason=t.failure_reason,
+        entry_id=t.entry_id or 0,
+        credited_cents=t.credited_cents or 0,
+        card_brand=t.card_brand,
+        card_last4=t.card_last4,
+        created_at=stamp(t.created_at),
+        updated_at=stamp(t.updated_at),
     )
 
 

@@ -1,16 +1,25 @@
-"""The wallet's SQL for money in: card and auto top-ups, saved cards and auto top-up settings. The credit itself is
-wallet.credit_payment (migrations/R__functions.sql), in the balance's own transaction with its receipt email."""
+"""The wallet's SQL for money in: card and auto top-ups, saved cards and auto top-up settings, handed out as typed
+records (records.py). The credit itself is wallet.credit_payment (migrations/R__functions.sql), in the balance's own
+transaction with its receipt email."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import asyncpg
 
 from services.runtime.db import storage_errors
 from services.wallet import top_ups
+from services.wallet.records import CardCredit, CardSetup, ClaimedAutoTopUp, StoredAutoTopUp, TopUp
+
+R = TypeVar("R")
+
+
+def _found(from_row: Callable[[Any], R], row: Any) -> R | None:
+    return from_row(row) if row is not None else None
 
 
 class PaymentStore:
@@ -18,7 +27,7 @@ class PaymentStore:
         self._pool = pool
 
     async def start_card_top_up(self, top_up_id: str, contractor_id: str, amount_cents: int, currency: str,
-                                email: str, key: str, request_hash: bytes) -> asyncpg.Record:
+                                email: str, key: str, request_hash: bytes) -> TopUp:
         """The top-up under this key: the new one, or the one a retry of the key made first."""
         async with storage_errors():
             row = await self._pool.fetchrow(
@@ -29,42 +38,46 @@ class PaymentStore:
             )
             if row is None:
                 row = await self._pool.fetchrow("SELECT * FROM wallet.top_ups WHERE idempotency_key = $1", key)
-            return row
+            return TopUp.from_row(row)
 
-    async def top_up(self, top_up_id: str) -> asyncpg.Record | None:
+    async def top_up(self, top_up_id: str) -> TopUp | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM wallet.top_ups WHERE top_up_id = $1",
-                                             uuid.UUID(top_up_id))
+            row = await self._pool.fetchrow("SELECT * FROM wallet.top_ups WHERE top_up_id = $1",
+                                            uuid.UUID(top_up_id))
+            return _found(TopUp.from_row, row)
 
-    async def top_up_of_payment(self, payment_intent_id: str) -> asyncpg.Record | None:
+    async def top_up_of_payment(self, payment_intent_id: str) -> TopUp | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM wallet.top_ups WHERE payment_intent_id = $1",
-                                             payment_intent_id)
+            row = await self._pool.fetchrow("SELECT * FROM wallet.top_ups WHERE payment_intent_id = $1",
+                                            payment_intent_id)
+            return _found(TopUp.from_row, row)
 
-    async def attach_payment(self, top_up_id: str, payment_intent_id: str, state: str = "pending") -> asyncpg.Record:
+    async def attach_payment(self, top_up_id: str, payment_intent_id: str, state: str = "pending") -> TopUp:
         """Records the PaymentIntent made for the top-up (the first one recorded wins)."""
         async with storage_errors():
-            return await self._pool.fetchrow(
+            row = await self._pool.fetchrow(
                 "UPDATE wallet.top_ups SET payment_intent_id = coalesce(payment_intent_id, $2),"
                 " state = CASE WHEN state = 'requested' THEN $3 ELSE state END, updated_at = now()"
                 " WHERE top_up_id = $1 RETURNING *",
                 uuid.UUID(top_up_id), payment_intent_id, state,
             )
+            return TopUp.from_row(row)
 
     async def record_state(self, top_up_id: str, state: str, failure_code: str = "", failure_reason: str = "",
-                           card_brand: str = "", card_last4: str = "") -> asyncpg.Record | None:
+                           card_brand: str = "", card_last4: str = "") -> TopUp | None:
         """The provider's state of a top-up not yet credited (a credited top-up stays credited)."""
         async with storage_errors():
-            return await self._pool.fetchrow(
+            row = await self._pool.fetchrow(
                 "UPDATE wallet.top_ups SET state = $2, failure_code = $3, failure_reason = $4,"
                 " card_brand = CASE WHEN $5 <> '' THEN $5 ELSE card_brand END,"
                 " card_last4 = CASE WHEN $6 <> '' THEN $6 ELSE card_last4 END, updated_at = now()"
                 " WHERE top_up_id = $1 AND state <> 'credited' RETURNING *",
                 uuid.UUID(top_up_id), state, failure_code, failure_reason[:500], card_brand, card_last4,
             )
+            return _found(TopUp.from_row, row)
 
     async def credit(self, top_up_id: str, payment_intent_id: str, received_cents: int, card_brand: str,
-                     card_last4: str) -> asyncpg.Record:
+                     card_last4: str) -> CardCredit:
         """Credits the top-up once (wallet.credit_payment); a credited auto top-up also clears the declines."""
         async with storage_errors(), self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow("SELECT * FROM wallet.credit_payment($1, $2, $3, $4, $5)",
@@ -74,18 +87,19 @@ class PaymentStore:
                     "UPDATE wallet.auto_top_ups a SET consecutive_declines = 0 FROM wallet.top_ups t"
                     " WHERE t.top_up_id = $1 AND t.origin = 'auto' AND a.contractor_id = t.contractor_id",
                     uuid.UUID(top_up_id))
-            return row
+            return CardCredit.from_row(row)
 
-    async def due_for_sweep(self, after_ms: int, limit: int = 100) -> list[asyncpg.Record]:
+    async def due_for_sweep(self, after_ms: int, limit: int = 100) -> list[TopUp]:
         """Card and auto top-ups whose PaymentIntent is known and still open, untouched for after_ms."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT * FROM wallet.top_ups WHERE state IN ('pending', 'requires_action')"
                 " AND payment_intent_id IS NOT NULL AND next_attempt_at <= now()"
                 " AND updated_at <= now() - make_interval(secs => $1::float8 / 1000)"
                 " ORDER BY next_attempt_at LIMIT $2",
                 after_ms, limit,
             )
+            return [TopUp.from_row(r) for r in rows]
 
     async def swept(self, top_up_id: str, after_ms: int) -> None:
         """Asked about and still open: ask again later, less often the longer it stays open (at most hourly)."""
@@ -97,11 +111,11 @@ class PaymentStore:
                 uuid.UUID(top_up_id), after_ms,
             )
 
-    async def claim_auto(self, lease_ms: int, limit: int = 20) -> list[asyncpg.Record]:
+    async def claim_auto(self, lease_ms: int, limit: int = 20) -> list[ClaimedAutoTopUp]:
         """Auto top-ups waiting for their provider call, leased to this process for lease_ms (a crash mid-call
         leaves them to be claimed again after it, and that attempt looks for the first one's PaymentIntent)."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "UPDATE wallet.top_ups t SET attempts = t.attempts + 1,"
                 " next_attempt_at = now() + make_interval(secs => $1::float8 / 1000)"
                 " FROM (SELECT top_up_id FROM wallet.top_ups WHERE state = 'requested' AND next_attempt_at <= now()"
@@ -111,6 +125,7 @@ class PaymentStore:
                 " RETURNING t.*, a.customer_id, a.payment_method_id, a.enabled AS auto_enabled",
                 lease_ms, limit,
             )
+            return [ClaimedAutoTopUp.from_row(r) for r in rows]
 
     async def retry_later(self, top_up_id: str, delay_ms: int, code: str, message: str) -> None:
         async with storage_errors():
@@ -156,10 +171,11 @@ class PaymentStore:
 
     # ------------------------------------------------------------------ saved cards and settings
 
-    async def auto_settings(self, contractor_id: str) -> asyncpg.Record | None:
+    async def auto_settings(self, contractor_id: str) -> StoredAutoTopUp | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM wallet.auto_top_ups WHERE contractor_id = $1",
-                                             contractor_id)
+            row = await self._pool.fetchrow("SELECT * FROM wallet.auto_top_ups WHERE contractor_id = $1",
+                                            contractor_id)
+            return _found(StoredAutoTopUp.from_row, row)
 
     async def wallet_exists(self, contractor_id: str) -> bool:
         async with storage_errors():
@@ -184,10 +200,11 @@ class PaymentStore:
                 "INSERT INTO wallet.card_setups (setup_intent_id, contractor_id, customer_id) VALUES ($1, $2, $3)"
                 " ON CONFLICT DO NOTHING", setup_intent_id, contractor_id, customer_id)
 
-    async def card_setup(self, setup_intent_id: str) -> asyncpg.Record | None:
+    async def card_setup(self, setup_intent_id: str) -> CardSetup | None:
         async with storage_errors():
-            return await self._pool.fetchrow("SELECT * FROM wallet.card_setups WHERE setup_intent_id = $1",
-                                             setup_intent_id)
+            row = await self._pool.fetchrow("SELECT * FROM wallet.card_setups WHERE setup_intent_id = $1",
+                                            setup_intent_id)
+            return _found(CardSetup.from_row, row)
 
     async def pending_card_setups(self, contractor_id: str) -> list[str]:
         async with storage_errors():

@@ -7,14 +7,13 @@ from __future__ import annotations
 import logging
 import uuid
 
-import asyncpg
-
 from services.runtime.background import Loop, Waker
 from services.runtime.errors import AlreadyExists, FailedPrecondition, Unavailable
 from services.runtime.fault import FaultHook
 from services.wallet import ledger, top_ups
 from services.wallet.payment_storage import PaymentStore
 from services.wallet.provider import Payment, PaymentProvider, ProviderError
+from services.wallet.records import ClaimedAutoTopUp, TopUp
 
 log = logging.getLogger("callersync.wallet.payments")
 refusals = logging.getLogger("callersync.wallet.payments.refused")
@@ -51,23 +50,24 @@ class PaymentDesk:
     # ------------------------------------------------------------------ card top-ups
 
     async def start_top_up(self, contractor_id: str, amount_cents: int, email: str, key: str,
-                           request_hash: bytes) -> tuple[asyncpg.Record, str]:
+                           request_hash: bytes) -> tuple[TopUp, str]:
         """The top-up under key and its PaymentIntent's client secret (created now, or the one made before)."""
         self.require_configured()
-        row = await self._store.start_card_top_up(str(uuid.uuid4()), contractor_id, amount_cents, top_ups.CURRENCY,
-                                                  email, key, request_hash)
-        if bytes(row["request_hash"]) != request_hash:
+        top_up = await self._store.start_card_top_up(str(uuid.uuid4()), contractor_id, amount_cents,
+                                                     top_ups.CURRENCY, email, key, request_hash)
+        if top_up.request_hash != request_hash:
             raise AlreadyExists(
-                f"idempotency key {key!r} already started top-up {row['top_up_id']} with different parameters; "
+                f"idempotency key {key!r} already started top-up {top_up.top_up_id} with different parameters; "
                 "send a new key for a new top-up", reason="IDEMPOTENCY_KEY_REUSED")
-        top_up_id = str(row["top_up_id"])
-        if row["payment_intent_id"]:
-            payment = await self._ask(lambda: self.provider.payment(row["payment_intent_id"]))
+        top_up_id = str(top_up.top_up_id)
+        payment_intent_id = top_up.payment_intent_id
+        if payment_intent_id:
+            payment = await self._ask(lambda: self.provider.payment(payment_intent_id))
         else:
             payment = await self._ask(lambda: self.provider.create_card_payment(
                 amount_cents, top_ups.CURRENCY, contractor_id, top_up_id, email))
-            row = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
-        return row, payment.client_secret
+            top_up = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
+        return top_up, payment.client_secret
 
     def require_configured(self) -> None:
         if not self.provider.configured:
@@ -102,9 +102,9 @@ class PaymentDesk:
         if top_up is None:
             named = payment.metadata.get("top_up_id", "")
             top_up = await self.top_up(named) if named else None
-            if top_up is not None and top_up["payment_intent_id"] not in (None, payment_intent_id):
+            if top_up is not None and top_up.payment_intent_id not in (None, payment_intent_id):
                 refusals.warning("payment %s (%s) names top-up %s, which is paid by %s; nothing credited",
-                                 payment_intent_id, source, named, top_up["payment_intent_id"])
+                                 payment_intent_id, source, named, top_up.payment_intent_id)
                 return "refused", named
         if top_up is None:
             refusals.warning("payment %s (%s) is no top-up of ours (metadata %s); nothing credited",
@@ -112,43 +112,42 @@ class PaymentDesk:
             return "unknown", ""
         return await self._apply(top_up, payment, source)
 
-    async def _apply(self, top_up: asyncpg.Record, payment: Payment, source: str) -> tuple[str, str]:
-        top_up_id = str(top_up["top_up_id"])
-        if top_up["state"] == "credited":
+    async def _apply(self, top_up: TopUp, payment: Payment, source: str) -> tuple[str, str]:
+        top_up_id = str(top_up.top_up_id)
+        if top_up.state == "credited":
             return "already_credited", top_up_id
-        judged = top_ups.verdict(top_up["contractor_id"], top_up["amount_cents"], top_up["currency"], top_up_id,
-                                 payment)
+        judged = top_ups.verdict(top_up.contractor_id, top_up.amount_cents, top_up.currency, top_up_id, payment)
         if judged.action == "refuse":
             refusals.warning("payment %s (%s) refused for top-up %s: %s; nothing credited",
                              payment.payment_intent_id, source, top_up_id, judged.why)
             await self._store.record_state(top_up_id, "refused", "mismatch", judged.why)
             return "refused", top_up_id
-        if top_up["payment_intent_id"] is None:
+        if top_up.payment_intent_id is None:
             await self._store.attach_payment(top_up_id, payment.payment_intent_id)
         if judged.action == "record":
             await self._record(top_up, payment, judged.state)
             return "recorded", top_up_id
         self._fault.crash_point()
-        row = await self._store.credit(top_up_id, payment.payment_intent_id, payment.received_cents,
-                                       payment.card_brand, payment.card_last4)
-        if row["outcome"] == "credited":
-            log.info("credited top-up %s of %s: %d cents from %s (%s)", top_up_id, top_up["contractor_id"],
+        credit = await self._store.credit(top_up_id, payment.payment_intent_id, payment.received_cents,
+                                          payment.card_brand, payment.card_last4)
+        if credit.outcome == "credited":
+            log.info("credited top-up %s of %s: %d cents from %s (%s)", top_up_id, top_up.contractor_id,
                      payment.received_cents, payment.payment_intent_id, source)
             return "credited", top_up_id
-        if row["outcome"] == "already_credited":
+        if credit.outcome == "already_credited":
             return "already_credited", top_up_id
         refusals.warning("payment %s (%s) not credited to top-up %s: %s", payment.payment_intent_id, source,
-                         top_up_id, row["outcome"])
+                         top_up_id, credit.outcome)
         return "refused", top_up_id
 
-    async def _record(self, top_up: asyncpg.Record, payment: Payment, state: str) -> None:
-        top_up_id = str(top_up["top_up_id"])
+    async def _record(self, top_up: TopUp, payment: Payment, state: str) -> None:
+        top_up_id = str(top_up.top_up_id)
         reason = top_ups.plain_decline(payment.failure_code) if state == "failed" else ""
-        if top_up["origin"] == "auto" and state in ("failed", "requires_action") and top_up["state"] != state:
+        if top_up.origin == "auto" and state in ("failed", "requires_action") and top_up.state != state:
             code = payment.failure_code or ("authentication_required" if state == "requires_action" else "")
             await self._store.auto_failed(top_up_id, state, code, top_ups.plain_decline(code), self._link(top_up_id))
             return
-        if top_up["state"] != state:
+        if top_up.state != state:
             await self._store.record_state(top_up_id, state, payment.failure_code, reason, payment.card_brand,
                                            payment.card_last4)
 
@@ -161,13 +160,14 @@ class PaymentDesk:
             return 0
         done = 0
         for top_up in await self._store.due_for_sweep(self._sweep_after_ms):
+            assert top_up.payment_intent_id is not None  # due_for_sweep asks only about known PaymentIntents
             try:
-                outcome, _ = await self.apply_payment(top_up["payment_intent_id"], "sweeper")
+                outcome, _ = await self.apply_payment(top_up.payment_intent_id, "sweeper")
             except ProviderError as err:
-                log.info("sweeper: provider unavailable for %s: %s", top_up["payment_intent_id"], err)
+                log.info("sweeper: provider unavailable for %s: %s", top_up.payment_intent_id, err)
                 outcome = "recorded"
             if outcome == "recorded":
-                await self._store.swept(str(top_up["top_up_id"]), self._sweep_after_ms)
+                await self._store.swept(str(top_up.top_up_id), self._sweep_after_ms)
             done += 1
         return done
 
@@ -178,32 +178,33 @@ class PaymentDesk:
         if not self.provider.configured:
             return 0
         claimed = await self._store.claim_auto(self._lease_ms)
-        for top_up in claimed:
-            await self._charge(top_up)
+        for claim in claimed:
+            await self._charge(claim)
         return len(claimed)
 
-    async def _charge(self, top_up: asyncpg.Record) -> None:
-        top_up_id = str(top_up["top_up_id"])
-        if not top_up["auto_enabled"] or not top_up["payment_method_id"]:
+    async def _charge(self, claim: ClaimedAutoTopUp) -> None:
+        top_up = claim.top_up
+        top_up_id = str(top_up.top_up_id)
+        if not claim.auto_enabled or not claim.payment_method_id:
             await self._store.record_state(top_up_id, "canceled", "auto_top_up_off",
                                            "auto top-up was turned off before the charge")
             return
         try:
             payment = None
-            if top_up["attempts"] > 1:  # an earlier attempt may have reached the provider before we recorded it
-                payment = await self.provider.find_payment(top_up["customer_id"], top_up_id)
+            if top_up.attempts > 1:  # an earlier attempt may have reached the provider before we recorded it
+                payment = await self.provider.find_payment(claim.customer_id, top_up_id)
             if payment is None:
                 payment = await self.provider.charge_saved_card(
-                    top_up["amount_cents"], top_up["currency"], top_up["contractor_id"], top_up_id,
-                    top_up["customer_id"], top_up["payment_method_id"])
+                    top_up.amount_cents, top_up.currency, top_up.contractor_id, top_up_id,
+                    claim.customer_id, claim.payment_method_id)
         except ProviderError as err:
             if err.kind == "transient":
-                delay = top_ups.backoff_ms(top_up["attempts"], self._retry_base_ms)
+                delay = top_ups.backoff_ms(top_up.attempts, self._retry_base_ms)
                 log.warning("auto top-up %s: transient provider error (%s); retry in %d ms", top_up_id, err, delay)
                 await self._store.retry_later(top_up_id, delay, err.code, err.message)
                 return
             state = "requires_action" if err.kind == "authentication_required" else "failed"
-            log.info("auto top-up %s of %s: %s", top_up_id, top_up["contractor_id"], err)
+            log.info("auto top-up %s of %s: %s", top_up_id, top_up.contractor_id, err)
             await self._store.auto_failed(top_up_id, state, err.code, top_ups.plain_decline(err.code),
                                           self._link(top_up_id))
             return
@@ -218,7 +219,7 @@ class PaymentDesk:
                 return
         await self._apply(fresh, payment, "auto top-up")
 
-    async def top_up(self, top_up_id: str) -> asyncpg.Record | None:
+    async def top_up(self, top_up_id: str) -> TopUp | None:
         try:
             uuid.UUID(top_up_id)
         except ValueError:
@@ -239,7 +240,7 @@ class PaymentDesk:
         if not await self._store.wallet_exists(contractor_id):
             raise ledger.no_wallet(contractor_id)
         settings = await self._store.auto_settings(contractor_id)
-        customer_id = settings["customer_id"] if settings is not None else ""
+        customer_id = settings.customer_id if settings is not None else ""
         if not customer_id:
             created = await self._ask(lambda: self.provider.create_customer(contractor_id, email))
             customer_id = await self._store.keep_customer(contractor_id, created)
@@ -261,8 +262,8 @@ class PaymentDesk:
             if err.kind == "not_found":
                 return "unknown"
             raise
-        if (described.get("metadata") or {}).get("contractor_id") != setup["contractor_id"] or \
-                described.get("customer") != setup["customer_id"]:
+        if (described.get("metadata") or {}).get("contractor_id") != setup.contractor_id or \
+                described.get("customer") != setup.customer_id:
             refusals.warning("card setup %s (%s) does not match its contractor or customer; ignored",
                              setup_intent_id, source)
             return "unknown"

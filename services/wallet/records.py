@@ -1,4 +1,5 @@
-"""The wallet's stored rows as typed records: what storage.py hands to the servicer and the mappers.
+"""The wallet's stored rows as typed records: what storage.py and payment_storage.py hand to the servicer, the
+payment desk and the mappers.
 
 Each record names the columns the code reads; `from_row` picks them by name, so a migration that adds a column
 changes nothing here until code needs it."""
@@ -154,3 +155,88 @@ class Routability:
     def from_row(cls, row: Any) -> Routability:
         return cls(row["asked_id"], row["contractor_id"] is not None, bool(row["paused"]),
                    row["available_cents"] or 0, row["balance_cents"] or 0, row["pause_threshold_cents"] or 0)
+
+
+# ---------------------------------------------------------------------- money in (payment_storage.py)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TopUp:
+    """A card or auto top-up (wallet.top_ups): credited at most once, by the provider's word on its
+    PaymentIntent."""
+
+    top_up_id: uuid.UUID
+    contractor_id: str
+    origin: str  # 'card' | 'auto'
+    amount_cents: int
+    currency: str
+    state: str  # 'requested' | 'pending' | 'requires_action' | 'credited' | 'failed' | 'canceled' | 'refused'
+    payment_intent_id: str | None  # None until a PaymentIntent is recorded for it
+    request_hash: bytes | None  # StartTopUp's request hash (card top-ups only), to tell a retry from a reused key
+    entry_id: int | None
+    credited_cents: int | None
+    failure_code: str
+    failure_reason: str
+    card_brand: str
+    card_last4: str
+    attempts: int  # provider calls made for an auto top-up
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Any) -> TopUp:
+        fields = {f.name: row[f.name] for f in dataclasses.fields(cls)}
+        if fields["request_hash"] is not None:
+            fields["request_hash"] = bytes(fields["request_hash"])
+        return cls(**fields)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedAutoTopUp:
+    """An auto top-up leased for its provider call, with the wallet's auto top-up settings as they are now: a
+    card removed or auto top-up turned off since it started means no charge."""
+
+    top_up: TopUp
+    auto_enabled: bool
+    customer_id: str
+    payment_method_id: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> ClaimedAutoTopUp:
+        return cls(TopUp.from_row(row), row["auto_enabled"], row["customer_id"], row["payment_method_id"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CardCredit:
+    """What wallet.credit_payment did with a top-up's payment."""
+
+    outcome: str  # 'credited' | 'already_credited' | 'unknown' | 'other_payment_intent'
+
+    @classmethod
+    def from_row(cls, row: Any) -> CardCredit:
+        return cls(row["outcome"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StoredAutoTopUp:
+    """A contractor's stored auto top-up settings (wallet.auto_top_ups) as saving a card reads them: the provider
+    Customer its cards are saved on ('' until one is made). The settings shown are read with the wallet
+    (AutoTopUp)."""
+
+    customer_id: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> StoredAutoTopUp:
+        return cls(row["customer_id"])
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CardSetup:
+    """A card setup started for a contractor (wallet.card_setups): a SetupIntent on their provider Customer."""
+
+    contractor_id: str
+    customer_id: str
+
+    @classmethod
+    def from_row(cls, row: Any) -> CardSetup:
+        return cls(row["contractor_id"], row["customer_id"])

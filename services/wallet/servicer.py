@@ -323,21 +323,21 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
     ) -> pb.StartTopUpResponse:
         top_ups.validate_start(request.contractor_id, request.amount_cents, request.idempotency_key, request.email,
                                self._config.top_up_max_cents)
-        row, secret = await self._payments.start_top_up(
+        top_up, secret = await self._payments.start_top_up(
             request.contractor_id, request.amount_cents, request.email, request.idempotency_key,
             fingerprint("StartTopUp", request))
-        return pb.StartTopUpResponse(top_up=mappers.top_up(row), client_secret=secret,
+        return pb.StartTopUpResponse(top_up=mappers.top_up(top_up), client_secret=secret,
                                      publishable_key=self._payments.provider.publishable_key)
 
     async def GetTopUp(self, request: pb.GetTopUpRequest, context: grpc.aio.ServicerContext) -> pb.GetTopUpResponse:
         ledger.require_id("contractor_id", request.contractor_id)
         ledger.require_id("top_up_id", request.top_up_id)
-        row = await self._payments.top_up(request.top_up_id)
+        top_up = await self._payments.top_up(request.top_up_id)
         # Another contractor's top-up reads as missing: its id says nothing about whether it exists.
-        if row is None or row["contractor_id"] != request.contractor_id:
+        if top_up is None or top_up.contractor_id != request.contractor_id:
             raise NotFound(f"contractor {request.contractor_id!r} has no top-up {request.top_up_id!r}",
                            reason="NO_TOP_UP")
-        return pb.GetTopUpResponse(top_up=mappers.top_up(row))
+        return pb.GetTopUpResponse(top_up=mappers.top_up(top_up))
 
     async def StartCardSetup(
         self, request: pb.StartCardSetupRequest, context: grpc.aio.ServicerContext
