@@ -111,9 +111,12 @@ async def test_the_day_summary_counts_billable_and_free_calls_per_utc_day(billin
         call(missed(contractor, start=ago9), zip_code=zip_code, start=ago9),  # outside 7 days
     ]))).results
     assert [r.code for r in results] == [0] * 5, [r.message for r in results]
+    asked = dt.datetime.now(dt.UTC).date()
     days = (await billing.GetContractorCallStats(
         pb.GetContractorCallStatsRequest(contractor_id=contractor, days=7))).days
-    last = dt.datetime.now(dt.UTC).date()
+    # Billing's today, read from the reply: midnight may pass between its clock and ours.
+    last = dt.date.fromisoformat(days[-1].date)
+    assert asked <= last <= dt.datetime.now(dt.UTC).date()
     assert [d.date for d in days] == [(last - dt.timedelta(days=6 - i)).isoformat() for i in range(7)]
     counts = {d.date: (d.billable_calls, d.billable_cents, d.free_calls) for d in days if
               d.billable_calls or d.free_calls}

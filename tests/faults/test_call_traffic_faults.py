@@ -10,7 +10,6 @@ import datetime as dt
 import random
 import signal
 import time
-import zoneinfo
 
 import asyncpg
 import grpc
@@ -23,6 +22,7 @@ from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.demo.legs import stamp
 from tests.billing.calls import call as finished_call
 from tests.billing.calls import connected
+from tests.clock import same_day_zone
 from tests.faults import call_checks
 from tests.faults.traffic import CallTraffic, Channels, set_up_world, unused_zip
 from tests.system.processes import callersync_env, run_cli
@@ -265,15 +265,6 @@ async def test_rate_changes_still_reach_routing_after_redis_flushall_and_restart
               f"billing's rate card {lost:.1f} s after routing started")
     finally:
         await channels.close()
-
-
-def same_day_zone(first: dt.datetime, last: dt.datetime) -> str:
-    """A time zone in which both instants fall on the same local date."""
-    for name in ("UTC", "Asia/Tokyo", "America/New_York"):
-        zone = zoneinfo.ZoneInfo(name)
-        if first.astimezone(zone).date() == last.astimezone(zone).date():
-            return name
-    raise AssertionError(f"{first} and {last} are more than a day apart")
 
 
 async def test_a_rated_call_lost_in_a_redis_flush_still_counts_against_caps(stack, own_servers):

@@ -16,6 +16,7 @@ from callersync.billing.v1 import events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.routing.billing_events import STREAM
+from tests.clock import same_day_zone
 
 # Far above any id billing's own outbox hands out in a test session, so the two never collide.
 _event_ids = itertools.count(10**12 + random.randrange(10**9) * 1000)
@@ -106,7 +107,8 @@ def contractors(n: int) -> list[str]:
 
 async def capped_primary_and_backup(routing, wallet, redis_client, db, zip_code: str) -> tuple[str, str]:
     """A ZIP with a primary capped at one connected call a day and an uncapped backup, both able to pay. Many
-    calls at once are allowed, so only the daily cap can make routing pass the primary over."""
+    calls at once are allowed, so only the daily cap can make routing pass the primary over. The primary's day
+    is one that the next ten minutes do not leave."""
     primary, backup = contractors(2)
     await price(redis_client, db, zip_code, 3000)
     await claim(routing, primary, zip_code)
@@ -115,5 +117,10 @@ async def capped_primary_and_backup(routing, wallet, redis_client, db, zip_code:
         await top_up(wallet, cid, 20000)
     await routing.SetCaps(pb.SetCapsRequest(contractor_id=primary, caps=pb.Caps(daily_max_connected_calls=1,
                                                                                 max_concurrent_calls=100)))
+    # The cap counts per local day of the schedule's zone (UTC unless set): a call the test rates just before
+    # midnight would count against a day the routes just after it no longer read.
+    now = dt.datetime.now(dt.UTC)
+    await routing.SetSchedule(pb.SetScheduleRequest(
+        contractor_id=primary, time_zone=same_day_zone(now, now + dt.timedelta(minutes=10))))
     await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
     return primary, backup

@@ -108,10 +108,10 @@ async def test_unaffordable_and_walletless_contractors_are_skipped_with_their_re
 async def test_a_contractor_outside_their_hours_is_skipped_with_that_reason(routing, wallet, redis_client, db,
                                                                             zip_code):
     primary, backup = await cascade_of(routing, wallet, redis_client, db, zip_code, 2)
-    now = dt.datetime.now(dt.UTC)
-    tomorrow = (now + dt.timedelta(days=1)).isoweekday()  # hours only on another day than today (UTC)
+    # Hours only three days from today (UTC): the route below runs today, or tomorrow when midnight passes first.
+    elsewhen = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoweekday()
     await routing.SetSchedule(pb.SetScheduleRequest(contractor_id=primary, time_zone="UTC", weekly_hours=[
-        pb.WeeklyHours(day=tomorrow, start_minute=0, end_minute=1440)]))
+        pb.WeeklyHours(day=elsewhen, start_minute=0, end_minute=1440)]))
     reply = await route(routing, zip_code)
     assert reply.candidate.contractor_id == backup
     assert [(s.contractor_id, s.reason) for s in reply.skipped] == [(primary, pb.SKIP_REASON_OUTSIDE_HOURS)]

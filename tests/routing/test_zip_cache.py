@@ -40,8 +40,9 @@ async def test_claims_changed_through_one_replica_route_the_next_call_on_another
     await claim(routing, second, zip_code)
     assert (await route(replica, zip_code)).candidate.contractor_id == second
 
-    # A profile is part of the view of every ZIP its contractor claims: hours on another day only.
-    other_day = dt.datetime.now(dt.UTC).isoweekday() % 7 + 1
+    # A profile is part of the view of every ZIP its contractor claims: hours on another day only, three days
+    # from today, so that midnight passing before the route below leaves it outside them too.
+    other_day = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3)).isoweekday()
     await routing.SetSchedule(pb.SetScheduleRequest(contractor_id=second, time_zone="UTC", weekly_hours=[
         pb.WeeklyHours(day=other_day, start_minute=0, end_minute=1440)]))
     reply = await route(replica, zip_code)

@@ -62,9 +62,9 @@ async def _age(db: asyncpg.Pool, entry_id: int, days: int) -> None:
 
 
 async def test_forecast_over_grpc_reads_the_ledger_by_utc_day(wallet, db, contractor):
-    await top_up(wallet, contractor, 20000)
+    credit = (await top_up(wallet, contractor, 20000)).entry.entry_id
     await wallet.SetPauseThreshold(pb.SetPauseThresholdRequest(contractor_id=contractor, threshold_cents=5000))
-    await charge(wallet, contractor, 1000)
+    newest = (await charge(wallet, contractor, 1000)).entry.entry_id
     ten_days = (await charge(wallet, contractor, 1000)).entry.entry_id
     twenty_days = (await charge(wallet, contractor, 1000)).entry.entry_id
     await _age(db, ten_days, 10)
@@ -75,14 +75,15 @@ async def test_forecast_over_grpc_reads_the_ledger_by_utc_day(wallet, db, contra
     assert (f.lookback_spent_cents, f.average_daily_spend_cents) == (2000, 142)
     assert f.headroom_cents == 12000 and f.HasField("runway_days") and f.runway_days == 84
     assert len(f.days) == 30
+    # Each entry's own UTC day (as stored, aged or not), not days counted back from the forecast's today: midnight
+    # may pass between a charge and the forecast.
+    days = {r["entry_id"]: r["created_at"].astimezone(dt.UTC).date() for r in await db.fetch(
+        "SELECT entry_id, created_at FROM wallet.entries WHERE contractor_id = $1", contractor)}
+    assert dt.date.fromisoformat(f.days[-1].date) - days[newest] in (dt.timedelta(0), dt.timedelta(days=1))
     spent = {d.date: (d.spent_cents, d.debit_count) for d in f.days if d.spent_cents}
-    today = dt.date.fromisoformat(f.days[-1].date)
-    assert spent == {
-        today.isoformat(): (1000, 1),
-        (today - dt.timedelta(days=10)).isoformat(): (1000, 1),
-        (today - dt.timedelta(days=20)).isoformat(): (1000, 1),
-    }
-    assert f.days[-1].topped_up_cents == 20000
+    assert spent == {days[entry].isoformat(): (1000, 1) for entry in (newest, ten_days, twenty_days)}
+    topped_up = {d.date: d.topped_up_cents for d in f.days if d.topped_up_cents}
+    assert topped_up == {days[credit].isoformat(): 20000}
 
 
 async def test_forecast_refuses_a_bad_window_and_an_unknown_wallet(wallet, contractor):

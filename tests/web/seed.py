@@ -37,22 +37,27 @@ async def claim(stack: Any, cid: str, rate_cents: int) -> str:
     raise AssertionError(f"routing never pushed {cid}'s pause line of {rate_cents}")
 
 
-def _started(days_ago: int) -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=days_ago, minutes=5)
+def five_minutes_ago() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(minutes=5)
 
 
-async def billable_call(stack: Any, cid: str, zip_code: str, seconds: float = 47.0,
-                        days_ago: int = 0) -> bpb.RatingDecision:
-    """A call the contractor answered and stayed on past 30 s, started five minutes (and days_ago days) ago,
-    with recording and transcript."""
-    started = _started(days_ago)
+def _started(days_ago: int, anchor: dt.datetime | None) -> dt.datetime:
+    return (anchor or five_minutes_ago()) - dt.timedelta(days=days_ago)
+
+
+async def billable_call(stack: Any, cid: str, zip_code: str, seconds: float = 47.0, days_ago: int = 0,
+                        anchor: dt.datetime | None = None) -> bpb.RatingDecision:
+    """A call the contractor answered and stayed on past 30 s, started days_ago days before anchor (five
+    minutes ago unless given), with recording and transcript."""
+    started = _started(days_ago, anchor)
     finished = call(connected(cid, seconds, start=started), zip_code=zip_code, start=started)
     return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision
 
 
-async def free_call(stack: Any, cid: str, zip_code: str, days_ago: int = 0) -> bpb.RatingDecision:
+async def free_call(stack: Any, cid: str, zip_code: str, days_ago: int = 0,
+                    anchor: dt.datetime | None = None) -> bpb.RatingDecision:
     """A call that rang the contractor, who missed it: free."""
-    started = _started(days_ago)
+    started = _started(days_ago, anchor)
     finished = call(missed(cid, start=started), zip_code=zip_code, start=started)
     return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision
 

@@ -6,7 +6,7 @@ import random
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from tests.wallet.test_spend_forecast import _age
 from tests.web.conftest import SCREENSHOTS, check, sign_in
-from tests.web.seed import billable_call, claim, contractor_with_wallet, free_call
+from tests.web.seed import billable_call, claim, contractor_with_wallet, five_minutes_ago, free_call
 
 
 async def test_the_overview_draws_a_month_of_spend_and_the_runway(stack, browser, db):
@@ -15,14 +15,17 @@ async def test_the_overview_draws_a_month_of_spend_and_the_runway(stack, browser
     dear = await claim(stack, cid, 6500)
     rng = random.Random(17)
     billed, free, newest_free = {}, {}, None
+    # Every call and every day looked up below counts back from one moment: midnight UTC may pass while the month
+    # is seeded or the page is read, and a day's calls must all fall on the day that is checked.
+    anchor = five_minutes_ago()
     for age in range(0, 28, 2):
         for _ in range(rng.randint(1, 3)):
-            decision = await billable_call(stack, cid, rng.choice([cheap, dear]), days_ago=age)
+            decision = await billable_call(stack, cid, rng.choice([cheap, dear]), days_ago=age, anchor=anchor)
             billed[age] = billed.get(age, 0) + 1
             if age:
                 await _age(db, decision.wallet_entry_id, age)
         for _ in range(rng.randint(0, 2) if age else 1):
-            called = (await free_call(stack, cid, cheap, days_ago=age)).call_id
+            called = (await free_call(stack, cid, cheap, days_ago=age, anchor=anchor)).call_id
             newest_free = newest_free or called
             free[age] = free.get(age, 0) + 1
     wallet = (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=cid))).wallet
@@ -44,7 +47,7 @@ async def test_the_overview_draws_a_month_of_spend_and_the_runway(stack, browser
         await page.get_by_text("Calls and spend per day as a table").click()
         days = page.get_by_role("table", name="Calls and spend per day")
         for age in (0, 2):
-            day = (dt.datetime.now(dt.UTC) - dt.timedelta(days=age, minutes=5)).date().isoformat()
+            day = (anchor - dt.timedelta(days=age)).date().isoformat()
             row = days.locator("tr", has=page.locator(f'td[data-label="Day"]:text-is("{day}")'))
             assert await row.locator('td[data-label="Billable calls"]').inner_text() == str(billed[age])
             assert await row.locator('td[data-label="Free calls"]').inner_text() == str(free.get(age, 0))
