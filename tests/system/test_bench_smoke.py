@@ -12,6 +12,7 @@ import subprocess
 import sys
 import urllib.parse
 
+import pytest
 import redis.asyncio as redis
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -25,6 +26,7 @@ def _number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.timeout(420)  # above the run's own 360 s, so a slow run reports its output rather than a bare timeout
 async def test_bench_smoke_prints_table_and_json_with_every_ratio(servers, tmp_path):
     redis_url = urllib.parse.urlsplit(servers.redis_url)._replace(path="/7").geturl()  # this test's own db
     client = redis.Redis.from_url(redis_url)
