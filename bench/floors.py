@@ -40,6 +40,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import asyncpg  # noqa: E402
 
 from bench import common  # noqa: E402
+from services.runtime import event_loop  # noqa: E402
 
 DURABLE_METHOD = "/bench.DurableEcho/Charge"
 SCHEMA_SQL = """
@@ -308,13 +309,7 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
     parsed = parse_args()
-    try:
-        import uvloop
-
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     if parsed.durable_server:
-        runner(serve_durable(parsed.durable_server, parsed.database, parsed.redis))
+        event_loop.run(serve_durable(parsed.durable_server, parsed.database, parsed.redis))
     else:
-        runner(main(parsed))
+        event_loop.run(main(parsed))

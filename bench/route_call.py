@@ -38,6 +38,7 @@ from callersync.routing.v1 import routing_pb2_grpc  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as wpb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
 from services.ops import migrate_all  # noqa: E402
+from services.runtime import event_loop  # noqa: E402
 
 HOT_ZIPS = 250
 PER_ZIP = 4
@@ -319,13 +320,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 if __name__ == "__main__":
     parsed = parse_args()
-    try:
-        import uvloop
-        runner = uvloop.run
-    except ImportError:
-        runner = asyncio.run
     if parsed.echo_server:
-        runner(serve_echo(parsed.echo_server, parsed.echo_tls))
+        event_loop.run(serve_echo(parsed.echo_server, parsed.echo_tls))
     else:
         os.environ.setdefault("CALLERSYNC_LOG_LEVEL", "WARNING")
-        runner(main(parsed))
+        event_loop.run(main(parsed))

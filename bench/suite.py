@@ -39,7 +39,6 @@ and of RouteCall <= 1.2). Prints a table, the production-vs-bare table, then the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import math
@@ -52,6 +51,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 from bench import common, floors, gateway_overhead, profiles, rate_calls, route_call, wallet_charge  # noqa: E402
+from services.runtime import event_loop  # noqa: E402
 
 DEFAULT_OUT = common.RESULTS_DIR / "latest.json"
 HISTORY = 20  # ledger entries per contractor before the base run; x scale in the scaled run
@@ -590,12 +590,7 @@ def run_from_args(args: argparse.Namespace) -> int:
     if args.scale < 1:
         print("--scale must be at least 1", file=sys.stderr)
         return 2
-    try:
-        import uvloop
-
-        result = uvloop.run(run_suite(mode, args.scale))
-    except ImportError:
-        result = asyncio.run(run_suite(mode, args.scale))
+    result = event_loop.run(run_suite(mode, args.scale))
     line = json.dumps(_json_safe(result), sort_keys=True)
     out = pathlib.Path(args.out) if args.out else DEFAULT_OUT
     out.parent.mkdir(parents=True, exist_ok=True)

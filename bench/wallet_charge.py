@@ -38,6 +38,7 @@ import grpc  # noqa: E402
 from bench import common, profiles  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2 as pb  # noqa: E402
 from callersync.wallet.v1 import wallet_pb2_grpc  # noqa: E402
+from services.runtime import event_loop  # noqa: E402
 
 TOP_UP_CENTS = 1_000_000  # the default per-top-up maximum: $10,000 per wallet, far above what the run charges
 
@@ -116,12 +117,7 @@ async def _load(targets: list[str], wallets: list[str], clients: int, key_prefix
 
 def _load_process(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo=False,
                   profile=profiles.BARE) -> dict:
-    try:
-        import uvloop
-
-        return uvloop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo, profile))
-    except ImportError:
-        return asyncio.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo, profile))
+    return event_loop.run(_load(targets, wallets, clients, key_prefix, start_at, warmup_s, seconds, echo, profile))
 
 
 def run_charges(targets: list[str], wallets: list[str], args: argparse.Namespace, run_id: str,
