@@ -1,6 +1,9 @@
 """One RouteCall is one trace: the engine's call into routing, routing's Redis work, its Reserve on the
 wallet, and the wallet's PostgreSQL work, all under the same trace id with parent links intact."""
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from opentelemetry import trace
 
 from callersync.routing.v1 import routing_pb2 as pb
@@ -14,10 +17,12 @@ from tests.routing.support import caller, claim, new_call, price, top_up
 SERVER, CLIENT = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
 
 
-async def test_a_route_call_is_one_trace_through_routing_the_wallet_and_their_storage(
-    spans, routing_settings, wallet, redis_client, db, contractor, zip_code
-):
-    server = await build(routing_settings, 0, CONFIG)  # after `spans`: its wallet channel carries the context
+@contextlib.asynccontextmanager
+async def routing_with_a_claim(spans, routing_settings, wallet, redis_client, db, contractor: str,
+                               zip_code: str) -> AsyncIterator[routing_pb2_grpc.RoutingServiceStub]:
+    """A routing server of the test's own, built after `spans` so its wallet channel carries the trace context,
+    with the contractor priced, topped up and claiming the ZIP; the spans of that set-up are cleared."""
+    server = await build(routing_settings, 0, CONFIG)
     port = await server.start()
     try:
         await price(redis_client, db, zip_code, 4500)
@@ -26,11 +31,19 @@ async def test_a_route_call_is_one_trace_through_routing_the_wallet_and_their_st
             routing = routing_pb2_grpc.RoutingServiceStub(channel)
             await claim(routing, contractor, zip_code)
             spans.clear()
-            with trace.get_tracer("engine").start_as_current_span("homeowner calls") as root:
-                answer = await routing.RouteCall(pb.RouteCallRequest(call_id=new_call(), zip=zip_code,
-                                                                     caller_number=caller()))
+            yield routing
     finally:
         await server.stop(1)
+
+
+async def test_a_route_call_is_one_trace_through_routing_the_wallet_and_their_storage(
+    spans, routing_settings, wallet, redis_client, db, contractor, zip_code
+):
+    async with routing_with_a_claim(spans, routing_settings, wallet, redis_client, db, contractor,
+                                    zip_code) as routing:
+        with trace.get_tracer("engine").start_as_current_span("homeowner calls") as root:
+            answer = await routing.RouteCall(pb.RouteCallRequest(call_id=new_call(), zip=zip_code,
+                                                                 caller_number=caller()))
     assert answer.outcome == pb.ROUTE_OUTCOME_OFFERED and answer.candidate.contractor_id == contractor
 
     mine = trace_of(spans, root)

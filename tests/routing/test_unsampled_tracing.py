@@ -7,11 +7,8 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from callersync.routing.v1 import routing_pb2 as pb
-from callersync.routing.v1 import routing_pb2_grpc
-from services.routing.app import build
-from services.runtime.channels import client_channel
-from tests.routing.conftest import CONFIG
-from tests.routing.support import caller, claim, new_call, price, top_up
+from tests.routing.support import caller, new_call
+from tests.routing.test_tracing import routing_with_a_claim
 
 ROUTE = "/callersync.routing.v1.RoutingService/RouteCall"
 RESERVE = "/callersync.wallet.v1.WalletService/Reserve"
@@ -30,23 +27,14 @@ async def test_an_unsampled_route_call_asks_the_sampler_only_for_its_server_span
             asked.append((name, kind.name if kind else ""))
         return should_sample(parent_context, span_trace_id, name, kind, *args, **kwargs)
 
-    server = await build(routing_settings, 0, CONFIG)  # after `spans`: its wallet channel carries the context
-    port = await server.start()
-    try:
-        await price(redis_client, db, zip_code, 4500)
-        await top_up(wallet, contractor, 20_000)
-        async with client_channel(f"127.0.0.1:{port}", "engine", routing_settings) as channel:
-            routing = routing_pb2_grpc.RoutingServiceStub(channel)
-            await claim(routing, contractor, zip_code)
-            spans.clear()
-            monkeypatch.setattr(sampler, "should_sample", counting)
-            dropped = NonRecordingSpan(SpanContext(trace_id, 0x18, is_remote=False, trace_flags=TraceFlags(0)))
-            with trace.use_span(dropped):
-                answer = await routing.RouteCall(pb.RouteCallRequest(call_id=new_call(), zip=zip_code,
-                                                                     caller_number=caller()))
-            monkeypatch.undo()
-    finally:
-        await server.stop(1)
+    async with routing_with_a_claim(spans, routing_settings, wallet, redis_client, db, contractor,
+                                    zip_code) as routing:
+        monkeypatch.setattr(sampler, "should_sample", counting)
+        dropped = NonRecordingSpan(SpanContext(trace_id, 0x18, is_remote=False, trace_flags=TraceFlags(0)))
+        with trace.use_span(dropped):
+            answer = await routing.RouteCall(pb.RouteCallRequest(call_id=new_call(), zip=zip_code,
+                                                                 caller_number=caller()))
+        monkeypatch.undo()
     assert answer.outcome == pb.ROUTE_OUTCOME_OFFERED and answer.candidate.contractor_id == contractor
     # Routing's server span, then the wallet's (the trace id crossed the hop): nothing else was even built.
     assert asked == [(ROUTE, "SERVER"), (RESERVE, "SERVER")], asked
