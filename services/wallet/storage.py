@@ -17,12 +17,9 @@ from services.wallet.records import Entry, Posted, Reservation, Reserved, Routab
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
 
-_POST_BATCH = """
-SELECT r.* FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bytea[], $6::text[], $7::text[],
-                      $8::bigint[], $9::uuid[]) WITH ORDINALITY AS op(c, k, a, key, h, ref, d, rof, rid, ord)
-CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.d, op.rof, op.rid) AS r
-ORDER BY op.ord
-"""
+# Plain charges set-based, the rest through wallet.post_entry item by item (migrations/R__functions.sql); a row
+# per item, in order.
+_POST_BATCH = "SELECT * FROM wallet.post_entries($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 # The common cases set-based, the rest through wallet.settle_call item by item (migrations/R__functions.sql); a
 # row per item, by ord.

@@ -55,6 +55,52 @@ BEGIN
     RETURN w;
 END $$;
 
+-- apply_balance for a batch's wallets at once, locked by the caller: each wallet's total delta, the same
+-- writes, flags and outbox rows (in the same order) as one apply_balance per wallet in contractor order, in
+-- two statements instead of a few per wallet (a batch of 64 wallets: ~50 us per wallet -> ~10).
+CREATE OR REPLACE FUNCTION wallet.apply_balances(p_contractors text[], p_deltas bigint[]) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+    judged text[];
+    judged_balances bigint[];
+    judged_pauses bigint[];
+BEGIN
+    WITH moved AS (
+        UPDATE wallet.wallets w
+           SET balance_cents = t.new_balance, paused = t.new_balance < w.pause_threshold_cents,
+               alert_armed = NOT (w.alert_threshold_cents > 0 AND t.new_balance < w.alert_threshold_cents),
+               updated_at = now()
+          FROM (SELECT x.contractor_id, x.balance_cents + d.delta AS new_balance, x.paused AS was_paused,
+                       x.alert_armed AS was_armed
+                  FROM (SELECT d.c, sum(d.delta)::bigint AS delta FROM unnest(p_contractors, p_deltas) AS d(c, delta)
+                         GROUP BY d.c) d
+                  JOIN wallet.wallets x ON x.contractor_id = d.c) t
+         WHERE w.contractor_id = t.contractor_id
+        RETURNING w.*, t.was_paused, t.was_armed
+    ), outbox AS (
+        INSERT INTO wallet.outbox (topic, payload)
+        SELECT x.topic, x.payload FROM (
+            SELECT m.contractor_id, 0 AS rank, 'wallet.pause_changed' AS topic, jsonb_build_object(
+                       'contractor_id', m.contractor_id, 'paused', m.paused, 'balance_cents', m.balance_cents,
+                       'pause_threshold_cents', m.pause_threshold_cents) AS payload
+              FROM moved m WHERE m.paused IS DISTINCT FROM m.was_paused
+            UNION ALL
+            SELECT m.contractor_id, 1, 'wallet.low_balance_email', jsonb_build_object(
+                       'contractor_id', m.contractor_id, 'email', m.alert_email, 'balance_cents', m.balance_cents,
+                       'alert_threshold_cents', m.alert_threshold_cents)
+              FROM moved m WHERE NOT m.alert_armed AND m.was_armed AND m.alert_email <> '') x
+         ORDER BY x.contractor_id, x.rank
+    )
+    SELECT coalesce(array_agg(m.contractor_id ORDER BY m.contractor_id), '{}'),
+           coalesce(array_agg(m.balance_cents ORDER BY m.contractor_id), '{}'),
+           coalesce(array_agg(m.pause_threshold_cents ORDER BY m.contractor_id), '{}')
+      INTO judged, judged_balances, judged_pauses
+      FROM moved m WHERE m.auto_top_up_threshold_cents > 0;
+    PERFORM wallet.judge_auto_top_up(j.c, j.balance, j.pause)
+       FROM unnest(judged, judged_balances, judged_pauses) WITH ORDINALITY AS j(c, balance, pause, ord)
+      ORDER BY j.ord;
+END $$;
+
 -- Routing keeps the threshold at the rate of the contractor's most expensive ZIP, possibly before their
 -- first top-up, so this creates an empty wallet when there is none.
 CREATE OR REPLACE FUNCTION wallet.set_pause_threshold(p_contractor_id text, p_threshold_cents bigint)
@@ -190,6 +236,72 @@ BEGIN
     RETURN ROW('applied', e.entry_id, e.contractor_id, e.kind, e.amount_cents, e.balance_after_cents,
                e.idempotency_key, e.reference, e.description, e.refund_of_entry_id, e.reservation_id,
                e.created_at, NULL)::wallet.post_outcome;
+END $$;
+
+-- A group-committed batch of postings (services/wallet/storage.py). Its usual items, plain charges on
+-- existing wallets under keys never used (in the ledger or twice in the batch), are written in a few
+-- set-based statements: one insert for all of their entries and one apply_balance per wallet with its total,
+-- which crosses a pause or alert threshold exactly when item-by-item debits would. Every other item (a
+-- replay, a refused key, a capture, a refund, no wallet) goes through wallet.post_entry, which answers it.
+-- Every wallet of the batch is locked first, in contractor order like every path that locks several; a
+-- batch with a manual top-up (which may create its wallet) goes item by item, as inserting a new wallet
+-- while holding others' locks could deadlock against another batch. A key another wallet took meanwhile
+-- (unique violation) rolls the set-based part back and every item goes the per-item way.
+CREATE OR REPLACE FUNCTION wallet.post_entries(
+    p_contractors text[], p_kinds text[], p_amounts bigint[], p_keys text[], p_hashes bytea[], p_refs text[],
+    p_descs text[], p_refund_ofs bigint[], p_rids uuid[]
+) RETURNS SETOF wallet.post_outcome  -- one per item, in their order
+LANGUAGE plpgsql AS $$
+DECLARE
+    written wallet.entries[] := '{}';
+BEGIN
+    IF 'top_up' <> ALL (p_kinds) THEN
+        PERFORM 1 FROM wallet.wallets w WHERE w.contractor_id = ANY (p_contractors)
+         ORDER BY w.contractor_id FOR UPDATE;
+        BEGIN
+            WITH e AS (
+                INSERT INTO wallet.entries (contractor_id, kind, amount_cents, balance_after_cents,
+                                            idempotency_key, request_hash, reference, description)
+                SELECT o.c, 'charge', -o.a, w.balance_cents - sum(o.a) OVER (PARTITION BY o.c ORDER BY o.ord),
+                       o.key, o.h, coalesce(o.ref, ''), coalesce(o.d, '')
+                  FROM (SELECT o.*, count(*) OVER (PARTITION BY o.key) AS keys_like
+                          FROM unnest(p_contractors, p_kinds, p_amounts, p_keys, p_hashes, p_refs, p_descs)
+                               WITH ORDINALITY AS o(c, k, a, key, h, ref, d, ord)) o
+                  JOIN wallet.wallets w ON w.contractor_id = o.c
+                 WHERE o.k = 'charge' AND o.keys_like = 1
+                   AND NOT EXISTS (SELECT 1 FROM wallet.entries x WHERE x.idempotency_key = o.key)
+                 ORDER BY o.ord
+                RETURNING *
+            )
+            SELECT coalesce(array_agg(e), '{}') INTO written FROM e;
+            PERFORM wallet.apply_balances(ARRAY(SELECT e.contractor_id FROM unnest(written) e),
+                                          ARRAY(SELECT e.amount_cents FROM unnest(written) e));
+        EXCEPTION WHEN unique_violation THEN
+            written := '{}';
+        END;
+    END IF;
+    IF cardinality(written) = cardinality(p_keys) THEN  -- the usual batch: every item a new charge
+        RETURN QUERY
+            SELECT 'applied', e.entry_id, e.contractor_id, e.kind, e.amount_cents, e.balance_after_cents,
+                   e.idempotency_key, e.reference, e.description, e.refund_of_entry_id, e.reservation_id,
+                   e.created_at, NULL::bigint
+              FROM unnest(written) e ORDER BY e.entry_id;
+        RETURN;
+    END IF;
+    RETURN QUERY
+        SELECT (x.o).* FROM (
+            SELECT ROW('applied', e.entry_id, e.contractor_id, e.kind, e.amount_cents, e.balance_after_cents,
+                       e.idempotency_key, e.reference, e.description, e.refund_of_entry_id, e.reservation_id,
+                       e.created_at, NULL)::wallet.post_outcome AS o, k.ord
+              FROM unnest(p_keys) WITH ORDINALITY AS k(key, ord)
+              JOIN unnest(written) e ON e.idempotency_key = k.key
+            UNION ALL
+            SELECT ROW(r.*)::wallet.post_outcome, op.ord
+              FROM unnest(p_contractors, p_kinds, p_amounts, p_keys, p_hashes, p_refs, p_descs, p_refund_ofs,
+                          p_rids) WITH ORDINALITY AS op(c, k, a, key, h, ref, d, rof, rid, ord)
+             CROSS JOIN LATERAL wallet.post_entry(op.c, op.k, op.a, op.key, op.h, op.ref, op.d, op.rof, op.rid) r
+             WHERE op.key <> ALL (ARRAY(SELECT e.idempotency_key FROM unnest(written) e))) x
+        ORDER BY x.ord;
 END $$;
 
 -- Holds amount for a call on an unpaused wallet whose available balance covers it, one per (contractor, call).
@@ -426,11 +538,8 @@ BEGIN
           INTO settled, settled_ords
           FROM (SELECT i.*, written[(position_of ->> i.entry_key)::int] AS e FROM unnest(items) i) i;
 
-        PERFORM wallet.apply_balance(w, w.balance_cents + t.delta)
-           FROM (SELECT e.contractor_id, sum(e.amount_cents)::bigint AS delta FROM unnest(written) e
-                  GROUP BY e.contractor_id) t
-           JOIN wallet.wallets w ON w.contractor_id = t.contractor_id
-          ORDER BY w.contractor_id;
+        PERFORM wallet.apply_balances(ARRAY(SELECT e.contractor_id FROM unnest(written) e),
+                                      ARRAY(SELECT e.amount_cents FROM unnest(written) e));
     EXCEPTION WHEN unique_violation THEN
         settled := '{}';
         settled_ords := '{}';
