@@ -24,41 +24,18 @@ BEGIN
     RAISE EXCEPTION 'wallet.entries is append-only (% refused)', TG_OP;
 END $$;
 
--- Writes a locked wallet's balance and settings (as held in w) and re-derives its flags; a flip of the
--- paused flag and a downward crossing of an armed alert become outbox rows in the caller's transaction, and a
--- wallet with auto top-up on is judged for it (wallet.judge_auto_top_up).
-CREATE OR REPLACE FUNCTION wallet.apply_balance(w wallet.wallets, new_balance bigint) RETURNS wallet.wallets
-LANGUAGE plpgsql AS $$
-DECLARE
-    now_paused boolean := new_balance < w.pause_threshold_cents;
-    below_alert boolean := w.alert_threshold_cents > 0 AND new_balance < w.alert_threshold_cents;
-BEGIN
-    IF now_paused IS DISTINCT FROM w.paused THEN
-        INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.pause_changed', jsonb_build_object(
-            'contractor_id', w.contractor_id, 'paused', now_paused,
-            'balance_cents', new_balance, 'pause_threshold_cents', w.pause_threshold_cents));
-    END IF;
-    IF below_alert AND w.alert_armed AND w.alert_email <> '' THEN
-        INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.low_balance_email', jsonb_build_object(
-            'contractor_id', w.contractor_id, 'email', w.alert_email,
-            'balance_cents', new_balance, 'alert_threshold_cents', w.alert_threshold_cents));
-    END IF;
-    UPDATE wallet.wallets
-       SET balance_cents = new_balance, paused = now_paused, alert_armed = NOT below_alert, updated_at = now(),
-           pause_threshold_cents = w.pause_threshold_cents, alert_threshold_cents = w.alert_threshold_cents,
-           alert_email = w.alert_email
-     WHERE contractor_id = w.contractor_id
-    RETURNING * INTO w;
-    IF w.auto_top_up_threshold_cents > 0 THEN
-        PERFORM wallet.judge_auto_top_up(w.contractor_id, new_balance, w.pause_threshold_cents);
-    END IF;
-    RETURN w;
-END $$;
-
--- apply_balance for a batch's wallets at once, locked by the caller: each wallet's total delta, the same
--- writes, flags and outbox rows (in the same order) as one apply_balance per wallet in contractor order, in
--- two statements instead of a few per wallet (a batch of 64 wallets: ~50 us per wallet -> ~10).
-CREATE OR REPLACE FUNCTION wallet.apply_balances(p_contractors text[], p_deltas bigint[]) RETURNS void
+-- Writes locked wallets' balances (each moved by the sum of its deltas) and, for a single wallet's settings
+-- change, its new settings (NULL: keep), and re-derives their flags; a flip of the paused flag and a downward
+-- crossing of an armed alert become outbox rows in the caller's transaction (per wallet in contractor order,
+-- the pause before the alert), and a wallet with auto top-up on is judged for it (wallet.judge_auto_top_up).
+-- Every balance change goes through here: a batch's wallets in two statements, not a few per wallet (64
+-- wallets: ~50 µs per wallet -> ~10). A batch applies each wallet's total once, which crosses a pause or alert
+-- line exactly when item-by-item changes of one sign would; its events carry the batch's final balance.
+DROP FUNCTION IF EXISTS wallet.apply_balances(text[], bigint[]);
+CREATE OR REPLACE FUNCTION wallet.apply_balances(
+    p_contractors text[], p_deltas bigint[], p_pause_cents bigint[] DEFAULT NULL, p_alert_cents bigint[] DEFAULT NULL,
+    p_alert_emails text[] DEFAULT NULL, p_armed boolean[] DEFAULT NULL
+) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     judged text[];
@@ -67,12 +44,20 @@ DECLARE
 BEGIN
     WITH moved AS (
         UPDATE wallet.wallets w
-           SET balance_cents = t.new_balance, paused = t.new_balance < w.pause_threshold_cents,
-               alert_armed = NOT (w.alert_threshold_cents > 0 AND t.new_balance < w.alert_threshold_cents),
+           SET balance_cents = t.new_balance, pause_threshold_cents = t.pause_cents,
+               paused = t.new_balance < t.pause_cents, alert_threshold_cents = t.alert_cents,
+               alert_email = t.alert_email, alert_armed = NOT (t.alert_cents > 0 AND t.new_balance < t.alert_cents),
                updated_at = now()
-          FROM (SELECT x.contractor_id, x.balance_cents + d.delta AS new_balance, x.paused AS was_paused,
-                       x.alert_armed AS was_armed
-                  FROM (SELECT d.c, sum(d.delta)::bigint AS delta FROM unnest(p_contractors, p_deltas) AS d(c, delta)
+          FROM (SELECT x.contractor_id, x.balance_cents + d.delta AS new_balance,
+                       coalesce(d.pause_cents, x.pause_threshold_cents) AS pause_cents,
+                       coalesce(d.alert_cents, x.alert_threshold_cents) AS alert_cents,
+                       coalesce(d.alert_email, x.alert_email) AS alert_email,
+                       x.paused AS was_paused, coalesce(d.armed, x.alert_armed) AS was_armed
+                  FROM (SELECT d.c, sum(d.delta)::bigint AS delta, (array_agg(d.pause_cents))[1] AS pause_cents,
+                               (array_agg(d.alert_cents))[1] AS alert_cents,
+                               (array_agg(d.alert_email))[1] AS alert_email, (array_agg(d.armed))[1] AS armed
+                          FROM unnest(p_contractors, p_deltas, p_pause_cents, p_alert_cents, p_alert_emails, p_armed)
+                               AS d(c, delta, pause_cents, alert_cents, alert_email, armed)
                          GROUP BY d.c) d
                   JOIN wallet.wallets x ON x.contractor_id = d.c) t
          WHERE w.contractor_id = t.contractor_id
@@ -99,6 +84,20 @@ BEGIN
     PERFORM wallet.judge_auto_top_up(j.c, j.balance, j.pause)
        FROM unnest(judged, judged_balances, judged_pauses) WITH ORDINALITY AS j(c, balance, pause, ord)
       ORDER BY j.ord;
+END $$;
+
+-- One locked wallet: its balance set to new_balance and its settings to those held in w.
+CREATE OR REPLACE FUNCTION wallet.apply_balance(w wallet.wallets, new_balance bigint) RETURNS wallet.wallets
+LANGUAGE plpgsql AS $$
+DECLARE
+    now_at wallet.wallets;
+BEGIN
+    SELECT * INTO now_at FROM wallet.wallets x WHERE x.contractor_id = w.contractor_id;
+    PERFORM wallet.apply_balances(ARRAY[w.contractor_id], ARRAY[new_balance - now_at.balance_cents],
+                                  ARRAY[w.pause_threshold_cents], ARRAY[w.alert_threshold_cents],
+                                  ARRAY[w.alert_email], ARRAY[w.alert_armed]);
+    SELECT * INTO w FROM wallet.wallets x WHERE x.contractor_id = w.contractor_id;
+    RETURN w;
 END $$;
 
 -- Routing keeps the threshold at the rate of the contractor's most expensive ZIP, possibly before their
@@ -240,12 +239,11 @@ END $$;
 
 -- A group-committed batch of postings (services/wallet/storage.py). Its usual items, plain charges on
 -- existing wallets under keys never used (in the ledger or twice in the batch), are written in a few
--- set-based statements: one insert for all of their entries and one apply_balance per wallet with its total,
--- which crosses a pause or alert threshold exactly when item-by-item debits would. Every other item (a
--- replay, a refused key, a capture, a refund, no wallet) goes through wallet.post_entry, which answers it.
--- Every wallet of the batch is locked first, in contractor order like every path that locks several; a
--- batch with a manual top-up (which may create its wallet) goes item by item, as inserting a new wallet
--- while holding others' locks could deadlock against another batch. A key another wallet took meanwhile
+-- set-based statements: one insert for all of their entries and one wallet.apply_balances for their wallets.
+-- Every other item (a replay, a refused key, a capture, a refund, no wallet) goes through wallet.post_entry,
+-- which answers it. Every wallet of the batch is locked first, in contractor order like every path that
+-- locks several; a batch with a manual top-up (which may create its wallet) goes item by item, as inserting
+-- a new wallet while holding others' locks could deadlock against another batch. A key another wallet took meanwhile
 -- (unique violation) rolls the set-based part back and every item goes the per-item way.
 CREATE OR REPLACE FUNCTION wallet.post_entries(
     p_contractors text[], p_kinds text[], p_amounts bigint[], p_keys text[], p_hashes bytea[], p_refs text[],
