@@ -33,9 +33,11 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._waker = Waker(poll_ms / 1000.0)
         self._loop = Loop(f"outbox relay {table}", self.drain, self._waker.wait)
-        # How long an event waited between its commit and its publication: the relay's health at a glance.
+        # How long events waited between their commit and their publication: the relay's health at a glance.
+        # One sample per relayed batch, its oldest event's (the worst wait, which is what an alert watches): a
+        # sample per event cost ~7 µs each with metrics on, one per rated call in billing.
         self._lag = metrics.get_meter("callersync.outbox").create_histogram(
-            "outbox.lag", unit="ms", description="commit-to-publish delay of outbox events"
+            "outbox.lag", unit="ms", description="commit-to-publish delay of the oldest event in each relayed batch"
         )
 
     async def relay_once(self, topic: str) -> int:
@@ -54,9 +56,8 @@ class OutboxRelay:
                 f"UPDATE {self._table} SET published_at = now() WHERE event_id = ANY($1::bigint[])",
                 [r["event_id"] for r in rows],
             )
-            now = dt.datetime.now(dt.UTC)
-            for row in rows:
-                self._lag.record((now - row["created_at"]).total_seconds() * 1000.0, {"topic": topic})
+            oldest = min(row["created_at"] for row in rows)
+            self._lag.record((dt.datetime.now(dt.UTC) - oldest).total_seconds() * 1000.0, {"topic": topic})
             return len(rows)
 
     async def drain(self) -> int:

@@ -126,6 +126,35 @@ def meter(service_name: str) -> metrics.Meter:
     return metrics.get_meter(f"callersync.{service_name}")
 
 
+class HotCounter:
+    """A monotonic counter for per-call paths. add() is a dict update (~0.1 µs); the SDK reads the running
+    totals when it collects, through an ObservableCounter, where an SDK Counter's add costs ~5.6 µs here (two
+    per Charge and per settled call). Exported the same: a cumulative monotonic sum per attribute set. add()
+    runs on the event loop's thread only; the collecting thread reads a copy. One per name and process
+    (hot_counter), as the SDK keeps one instrument per name and would observe only the first's callback."""
+
+    def __init__(self, meter_: metrics.Meter, name: str, unit: str, description: str) -> None:
+        self._totals: dict[tuple[tuple[str, str], ...], int] = {}
+        meter_.create_observable_counter(name, callbacks=[self._observe], unit=unit, description=description)
+
+    def add(self, amount: int, attributes: dict[str, str]) -> None:
+        key = tuple(attributes.items())
+        self._totals[key] = self._totals.get(key, 0) + amount
+
+    def _observe(self, options: metrics.CallbackOptions) -> list[metrics.Observation]:
+        return [metrics.Observation(total, dict(key)) for key, total in dict(self._totals).items()]
+
+
+_hot_counters: dict[tuple[str, str], HotCounter] = {}
+
+
+def hot_counter(service_name: str, name: str, *, unit: str = "", description: str = "") -> HotCounter:
+    key = (service_name, name)
+    if key not in _hot_counters:
+        _hot_counters[key] = HotCounter(meter(service_name), name, unit, description)
+    return _hot_counters[key]
+
+
 def rpc_latency_histogram(service_name: str) -> metrics.Histogram:
     return meter(service_name).create_histogram(
         "rpc.server.duration", unit="ms", description="gRPC server latency per method and status"

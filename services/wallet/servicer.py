@@ -52,11 +52,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         self._payments = payments
         self._idempotency = idempotency
         self._config = config
-        meter = telemetry.meter("wallet")
-        self._moved_cents = meter.create_counter(
-            "wallet.money_moved", unit="cents", description="cents moved by applied entries, by kind"
+        self._moved_cents = telemetry.hot_counter(
+            "wallet", "wallet.money_moved", unit="cents", description="cents moved by applied entries, by kind"
         )
-        self._entries = meter.create_counter("wallet.entries", description="applied ledger entries, by kind")
+        self._entries = telemetry.hot_counter("wallet", "wallet.entries", description="applied ledger entries, by kind")
 
     async def _post(self, op: ledger.EntryOp) -> Posted:
         posted = await self._store.post(op)
