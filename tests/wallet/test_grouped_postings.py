@@ -6,6 +6,7 @@ which events the outbox holds must come out the same, whether the batch goes the
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -134,3 +135,37 @@ async def test_a_batch_with_or_without_a_manual_top_up_answers_as_item_by_item(d
         ops.append(op("c", "top_up", 2_500, "c-open", reference="pay-c"))
     got = await batch_against_one_by_one(db, ops)
     assert [a["outcome"] for a in got["answers"]].count("applied") == len(ops)
+
+
+async def test_twin_batches_in_other_transactions_move_money_once(db):
+    """Other processes' batches with the same keys: one on the same wallet waits for its lock and replays; one
+    on another wallet meets the key in the unique index, rolls its set-based part back and is refused."""
+    twin = Twin("twins")
+    async with db.acquire() as first, db.acquire() as second, db.acquire() as third:
+        await open_wallets(first, twin)
+        a, b = twin.name("a"), twin.name("b")
+        same_wallet, other_wallet = twin.key("same-wallet"), twin.key("other-wallet")
+        mine = [op(a, "charge", 700, same_wallet), op(a, "charge", 800, other_wallet)]
+
+        async def post(conn, ops):
+            async with conn.transaction():
+                return await conn.fetch(POST_BATCH, *(list(column) for column in zip(*ops, strict=True)))
+
+        holding = first.transaction()
+        await holding.start()
+        applied = await first.fetch(POST_BATCH, *(list(column) for column in zip(*mine, strict=True)))
+        waiting = asyncio.create_task(post(second, [op(a, "charge", 700, same_wallet)]))
+        clashing = asyncio.create_task(post(third, [op(b, "charge", 800, other_wallet, request="another")]))
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and not clashing.done(), "both wait for the first batch to commit or not"
+        await holding.commit()
+        [replayed], [refused] = await waiting, await clashing
+
+    assert [r["outcome"] for r in applied] == ["applied", "applied"]
+    assert (replayed["outcome"], replayed["entry_id"]) == ("replayed", applied[0]["entry_id"])
+    assert (refused["outcome"], refused["entry_id"]) == ("key_reused", applied[1]["entry_id"])
+    balances = await db.fetch(
+        "SELECT w.balance_cents, (SELECT sum(amount_cents) FROM wallet.entries e WHERE e.contractor_id ="
+        " w.contractor_id) AS ledger FROM wallet.wallets w WHERE contractor_id = ANY ($1) ORDER BY contractor_id",
+        [a, b])
+    assert [(r["balance_cents"], r["ledger"]) for r in balances] == [(10_000 - 1_500,) * 2, (3_000 - 100,) * 2]
