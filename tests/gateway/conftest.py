@@ -17,8 +17,8 @@ from services.gateway.app import Gateway
 from services.gateway.bindings import discover_services
 from services.runtime.config import Settings
 
-SIGNING_KEY = "gateway-test-key-new"
-OLD_KEY = "gateway-test-key-old"  # still verifies: keys rotate without downtime
+SIGNING_KEY = "gateway-test-signing-key-new-32-bytes-long"
+OLD_KEY = "gateway-test-signing-key-old-32-bytes-long"  # still verifies: keys rotate without downtime
 ALLOWED_ORIGIN = "https://app.callersync.test"
 
 

@@ -9,7 +9,7 @@ import time
 import uuid
 
 from services.gateway import tokens
-from tests.gateway.conftest import OLD_KEY, bearer, token
+from tests.gateway.conftest import OLD_KEY, SIGNING_KEY, bearer, token
 
 
 async def test_no_token_is_401_with_a_bearer_challenge(call, contractor):
@@ -29,14 +29,14 @@ async def test_bad_tokens_are_401(call, contractor):
         f"{unsigned}.{claims}.",  # alg none
         tokens.mint(now_claims, b"some other key"),
         token("operator", ttl_s=-3600),  # expired an hour ago
-        tokens.mint({"sub": "x", "role": "operator", "iat": now}, b"gateway-test-key-new"),  # no exp
-        tokens.mint({**now_claims, "exp": float("nan")}, b"gateway-test-key-new"),  # exp NaN: would never expire
-        tokens.mint({**now_claims, "exp": now + 400 * 86400}, b"gateway-test-key-new"),  # lives over a year
-        tokens.mint({"sub": "x", "role": "operator", "exp": now + 600}, b"gateway-test-key-new"),  # no iat
+        tokens.mint({"sub": "x", "role": "operator", "iat": now}, SIGNING_KEY.encode()),  # no exp
+        tokens.mint({**now_claims, "exp": float("nan")}, SIGNING_KEY.encode()),  # exp NaN: would never expire
+        tokens.mint({**now_claims, "exp": now + 400 * 86400}, SIGNING_KEY.encode()),  # lives over a year
+        tokens.mint({"sub": "x", "role": "operator", "exp": now + 600}, SIGNING_KEY.encode()),  # no iat
         # the right key, but minted for another audience, or by another issuer
-        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", audience="callersync-admin-ui"),
-        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", issuer="someone-else"),
-        tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator", audience="", issuer=""),
+        tokens.mint_for(SIGNING_KEY.encode(), sub="x", role="operator", audience="callersync-admin-ui"),
+        tokens.mint_for(SIGNING_KEY.encode(), sub="x", role="operator", issuer="someone-else"),
+        tokens.mint_for(SIGNING_KEY.encode(), sub="x", role="operator", audience="", issuer=""),
     ):
         status, body, _ = await call("GET", f"/v1/wallets/{contractor}", headers=bearer(bad))
         assert (status, body["code"]) == (401, 16), (bad, body)

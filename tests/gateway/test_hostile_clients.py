@@ -19,7 +19,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 from services.gateway import tokens
 from services.gateway.app import Gateway
 from services.runtime.config import Settings
-from tests.gateway.conftest import RecorderServer, bearer
+from tests.gateway.conftest import SIGNING_KEY, RecorderServer, bearer
 
 
 @pytest.mark.parametrize("depth", [1000, 100_000, 400_000])
@@ -134,7 +134,7 @@ async def test_rs256_and_es256_tokens_verify_against_the_published_keys(call, id
     assert len(issuer.fetches) == 1  # the key set is cached
     # HS256 development tokens still work beside them.
     status, _, _ = await call("GET", f"/v1/wallets/{contractor}", base=idp_gateway,
-                              headers=bearer(tokens.mint_for(b"gateway-test-key-new", sub="x", role="operator")))
+                              headers=bearer(tokens.mint_for(SIGNING_KEY.encode(), sub="x", role="operator")))
     assert status == 404
 
 

@@ -62,7 +62,7 @@ class Stack:
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, wallet_target: str, billing_target: str, web_routing_target: str,
                 smtp: SmtpInbox) -> AsyncIterator[Stack]:
-    gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-key")
+    gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-signing-key-32-bytes-long-enough")
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
     gateway = Gateway(gateway_settings, targets=targets,
                       web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
