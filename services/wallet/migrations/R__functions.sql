@@ -243,8 +243,8 @@ END $$;
 -- Every other item (a replay, a refused key, a capture, a refund, no wallet) goes through wallet.post_entry,
 -- which answers it. Every wallet of the batch is locked first, in contractor order like every path that
 -- locks several; a batch with a manual top-up (which may create its wallet) goes item by item, as inserting
--- a new wallet while holding others' locks could deadlock against another batch. A key another wallet took meanwhile
--- (unique violation) rolls the set-based part back and every item goes the per-item way.
+-- a new wallet while holding others' locks could deadlock against another batch. A key another wallet took
+-- meanwhile (unique violation) rolls the set-based part back and every item goes the per-item way.
 CREATE OR REPLACE FUNCTION wallet.post_entries(
     p_contractors text[], p_kinds text[], p_amounts bigint[], p_keys text[], p_hashes bytea[], p_refs text[],
     p_descs text[], p_refund_ofs bigint[], p_rids uuid[]
@@ -278,14 +278,7 @@ BEGIN
             written := '{}';
         END;
     END IF;
-    IF cardinality(written) = cardinality(p_keys) THEN  -- the usual batch: every item a new charge
-        RETURN QUERY
-            SELECT 'applied', e.entry_id, e.contractor_id, e.kind, e.amount_cents, e.balance_after_cents,
-                   e.idempotency_key, e.reference, e.description, e.refund_of_entry_id, e.reservation_id,
-                   e.created_at, NULL::bigint
-              FROM unnest(written) e ORDER BY e.entry_id;
-        RETURN;
-    END IF;
+    -- Answers by key (unique in the set-based part), so their order never rests on the entry ids'.
     RETURN QUERY
         SELECT (x.o).* FROM (
             SELECT ROW('applied', e.entry_id, e.contractor_id, e.kind, e.amount_cents, e.balance_after_cents,
