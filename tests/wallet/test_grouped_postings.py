@@ -27,7 +27,6 @@ class Twin:
     """One side of the comparison: its own contractor names and keys, so both sides share a database."""
 
     def __init__(self, side: str) -> None:
-        self.side = side
         self.tag = f"{side}-{uuid.uuid4().hex[:8]}"
 
     def name(self, who: str) -> str:
