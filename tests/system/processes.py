@@ -29,13 +29,14 @@ def run_cli(
 class Process:
     """A `callersync ...` child whose output lines are collected in the background."""
 
-    def __init__(self, *args: str, env: dict[str, str]) -> None:
+    def __init__(self, *args: str, env: dict[str, str], new_session: bool = False) -> None:
         self.popen = subprocess.Popen(
             [sys.executable, "-m", "services.cli", *args],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=new_session,  # a process group of its own, as a terminal's foreground job has
         )
         self.lines: list[str] = []
         self._queue: queue.Queue[str] = queue.Queue()

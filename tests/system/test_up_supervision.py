@@ -6,6 +6,7 @@ back; a killed `up` leaves nothing running (the embedded PostgreSQL included); `
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import time
@@ -119,6 +120,30 @@ def test_sigterm_at_any_moment_of_start_up_stops_everything(tmp_path, moment):
         assert not any(port_open(p) for p in ports.values())
         assert not (data / "stack.json").exists()
         assert "Traceback" not in up.output()
+    finally:
+        up.kill()
+
+
+def test_ctrl_c_drains_the_services_before_the_embedded_servers_stop(tmp_path):
+    """Ctrl-C at a terminal signals the foreground job's whole process group. The embedded Valkey and
+    PostgreSQL are not in it, so they keep serving while the services drain, and `up` stops them last."""
+    env, ports = stack_env()
+    data = (tmp_path / "data").resolve()
+    up = Process("up", "--data-dir", str(data), env=env, new_session=True)
+    try:
+        up.wait_for("CallerSync is up", timeout=120)
+        group = os.getpgid(up.popen.pid)
+        servers = [p for p in processes_of(data) if p.name() == "postgres"]
+        servers += [p for p in psutil.Process(up.popen.pid).children() if p.name().startswith("valkey")]
+        assert {p.name().split("-")[0] for p in servers} == {"valkey", "postgres"}
+        assert [p.name() for p in servers if os.getpgid(p.pid) == group] == []
+        os.killpg(group, signal.SIGINT)
+        assert up.popen.wait(timeout=30) == 0
+        assert "CallerSync stopped" in up.output() and "Traceback" not in up.output()
+        assert wait_gone(data, 20) == []
+        assert not any(port_open(p) for p in ports.values())
+        valkey_log = (data / "valkey" / "valkey.log").read_text()
+        assert "Received SIGTERM" in valkey_log and "Received SIGINT" not in valkey_log
     finally:
         up.kill()
 
