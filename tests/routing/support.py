@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import random
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 import redis.asyncio as redis
@@ -14,9 +16,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from callersync.billing.v1 import events_pb2
 from callersync.routing.v1 import routing_pb2 as pb
+from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
+from services.routing.app import build
 from services.routing.billing_events import STREAM
+from services.runtime.channels import client_channel
 from tests.clock import same_day_zone
+from tests.routing.conftest import CONFIG
 
 # Far above any id billing's own outbox hands out in a test session, so the two never collide.
 _event_ids = itertools.count(10**12 + random.randrange(10**9) * 1000)
@@ -124,3 +130,22 @@ async def capped_primary_and_backup(routing, wallet, redis_client, db, zip_code:
         contractor_id=primary, time_zone=same_day_zone(now, now + dt.timedelta(minutes=10))))
     await routing.SetCaps(pb.SetCapsRequest(contractor_id=backup, caps=pb.Caps(max_concurrent_calls=100)))
     return primary, backup
+
+
+@contextlib.asynccontextmanager
+async def routing_with_a_claim(spans, routing_settings, wallet, redis_client, db, contractor: str,
+                               zip_code: str) -> AsyncIterator[routing_pb2_grpc.RoutingServiceStub]:
+    """A routing server of the test's own, built after `spans` so its wallet channel carries the trace context,
+    with the contractor priced, topped up and claiming the ZIP; the spans of that set-up are cleared."""
+    server = await build(routing_settings, 0, CONFIG)
+    port = await server.start()
+    try:
+        await price(redis_client, db, zip_code, 4500)
+        await top_up(wallet, contractor, 20_000)
+        async with client_channel(f"127.0.0.1:{port}", "engine", routing_settings) as channel:
+            routing = routing_pb2_grpc.RoutingServiceStub(channel)
+            await claim(routing, contractor, zip_code)
+            spans.clear()
+            yield routing
+    finally:
+        await server.stop(1)

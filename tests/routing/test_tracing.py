@@ -1,39 +1,13 @@
 """One RouteCall is one trace: the engine's call into routing, routing's Redis work, its Reserve on the
 wallet, and the wallet's PostgreSQL work, all under the same trace id with parent links intact."""
 
-import contextlib
-from collections.abc import AsyncIterator
-
 from opentelemetry import trace
 
 from callersync.routing.v1 import routing_pb2 as pb
-from callersync.routing.v1 import routing_pb2_grpc
-from services.routing.app import build
-from services.runtime.channels import client_channel
 from tests.conftest import children, one, trace_of
-from tests.routing.conftest import CONFIG
-from tests.routing.support import caller, claim, new_call, price, top_up
+from tests.routing.support import caller, new_call, routing_with_a_claim
 
 SERVER, CLIENT = trace.SpanKind.SERVER, trace.SpanKind.CLIENT
-
-
-@contextlib.asynccontextmanager
-async def routing_with_a_claim(spans, routing_settings, wallet, redis_client, db, contractor: str,
-                               zip_code: str) -> AsyncIterator[routing_pb2_grpc.RoutingServiceStub]:
-    """A routing server of the test's own, built after `spans` so its wallet channel carries the trace context,
-    with the contractor priced, topped up and claiming the ZIP; the spans of that set-up are cleared."""
-    server = await build(routing_settings, 0, CONFIG)
-    port = await server.start()
-    try:
-        await price(redis_client, db, zip_code, 4500)
-        await top_up(wallet, contractor, 20_000)
-        async with client_channel(f"127.0.0.1:{port}", "engine", routing_settings) as channel:
-            routing = routing_pb2_grpc.RoutingServiceStub(channel)
-            await claim(routing, contractor, zip_code)
-            spans.clear()
-            yield routing
-    finally:
-        await server.stop(1)
 
 
 async def test_a_route_call_is_one_trace_through_routing_the_wallet_and_their_storage(

@@ -7,8 +7,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from callersync.routing.v1 import routing_pb2 as pb
-from tests.routing.support import caller, new_call
-from tests.routing.test_tracing import routing_with_a_claim
+from tests.routing.support import caller, new_call, routing_with_a_claim
 
 ROUTE = "/callersync.routing.v1.RoutingService/RouteCall"
 RESERVE = "/callersync.wallet.v1.WalletService/Reserve"
