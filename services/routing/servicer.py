@@ -23,7 +23,14 @@ from services.routing.schedule import Window
 from services.routing.storage import ClaimChange, RoutingStore
 from services.routing.thresholds import ThresholdRelay
 from services.runtime.errors import InvalidArgument
-from services.runtime.paging import decode_position, decode_token, encode_position, encode_token, page_size
+from services.runtime.paging import (
+    decode_position,
+    decode_token,
+    encode_position,
+    encode_token,
+    page_of,
+    page_size,
+)
 from services.runtime.timestamps import to_datetime
 from services.runtime.validation import require_id, require_text
 
@@ -107,11 +114,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         require_id("contractor_id", request.contractor_id)
         token = decode_token(request.page_token, 1)
         after = str(token[0]) if token else ""
-        rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return pb.ListClaimsResponse(claims=[mappers.claim(r) for r in rows],
-                                     next_page_token=encode_token(rows[-1].zip) if more else "")
+        rows, next_token = page_of(await self._store.claims_of_contractor(request.contractor_id, after, size + 1),
+                                   size, lambda c: encode_token(c.zip))
+        return pb.ListClaimsResponse(claims=[mappers.claim(r) for r in rows], next_page_token=next_token)
 
     # ------------------------------------------------------------ mode, schedule, caps
 
@@ -197,10 +202,9 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                                  context: grpc.aio.ServicerContext) -> pb.ListBlockedCallersResponse:
         size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         position = decode_position(request.page_token)
-        rows = await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        token = encode_position(rows[-1].caller_number, rows[-1].blocked_at) if more else ""
+        rows, token = page_of(
+            await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1), size,
+            lambda b: encode_position(b.caller_number, b.blocked_at))
         return pb.ListBlockedCallersResponse(blocked_callers=[mappers.blocked_caller(r) for r in rows],
                                              next_page_token=token)
 
@@ -218,9 +222,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             raise InvalidArgument("period_start must be before period_end", field="period_start")
         position = decode_position(request.page_token, int)
         before = (position[0], int(position[1])) if position else None
-        rows = await self._store.missed_calls(request.contractor_id, start, end, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return pb.ListMissedCallsResponse(
-            missed_calls=[mappers.missed_call(r) for r in rows],
-            next_page_token=encode_position(rows[-1].step_id, rows[-1].at) if more else "")
+        rows, next_token = page_of(await self._store.missed_calls(request.contractor_id, start, end, before, size + 1),
+                                   size, lambda m: encode_position(m.step_id, m.at))
+        return pb.ListMissedCallsResponse(missed_calls=[mappers.missed_call(r) for r in rows],
+                                          next_page_token=next_token)

@@ -242,13 +242,9 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         before = paging.decode_id(request.page_token)
         if before is None and await self._store.get_wallet(request.contractor_id) is None:
             raise NotFound(f"contractor {request.contractor_id!r} has no wallet", reason="NO_WALLET")
-        entries = await self._store.list_entries(request.contractor_id, before, size + 1)
-        more = len(entries) > size
-        entries = entries[:size]
-        return pb.ListEntriesResponse(
-            entries=[mappers.entry(e) for e in entries],
-            next_page_token=paging.encode_id(entries[-1].entry_id) if more else "",
-        )
+        entries, next_token = paging.page_of(await self._store.list_entries(request.contractor_id, before, size + 1),
+                                             size, lambda e: paging.encode_id(e.entry_id))
+        return pb.ListEntriesResponse(entries=[mappers.entry(e) for e in entries], next_page_token=next_token)
 
     async def GetRoutability(
         self, request: pb.GetRoutabilityRequest, context: grpc.aio.ServicerContext
