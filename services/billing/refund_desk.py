@@ -183,8 +183,5 @@ class RefundDesk:
         position = paging.decode_position(request.page_token)
         before = (position[0], str(position[1])) if position else None
         rows = await self._store.cases(state, request.contractor_id or None, None, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        token = paging.encode_position(rows[-1].refund_case_id, rows[-1].requested_at) if more else ""
-        return rows, token
+        return paging.page_of(rows, size, lambda c: paging.encode_position(c.refund_case_id, c.requested_at))
 

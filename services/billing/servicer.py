@@ -17,7 +17,7 @@ from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
 from services.billing.storage import BillingStore
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
-from services.runtime.paging import decode_position, encode_position, page_size
+from services.runtime.paging import decode_position, encode_position, page_of, page_size
 from services.runtime.timestamps import to_datetime
 from services.runtime.validation import require_id, require_zip
 
@@ -94,17 +94,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 f"ZIP {request.zip} has no rate in effect at {as_of.isoformat()}; an operator sets one with SetZipRate",
                 reason="ZIP_NOT_PRICED", zip=request.zip,
             )
-        more = len(rows) > size
-        rows = rows[:size]
+        rows, next_token = page_of(rows, size, lambda r: encode_position(r.zip, r.effective_from))
         fees = await self._store.booking_fees()
         current = next((f for f in reversed(fees) if f.effective_from <= as_of), fees[0])
         return pb.GetRateCardResponse(
             rates=[mappers.zip_rate(r) for r in rows],
             booking_fee=mappers.booking_fee(current),
             booking_fee_history=[mappers.booking_fee(f) for f in fees] if request.include_history else [],
-            next_page_token=(
-                encode_position(rows[-1].zip, rows[-1].effective_from) if more else ""
-            ),
+            next_page_token=next_token,
         )
 
     # ------------------------------------------------------------ finished calls
@@ -163,16 +160,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         size = page_size(request.page_size, 50, 500)
         position = decode_position(request.page_token)
         before = (position[0], str(position[1])) if position else None
-        rows = await self._store.charges_of_contractor(request.contractor_id, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
+        rows, next_token = page_of(await self._store.charges_of_contractor(request.contractor_id, before, size + 1),
+                                   size, lambda c: encode_position(c.charge_id, c.charged_at))
         decisions = {r.call_id: r for r in await self._store.rated_calls(
             [c.call_id for c in rows if c.kind == "call"])}
         cases = await self._store.latest_cases([c.charge_id for c in rows])
         return pb.ListChargesResponse(
             charges=[mappers.charge(c, decisions.get(c.call_id) if c.kind == "call" else None,
                                      cases.get(c.charge_id)) for c in rows],
-            next_page_token=encode_position(rows[-1].charge_id, rows[-1].charged_at) if more else "",
+            next_page_token=next_token,
         )
 
     async def ListContractorCalls(
@@ -183,12 +179,11 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         position = decode_position(request.page_token)
         before = (position[0], str(position[1])) if position else None
         since = to_datetime(request.since) if request.HasField("since") else None
-        rows = await self._calls.page(request.contractor_id, since, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
+        rows, next_token = page_of(await self._calls.page(request.contractor_id, since, before, size + 1), size,
+                                   lambda c: encode_position(c.call_id, c.started_at))
         return pb.ListContractorCallsResponse(
             calls=[contractor_calls.for_contractor(r, request.contractor_id) for r in rows],
-            next_page_token=encode_position(rows[-1].call_id, rows[-1].started_at) if more else "",
+            next_page_token=next_token,
         )
 
     async def GetContractorCallStats(

@@ -10,9 +10,12 @@ from callersync.routing.v1 import routing_pb2, routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.routing import billing_events, clients, step_log
 from services.routing.access import ACCESS
+from services.routing.blocklist import Blocklist
+from services.routing.claim_desk import ClaimDesk
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory, announce
 from services.routing.live_state import STEPS_STREAM, Change, LiveState
+from services.routing.profile_desk import ProfileDesk
 from services.routing.rate_card import RateCard
 from services.routing.router import Router
 from services.routing.servicer import RoutingServicer
@@ -70,7 +73,9 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
     events.start()
     steps.start()
     router = Router(directory, live, clients.WalletClient(wallet, config.wallet_timeout_s), config, store)
-    servicer = RoutingServicer(store, router, directory, live, rate_card, thresholds, config)
+    servicer = RoutingServicer(
+        store, router, ClaimDesk(store, directory, live, rate_card, thresholds, config.max_backups),
+        ProfileDesk(store, directory, live, thresholds), Blocklist(store, directory, live))
 
     async def close_channels() -> None:
         await wallet_channel.close()

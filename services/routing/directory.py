@@ -8,10 +8,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
+import logging
 import time
 
 from services.routing.live_state import Change, LiveState
 from services.routing.storage import RoutingStore, ZipView
+
+log = logging.getLogger("callersync.routing")
 
 MAX_AGE_S = 60.0  # a safety net only (a bump lost when Redis failed): generations invalidate first
 MAX_ZIPS = 200_000
@@ -133,3 +136,11 @@ async def announce(directory: Directory, live: LiveState, change: Change) -> Non
     """After a write: this replica's copies go at once, every other replica's at its next look."""
     directory.forget(change)
     await live.bump(change)
+
+
+async def announce_write(directory: Directory, live: LiveState, change: Change) -> None:
+    """announce, after an RPC's write: the write stands even when Redis is away."""
+    try:
+        await announce(directory, live, change)
+    except Exception as err:  # the cache's 60 s age limit still bounds the staleness elsewhere
+        log.warning("could not announce a routing change to other replicas: %s", err)

@@ -6,6 +6,7 @@ pipelined connection of services/runtime/redis_pipe.py."""
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 from typing import cast
 
@@ -107,10 +108,20 @@ class Admission:
     counters: list[tuple[int, int, int]]
 
 
+class CommitOutcome(enum.StrEnum):
+    """What the commit script did with a step; the values are the words it returns."""
+
+    OK = "ok"
+    EXISTS = "exists"  # another replica stored this call's first step first
+    MOVED = "moved"  # another replica answered this step first, or the cascade finished
+    GONE = "gone"  # the session expired
+    BUSY = "busy"  # the offered contractor's concurrency limit is reached
+
+
 @dataclasses.dataclass(frozen=True)
 class Committed:
-    outcome: str  # ok, exists, moved, gone, busy
-    detail: bytes | None
+    outcome: CommitOutcome
+    detail: bytes | None  # the stored session (EXISTS, MOVED), or the live count (BUSY)
 
 
 class LiveState:
@@ -149,7 +160,7 @@ class LiveState:
                            json.dumps(steps, separators=(",", ":")) if steps else "", self._slot_ttl_s,
                            self._steps_maxlen]
         out = await self._pipe.run(_COMMIT, keys, args)
-        return Committed(out[0].decode(), out[1])
+        return Committed(CommitOutcome(out[0].decode()), out[1])
 
     async def end_calls(self, call_id: str, contractor_ids: list[str]) -> None:
         """A rated call rings and connects nobody any more: free its slots."""

@@ -15,7 +15,7 @@ from services.routing.cascade import Counters, Entry, Session, Skip, SkipReason
 from services.routing.claims import PRIMARY, require_e164, require_zip
 from services.routing.config import RoutingConfig
 from services.routing.directory import Directory
-from services.routing.live_state import NO_KEY, LiveState, live_key, usage_key
+from services.routing.live_state import NO_KEY, CommitOutcome, LiveState, live_key, usage_key
 from services.routing.mappers import MODE_PB, POSITION_PB, RING_OUTCOMES, SKIP_PB
 from services.routing.schedule import Profile
 from services.routing.storage import RoutingStore
@@ -179,13 +179,13 @@ class Router:
             session.call_id, session.dumps(), expected_step=expected_step, now=now.timestamp(),
             offered_to=offered.contractor_id if offered else None,
             limit=profile.concurrency_limit() if profile else None, previous=previous, steps=step_records)
-        if result.outcome == "ok":
+        if result.outcome == CommitOutcome.OK:
             return response
         session.responses.pop()
         if offered is not None:
             session.offered.pop()
             session.reservation_id = ""
-        if result.outcome == "busy":
+        if result.outcome == CommitOutcome.BUSY:
             # Only an offer with a profile sends a limit (offered_to and limit above), and only a limit makes the
             # script answer busy, with the live count.
             assert reservation is not None and profile is not None and result.detail is not None
@@ -196,7 +196,7 @@ class Router:
             winner = Session.loads(result.detail) if result.detail else None
             if winner is None or reservation.reservation_id not in (winner.reservation_id,):
                 await self._wallet.release(reservation.reservation_id)
-        if result.outcome == "gone":
+        if result.outcome == CommitOutcome.GONE:
             raise NotFound(f"the cascade of call {session.call_id!r} expired while routing it", reason="UNKNOWN_CALL")
         assert result.detail is not None  # exists and moved, the outcomes left, carry the stored session
         winner = Session.loads(result.detail)

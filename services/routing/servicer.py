@@ -1,11 +1,9 @@
-"""RoutingService's gRPC layer: proto in, rules and storage, proto out. RouteCall and NextCandidate live in
-router.py (the hot path)."""
+"""RoutingService's gRPC layer: validate, call the use case (claim desk, profile desk, blocklist, router) or
+storage, map to proto. RouteCall and NextCandidate live in router.py (the hot path)."""
 
 from __future__ import annotations
 
 import datetime as dt
-import json
-import logging
 
 import grpc
 
@@ -13,60 +11,41 @@ from callersync.routing.v1 import routing_pb2 as pb
 from callersync.routing.v1 import routing_pb2_grpc
 from services.routing import claims as rules
 from services.routing import mappers, schedule
-from services.routing.config import RoutingConfig
-from services.routing.directory import Directory, announce
-from services.routing.live_state import Change, LiveState
-from services.routing.rate_card import RateCard
-from services.routing.records import StoredProfile
+from services.routing.blocklist import Blocklist
+from services.routing.claim_desk import ClaimDesk
+from services.routing.profile_desk import ProfileDesk, ProfileUsage
 from services.routing.router import Router
 from services.routing.schedule import Window
-from services.routing.storage import ClaimChange, RoutingStore
-from services.routing.thresholds import ThresholdRelay
+from services.routing.storage import RoutingStore
 from services.runtime.errors import InvalidArgument
-from services.runtime.paging import decode_position, decode_token, encode_position, encode_token, page_size
+from services.runtime.paging import (
+    decode_position,
+    decode_token,
+    encode_position,
+    encode_token,
+    page_of,
+    page_size,
+)
 from services.runtime.timestamps import to_datetime
 from services.runtime.validation import require_id, require_text
-
-log = logging.getLogger("callersync.routing")
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
 MAX_NOTE = 1000
 
 
+def _profile(view: ProfileUsage) -> pb.RoutingProfile:
+    return mappers.routing_profile(view.stored, view.connected_today, view.connected_this_month)
+
+
 class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
-    def __init__(self, store: RoutingStore, router: Router, directory: Directory, live: LiveState,
-                 rate_card: RateCard, thresholds: ThresholdRelay, config: RoutingConfig) -> None:
+    def __init__(self, store: RoutingStore, router: Router, claims: ClaimDesk, profiles: ProfileDesk,
+                 blocklist: Blocklist) -> None:
         self._store = store
         self._router = router
-        self._directory = directory
-        self._live = live
-        self._rate_card = rate_card
-        self._thresholds = thresholds
-        self._config = config
-
-    # ------------------------------------------------------------ after a write
-
-    async def _changed(self, change: Change) -> None:
-        """Every replica's cache drops its copy of what changed (ours at once)."""
-        try:
-            await announce(self._directory, self._live, change)
-        except Exception as err:  # the cache's 60 s age limit still bounds the staleness elsewhere
-            log.warning("could not announce a routing change to other replicas: %s", err)
-
-    async def _profile_changed(self, contractor_id: str) -> None:
-        """A contractor's profile is part of the view of every ZIP they claim."""
-        await self._changed(Change(zips=tuple(await self._store.claimed_zips(contractor_id))))
-
-    async def _push_threshold(self, contractor_id: str, computed: int) -> int:
-        """Pushes at once for a prompt answer; the outbox row keeps the push alive if the wallet is away."""
-        try:
-            pushed = await self._thresholds.push(contractor_id)
-            return computed if pushed is None else pushed
-        except Exception as err:
-            log.warning("pause threshold of %s not pushed yet (%s); the relay retries", contractor_id, err)
-            self._thresholds.nudge()
-            return computed
+        self._claims = claims
+        self._profiles = profiles
+        self._blocklist = blocklist
 
     # ------------------------------------------------------------ claims
 
@@ -76,11 +55,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         position = mappers.POSITIONS.get(request.position)
         if position is None:
             raise InvalidArgument("position must be CLAIM_POSITION_PRIMARY or CLAIM_POSITION_BACKUP", field="position")
-        await self._rate_card.require_priced(request.zip)
-        change = await self._store.claim(request.contractor_id, request.zip, position, request.backup_rank,
-                                         self._config.max_backups)
-        await self._changed(Change(zips=(request.zip,)))
-        threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
+        change, threshold = await self._claims.claim(request.contractor_id, request.zip, position, request.backup_rank)
         return pb.ClaimZipResponse(claim=mappers.claim(change.claim),
                                    zip_claims=[mappers.claim(r) for r in change.zip_claims],
                                    pause_threshold_cents=threshold)
@@ -89,9 +64,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
                          context: grpc.aio.ServicerContext) -> pb.ReleaseZipResponse:
         require_id("contractor_id", request.contractor_id)
         rules.require_zip(request.zip)
-        change: ClaimChange = await self._store.release(request.contractor_id, request.zip)
-        await self._changed(Change(zips=(request.zip,)))
-        threshold = await self._push_threshold(request.contractor_id, change.pause_threshold_cents)
+        change, threshold = await self._claims.release(request.contractor_id, request.zip)
         return pb.ReleaseZipResponse(released_claim=mappers.claim(change.claim), pause_threshold_cents=threshold)
 
     async def ListClaims(self, request: pb.ListClaimsRequest,
@@ -107,29 +80,18 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         require_id("contractor_id", request.contractor_id)
         token = decode_token(request.page_token, 1)
         after = str(token[0]) if token else ""
-        rows = await self._store.claims_of_contractor(request.contractor_id, after, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return pb.ListClaimsResponse(claims=[mappers.claim(r) for r in rows],
-                                     next_page_token=encode_token(rows[-1].zip) if more else "")
+        rows, next_token = page_of(await self._store.claims_of_contractor(request.contractor_id, after, size + 1),
+                                   size, lambda c: encode_token(c.zip))
+        return pb.ListClaimsResponse(claims=[mappers.claim(r) for r in rows], next_page_token=next_token)
 
     # ------------------------------------------------------------ mode, schedule, caps
-
-    async def _profile_message(self, contractor_id: str, stored: StoredProfile | None = None) -> pb.RoutingProfile:
-        stored = stored if stored is not None else await self._store.profile(contractor_id)
-        today, month = await self._store.connected_calls_between(
-            contractor_id, *schedule.period_starts(stored.profile, dt.datetime.now(dt.UTC)))
-        return mappers.routing_profile(stored, today, month)
 
     async def SetMode(self, request: pb.SetModeRequest, context: grpc.aio.ServicerContext) -> pb.SetModeResponse:
         require_id("contractor_id", request.contractor_id)
         mode = mappers.MODES.get(request.mode)
         if mode is None:
             raise InvalidArgument("mode must be CONTRACTOR_MODE_HUMAN or CONTRACTOR_MODE_AI_AGENT", field="mode")
-        row = await self._store.update_profile(request.contractor_id, mode=mode)
-        await self._profile_changed(request.contractor_id)
-        await self._push_threshold(request.contractor_id, row.pause_threshold_cents)
-        return pb.SetModeResponse(profile=await self._profile_message(request.contractor_id))
+        return pb.SetModeResponse(profile=_profile(await self._profiles.set_mode(request.contractor_id, mode)))
 
     async def SetSchedule(self, request: pb.SetScheduleRequest,
                           context: grpc.aio.ServicerContext) -> pb.SetScheduleResponse:
@@ -137,11 +99,8 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         schedule.require_time_zone(request.time_zone)
         windows = schedule.validate_windows(
             [Window(int(w.day), w.start_minute, w.end_minute) for w in request.weekly_hours])
-        row = await self._store.update_profile(
-            request.contractor_id, time_zone=request.time_zone,
-            weekly_hours=json.dumps([[w.weekday, w.start_minute, w.end_minute] for w in windows]))
-        await self._profile_changed(request.contractor_id)
-        return pb.SetScheduleResponse(profile=await self._profile_message(request.contractor_id, row))
+        view = await self._profiles.set_schedule(request.contractor_id, request.time_zone, windows)
+        return pb.SetScheduleResponse(profile=_profile(view))
 
     async def SetCaps(self, request: pb.SetCapsRequest, context: grpc.aio.ServicerContext) -> pb.SetCapsResponse:
         require_id("contractor_id", request.contractor_id)
@@ -151,17 +110,14 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         for name in ("daily_max_connected_calls", "monthly_max_connected_calls", "max_concurrent_calls"):
             if getattr(caps, name) < 0:
                 raise InvalidArgument(f"caps.{name} must be 0 (no ceiling) or positive", field=f"caps.{name}")
-        row = await self._store.update_profile(
-            request.contractor_id, daily_max_connected_calls=caps.daily_max_connected_calls,
-            monthly_max_connected_calls=caps.monthly_max_connected_calls,
-            max_concurrent_calls=caps.max_concurrent_calls)
-        await self._profile_changed(request.contractor_id)
-        return pb.SetCapsResponse(profile=await self._profile_message(request.contractor_id, row))
+        view = await self._profiles.set_caps(request.contractor_id, caps.daily_max_connected_calls,
+                                             caps.monthly_max_connected_calls, caps.max_concurrent_calls)
+        return pb.SetCapsResponse(profile=_profile(view))
 
     async def GetRoutingProfile(self, request: pb.GetRoutingProfileRequest,
                                 context: grpc.aio.ServicerContext) -> pb.GetRoutingProfileResponse:
         require_id("contractor_id", request.contractor_id)
-        return pb.GetRoutingProfileResponse(profile=await self._profile_message(request.contractor_id))
+        return pb.GetRoutingProfileResponse(profile=_profile(await self._profiles.profile(request.contractor_id)))
 
     # ------------------------------------------------------------ routing a call
 
@@ -180,8 +136,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         rules.require_e164(request.caller_number)
         require_id("blocked_by", request.blocked_by)
         require_text("note", request.note, MAX_NOTE)
-        row = await self._store.block(request.caller_number, "operator", request.blocked_by, request.note)
-        await self._changed(Change(blocklist=True))
+        row = await self._blocklist.block(request.caller_number, request.blocked_by, request.note)
         return pb.BlockCallerResponse(blocked_caller=mappers.blocked_caller(row))
 
     async def UnblockCaller(self, request: pb.UnblockCallerRequest,
@@ -189,18 +144,16 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
         rules.require_e164(request.caller_number)
         require_id("unblocked_by", request.unblocked_by)
         require_text("note", request.note, MAX_NOTE)
-        row = await self._store.unblock(request.caller_number, request.unblocked_by, request.note)
-        await self._changed(Change(blocklist=True))
+        row = await self._blocklist.unblock(request.caller_number, request.unblocked_by, request.note)
         return pb.UnblockCallerResponse(blocked_caller=mappers.blocked_caller(row))
 
     async def ListBlockedCallers(self, request: pb.ListBlockedCallersRequest,
                                  context: grpc.aio.ServicerContext) -> pb.ListBlockedCallersResponse:
         size = page_size(request.page_size, DEFAULT_PAGE, MAX_PAGE)
         position = decode_position(request.page_token)
-        rows = await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        token = encode_position(rows[-1].caller_number, rows[-1].blocked_at) if more else ""
+        rows, token = page_of(
+            await self._store.blocked_page((position[0], str(position[1])) if position else None, size + 1), size,
+            lambda b: encode_position(b.caller_number, b.blocked_at))
         return pb.ListBlockedCallersResponse(blocked_callers=[mappers.blocked_caller(r) for r in rows],
                                              next_page_token=token)
 
@@ -218,9 +171,7 @@ class RoutingServicer(routing_pb2_grpc.RoutingServiceServicer):
             raise InvalidArgument("period_start must be before period_end", field="period_start")
         position = decode_position(request.page_token, int)
         before = (position[0], int(position[1])) if position else None
-        rows = await self._store.missed_calls(request.contractor_id, start, end, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        return pb.ListMissedCallsResponse(
-            missed_calls=[mappers.missed_call(r) for r in rows],
-            next_page_token=encode_position(rows[-1].step_id, rows[-1].at) if more else "")
+        rows, next_token = page_of(await self._store.missed_calls(request.contractor_id, start, end, before, size + 1),
+                                   size, lambda m: encode_position(m.step_id, m.at))
+        return pb.ListMissedCallsResponse(missed_calls=[mappers.missed_call(r) for r in rows],
+                                          next_page_token=next_token)

@@ -5,10 +5,13 @@ after a crash is harmless; pushes are computed at push time, so the wallet ends 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from services.routing.clients import WalletClient
 from services.routing.storage import RoutingStore
 from services.runtime.background import Loop, Waker
+
+log = logging.getLogger("callersync.routing")
 
 
 class ThresholdRelay:
@@ -25,6 +28,17 @@ class ThresholdRelay:
             await self._wallet.set_pause_threshold(contractor_id, threshold_cents)
 
         return await self._store.push_threshold(contractor_id, send)
+
+    async def push_now(self, contractor_id: str, computed_cents: int) -> int:
+        """Pushes at once for a prompt answer; the outbox row keeps the push alive if the wallet is away. The
+        threshold pushed, else computed_cents (what the relay will push)."""
+        try:
+            pushed = await self.push(contractor_id)
+            return computed_cents if pushed is None else pushed
+        except Exception as err:
+            log.warning("pause threshold of %s not pushed yet (%s); the relay retries", contractor_id, err)
+            self.nudge()
+            return computed_cents
 
     async def drain(self) -> int:
         pushed = 0

@@ -9,6 +9,8 @@ import base64
 import binascii
 import datetime as dt
 import json
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from services.runtime.errors import InvalidArgument
 
@@ -18,12 +20,21 @@ _FOREIGN = "page_token is not one this service issued; start again without it"
 _OLD_SEPARATOR = "\x1f"
 _OLD_ID_PREFIX = "e:"
 
+Row = TypeVar("Row")
+
 
 def page_size(requested: int, default: int, maximum: int) -> int:
     """0 asks for the default; more than the maximum is capped, not refused."""
     if requested < 0:
         raise InvalidArgument("page_size must not be negative", field="page_size")
     return min(requested or default, maximum)
+
+
+def page_of(rows: Sequence[Row], size: int, token_of: Callable[[Row], str]) -> tuple[list[Row], str]:
+    """A page from `rows` fetched with limit size + 1: the extra row only tells that more follow, and the next
+    token ('' on the last page) points after the page's last row."""
+    page = list(rows[:size])
+    return page, token_of(page[-1]) if len(rows) > size else ""
 
 
 def encode_token(*parts: str | int) -> str:

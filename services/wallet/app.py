@@ -20,8 +20,10 @@ from services.wallet.config import WalletConfig
 from services.wallet.gauges import PausedContractors
 from services.wallet.payment_storage import PaymentStore
 from services.wallet.payments import PaymentDesk
+from services.wallet.postings import Postings
 from services.wallet.provider import PaymentProvider
 from services.wallet.servicer import WalletServicer
+from services.wallet.settlement import CallSettlement
 from services.wallet.storage import OUTBOX_TABLE, SCHEMA, WalletStore
 
 SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
@@ -72,7 +74,7 @@ async def build(settings: Settings, port: int, config: WalletConfig | None = Non
     emails.start()
     paused.start()
     payments.start()
-    servicer = WalletServicer(store, idempotency, config, payments)
+    servicer = WalletServicer(store, Postings(store, idempotency), CallSettlement(store), config, payments)
     return GrpcServer(
         "wallet",
         SERVICE_NAME,

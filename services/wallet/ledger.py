@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import re
 
 from services.runtime.errors import (
@@ -14,6 +15,7 @@ from services.runtime.errors import (
     NotFound,
 )
 from services.runtime.validation import require_id, require_text
+from services.wallet.records import Outcome
 
 # Policy: "You prepay any amount — $25 minimum top-up."
 MIN_TOP_UP_CENTS = 2500
@@ -124,59 +126,68 @@ def reservation_state(state: str, expires_at: dt.datetime, now: dt.datetime) -> 
     return state
 
 
-def routability(found: bool, paused: bool, available_cents: int, amount_cents: int) -> str:
+class Routable(enum.StrEnum):
+    """Whether a contractor can take a call, else the first reason they cannot."""
+
+    ROUTABLE = "routable"
+    NO_WALLET = "no_wallet"
+    PAUSED = "paused"
+    INSUFFICIENT_AVAILABLE = "insufficient_available"
+
+
+def routability(found: bool, paused: bool, available_cents: int, amount_cents: int) -> Routable:
     """Why a contractor can or cannot take a call costing amount_cents right now."""
     if not found:
-        return "no_wallet"
+        return Routable.NO_WALLET
     if paused:
-        return "paused"
+        return Routable.PAUSED
     if available_cents < amount_cents:
-        return "insufficient_available"
-    return "routable"
+        return Routable.INSUFFICIENT_AVAILABLE
+    return Routable.ROUTABLE
 
 
-def refusal(outcome: str, op: EntryOp, detail_cents: int | None, entry_id: int | None) -> DomainError:
+def refusal(outcome: Outcome, op: EntryOp, detail_cents: int | None, entry_id: int | None) -> DomainError:
     """What a caller is told when storage wrote nothing for op."""
     who = op.contractor_id
-    if outcome == "key_reused":
+    if outcome == Outcome.KEY_REUSED:
         return AlreadyExists(
             f"idempotency key {op.idempotency_key!r} was already used for a different request (entry "
             f"{entry_id}); send a new key for a new request, or the original parameters to get the original answer",
             reason="IDEMPOTENCY_KEY_REUSED",
         )
-    if outcome == "reference_used":
+    if outcome == Outcome.REFERENCE_USED:
         return AlreadyExists(
             f"payment reference {op.reference!r} was already credited (entry {entry_id}); a payment is credited "
             "once: retry with the original idempotency key to get the original answer",
             reason="PAYMENT_REFERENCE_USED",
         )
-    if outcome == "no_wallet":
-        return NotFound(f"contractor {who!r} has no wallet; it is created by the first top-up", reason="NO_WALLET")
-    if outcome == "no_reservation":
+    if outcome == Outcome.NO_WALLET:
+        return no_wallet(who)
+    if outcome == Outcome.NO_RESERVATION:
         return NotFound(f"no reservation {op.reservation_id}", reason="NO_RESERVATION")
-    if outcome == "reservation_released":
+    if outcome == Outcome.RESERVATION_RELEASED:
         return FailedPrecondition(
             f"reservation {op.reservation_id} was released, so there is nothing to capture; "
             "settle the call with Charge instead",
             reason="RESERVATION_RELEASED",
         )
-    if outcome == "reservation_captured":
+    if outcome == Outcome.RESERVATION_CAPTURED:
         return FailedPrecondition(
             f"reservation {op.reservation_id} was already captured at {detail_cents} cents (entry {entry_id}); "
             "a reservation settles once",
             reason="RESERVATION_ALREADY_CAPTURED",
         )
-    if outcome == "no_charge":
+    if outcome == Outcome.NO_CHARGE:
         return NotFound(
             f"entry {op.refund_of_entry_id} is not a charge or capture of a wallet; only debits can be refunded",
             reason="NO_CHARGE",
         )
-    if outcome == "already_refunded":
+    if outcome == Outcome.ALREADY_REFUNDED:
         return FailedPrecondition(
             f"charge {op.refund_of_entry_id} was already refunded by entry {entry_id}; a charge is refunded once",
             reason="ALREADY_REFUNDED",
         )
-    if outcome == "exceeds_charge":
+    if outcome == Outcome.EXCEEDS_CHARGE:
         return FailedPrecondition(
             f"a refund of {op.amount_cents} cents exceeds charge {op.refund_of_entry_id} of {detail_cents} cents",
             reason="REFUND_EXCEEDS_CHARGE",
@@ -186,26 +197,26 @@ def refusal(outcome: str, op: EntryOp, detail_cents: int | None, entry_id: int |
 
 def no_wallet(contractor_id: str) -> NotFound:
     """A call that needs an existing wallet, for a contractor who has none."""
-    return NotFound(f"contractor {contractor_id!r} has no wallet; top up first", reason="NO_WALLET")
+    return NotFound(f"contractor {contractor_id!r} has no wallet; the first top-up creates it", reason="NO_WALLET")
 
 
-def reserve_refusal(outcome: str, contractor_id: str, call_id: str, available_cents: int | None,
+def reserve_refusal(outcome: Outcome, contractor_id: str, call_id: str, available_cents: int | None,
                     balance_cents: int | None, threshold_cents: int | None, amount_cents: int) -> DomainError:
-    if outcome == "no_wallet":
+    if outcome == Outcome.NO_WALLET:
         return no_wallet(contractor_id)
-    if outcome == "paused":
+    if outcome == Outcome.PAUSED:
         return FailedPrecondition(
             f"contractor {contractor_id!r} is paused: balance {balance_cents} cents is below the pause threshold "
             f"{threshold_cents} cents; a top-up resumes calls",
             reason="PAUSED",
         )
-    if outcome == "insufficient_available":
+    if outcome == Outcome.INSUFFICIENT_AVAILABLE:
         return FailedPrecondition(
             f"contractor {contractor_id!r} has {available_cents} cents available after open reservations, "
             f"less than the {amount_cents} cents this call needs",
             reason="INSUFFICIENT_AVAILABLE",
         )
-    if outcome == "call_reserved":
+    if outcome == Outcome.CALL_RESERVED:
         return AlreadyExists(
             f"call {call_id!r} already holds a reservation of a different amount on {contractor_id!r}; "
             "a call reserves once per contractor",

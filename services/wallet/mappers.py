@@ -44,10 +44,10 @@ EVENT_OUTCOMES = {
     "card_saved": pb.PAYMENT_EVENT_OUTCOME_CARD_SAVED,
 }
 ROUTABILITY = {
-    "routable": pb.ROUTABILITY_REASON_ROUTABLE,
-    "no_wallet": pb.ROUTABILITY_REASON_NO_WALLET,
-    "paused": pb.ROUTABILITY_REASON_PAUSED,
-    "insufficient_available": pb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE,
+    ledger.Routable.ROUTABLE: pb.ROUTABILITY_REASON_ROUTABLE,
+    ledger.Routable.NO_WALLET: pb.ROUTABILITY_REASON_NO_WALLET,
+    ledger.Routable.PAUSED: pb.ROUTABILITY_REASON_PAUSED,
+    ledger.Routable.INSUFFICIENT_AVAILABLE: pb.ROUTABILITY_REASON_INSUFFICIENT_AVAILABLE,
 }
 
 
@@ -137,7 +137,7 @@ def routability(r: Routability, amount_cents: int) -> pb.Routability:
     reason = ledger.routability(r.found, r.paused, r.available_cents, amount_cents)
     return pb.Routability(
         contractor_id=r.contractor_id,
-        routable=reason == "routable",
+        routable=reason == ledger.Routable.ROUTABLE,
         reason=ROUTABILITY[reason],
         available_cents=r.available_cents,
         balance_cents=r.balance_cents,

@@ -8,10 +8,33 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import enum
 import uuid
 from typing import Any
 
-APPLIED, REPLAYED = "applied", "replayed"
+
+class Outcome(enum.StrEnum):
+    """What a stored function did with a movement or a hold; the values are the words the SQL returns."""
+
+    APPLIED = "applied"
+    REPLAYED = "replayed"
+    # Refusals of a posting (wallet.post_entry, wallet.settle_call):
+    KEY_REUSED = "key_reused"
+    REFERENCE_USED = "reference_used"
+    NO_WALLET = "no_wallet"
+    NO_RESERVATION = "no_reservation"
+    RESERVATION_RELEASED = "reservation_released"
+    RESERVATION_CAPTURED = "reservation_captured"
+    NO_CHARGE = "no_charge"
+    ALREADY_REFUNDED = "already_refunded"
+    EXCEEDS_CHARGE = "exceeds_charge"
+    # Refusals of a hold (wallet.reserve), besides NO_WALLET:
+    PAUSED = "paused"
+    INSUFFICIENT_AVAILABLE = "insufficient_available"
+    CALL_RESERVED = "call_reserved"
+
+
+DONE = (Outcome.APPLIED, Outcome.REPLAYED)
 
 
 def _get(row: Any, name: str) -> Any:
@@ -52,19 +75,20 @@ class Posted:
     """What a stored function did with one movement: applied or replayed (with the entry, new or original; none
     for a free call's settlement), else the refusal's outcome and its figures."""
 
-    outcome: str  # APPLIED, REPLAYED, or why nothing was written ('no_wallet', 'key_reused', ...)
+    outcome: Outcome  # APPLIED, REPLAYED, or why nothing was written
     entry: Entry | None
     detail_cents: int | None  # for a refusal: the figure it names (a captured amount, a charge's amount)
     entry_id: int | None  # for a refusal: the entry it names (the original of a reused key, ...)
 
     @property
     def done(self) -> bool:
-        return self.outcome in (APPLIED, REPLAYED)
+        return self.outcome in DONE
 
     @classmethod
     def from_row(cls, row: Any) -> Posted:
-        done = row["outcome"] in (APPLIED, REPLAYED) and row["entry_id"] is not None
-        return cls(row["outcome"], Entry.from_row(row) if done else None, row["detail_cents"], row["entry_id"])
+        outcome = Outcome(row["outcome"])
+        done = outcome in DONE and row["entry_id"] is not None
+        return cls(outcome, Entry.from_row(row) if done else None, row["detail_cents"], row["entry_id"])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -93,7 +117,7 @@ class Reservation:
 class Reserved:
     """What wallet.reserve did: the hold (new, or this call's earlier one), else why not and the figures."""
 
-    outcome: str  # APPLIED, REPLAYED, 'no_wallet', 'paused', 'insufficient_available', 'call_reserved'
+    outcome: Outcome  # APPLIED, REPLAYED, NO_WALLET, PAUSED, INSUFFICIENT_AVAILABLE or CALL_RESERVED
     reservation: Reservation | None
     available_cents: int | None
     balance_cents: int | None

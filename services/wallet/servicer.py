@@ -1,27 +1,26 @@
-"""WalletService's gRPC layer: proto in, rules and storage, proto out."""
+"""WalletService's gRPC layer: validate, call the use case (postings, settlement, the payment desk) or storage,
+map to proto."""
 
 from __future__ import annotations
 
-import datetime as dt
 import uuid
-from typing import TypeVar
 
 import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime import paging, telemetry
+from services.runtime import paging
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from services.runtime.idempotency import IdempotencyCache, fingerprint, is_retry
+from services.runtime.idempotency import fingerprint, is_retry
 from services.runtime.validation import require_text
 from services.wallet import forecast, ledger, mappers, top_ups
 from services.wallet.config import WalletConfig
 from services.wallet.payments import PaymentDesk
+from services.wallet.postings import Postings
 from services.wallet.provider import ProviderError
-from services.wallet.records import APPLIED, Posted
+from services.wallet.settlement import CallSettlement, Settled
+from services.wallet.spend_forecast import spend_forecast
 from services.wallet.storage import WalletStore
-
-M = TypeVar("M", pb.TopUpResponse, pb.ChargeResponse, pb.RefundResponse)
 
 
 def _uuid(name: str, value: str) -> str:
@@ -32,54 +31,25 @@ def _uuid(name: str, value: str) -> str:
         raise InvalidArgument(f"{name} {value!r} is not a reservation id issued by Reserve", field=name) from None
 
 
-def _settle_op(item: pb.CallSettlement, reservation_id: str | None) -> ledger.SettleOp:
-    """The hashes Charge and Capture would store for the same movement, so either RPC replays the other's."""
-    if not item.payer_contractor_id:
-        return ledger.SettleOp(item.call_id, "", 0, "", None, item.reference, item.description, None, None)
-    charge = pb.ChargeRequest(contractor_id=item.payer_contractor_id, amount_cents=item.amount_cents,
-                              idempotency_key=item.idempotency_key, reference=item.reference,
-                              description=item.description)
-    capture = (fingerprint("Capture", pb.CaptureRequest(reservation_id=reservation_id, amount_cents=item.amount_cents))
-               if reservation_id else None)
-    return ledger.SettleOp(item.call_id, item.payer_contractor_id, item.amount_cents, item.idempotency_key,
-                           fingerprint("Charge", charge), item.reference, item.description, reservation_id, capture)
+def _settlement_result(settled: Settled) -> pb.CallSettlementResult:
+    if settled.refusal is not None:
+        err = settled.refusal
+        return pb.CallSettlementResult(call_id=settled.call_id, code=err.code.value[0], message=err.message,
+                                       reason=err.reason, refusal=mappers.refusal(err.reason))
+    result = pb.CallSettlementResult(call_id=settled.call_id)
+    if settled.entry is not None:  # none for a free call
+        result.entry.CopyFrom(mappers.entry(settled.entry))
+    return result
 
 
 class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
-    def __init__(self, store: WalletStore, idempotency: IdempotencyCache, config: WalletConfig,
+    def __init__(self, store: WalletStore, postings: Postings, settlement: CallSettlement, config: WalletConfig,
                  payments: PaymentDesk) -> None:
         self._store = store
+        self._postings = postings
+        self._settlement = settlement
         self._payments = payments
-        self._idempotency = idempotency
         self._config = config
-        self._moved_cents = telemetry.hot_counter(
-            "wallet", "wallet.money_moved", unit="cents", description="cents moved by applied entries, by kind"
-        )
-        self._entries = telemetry.hot_counter("wallet", "wallet.entries", description="applied ledger entries, by kind")
-
-    async def _post(self, op: ledger.EntryOp) -> Posted:
-        posted = await self._store.post(op)
-        if posted.outcome == "applied":
-            self._moved_cents.add(op.amount_cents, {"kind": op.kind})
-            self._entries.add(1, {"kind": op.kind})
-        return posted
-
-    async def _post_once(self, method: str, request, op_for, response: type[M],
-                         context: grpc.aio.ServicerContext) -> M:
-        """Runs a keyed money movement once, by storage's unique key (a retry asks Redis first). The answer is
-        `response` holding the entry (the same bytes on a replay from Redis)."""
-        fp = fingerprint(method, request)
-
-        async def work() -> bytes:
-            op = await op_for(fp)
-            posted = await self._post(op)
-            if not posted.done:
-                raise ledger.refusal(posted.outcome, op, posted.detail_cents, posted.entry_id)
-            assert posted.entry is not None  # a movement applied or replayed has its entry
-            return response(entry=mappers.entry(posted.entry)).SerializeToString()
-
-        return response.FromString(await self._idempotency.run(
-            request.idempotency_key, fp, work, retry=is_retry(context.invocation_metadata())))
 
     async def TopUp(self, request: pb.TopUpRequest, context: grpc.aio.ServicerContext) -> pb.TopUpResponse:
         """An operator's manual credit: the reason is the entry's description."""
@@ -91,14 +61,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
             request.reason,
             self._config.top_up_max_cents,
         )
-
-        async def op_for(fp: bytes) -> ledger.EntryOp:
-            return ledger.EntryOp(
-                "top_up", request.contractor_id, request.amount_cents, request.idempotency_key, fp,
-                reference=request.payment_reference, description=request.reason.strip(),
-            )
-
-        return await self._post_once("TopUp", request, op_for, pb.TopUpResponse, context)
+        return await self._postings.top_up(request, retry=is_retry(context.invocation_metadata()))
 
     async def Charge(self, request: pb.ChargeRequest, context: grpc.aio.ServicerContext) -> pb.ChargeResponse:
         ledger.require_id("contractor_id", request.contractor_id)
@@ -106,14 +69,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
         require_text("reference", request.reference, ledger.MAX_TEXT_LEN)
         require_text("description", request.description, ledger.MAX_TEXT_LEN)
-
-        async def op_for(fp: bytes) -> ledger.EntryOp:
-            return ledger.EntryOp(
-                "charge", request.contractor_id, request.amount_cents, request.idempotency_key, fp,
-                reference=request.reference, description=request.description,
-            )
-
-        return await self._post_once("Charge", request, op_for, pb.ChargeResponse, context)
+        return await self._postings.charge(request, retry=is_retry(context.invocation_metadata()))
 
     async def Refund(self, request: pb.RefundRequest, context: grpc.aio.ServicerContext) -> pb.RefundResponse:
         if request.charge_entry_id <= 0:
@@ -121,41 +77,14 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_amount("amount_cents", request.amount_cents)
         ledger.require_id("idempotency_key", request.idempotency_key, ledger.MAX_KEY_LEN)
         require_text("description", request.description, ledger.MAX_TEXT_LEN)
-
-        async def op_for(fp: bytes) -> ledger.EntryOp:
-            owner = await self._store.entry_owner(request.charge_entry_id)
-            if owner is None:
-                raise NotFound(f"no ledger entry {request.charge_entry_id}", reason="NO_CHARGE")
-            return ledger.EntryOp(
-                "refund", owner, request.amount_cents, request.idempotency_key, fp,
-                description=request.description, refund_of_entry_id=request.charge_entry_id,
-            )
-
-        return await self._post_once("Refund", request, op_for, pb.RefundResponse, context)
+        return await self._postings.refund(request, retry=is_retry(context.invocation_metadata()))
 
     async def Capture(self, request: pb.CaptureRequest, context: grpc.aio.ServicerContext) -> pb.CaptureResponse:
         reservation_id = _uuid("reservation_id", request.reservation_id)
         ledger.require_amount("amount_cents", request.amount_cents, minimum=0)
         require_text("description", request.description, ledger.MAX_TEXT_LEN)
-        owner = await self._store.reservation_owner(reservation_id)
-        if owner is None:
-            raise NotFound(f"no reservation {reservation_id}", reason="NO_RESERVATION")
-        # The reservation is the natural key: it settles once, and a retry at the same amount replays.
-        capture = pb.CaptureRequest(reservation_id=reservation_id, amount_cents=request.amount_cents)
-        op = ledger.EntryOp(
-            "capture", owner, request.amount_cents, f"capture:{reservation_id}", fingerprint("Capture", capture),
-            reference=reservation_id, description=request.description, reservation_id=reservation_id,
-        )
-        posted = await self._post(op)
-        if posted.outcome == "key_reused":  # captured before, at another amount
-            held = await self._store.get_reservation(reservation_id)
-            assert held is not None  # reservation_owner found it above, and reservations are never deleted
-            raise ledger.refusal("reservation_captured", op, held.captured_cents, held.capture_entry_id)
-        if not posted.done:
-            raise ledger.refusal(posted.outcome, op, posted.detail_cents, posted.entry_id)
-        reservation = await self._store.get_reservation(reservation_id)
-        assert reservation is not None and posted.entry is not None  # it exists; a capture writes an entry
-        return pb.CaptureResponse(reservation=mappers.reservation(reservation), entry=mappers.entry(posted.entry))
+        reservation, entry = await self._postings.capture(reservation_id, request.amount_cents, request.description)
+        return pb.CaptureResponse(reservation=mappers.reservation(reservation), entry=mappers.entry(entry))
 
     async def Reserve(self, request: pb.ReserveRequest, context: grpc.aio.ServicerContext) -> pb.ReserveResponse:
         ledger.require_id("contractor_id", request.contractor_id)
@@ -193,31 +122,8 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         for i, it in enumerate(request.items):
             ledger.validate_settlement(i, it.call_id, it.payer_contractor_id, it.amount_cents, it.idempotency_key,
                                        it.reference, it.description)
-        held = await self._store.payer_reservations(
-            [(it.payer_contractor_id, it.call_id) for it in request.items if it.payer_contractor_id]
-        )
-        ops = [_settle_op(it, held.get((it.payer_contractor_id, it.call_id))) for it in request.items]
-        settled = await self._store.settle_calls(ops)
-        results = []
-        for op, posted in zip(ops, settled, strict=True):
-            if not posted.done:
-                kind = "capture" if posted.outcome == "reservation_captured" else "charge"
-                err = ledger.refusal(posted.outcome, ledger.EntryOp(
-                    kind, op.payer_contractor_id, op.amount_cents, op.idempotency_key, b"",
-                    reservation_id=op.reservation_id,
-                ), posted.detail_cents, posted.entry_id)
-                results.append(pb.CallSettlementResult(call_id=op.call_id, code=err.code.value[0],
-                                                       message=err.message, reason=err.reason,
-                                                       refusal=mappers.refusal(err.reason)))
-                continue
-            result = pb.CallSettlementResult(call_id=op.call_id)
-            if posted.entry is not None:  # none for a free call
-                result.entry.CopyFrom(mappers.entry(posted.entry))
-                if posted.outcome == APPLIED:
-                    self._moved_cents.add(op.amount_cents, {"kind": posted.entry.kind})
-                    self._entries.add(1, {"kind": posted.entry.kind})
-            results.append(result)
-        return pb.SettleCallsResponse(results=results)
+        settled = await self._settlement.settle(request.items)
+        return pb.SettleCallsResponse(results=[_settlement_result(s) for s in settled])
 
     async def ListCallReservations(
         self, request: pb.ListCallReservationsRequest, context: grpc.aio.ServicerContext
@@ -230,8 +136,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("contractor_id", request.contractor_id)
         wallet = await self._store.get_wallet(request.contractor_id)
         if wallet is None:
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
-                           reason="NO_WALLET")
+            raise ledger.no_wallet(request.contractor_id)
         return pb.GetWalletResponse(wallet=mappers.wallet(wallet))
 
     async def ListEntries(
@@ -241,14 +146,10 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         size = paging.page_size(request.page_size, ledger.DEFAULT_PAGE_SIZE, ledger.MAX_PAGE_SIZE)
         before = paging.decode_id(request.page_token)
         if before is None and await self._store.get_wallet(request.contractor_id) is None:
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet", reason="NO_WALLET")
-        entries = await self._store.list_entries(request.contractor_id, before, size + 1)
-        more = len(entries) > size
-        entries = entries[:size]
-        return pb.ListEntriesResponse(
-            entries=[mappers.entry(e) for e in entries],
-            next_page_token=paging.encode_id(entries[-1].entry_id) if more else "",
-        )
+            raise ledger.no_wallet(request.contractor_id)
+        entries, next_token = paging.page_of(await self._store.list_entries(request.contractor_id, before, size + 1),
+                                             size, lambda e: paging.encode_id(e.entry_id))
+        return pb.ListEntriesResponse(entries=[mappers.entry(e) for e in entries], next_page_token=next_token)
 
     async def GetRoutability(
         self, request: pb.GetRoutabilityRequest, context: grpc.aio.ServicerContext
@@ -306,15 +207,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         ledger.require_id("contractor_id", request.contractor_id)
         lookback = forecast.days_asked("lookback_days", request.lookback_days, forecast.DEFAULT_LOOKBACK_DAYS)
         history = forecast.days_asked("history_days", request.history_days, forecast.DEFAULT_HISTORY_DAYS)
-        wallet = await self._store.get_wallet(request.contractor_id)
-        if wallet is None:
-            raise NotFound(f"contractor {request.contractor_id!r} has no wallet; the first top-up creates it",
-                           reason="NO_WALLET")
-        today = (await self._store.now()).astimezone(dt.UTC).date()
-        since = dt.datetime.combine(forecast.first_day(today, lookback, history), dt.time(), dt.UTC)
-        activity = {d.date: d for d in await self._store.daily_activity(request.contractor_id, since)}
-        found = forecast.forecast(wallet.balance_cents, wallet.pause_threshold_cents, wallet.paused, activity, today,
-                                  lookback, history)
+        wallet, found = await spend_forecast(self._store, request.contractor_id, lookback, history)
         return pb.GetSpendForecastResponse(forecast=mappers.spend_forecast(wallet, found))
 
     async def StartTopUp(

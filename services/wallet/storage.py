@@ -12,7 +12,7 @@ from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
 from services.wallet.forecast import Day
 from services.wallet.ledger import EntryOp, SettleOp
-from services.wallet.records import Entry, Posted, Reservation, Reserved, Routability, Wallet
+from services.wallet.records import DONE, Entry, Outcome, Posted, Reservation, Reserved, Routability, Wallet
 
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
@@ -135,9 +135,10 @@ class WalletStore:
                 "SELECT * FROM wallet.reserve($1, $2, $3, $4, $5)",
                 contractor_id, call_id, amount_cents, expires_in_s, uuid.uuid4(),
             )
-        held = row["outcome"] in ("applied", "replayed")
+        outcome = Outcome(row["outcome"])
+        held = outcome in DONE
         reservation = Reservation.from_row(row, contractor_id=contractor_id, call_id=call_id) if held else None
-        return Reserved(row["outcome"], reservation, row["available_cents"], row["balance_cents"],
+        return Reserved(outcome, reservation, row["available_cents"], row["balance_cents"],
                         row["pause_threshold_cents"])
 
     async def release(self, reservation_id: str) -> Reservation | None:

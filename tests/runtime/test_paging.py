@@ -43,3 +43,12 @@ def test_dollars_are_exact_and_signed():
     assert dollars(123456789) == "$1,234,567.89"
     assert dollars(5) == "$0.05"
     assert dollars(-150) == "-$1.50"
+
+
+def test_a_page_drops_the_extra_row_and_points_after_its_last_one():
+    assert paging.page_of([1, 2, 3], 2, paging.encode_id) == ([1, 2], paging.encode_id(2))
+
+
+def test_the_last_page_has_no_next_token():
+    assert paging.page_of([1, 2], 2, paging.encode_id) == ([1, 2], "")
+    assert paging.page_of([], 2, paging.encode_id) == ([], "")

@@ -7,9 +7,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.runtime import paging
 from services.runtime.errors import InvalidArgument
-from services.wallet import ledger, top_ups
+from services.wallet import ledger, mappers, top_ups
+from services.wallet.records import DONE, Outcome
 
 NOW = dt.datetime(2026, 11, 23, 12, 0, tzinfo=dt.UTC)
 
@@ -33,6 +35,21 @@ def test_an_open_reservation_past_its_expiry_reads_as_expired():
 )
 def test_routability_names_the_first_reason_a_contractor_cannot_take_a_call(found, paused, available, amount, reason):
     assert ledger.routability(found, paused, available, amount) == reason
+
+
+HOLD_REFUSALS = {Outcome.PAUSED, Outcome.INSUFFICIENT_AVAILABLE, Outcome.CALL_RESERVED}
+
+
+@pytest.mark.parametrize("outcome", sorted(set(Outcome) - set(DONE) - HOLD_REFUSALS))
+def test_every_refusal_of_a_posting_is_typed_in_the_contract(outcome):
+    op = ledger.EntryOp("charge", "c-1", 500, "k-1", b"", reservation_id="r-1", refund_of_entry_id=7)
+    assert mappers.refusal(ledger.refusal(outcome, op, 400, 9).reason) != wpb.WALLET_REFUSAL_UNSPECIFIED
+
+
+@pytest.mark.parametrize("outcome", sorted(HOLD_REFUSALS | {Outcome.NO_WALLET}))
+def test_every_refusal_of_a_hold_is_typed_in_the_contract(outcome):
+    refused = ledger.reserve_refusal(outcome, "c-1", "call-1", 50, 900, 1000, 100)
+    assert mappers.refusal(refused.reason) != wpb.WALLET_REFUSAL_UNSPECIFIED
 
 
 @given(st.integers(min_value=1, max_value=2**63 - 1))
