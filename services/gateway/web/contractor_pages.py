@@ -138,7 +138,7 @@ def install(site: WebApp, app: web.Application) -> None:
         pager = (f'<p><a class="button secondary" href="{base}/calls?page_token={esc(more)}">Older charges</a></p>'
                  if more else "")
         body = (f'<p>Every billable call and booking, newest first. Open a call for its evidence and to ask for a '
-                f'refund. <a href="{base}/calls.csv" download>Download as CSV</a></p>'
+                f'refund.</p><p><a class="button secondary" href="{base}/calls.csv" download>Download as CSV</a></p>'
                 + table("Charges", CHARGE_HEADERS, charge_rows(reply["charges"], base), empty="No charges yet.")
                 + pager)
         return ctx.page("Calls & charges", body, current=f"{base}/calls")
@@ -183,8 +183,8 @@ def install(site: WebApp, app: web.Application) -> None:
         more = reply.get("nextPageToken", "")
         pager = (f'<p><a class="button secondary" href="{base}/ledger?page_token={esc(more)}">Older entries</a></p>'
                  if more else "")
-        body = (f'<p>Every movement of your wallet, newest first: the balance is always their sum. '
-                f'<a href="{base}/ledger.csv" download>Download as CSV</a></p>'
+        body = (f'<p>Every movement of your wallet, newest first: the balance is always their sum.'
+                f'</p><p><a class="button secondary" href="{base}/ledger.csv" download>Download as CSV</a></p>'
                 + table("Ledger", ["When", "What", "Amount", "Balance after", "Reference"], rows,
                         empty="No entries yet.") + pager)
         return ctx.page("Ledger", body, current=f"{base}/ledger")
