@@ -115,7 +115,7 @@ def install(site: WebApp, app: web.Application) -> None:
         recent = (await api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=8)).get("calls", [])
         body = f"""<section class="cards" aria-label="Wallet">
 <div class="card"><h2>Balance</h2><p class="figure" data-testid="balance">{money(wallet.get("balanceCents"))}</p></div>
-<div class="card"><h2>Available</h2><p class="figure">{money(wallet.get("availableCents"))}</p>
+<div class="card"><h2>Available</h2><p class="figure" data-testid="available">{money(wallet.get("availableCents"))}</p>
 <p class="detail">Balance minus {money(wallet.get("reservedCents"))} held for calls ringing now.</p></div>
 <div class="card"><h2>Status</h2><div data-testid="status">{status_block(wallet)}</div>
 <p>{pause_line(wallet, claims, mode, fee)}</p></div>
