@@ -132,6 +132,7 @@ class PayStack:
     wallet_target: str
     database_url: str
     gateway_url: str = ""
+    gateway: Gateway | None = None
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +149,8 @@ async def hooked(servers: Servers, settings: Settings, wallet_config: WalletConf
         hooked_stripe.webhook("callersync", f"{gateway_url}/v1/stripe/webhook", WEBHOOK_SECRET)
         pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
         async with grpc.aio.insecure_channel(target) as channel:
-            yield PayStack(hooked_stripe, wallet_pb2_grpc.WalletServiceStub(channel), pool, target, url, gateway_url)
+            yield PayStack(hooked_stripe, wallet_pb2_grpc.WalletServiceStub(channel), pool, target, url, gateway_url,
+                           gateway)
         await pool.close()
         await gateway.stop(1)
 

@@ -22,6 +22,7 @@ import pytest
 from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
+from services.gateway import access
 from services.gateway.app import Gateway
 from services.gateway.web.config import WebConfig
 from services.routing.app import build as build_routing
@@ -173,3 +174,16 @@ async def check(page: Any, name: str, exclude: tuple[str, ...] = ()) -> list[dic
     assert not bad, json.dumps([{"id": v["id"], "help": v["help"], "nodes": [n["html"] for n in v["nodes"][:3]]}
                                 for v in bad], indent=1)
     return result["violations"]
+
+
+def assert_contractor_scope(gateway: Gateway, pages: set[str]) -> None:
+    """The API calls these pages (handler names) made for a contractor's session: each made some, none reaches
+    an operator-only method, none was refused."""
+    by_rpc = {b.rpc_path: access.access_of(b) for b in gateway.routes.bindings}
+    made = {name: calls for name, calls in gateway.web.api_calls.items() if name.startswith("contractor.")}
+    assert set(made) == pages, set(made) ^ pages
+    for name, calls in made.items():
+        assert calls, f"{name} made no API call"
+        for call in calls:
+            assert by_rpc[call.rpc_path] is not access.Access.OPERATOR, (name, call)
+            assert call.status < 400, (name, call)

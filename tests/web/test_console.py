@@ -107,3 +107,70 @@ async def test_the_rate_card_shows_who_would_pause_before_a_rate_rises(stack, de
         await asyncio.sleep(0.1)
     assert (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=poor))).wallet.paused
     assert not (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=rich))).wallet.paused
+
+
+async def _refund_case(stack, cid: str, zip_code: str, note: str) -> None:
+    from callersync.billing.v1 import billing_pb2 as bpb
+
+    decision = await billable_call(stack, cid, zip_code)
+    await stack.billing.RequestRefund(bpb.RequestRefundRequest(
+        contractor_id=cid, charge_id=decision.charge_id, reason=bpb.REFUND_REASON_SYSTEM_BUG, note=note,
+        idempotency_key=decision.charge_id))
+
+
+async def test_the_queue_puts_the_case_waiting_longest_first(stack, desk):
+    first, _ = await contractor_with_wallet(stack, 20_000)
+    second, _ = await contractor_with_wallet(stack, 20_000)
+    third, _ = await contractor_with_wallet(stack, 20_000)
+    for cid in (first, second, third):  # asked in this order
+        await _refund_case(stack, cid, await claim(stack, cid, 3000), "asked")
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    rows = await desk.get_by_role("region", name="Refund review queue").locator("tbody tr").all_inner_texts()
+    order = [next(i for i, row in enumerate(rows) if cid in row) for cid in (first, second, third)]
+    assert order == sorted(order), (order, rows)
+    asked = [r.split("\t")[0] for r in rows]
+    assert asked == sorted(asked), "the whole queue is oldest first"
+    await check(desk, "operator-queue-oldest-first")
+
+
+async def test_the_contractor_reads_the_reason_an_operator_gave_for_rejecting(stack, phone, desk):
+    cid, address = await contractor_with_wallet(stack, 20_000)
+    zip_code = await claim(stack, cid, 4500)
+    decision = await billable_call(stack, cid, zip_code)
+    await sign_in(phone, stack, address)
+    await _ask_refund(stack, phone, cid, decision.call_id)
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    await _open_case(desk, stack, cid)
+    await desk.get_by_role("radio", name="Reject").check()
+    await desk.get_by_label("Reason (the contractor reads this)").fill("The caller booked a job: not a bug.")
+    await desk.get_by_role("button", name="Record decision").click()
+    await desk.get_by_test_id("case-state").get_by_text("Declined by an operator").wait_for()
+    assert await balance(stack, cid) == 20_000 - 4500
+
+    await phone.reload()
+    assert "Declined by an operator" in await phone.get_by_test_id("refund-state").inner_text()
+    assert "Answer: The caller booked a job: not a bug." in await phone.content()
+    await check(phone, "refund-rejected")
+
+
+async def test_an_operator_blocks_a_caller_and_routing_rings_nobody_for_them(stack, desk):
+    import uuid
+
+    from callersync.routing.v1 import routing_pb2 as rpb
+
+    cid, _ = await contractor_with_wallet(stack, 20_000)
+    zip_code = await claim(stack, cid, 3000)
+    caller = f"+1415{uuid.uuid4().int % 10_000_000:07d}"
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    await desk.get_by_role("link", name="Blocked callers").click()
+    await desk.get_by_label("Caller number (E.164, e.g. +14155550123)").fill(caller)
+    await desk.get_by_label("Why").fill("Robocaller, three refunds")
+    await desk.get_by_role("button", name="Block caller").click()
+    await desk.wait_for_url(f"{stack.url}/app/ops/blocked")
+    row = desk.get_by_role("region", name="Blocked callers").get_by_role("row").filter(has_text=caller)
+    assert "Robocaller, three refunds" in await row.inner_text()
+    assert OPERATOR_EMAIL in await row.inner_text()
+    await check(desk, "operator-blocked-caller")
+    routed = await stack.routing.RouteCall(rpb.RouteCallRequest(call_id=f"call-{uuid.uuid4().hex[:8]}",
+                                                                zip=zip_code, caller_number=caller))
+    assert routed.outcome == rpb.ROUTE_OUTCOME_CALLER_BLOCKED

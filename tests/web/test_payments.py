@@ -8,7 +8,7 @@ import uuid
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from tests.wallet.support import top_up
-from tests.web.conftest import check, sign_in
+from tests.web.conftest import assert_contractor_scope, check, sign_in
 
 
 @dataclasses.dataclass
@@ -85,3 +85,23 @@ async def test_a_card_saved_with_elements_pays_the_auto_top_up(hooked, smtp, pho
             break
         await asyncio.sleep(0.2)
     assert await phone.get_by_test_id("balance").inner_text() == "$55.00"
+
+
+async def test_no_card_form_or_top_up_page_needs_operator_scope(hooked, smtp, phone):
+    """The money pages' card forms and a top-up's page, as a contractor: only contractor-reachable API methods,
+    none refused (the other contractor pages: test_flows.py)."""
+    cid, address = await _contractor(hooked)
+    site = PaySite(hooked.gateway_url, smtp)
+    await sign_in(phone, site, address)
+    hooked.gateway.web.api_calls.clear()
+    await phone.goto(f"{hooked.gateway_url}/app/c/{cid}/money")
+    await phone.get_by_role("button", name="Continue to card details").click()
+    await phone.get_by_role("button", name="Pay $100.00").wait_for()
+    await phone.get_by_role("link", name="See this top-up's state").click()
+    await phone.get_by_test_id("top-up-state").get_by_text("Waiting for the payment").wait_for()
+    await phone.goto(f"{hooked.gateway_url}/app/c/{cid}/money")
+    await phone.get_by_role("button", name="Save a card").click()
+    await phone.get_by_role("button", name="Save card").wait_for()
+    await check(phone, "top-up-waiting-scope", exclude=("#card",))
+    assert_contractor_scope(hooked.gateway, {"contractor.money", "contractor.start_top_up", "contractor.top_up",
+                                             "contractor.start_card_setup"})

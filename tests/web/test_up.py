@@ -1,4 +1,5 @@
-"""`callersync up` runs a mail sink and prints sign-in links; the app lists the mail in development."""
+"""`callersync up` runs a mail sink and prints sign-in links; the app lists the mail in development: sign-in links
+and low-balance alerts."""
 
 import asyncio
 import re
@@ -7,6 +8,7 @@ import signal
 from tests.conftest import free_port
 from tests.system.processes import Process, callersync_env
 from tests.web.conftest import check
+from tests.web.touch import assert_touch_targets
 
 
 async def test_up_prints_links_that_sign_in_and_the_dev_mail_page_shows_new_links(browser, tmp_path):
@@ -37,11 +39,25 @@ async def test_up_prints_links_that_sign_in_and_the_dev_mail_page_shows_new_link
         await page.goto(f"http://127.0.0.1:{gateway_port}/app/dev/mail")
         await page.get_by_role("heading", name="Your CallerSync sign-in link").first.wait_for()
         await check(page, "dev-mail")
+        await assert_touch_targets(page)
         fresh = page.locator("pre a[href*=\"/app/signin/\"]").first
         assert await fresh.get_attribute("href") != contractor_url
         await fresh.click()
         await page.get_by_role("button", name="Sign in").click()
         await page.wait_for_url(f"http://127.0.0.1:{gateway_port}/app/c/demo-contractor/")
+        # An alert above the demo's empty wallet sends its email at once; the wallet's email reaches the sink too.
+        await page.goto(f"http://127.0.0.1:{gateway_port}/app/c/demo-contractor/money")
+        await page.get_by_label("Alert me below (dollars; 0 turns it off)").fill("50")
+        await page.get_by_role("button", name="Save alert").click()
+        await page.get_by_text("Alert on below $50.00").wait_for()
+        alert = page.get_by_role("heading", name="CallerSync: your wallet balance is below $50.00")
+        for _ in range(60):
+            await page.goto(f"http://127.0.0.1:{gateway_port}/app/dev/mail")
+            if await alert.count():
+                break
+            await asyncio.sleep(0.5)
+        assert await alert.count() == 1
+        await check(page, "dev-mail-low-balance")
         # The link printed at start still works once, in another browser.
         other = await browser.new_context()
         try:

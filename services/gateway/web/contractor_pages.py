@@ -69,11 +69,11 @@ def status_block(wallet: dict[str, Any]) -> str:
     return badge("Receiving calls", "good")
 
 
-def charge_rows(charges: list[dict[str, Any]], base: str) -> list[list[str]]:
+def charge_rows(charges: list[dict[str, Any]], base: str, who: words.Person = words.YOU) -> list[list[str]]:
     rows = []
     for c in charges:
         label, tone = words.refund_state(c.get("refund"))
-        what = words.decision(c["decision"]) if c.get("decision") else "AI booking fee."
+        what = words.decision(c["decision"], who) if c.get("decision") else "AI booking fee."
         call_link = f'<a href="{base}/calls/{seg(c["callId"])}">{esc(c["callId"])}</a>'
         rows.append([esc(when(c.get("chargedAt", ""))), call_link, esc(c.get("zip") or "—"),
                      esc(money(c.get("amountCents"))), esc(what), badge(label, tone)])
@@ -115,7 +115,7 @@ def install(site: WebApp, app: web.Application) -> None:
         recent = (await api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=8)).get("calls", [])
         body = f"""<section class="cards" aria-label="Wallet">
 <div class="card"><h2>Balance</h2><p class="figure" data-testid="balance">{money(wallet.get("balanceCents"))}</p></div>
-<div class="card"><h2>Available</h2><p class="figure">{money(wallet.get("availableCents"))}</p>
+<div class="card"><h2>Available</h2><p class="figure" data-testid="available">{money(wallet.get("availableCents"))}</p>
 <p class="detail">Balance minus {money(wallet.get("reservedCents"))} held for calls ringing now.</p></div>
 <div class="card"><h2>Status</h2><div data-testid="status">{status_block(wallet)}</div>
 <p>{pause_line(wallet, claims, mode, fee)}</p></div>
@@ -138,7 +138,7 @@ def install(site: WebApp, app: web.Application) -> None:
         pager = (f'<p><a class="button secondary" href="{base}/calls?page_token={esc(more)}">Older charges</a></p>'
                  if more else "")
         body = (f'<p>Every billable call and booking, newest first. Open a call for its evidence and to ask for a '
-                f'refund. <a href="{base}/calls.csv" download>Download as CSV</a></p>'
+                f'refund.</p><p><a class="button secondary" href="{base}/calls.csv" download>Download as CSV</a></p>'
                 + table("Charges", CHARGE_HEADERS, charge_rows(reply["charges"], base), empty="No charges yet.")
                 + pager)
         return ctx.page("Calls & charges", body, current=f"{base}/calls")
@@ -183,8 +183,8 @@ def install(site: WebApp, app: web.Application) -> None:
         more = reply.get("nextPageToken", "")
         pager = (f'<p><a class="button secondary" href="{base}/ledger?page_token={esc(more)}">Older entries</a></p>'
                  if more else "")
-        body = (f'<p>Every movement of your wallet, newest first: the balance is always their sum. '
-                f'<a href="{base}/ledger.csv" download>Download as CSV</a></p>'
+        body = (f'<p>Every movement of your wallet, newest first: the balance is always their sum.'
+                f'</p><p><a class="button secondary" href="{base}/ledger.csv" download>Download as CSV</a></p>'
                 + table("Ledger", ["When", "What", "Amount", "Balance after", "Reference"], rows,
                         empty="No entries yet.") + pager)
         return ctx.page("Ledger", body, current=f"{base}/ledger")
@@ -215,9 +215,10 @@ def _plus(stamp: str, seconds_after: float) -> str:
     return moment.isoformat()
 
 
-def evidence_packet(story: dict[str, Any], cid: str) -> str:
-    """What the operator sees too: each leg's times, the 30-second mark, who hung up, ZIP and rate, recording,
-    transcript, the decision and billing's own account of it."""
+def evidence_packet(story: dict[str, Any], cid: str, *, operator: bool = False) -> str:
+    """The same facts for contractor `cid` and for an operator: each leg's times, the 30-second mark, who hung up,
+    ZIP and rate, recording, transcript, the decision and billing's own account of it. Only the names differ: the
+    contractor reads "you", an operator reads contractor ids."""
     call = story.get("call") or {}
     decision = story.get("decision") or {}
     legs = []
@@ -225,13 +226,14 @@ def evidence_packet(story: dict[str, Any], cid: str) -> str:
         answered = leg.get("answeredAt", "")
         outcome: dict[str, Any] = next(
             (o for o in decision.get("legs", []) if int(o.get("legIndex") or 0) == index), {})
+        who = words.about(leg.get("contractorId", ""), cid, operator=operator)
         legs.append([
-            esc(index + 1), esc("You" if leg.get("contractorId") == cid else "Another contractor"),
+            esc(index + 1), esc(who.you if operator else who.you.capitalize()),
             esc(when(leg.get("rangAt", ""))),
-            esc(when(answered) + (f" by {words.ANSWERED.get(leg.get('answeredBy', ''), '')}" if answered else "")),
+            esc(when(answered) + (f" by {words.answered_by(leg.get('answeredBy', ''), who)}" if answered else "")),
             esc(when(_plus(answered, 30)) if answered else "—"), esc(when(leg.get("endedAt", ""))),
-            esc(seconds(outcome.get("connectedMs"))), esc(words.HANGUP.get(leg.get("hangupSide", ""), "not known")),
-            esc(words.RULES.get(outcome.get("rule", ""), "—")),
+            esc(seconds(outcome.get("connectedMs"))), esc(words.hangup(leg.get("hangupSide", ""), who)),
+            esc(words.rule(outcome.get("rule", ""), who)),
         ])
     recording = call.get("recording") or {}
     uri = recording.get("uri", "")
@@ -241,10 +243,11 @@ def evidence_packet(story: dict[str, Any], cid: str) -> str:
               if uri else "<p>No recording.</p>")
     transcript_html = (f'<p><a href="{esc(transcript)}" data-testid="transcript">Transcript</a></p>' if transcript
                        else "<p>No transcript.</p>")
+    reader = words.named(cid) if operator else words.YOU
     tone = "good" if not decision.get("billable") else "info"
     verdict = ("Billable" if decision.get("billable") else "Free") if decision else "Not rated"
     return f"""<section aria-labelledby="decision-h"><h2 id="decision-h">Decision</h2>
-<p>{badge(verdict, tone)}</p><p data-testid="decision">{esc(words.decision(decision) if decision else "")}</p>
+<p>{badge(verdict, tone)}</p><p data-testid="decision">{esc(words.decision(decision, reader) if decision else "")}</p>
 <p class="detail">{esc(story.get("explanation", ""))}</p></section>
 <section aria-labelledby="evidence-h"><h2 id="evidence-h">Evidence</h2>
 <dl class="facts"><dt>ZIP</dt><dd>{esc(call.get("zip", "—"))}</dd>

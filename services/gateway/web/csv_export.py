@@ -57,7 +57,7 @@ def charge_rows(charges: list[dict[str, Any]]) -> Iterable[list[Any]]:
         d = c.get("decision") or {}
         yield [c.get("chargedAt", ""), c.get("chargeId", ""), c.get("callId", ""),
                c.get("kind", "").removeprefix("CHARGE_KIND_").lower(), c.get("zip", ""), _dollars(c.get("amountCents")),
-               words.RULES.get(d.get("rule", ""), "booking fee"), f"{int(d.get('connectedMs') or 0) / 1000:.3f}",
+               words.rule(d.get("rule", ""), default="booking fee"), f"{int(d.get('connectedMs') or 0) / 1000:.3f}",
                _dollars(c.get("refundedCents")), words.refund_state(c.get("refund"))[0]]
 
 

@@ -80,7 +80,7 @@ def install(site: WebApp, app: web.Application) -> None:
         packet = ""
         if charge is not None:
             story = await ctx.api.get(f"/v1/calls/{seg(charge['callId'])}:explain")
-            packet = evidence_packet(story, c["contractorId"])
+            packet = evidence_packet(story, c["contractorId"], operator=True)
         label, tone = words.refund_state(c)
         asked = c.get("amountCents")
         first_amount = ""
@@ -159,7 +159,8 @@ def install(site: WebApp, app: web.Application) -> None:
         base = f"/app/c/{seg(cid)}"
         body = (form + f"<h2>{esc(cid)}</h2>" + summary
                 + "<h2>Claims</h2>" + table("Claims", ["ZIP", "Position", "Rate"], claim_rows, empty="No claims.")
-                + "<h2>Recent charges</h2>" + table("Charges", CHARGE_HEADERS, charge_rows(charges, base))
+                + "<h2>Recent charges</h2>"
+                + table("Charges", CHARGE_HEADERS, charge_rows(charges, base, words.named(cid)))
                 + "<h2>Recent ledger entries</h2>"
                 + table("Ledger", ["When", "Kind", "Amount", "Balance after", "Reference"], entry_rows)
                 + f'<p><a class="button secondary" href="{base}/">Open their dashboard</a></p>'
