@@ -13,8 +13,9 @@ from services.gateway.web import words
 from services.gateway.web.api import Api
 
 MAX_ROWS = 20_000  # a spreadsheet's worth; the API pages beyond it still answer
+# A direct charge is a booking fee or a call rated without a hold; its description says which.
 ENTRY_KINDS = {"ENTRY_KIND_TOP_UP": "Top-up", "ENTRY_KIND_CAPTURE": "Call charge",
-               "ENTRY_KIND_CHARGE": "Booking charge", "ENTRY_KIND_REFUND": "Refund"}
+               "ENTRY_KIND_CHARGE": "Charge", "ENTRY_KIND_REFUND": "Refund"}
 
 
 async def all_pages(api: Api, path: str, field: str) -> list[dict[str, Any]]:
