@@ -124,6 +124,29 @@ def test_sigterm_at_any_moment_of_start_up_stops_everything(tmp_path, moment):
         up.kill()
 
 
+@pytest.mark.parametrize("moment", [
+    "PostgreSQL (embedded)",  # Valkey, localstripe and the mail sink still to start
+    "Valkey (embedded)",
+])
+def test_sigkill_at_any_moment_of_start_up_leaves_nothing_running(tmp_path, moment):
+    """The watchdog used to start after every embedded server: a SIGKILL before then orphaned PostgreSQL."""
+    env, ports = stack_env()
+    data = (tmp_path / "data").resolve()
+    up = Process("up", "--data-dir", str(data), env=env)
+    try:
+        wait_printed(up, [moment], timeout=120)
+        up.popen.kill()
+        up.popen.wait()
+        left = wait_gone(data, 15)
+        assert [" ".join(p.cmdline()) for p in left] == []
+        assert not (data / "postgres" / "postmaster.pid").exists()
+        assert not any(port_open(p) for p in ports.values())
+    finally:
+        up.kill()
+        for process in processes_of(data):  # what the assertion found, so it outlives no failed run
+            process.kill()
+
+
 def test_ctrl_c_drains_the_services_before_the_embedded_servers_stop(tmp_path):
     """Ctrl-C at a terminal signals the foreground job's whole process group. The embedded Valkey and
     PostgreSQL are not in it, so they keep serving while the services drain, and `up` stops them last."""
