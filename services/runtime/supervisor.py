@@ -56,8 +56,16 @@ class Child:
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff_s: float = BACKOFF_FIRST_S
+    last_delay_s: float | None = None  # before its last restart; None until it first crashes
     restart_at: float | None = None
+
+
+def restart_delay_s(last_delay_s: float | None, ran_for_s: float) -> float:
+    """How long to wait before restarting a child that exited: 1 s after its first crash, doubling with each
+    crash up to 30 s, and 1 s again once it had run a minute (a crash an hour later is no crash loop)."""
+    if last_delay_s is None or ran_for_s >= STABLE_AFTER_S:
+        return BACKOFF_FIRST_S
+    return min(BACKOFF_MAX_S, last_delay_s * 2)
 
 
 def busy_ports(host: str, ports: dict[str, int]) -> list[str]:
@@ -271,12 +279,11 @@ class Supervisor:
                     continue
                 if popen is None or popen.poll() is None:
                     continue
-                if now - child.started_at >= STABLE_AFTER_S:
-                    child.backoff_s = BACKOFF_FIRST_S
+                delay_s = restart_delay_s(child.last_delay_s, now - child.started_at)
                 log.error("%s (pid %d) exited (%s); restarting in %.0f s", child.name, popen.pid,
-                          _describe_exit(popen.returncode), child.backoff_s)
-                child.restart_at = now + child.backoff_s
-                child.backoff_s = min(BACKOFF_MAX_S, child.backoff_s * 2)
+                          _describe_exit(popen.returncode), delay_s)
+                child.last_delay_s = delay_s
+                child.restart_at = now + delay_s
             self._sleep(0.2)
 
     # ---------------------------------------------------------------- stopping
