@@ -5,6 +5,7 @@ back; a killed `up` leaves nothing running (the embedded PostgreSQL included); `
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -265,11 +266,18 @@ def test_commands_without_a_stack_say_they_could_not_check(tmp_path):
 
     version = run_cli("--version", env=plain, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("callersync ")
-    for command in ("up", "serve", "migrate", "reconcile", "token", "demo", "bench"):
+    from services.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"up", "certs", "serve", "migrate", "reconcile", "token", "demo", "bench"} <= set(subcommands)
+    for command in subcommands:
         helped = run_cli(command, "--help", env=plain, cwd=tmp_path)
         assert helped.returncode == 0
         description = helped.stdout.split("\n\n")[1]
         assert description.strip() and not description.startswith(("options:", "positional")), command
+        # Every argument says what it is for (without help, argparse prints a bare name).
+        bare = [action.dest for action in subcommands[command]._actions if not action.help]
+        assert bare == [], f"{command}: {bare}"
     assert "(default: 3600)" in run_cli("token", "--help", env=plain, cwd=tmp_path).stdout
 
 
