@@ -162,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "then serves until SIGTERM, draining in-flight calls for CALLERSYNC_SHUTDOWN_GRACE_S.\n\n"
         "  callersync serve wallet --port 50061",
     )
-    serve_cmd.add_argument("service", choices=sorted(SERVICES) + ["gateway"])
+    serve_cmd.add_argument("service", choices=sorted(SERVICES) + ["gateway"],
+                           help="which one: a gRPC service, or the HTTP/JSON gateway in front of them")
     serve_cmd.add_argument("--port", type=int, default=None,
                            help="port to listen on (default: CALLERSYNC_<SERVICE>_PORT, else the usual one)")
     migrate_cmd = command(

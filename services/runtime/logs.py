@@ -15,6 +15,11 @@ from services.runtime.config import Settings
 # and in the reply's x-request-id trailer, so a caller's report leads to the lines whether tracing is on or not.
 REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("callersync_request_id", default="")
 
+# Libraries that log every request at INFO: aiosmtpd ("mail.log", six lines per SMTP connection to `up`'s mail
+# sink) and stripe (two lines per API call: `reconcile` checks each PaymentIntent). At WARNING unless the level
+# asked for is DEBUG, so what they say at INFO does not bury ours.
+CHATTY_LIBRARIES = ("mail.log", "stripe")
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
@@ -56,6 +61,9 @@ def configure(service: str, settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING) if root.level > logging.DEBUG
+                                         else logging.NOTSET)
 
 
 def _with_request_id(record: logging.LogRecord) -> bool:

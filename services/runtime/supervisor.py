@@ -2,10 +2,10 @@
 
 - Before starting anything: every port must be free, and no other `up` may be running on the same data dir;
   otherwise one line says which port (or which pid) and `up` exits 1.
-- Embedded PostgreSQL and Valkey unless configured, a watchdog that stops them if `up` itself is killed
-  (services.runtime.watchdog), then the three services (each healthy before the next) and the gateway,
-  with --tls each under its own development certificate (mutual TLS), each a child that dies with `up`
-  (PR_SET_PDEATHSIG) and whose process title names it, its port and the data dir.
+- Embedded PostgreSQL and Valkey unless configured, watched from before the first starts by a watchdog that
+  stops them if `up` itself is killed at any moment (services.runtime.watchdog), then the three services (each
+  healthy before the next) and the gateway, with --tls each under its own development certificate (mutual
+  TLS), each a child that dies with `up` (PR_SET_PDEATHSIG) and whose process title names it, its port and the data dir.
 - A child that exits during start-up fails the start (exit 1). Once up, a child that exits is restarted
   with backoff (1 s, doubling to 30 s; back to 1 s after it ran a minute), and each restart is logged.
 - SIGTERM or Ctrl-C at any moment, start-up included, stops everything: children get SIGTERM and the
@@ -32,6 +32,7 @@ from services.runtime.health import wait_healthy
 from services.runtime.ports import port_is_free
 from services.runtime.processes import die_with_parent, set_title
 from services.runtime.service import ServiceDef, migrate_services
+from services.runtime.watchdog import Watchdog
 
 log = logging.getLogger("callersync.up")
 
@@ -55,8 +56,16 @@ class Child:
     popen: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
-    backoff_s: float = BACKOFF_FIRST_S
+    last_delay_s: float | None = None  # before its last restart; None until it first crashes
     restart_at: float | None = None
+
+
+def restart_delay_s(last_delay_s: float | None, ran_for_s: float) -> float:
+    """How long to wait before restarting a child that exited: 1 s after its first crash, doubling with each
+    crash up to 30 s, and 1 s again once it had run a minute (a crash an hour later is no crash loop)."""
+    if last_delay_s is None or ran_for_s >= STABLE_AFTER_S:
+        return BACKOFF_FIRST_S
+    return min(BACKOFF_MAX_S, last_delay_s * 2)
 
 
 def busy_ports(host: str, ports: dict[str, int]) -> list[str]:
@@ -87,7 +96,7 @@ class Supervisor:
         self.env["CALLERSYNC_DATA_DIR"] = str(self.data_dir)  # for the children's process titles
         self.children: dict[str, Child] = {}
         self.embedded: list[object] = []
-        self.watchdog: subprocess.Popen[bytes] | None = None
+        self.watchdog: Watchdog | None = None
         self.simulated_payments = ""  # localstripe's address when `up` started it
         self.signals = 0
         self.up = False
@@ -144,19 +153,21 @@ class Supervisor:
     def start_embedded(self) -> None:
         from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
 
-        watched: list[str] = []
-        if not self.settings.database_url:
-            pg = EmbeddedPostgres(self.data_dir)
+        pg = None if self.settings.database_url else EmbeddedPostgres(self.data_dir)
+        if pg is not None or not self.settings.redis_url:
+            # Before the first server, so a SIGKILL of `up` at any later moment finds it watching.
+            self.watchdog = Watchdog(f"callersync watchdog data={self.data_dir}",
+                                     pg.pgdata if pg is not None else None, self.env)
+        if pg is not None:
             self.embedded.append(pg)
             self.env["CALLERSYNC_DATABASE_URL"] = pg.start()
-            watched += pg.watchdog_args()
             print(f"PostgreSQL (embedded) at {self.env['CALLERSYNC_DATABASE_URL']}", flush=True)
         self._check_stop()
         if not self.settings.redis_url:
+            assert self.watchdog is not None
             vk = EmbeddedValkey(self.data_dir)
             self.embedded.append(vk)
-            self.env["CALLERSYNC_REDIS_URL"] = vk.start()
-            watched += vk.watchdog_args()
+            self.env["CALLERSYNC_REDIS_URL"] = vk.start(on_spawn=self.watchdog.watch)
             print(f"Valkey (embedded) at {self.env['CALLERSYNC_REDIS_URL']}", flush=True)
         if not self.settings.stripe_api_key:
             from services.runtime.simulated_payments import SimulatedPayments
@@ -177,12 +188,6 @@ class Supervisor:
             self.env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
             self.embedded.append(sink)
         self.env.setdefault("CALLERSYNC_OPERATOR_EMAILS", DEV_OPERATOR)
-        if watched:
-            self.watchdog = subprocess.Popen(
-                [sys.executable, "-m", "services.runtime.watchdog", *watched,
-                 "--title", f"callersync watchdog data={self.data_dir}"],
-                stdin=subprocess.PIPE, env=self.env,
-            )
 
     def write_state(self) -> None:
         s = self.settings
@@ -274,12 +279,11 @@ class Supervisor:
                     continue
                 if popen is None or popen.poll() is None:
                     continue
-                if now - child.started_at >= STABLE_AFTER_S:
-                    child.backoff_s = BACKOFF_FIRST_S
+                delay_s = restart_delay_s(child.last_delay_s, now - child.started_at)
                 log.error("%s (pid %d) exited (%s); restarting in %.0f s", child.name, popen.pid,
-                          _describe_exit(popen.returncode), child.backoff_s)
-                child.restart_at = now + child.backoff_s
-                child.backoff_s = min(BACKOFF_MAX_S, child.backoff_s * 2)
+                          _describe_exit(popen.returncode), delay_s)
+                child.last_delay_s = delay_s
+                child.restart_at = now + delay_s
             self._sleep(0.2)
 
     # ---------------------------------------------------------------- stopping
@@ -299,13 +303,7 @@ class Supervisor:
         for server in reversed(self.embedded):
             server.stop()  # type: ignore[attr-defined]
         if self.watchdog is not None:
-            assert self.watchdog.stdin is not None
-            try:
-                self.watchdog.stdin.write(b"detach\n")
-                self.watchdog.stdin.close()
-            except BrokenPipeError:
-                pass
-            self.watchdog.wait(timeout=5)
+            self.watchdog.detach()
         state = stack_file.read(self.data_dir)
         if state is not None and state.get("pid") == os.getpid():
             stack_file.remove(self.data_dir)

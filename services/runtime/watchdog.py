@@ -1,23 +1,31 @@
 """Stops `callersync up`'s embedded PostgreSQL and Valkey when `up` dies without stopping them (SIGKILL, OOM).
 
-pg_ctl daemonises the postmaster, so it is no child of `up` and no parent-death signal reaches it. This small
-process is: `up` starts it with a pipe on its stdin and never writes to it. When `up` exits, however it
-exits, the kernel closes the pipe and this process reads end-of-file: it then stops the servers unless `up`
-said `detach` first (a clean stop, where `up` stops them itself).
+pg_ctl daemonises the postmaster and Valkey runs in a session of its own, so neither is a child that dies with
+`up`. This small process is: `up` starts it before the first embedded server, with a pipe on its stdin, and
+writes one line per server as it starts (`pid N`). When `up` exits, however it exits, the kernel closes the
+pipe and this process reads end-of-file: it then stops every server it was told of, and the PostgreSQL of
+--pgdata (waiting for an initdb or pg_ctl start that `up` left running), unless `up` wrote `detach` first (a
+clean stop, where `up` stops them itself). Started first, it leaves no moment of start-up unwatched.
 
-    python -m services.runtime.watchdog --pgdata DIR --pid VALKEY_PID --title TITLE
+    python -m services.runtime.watchdog --pgdata DIR --title TITLE
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import pathlib
 import signal
+import subprocess
 import sys
 import time
+from typing import IO
 
 from services.runtime.processes import set_title
+
+STARTERS = ("initdb", "pg_ctl")  # PostgreSQL's tools that create or start a server in a data dir
+STARTER_WAIT_S = 60
 
 
 def stop_postmaster(pgdata: pathlib.Path, timeout_s: float = 30) -> None:
@@ -38,27 +46,85 @@ def stop_postmaster(pgdata: pathlib.Path, timeout_s: float = 30) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def starter_running(pgdata: pathlib.Path) -> bool:
+    """An initdb or pg_ctl on this data dir still runs: `up` died while it was creating or starting the server,
+    and the postmaster it starts would outlive everyone if stopped before it exists."""
+    wanted = str(pgdata).encode()
+    for entry in pathlib.Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and os.path.basename(argv[0]).decode(errors="replace") in STARTERS and wanted in argv:
+            return True
+    return False
+
+
+def read_orders(stream: IO[str]) -> tuple[bool, list[int]]:
+    """(detached, pids): blocks until `up` writes `detach`, closes its end or dies."""
+    pids: list[int] = []
+    for line in iter(stream.readline, ""):
+        word, _, value = line.strip().partition(" ")
+        if word == "detach":
+            return True, pids
+        if word == "pid" and value.isdigit():
+            pids.append(int(value))
+    return False, pids
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.runtime.watchdog")
     parser.add_argument("--pgdata", default="")
-    parser.add_argument("--pid", type=int, action="append", default=[], help="a process to SIGTERM")
     parser.add_argument("--title", default="callersync watchdog")
     args = parser.parse_args(argv)
     set_title(args.title)
     # Ctrl-C at the terminal reaches the whole foreground group; this process waits for `up` instead.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    said = sys.stdin.read()  # blocks until `up` closes its end, or dies
-    if said.strip() == "detach":
+    detached, pids = read_orders(sys.stdin)
+    if detached:
         return 0
     print("callersync watchdog: `callersync up` is gone; stopping its embedded servers", file=sys.stderr, flush=True)
-    for pid in args.pid:
-        try:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     if args.pgdata:
-        stop_postmaster(pathlib.Path(args.pgdata))
+        pgdata = pathlib.Path(args.pgdata)
+        end = time.monotonic() + STARTER_WAIT_S
+        while starter_running(pgdata) and time.monotonic() < end:
+            time.sleep(0.1)
+        stop_postmaster(pgdata)
     return 0
+
+
+class Watchdog:
+    """`up`'s end of the pipe: start it before the first embedded server, tell it of each as it starts."""
+
+    def __init__(self, title: str, pgdata: pathlib.Path | None, env: dict[str, str]) -> None:
+        self._popen = subprocess.Popen(
+            [sys.executable, "-m", "services.runtime.watchdog", "--title", title,
+             *(["--pgdata", str(pgdata)] if pgdata is not None else [])],
+            stdin=subprocess.PIPE, env=env,
+        )
+
+    def _say(self, line: str) -> None:
+        stdin = self._popen.stdin
+        assert stdin is not None
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            stdin.write(f"{line}\n".encode())
+            stdin.flush()
+
+    def watch(self, pid: int) -> None:
+        self._say(f"pid {pid}")
+
+    def detach(self) -> None:
+        """`up` stops its servers itself: the watchdog exits without touching them."""
+        self._say("detach")
+        with contextlib.suppress(BrokenPipeError):
+            assert self._popen.stdin is not None
+            self._popen.stdin.close()
+        self._popen.wait(timeout=5)
 
 
 if __name__ == "__main__":

@@ -33,3 +33,37 @@ def test_outside_a_trace_there_is_no_trace_id_and_exceptions_are_kept():
     entry = json.loads(JsonFormatter("billing").format(record))
     assert "trace_id" not in entry
     assert "ValueError: boom" in entry["exception"]
+
+
+def test_libraries_that_log_every_request_say_only_warnings(capsys, tmp_path):
+    """The mail sink wrote six INFO lines per SMTP connection, `reconcile` two per PaymentIntent (stripe)."""
+    import dataclasses
+    import smtplib
+
+    from services.gateway.web.dev import MailSink
+    from services.runtime import logs
+    from services.runtime.config import Settings
+
+    settings = dataclasses.replace(Settings.from_env(), log_level="INFO", log_format="text")
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    sink = MailSink(tmp_path / "mail")
+    try:
+        logs.configure("up", settings)
+        with smtplib.SMTP("127.0.0.1", sink.start(), timeout=10) as smtp:
+            smtp.sendmail("a@example.com", ["b@example.com"], "Subject: hi\r\n\r\nhello")
+        import stripe
+
+        stripe._util.log_info("Request to Stripe api", method="get", path="/v1/payment_intents/pi_1")
+        logging.getLogger("callersync.up").info("ours still shows")
+        logging.getLogger("stripe").warning("a stripe warning still shows")
+    finally:
+        sink.stop()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        for name in ("mail.log", "stripe"):
+            logging.getLogger(name).setLevel(logging.NOTSET)
+    err = capsys.readouterr().err
+    assert len(list(sink.folder.glob("*.eml"))) == 1
+    assert "ours still shows" in err and "a stripe warning still shows" in err
+    assert "Peer" not in err and "AUTH" not in err and "Request to Stripe api" not in err, err

@@ -1,8 +1,11 @@
-"""Every command block of README.md and docs/*.md runs against a fresh `callersync up`, as a reader pastes it:
-a doc example can no longer rot. Blocks that cannot run here say why, in a `<!-- not-run: why -->` line."""
+"""Every command block of README.md and docs/*.md runs against a fresh `callersync up`, as a reader pastes it,
+and prints what the page says it prints: a doc example can no longer rot. Blocks that cannot run here say why,
+in a `<!-- not-run: why -->` line. How a page states what a block prints (`<!-- expect: ... -->`,
+`<!-- expect-jq: ... -->`, a sample reply in a ```json block): tests/system/doc_blocks.py."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -17,8 +20,10 @@ from tests.conftest import free_port
 from tests.system import doc_blocks
 from tests.system.processes import Process, callersync_env
 
-MAX_NOT_RUN = 6  # deployment commands, the foreground `up`, the test suite, the demo: keep it few
-COMMAND_START = re.compile(r"^\s*(\$ )?(grpcurl|curl|callersync|psql|kubectl|docker|pip|pytest)\b", re.M)
+# Deployment commands, the foreground `up`, the test suites, the demo, the benchmarks: keep it few.
+MAX_NOT_RUN = 8
+COMMAND_START = re.compile(
+    r"^\s*(\$ )?(\S*/)?(grpcurl|curl|callersync|psql|kubectl|docker|pip|pytest|python3?)(?=\s|$)", re.M)
 
 
 def test_every_command_looking_block_is_run_or_says_why_not():
@@ -28,8 +33,9 @@ def test_every_command_looking_block_is_run_or_says_why_not():
             if block.not_run:
                 not_run.append(f"{block.where}: {block.not_run}")
             elif block.lang not in (*doc_blocks.COMMAND_LANGS, "sql", "json", "yaml", "text", "proto"):
-                # An unlabelled block of commands would be skipped silently: label it sh (or mark it).
-                assert not COMMAND_START.search(block.text), f"{block.where}: commands in a ```{block.lang} block"
+                # An unlabelled or indented block of commands would be skipped silently: label it sh (or mark it).
+                kind = "an indented block" if block.indented else f"a ```{block.lang} block"
+                assert not COMMAND_START.search(block.text), f"{block.where}: commands in {kind}"
     assert len(not_run) <= MAX_NOT_RUN, "\n".join(not_run)
 
 
@@ -62,7 +68,9 @@ def test_doc_commands_run_against_a_live_stack(stack, path: Path):
     state = read(home / ".callersync")
     assert state is not None
     psql = str(EmbeddedPostgres(home / ".callersync").bin_dir / "psql")
-    script = doc_blocks.script(path, ports, psql, state["database_url"])
+    out_dir = home / "doc-outputs"
+    out_dir.mkdir(exist_ok=True)
+    script = doc_blocks.script(path, ports, psql, state["database_url"], out_dir)
     if script is None:
         pytest.skip(f"{path.name} has no command blocks")
     # The reader's shell: callersync, grpcurl and jq on PATH, nothing configured, in the stack's directory.
@@ -73,11 +81,35 @@ def test_doc_commands_run_against_a_live_stack(stack, path: Path):
         f"the block at {blocks_run[-1] if blocks_run else '?'} failed (exit {done.returncode}):\n"
         f"--- stderr ---\n{done.stderr[-4000:]}\n--- stdout ---\n{done.stdout[-3000:]}"
     )
+    checked = [f"{block.where}: {problem}" for block in doc_blocks.blocks(path) if block.runs
+               for problem in unmet_expectations(block, doc_blocks.output_file(out_dir, block).read_text())]
+    assert checked == [], "\n".join(checked)
+
+
+def unmet_expectations(block: doc_blocks.Block, output: str) -> list[str]:
+    """What the page says the block prints and it did not (each with the output, to see why)."""
+    documents = doc_blocks.json_documents(output)
+    unmet = []
+    for expect in block.expects:
+        if expect.kind == "text" and expect.what not in output:
+            unmet.append(f"line {expect.line}: {expect.what!r} not printed")
+        elif expect.kind == "jq":
+            done = subprocess.run(["jq", "-e", expect.what], input=json.dumps(documents), capture_output=True,
+                                  text=True, timeout=30)
+            if done.returncode != 0:
+                said = done.stdout.strip() or done.stderr.strip()
+                unmet.append(f"line {expect.line}: jq {expect.what!r} gave {said}")
+        elif expect.kind == "reply":
+            if not documents:
+                unmet.append(f"the sample reply at line {expect.line}: the block printed no JSON")
+                continue
+            problems = doc_blocks.reply_mismatches(json.loads(expect.what), documents[-1])
+            unmet += [f"the sample reply at line {expect.line}, {problem}" for problem in problems]
+    return [f"{problem}\n--- output ---\n{output[-3000:]}" for problem in unmet[:1]] + unmet[1:]
 
 
 def test_grpcurl_describe_and_openapi_carry_the_protos_comments(stack):
     """Reflection used to serve descriptors without source info: `describe` showed bare signatures."""
-    import json
     import urllib.request
 
     _, ports = stack

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.conftest import free_port
 from tests.system.processes import Process, callersync_env
 
+ROOT = Path(__file__).resolve().parents[2]
 SERVICES = {
     "wallet": "callersync.wallet.v1.WalletService",
     "billing": "callersync.billing.v1.BillingService",
@@ -33,6 +34,36 @@ def port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def problems_logged(output: str) -> list[str]:
+    """Lines at WARNING or above, from the JSON log lines and from anything printed plain."""
+    found = []
+    for line in output.splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            entry = None
+        if isinstance(entry, dict):
+            if entry.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+                found.append(line)
+        elif any(word in line for word in ("WARNING", "ERROR", "CRITICAL", "Traceback")):
+            found.append(line)
+    return found
+
+
+def migrations_logged(output: str) -> dict[str, int]:
+    """How many times `up`'s output says each migration file was applied, for every file there is."""
+    from services.runtime.db import REPEATABLE, migration_files
+
+    counts = {}
+    for name in SERVICES:
+        folder = ROOT / "services" / name / "migrations"
+        for path in migration_files(folder):
+            counts[f"{name}/{path.name}"] = output.count(f"applied migration {name}/{path.name}")
+        if (folder / REPEATABLE).exists():
+            counts[f"{name}/{REPEATABLE}"] = output.count(f"applied {name}/{REPEATABLE}")
+    return counts
+
+
 def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
     ports = {name: free_port() for name in SERVICES}
     env = callersync_env(
@@ -43,6 +74,11 @@ def test_up_runs_everything_embedded_and_stops_on_sigterm(tmp_path):
     try:
         up.wait_for("CallerSync is up", timeout=120)
         assert "PostgreSQL (embedded)" in up.output() and "Valkey (embedded)" in up.output()
+        # A fresh start says nothing alarming, and applies (and logs) every migration once.
+        started = up.output()
+        assert problems_logged(started) == []
+        counts = migrations_logged(started)
+        assert counts and set(counts.values()) == {1}, counts
         for name, port in ports.items():
             assert f"{name} 127.0.0.1:{port}" in up.output()
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -5,6 +5,7 @@ back; a killed `up` leaves nothing running (the embedded PostgreSQL included); `
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -122,6 +123,29 @@ def test_sigterm_at_any_moment_of_start_up_stops_everything(tmp_path, moment):
         assert "Traceback" not in up.output()
     finally:
         up.kill()
+
+
+@pytest.mark.parametrize("moment", [
+    "PostgreSQL (embedded)",  # Valkey, localstripe and the mail sink still to start
+    "Valkey (embedded)",
+])
+def test_sigkill_at_any_moment_of_start_up_leaves_nothing_running(tmp_path, moment):
+    """The watchdog used to start after every embedded server: a SIGKILL before then orphaned PostgreSQL."""
+    env, ports = stack_env()
+    data = (tmp_path / "data").resolve()
+    up = Process("up", "--data-dir", str(data), env=env)
+    try:
+        wait_printed(up, [moment], timeout=120)
+        up.popen.kill()
+        up.popen.wait()
+        left = wait_gone(data, 15)
+        assert [" ".join(p.cmdline()) for p in left] == []
+        assert not (data / "postgres" / "postmaster.pid").exists()
+        assert not any(port_open(p) for p in ports.values())
+    finally:
+        up.kill()
+        for process in processes_of(data):  # what the assertion found, so it outlives no failed run
+            process.kill()
 
 
 def test_ctrl_c_drains_the_services_before_the_embedded_servers_stop(tmp_path):
@@ -242,11 +266,18 @@ def test_commands_without_a_stack_say_they_could_not_check(tmp_path):
 
     version = run_cli("--version", env=plain, cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("callersync ")
-    for command in ("up", "serve", "migrate", "reconcile", "token", "demo", "bench"):
+    from services.cli import build_parser
+
+    subcommands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"up", "certs", "serve", "migrate", "reconcile", "token", "demo", "bench"} <= set(subcommands)
+    for command in subcommands:
         helped = run_cli(command, "--help", env=plain, cwd=tmp_path)
         assert helped.returncode == 0
         description = helped.stdout.split("\n\n")[1]
         assert description.strip() and not description.startswith(("options:", "positional")), command
+        # Every argument says what it is for (without help, argparse prints a bare name).
+        bare = [action.dest for action in subcommands[command]._actions if not action.help]
+        assert bare == [], f"{command}: {bare}"
     assert "(default: 3600)" in run_cli("token", "--help", env=plain, cwd=tmp_path).stdout
 
 
