@@ -67,7 +67,23 @@ class PaymentDesk:
             payment = await self._ask(lambda: self.provider.create_card_payment(
                 amount_cents, top_ups.CURRENCY, contractor_id, top_up_id, email))
             top_up = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
+            recorded = top_up.payment_intent_id
+            if recorded != payment.payment_intent_id:
+                # A concurrent retry of this key recorded its PaymentIntent first: ours must never be paid (it
+                # would credit nothing), so every caller gets the recorded one's client secret.
+                await self._cancel_orphan(payment.payment_intent_id, top_up_id)
+                assert recorded is not None  # attach_payment keeps the first PaymentIntent recorded
+                payment = await self._ask(lambda: self.provider.payment(recorded))
         return top_up, payment.client_secret
+
+    async def _cancel_orphan(self, payment_intent_id: str, top_up_id: str) -> None:
+        try:
+            await self.provider.cancel_payment(payment_intent_id)
+        except ProviderError as err:
+            # Nobody was given its client secret, so it stays unpaid; if it is paid anyway, apply_payment records
+            # the refusal and reconcile fails on it.
+            log.warning("could not cancel %s, made for top-up %s by a concurrent retry: %s", payment_intent_id,
+                        top_up_id, err)
 
     def require_configured(self) -> None:
         if not self.provider.configured:
@@ -244,7 +260,8 @@ class PaymentDesk:
         if not customer_id:
             created = await self._ask(lambda: self.provider.create_customer(contractor_id, email))
             customer_id = await self._store.keep_customer(contractor_id, created)
-        setup_id, secret = await self._ask(lambda: self.provider.create_card_setup(contractor_id, customer_id))
+        setup_id, secret = await self._ask(lambda: self.provider.create_card_setup(contractor_id, customer_id,
+                                                                                   str(uuid.uuid4())))
         await self._store.add_card_setup(setup_id, contractor_id, customer_id)
         return setup_id, secret
 

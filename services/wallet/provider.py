@@ -126,6 +126,10 @@ class PaymentProvider:
             params=params, options={"idempotency_key": f"top-up:{top_up_id}"}))
         return payment_of(pi)
 
+    async def cancel_payment(self, payment_intent_id: str) -> None:
+        """Cancels a PaymentIntent nobody should pay (one that lost a race to be a top-up's)."""
+        await self._call("cancel PaymentIntent", self._client.v1.payment_intents.cancel_async(payment_intent_id))
+
     async def charge_saved_card(self, amount_cents: int, currency: str, contractor_id: str, top_up_id: str,
                                 customer_id: str, payment_method_id: str) -> Payment:
         """An off-session PaymentIntent, confirmed at once. A decline or a bank asking for authentication is
@@ -178,10 +182,12 @@ class PaymentProvider:
         ))
         return str(customer["id"])
 
-    async def create_card_setup(self, contractor_id: str, customer_id: str) -> tuple[str, str]:
-        """A SetupIntent for off-session use: (its id, its client secret)."""
+    async def create_card_setup(self, contractor_id: str, customer_id: str, setup_key: str) -> tuple[str, str]:
+        """A SetupIntent for off-session use: (its id, its client secret). setup_key is fresh per card setup, so a
+        network-level retry of this one request cannot make a second SetupIntent at Stripe."""
         setup = await self._call("create SetupIntent", self._client.v1.setup_intents.create_async(
-            params={"customer": customer_id, "usage": "off_session", "metadata": {"contractor_id": contractor_id}}))
+            params={"customer": customer_id, "usage": "off_session", "metadata": {"contractor_id": contractor_id}},
+            options={"idempotency_key": f"card-setup:{setup_key}"}))
         return str(setup["id"]), str(setup["client_secret"])
 
     async def card_setup(self, setup_intent_id: str) -> dict[str, Any]:
