@@ -119,14 +119,20 @@ class PaymentDesk:
             named = payment.metadata.get("top_up_id", "")
             top_up = await self.top_up(named) if named else None
             if top_up is not None and top_up.payment_intent_id not in (None, payment_intent_id):
-                refusals.warning("payment %s (%s) names top-up %s, which is paid by %s; nothing credited",
-                                 payment_intent_id, source, named, top_up.payment_intent_id)
+                await self._refuse(payment, source, f"it names top-up {named}, which is paid by "
+                                                    f"{top_up.payment_intent_id}")
                 return "refused", named
         if top_up is None:
             refusals.warning("payment %s (%s) is no top-up of ours (metadata %s); nothing credited",
                              payment_intent_id, source, payment.metadata)
+            if payment.metadata.get("top_up_id"):  # made as one of ours, for a top-up we have no record of
+                await self._store.record_refusal(payment, "it names a top-up the wallet has no record of")
             return "unknown", ""
         return await self._apply(top_up, payment, source)
+
+    async def _refuse(self, payment: Payment, source: str, why: str) -> None:
+        refusals.warning("payment %s (%s) refused: %s; nothing credited", payment.payment_intent_id, source, why)
+        await self._store.record_refusal(payment, why)
 
     async def _apply(self, top_up: TopUp, payment: Payment, source: str) -> tuple[str, str]:
         top_up_id = str(top_up.top_up_id)
@@ -134,9 +140,9 @@ class PaymentDesk:
             return "already_credited", top_up_id
         judged = top_ups.verdict(top_up.contractor_id, top_up.amount_cents, top_up.currency, top_up_id, payment)
         if judged.action == "refuse":
-            refusals.warning("payment %s (%s) refused for top-up %s: %s; nothing credited",
-                             payment.payment_intent_id, source, top_up_id, judged.why)
-            await self._store.record_state(top_up_id, "refused", "mismatch", judged.why)
+            await self._refuse(payment, source, f"top-up {top_up_id}: {judged.why}")
+            if top_up.payment_intent_id in (None, payment.payment_intent_id):
+                await self._store.record_state(top_up_id, "refused", "mismatch", judged.why)
             return "refused", top_up_id
         if top_up.payment_intent_id is None:
             await self._store.attach_payment(top_up_id, payment.payment_intent_id)
@@ -152,8 +158,7 @@ class PaymentDesk:
             return "credited", top_up_id
         if credit.outcome == "already_credited":
             return "already_credited", top_up_id
-        refusals.warning("payment %s (%s) not credited to top-up %s: %s", payment.payment_intent_id, source,
-                         top_up_id, credit.outcome)
+        await self._refuse(payment, source, f"top-up {top_up_id}: {credit.outcome}")
         return "refused", top_up_id
 
     async def _record(self, top_up: TopUp, payment: Payment, state: str) -> None:
