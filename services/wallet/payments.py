@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from urllib.parse import quote
 
 from services.runtime.background import Loop, Waker
 from services.runtime.errors import AlreadyExists, FailedPrecondition, Unavailable
@@ -166,14 +167,31 @@ class PaymentDesk:
         reason = top_ups.plain_decline(payment.failure_code) if state == "failed" else ""
         if top_up.origin == "auto" and state in ("failed", "requires_action") and top_up.state != state:
             code = payment.failure_code or ("authentication_required" if state == "requires_action" else "")
-            await self._store.auto_failed(top_up_id, state, code, top_ups.plain_decline(code), self._link(top_up_id))
+            await self._store.auto_failed(top_up_id, state, code, top_ups.plain_decline(code),
+                                          self._link(top_up.contractor_id, top_up_id))
             return
         if top_up.state != state:
             await self._store.record_state(top_up_id, state, payment.failure_code, reason, payment.card_brand,
                                            payment.card_last4)
 
-    def _link(self, top_up_id: str) -> str:
-        return f"{self._dashboard_url}/wallet/top-ups/{top_up_id}"
+    def _link(self, contractor_id: str, top_up_id: str) -> str:
+        """The web app's page of the top-up, where the contractor finishes a payment their bank wants confirmed."""
+        return f"{self._dashboard_url}/app/c/{quote(contractor_id, safe='')}/money/topups/{top_up_id}"
+
+    async def to_finish(self, top_up: TopUp) -> tuple[str, str]:
+        """(client secret, saved card) with which the contractor, present, finishes a payment their bank wants
+        confirmed; ('', '') when there is none to finish."""
+        if top_up.state != "requires_action" or not top_up.payment_intent_id:
+            return "", ""
+        payment_intent_id = top_up.payment_intent_id
+        payment = await self._ask(lambda: self.provider.payment(payment_intent_id))
+        if payment.status not in ("requires_action", "requires_payment_method", "requires_confirmation"):
+            return "", ""
+        method = ""
+        if top_up.origin == "auto":
+            settings = await self._store.auto_settings(top_up.contractor_id)
+            method = settings.payment_method_id if settings is not None else ""
+        return payment.client_secret, method
 
     async def sweep_once(self) -> int:
         """Asks the provider about every top-up still open, so a lost webhook never loses money."""
@@ -226,8 +244,10 @@ class PaymentDesk:
                 return
             state = "requires_action" if err.kind == "authentication_required" else "failed"
             log.info("auto top-up %s of %s: %s", top_up_id, top_up.contractor_id, err)
+            if err.payment_intent_id:  # Stripe keeps it, for the contractor to confirm while present
+                await self._store.attach_payment(top_up_id, err.payment_intent_id)
             await self._store.auto_failed(top_up_id, state, err.code, top_ups.plain_decline(err.code),
-                                          self._link(top_up_id))
+                                          self._link(top_up.contractor_id, top_up_id))
             return
         self._fault.crash_point()
         fresh = await self._store.attach_payment(top_up_id, payment.payment_intent_id)

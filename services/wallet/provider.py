@@ -17,11 +17,13 @@ class ProviderError(Exception):
     wants the cardholder present), transient (retry later), not_found, invalid (a request the provider will never
     accept)."""
 
-    def __init__(self, kind: str, code: str, message: str) -> None:
+    def __init__(self, kind: str, code: str, message: str, payment_intent_id: str = "") -> None:
         super().__init__(f"{kind}: {code}: {message}")
         self.kind = kind
         self.code = code
         self.message = message
+        # The PaymentIntent a refused charge made (Stripe names it in the error), if any.
+        self.payment_intent_id = payment_intent_id
 
 
 def _sorted_error(err: stripe.StripeError) -> ProviderError:
@@ -29,7 +31,10 @@ def _sorted_error(err: stripe.StripeError) -> ProviderError:
     message = getattr(err, "user_message", None) or str(err)
     status = err.http_status or 0
     if code == "authentication_required":
-        return ProviderError("authentication_required", code, message)
+        body_of_auth: Any = err.json_body or {}
+        intent: Any = (body_of_auth.get("error") or {}).get("payment_intent") or {}
+        return ProviderError("authentication_required", code, message,
+                             str(intent.get("id") or "") if isinstance(intent, dict) else "")
     if isinstance(err, stripe.CardError) or status == 402:
         body: Any = err.json_body or {}
         decline = (body.get("error") or {}).get("decline_code")
