@@ -9,7 +9,7 @@ import urllib.request
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from tests.payments.conftest import credits, eventually, signed, start_top_up
-from tests.payments.test_auto_top_up import auto, auto_top_ups, charge, funded, save_card
+from tests.payments.support import auto, auto_top_ups, charge, funded, save_card
 
 
 async def _wallet(stack, contractor):

@@ -6,12 +6,12 @@ import email
 import re
 import urllib.parse
 import uuid
+from types import SimpleNamespace
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from tests.payments.conftest import credits, eventually
-from tests.payments.test_auto_top_up import auto, funded, save_card
+from tests.payments.support import auto, funded, save_card
 from tests.web.conftest import check, sign_in
-from tests.web.test_payments import PaySite
 
 
 async def test_the_emailed_link_lets_the_contractor_confirm_an_auto_top_up_their_bank_held(hooked, smtp, phone):
@@ -35,7 +35,7 @@ async def test_the_emailed_link_lets_the_contractor_confirm_an_auto_top_up_their
     [link] = re.findall(r"https?://\S+/money/topups/\S+", body)
     path = urllib.parse.urlsplit(link).path
 
-    await sign_in(phone, PaySite(hooked.gateway_url, smtp), address)
+    await sign_in(phone, SimpleNamespace(url=hooked.gateway_url, smtp=smtp), address)
     await phone.goto(hooked.gateway_url + path)
     await phone.get_by_text("Your bank asks you to confirm the payment").wait_for()
     await check(phone, "confirm-payment")
