@@ -132,6 +132,9 @@ class PaymentDesk:
         return await self._apply(top_up, payment, source)
 
     async def _refuse(self, payment: Payment, source: str, why: str) -> None:
+        if payment.status == "canceled":  # can never be paid (one a StartTopUp race left): nothing to settle
+            log.info("payment %s (%s), canceled, credits nothing: %s", payment.payment_intent_id, source, why)
+            return
         refusals.warning("payment %s (%s) refused: %s; nothing credited", payment.payment_intent_id, source, why)
         await self._store.record_refusal(payment, why)
 
