@@ -66,31 +66,34 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
         legacy = await conn.fetchval(
             "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
-        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
-        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
-        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
-                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
-        if settings.has_payment_provider():
-            from services.wallet.payment_audit import uncredited_payments
-            from services.wallet.provider import PaymentProvider
+        from services.wallet.payment_audit import refused_payments_paid, uncredited_payments
+        from services.wallet.provider import PaymentProvider
 
+        # A refused PaymentIntent credited nothing on purpose, but if it succeeded a card was charged: reconcile
+        # fails until an operator settles it (a refund at Stripe or a manual credit, then a settled_note).
+        refused_paid = "a PaymentIntent that succeeded and was refused: the card was charged, nothing credited"
+        if settings.has_payment_provider():
             provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
             try:
                 problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
                     conn, provider)
+                problems[refused_paid] = await refused_payments_paid(conn, provider)
             finally:
                 await provider.close()
+        else:
+            problems[refused_paid] = await refused_payments_paid(conn, None)
     finally:
         await conn.close()
     failed = {name: rows for name, rows in problems.items() if rows}
     for name, rows in failed.items():
         for row in rows:
             print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+    if failed.get(refused_paid):
+        print("To settle a refused PaymentIntent: refund it at Stripe, or credit the contractor by hand (TopUp with "
+              "a reason); then write what you did: UPDATE wallet.refused_payments SET settled_note = '<what and "
+              "who>' WHERE payment_intent_id = '<pi_...>' (docs/payments.md)")
     if legacy:
         print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
-    for row in refused:
-        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
-              f"{row['failure_reason']}")
     if asked is None:
         print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
     checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"

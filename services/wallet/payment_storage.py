@@ -13,6 +13,7 @@ import asyncpg
 
 from services.runtime.db import storage_errors
 from services.wallet import top_ups
+from services.wallet.provider import Payment
 from services.wallet.records import CardCredit, CardSetup, ClaimedAutoTopUp, StoredAutoTopUp, TopUp
 
 R = TypeVar("R")
@@ -88,6 +89,20 @@ class PaymentStore:
                     " WHERE t.top_up_id = $1 AND t.origin = 'auto' AND a.contractor_id = t.contractor_id",
                     uuid.UUID(top_up_id))
             return CardCredit.from_row(row)
+
+    async def record_refusal(self, payment: Payment, reason: str) -> None:
+        """Keeps a PaymentIntent the wallet would not credit where an operator (and reconcile) sees it; asked
+        again, its figures are brought up to date."""
+        async with storage_errors():
+            await self._pool.execute(
+                "INSERT INTO wallet.refused_payments (payment_intent_id, top_up_id, contractor_id, status,"
+                " amount_cents, received_cents, currency, reason) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                " ON CONFLICT (payment_intent_id) DO UPDATE SET status = $4, amount_cents = $5,"
+                " received_cents = $6, currency = $7, reason = $8, last_seen_at = now()",
+                payment.payment_intent_id, payment.metadata.get("top_up_id", "")[:100],
+                payment.metadata.get("contractor_id", "")[:200], payment.status, payment.amount_cents,
+                payment.received_cents, payment.currency, reason[:500],
+            )
 
     async def due_for_sweep(self, after_ms: int, limit: int = 100) -> list[TopUp]:
         """Card and auto top-ups whose PaymentIntent is known and still open, untouched for after_ms."""

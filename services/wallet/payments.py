@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from urllib.parse import quote
 
 from services.runtime.background import Loop, Waker
 from services.runtime.errors import AlreadyExists, FailedPrecondition, Unavailable
@@ -67,7 +68,23 @@ class PaymentDesk:
             payment = await self._ask(lambda: self.provider.create_card_payment(
                 amount_cents, top_ups.CURRENCY, contractor_id, top_up_id, email))
             top_up = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
+            recorded = top_up.payment_intent_id
+            if recorded != payment.payment_intent_id:
+                # A concurrent retry of this key recorded its PaymentIntent first: ours must never be paid (it
+                # would credit nothing), so every caller gets the recorded one's client secret.
+                await self._cancel_orphan(payment.payment_intent_id, top_up_id)
+                assert recorded is not None  # attach_payment keeps the first PaymentIntent recorded
+                payment = await self._ask(lambda: self.provider.payment(recorded))
         return top_up, payment.client_secret
+
+    async def _cancel_orphan(self, payment_intent_id: str, top_up_id: str) -> None:
+        try:
+            await self.provider.cancel_payment(payment_intent_id)
+        except ProviderError as err:
+            # Nobody was given its client secret, so it stays unpaid; if it is paid anyway, apply_payment records
+            # the refusal and reconcile fails on it.
+            log.warning("could not cancel %s, made for top-up %s by a concurrent retry: %s", payment_intent_id,
+                        top_up_id, err)
 
     def require_configured(self) -> None:
         if not self.provider.configured:
@@ -103,14 +120,23 @@ class PaymentDesk:
             named = payment.metadata.get("top_up_id", "")
             top_up = await self.top_up(named) if named else None
             if top_up is not None and top_up.payment_intent_id not in (None, payment_intent_id):
-                refusals.warning("payment %s (%s) names top-up %s, which is paid by %s; nothing credited",
-                                 payment_intent_id, source, named, top_up.payment_intent_id)
+                await self._refuse(payment, source, f"it names top-up {named}, which is paid by "
+                                                    f"{top_up.payment_intent_id}")
                 return "refused", named
         if top_up is None:
             refusals.warning("payment %s (%s) is no top-up of ours (metadata %s); nothing credited",
                              payment_intent_id, source, payment.metadata)
+            if payment.metadata.get("top_up_id"):  # made as one of ours, for a top-up we have no record of
+                await self._store.record_refusal(payment, "it names a top-up the wallet has no record of")
             return "unknown", ""
         return await self._apply(top_up, payment, source)
+
+    async def _refuse(self, payment: Payment, source: str, why: str) -> None:
+        if payment.status == "canceled":  # can never be paid (one a StartTopUp race left): nothing to settle
+            log.info("payment %s (%s), canceled, credits nothing: %s", payment.payment_intent_id, source, why)
+            return
+        refusals.warning("payment %s (%s) refused: %s; nothing credited", payment.payment_intent_id, source, why)
+        await self._store.record_refusal(payment, why)
 
     async def _apply(self, top_up: TopUp, payment: Payment, source: str) -> tuple[str, str]:
         top_up_id = str(top_up.top_up_id)
@@ -118,9 +144,9 @@ class PaymentDesk:
             return "already_credited", top_up_id
         judged = top_ups.verdict(top_up.contractor_id, top_up.amount_cents, top_up.currency, top_up_id, payment)
         if judged.action == "refuse":
-            refusals.warning("payment %s (%s) refused for top-up %s: %s; nothing credited",
-                             payment.payment_intent_id, source, top_up_id, judged.why)
-            await self._store.record_state(top_up_id, "refused", "mismatch", judged.why)
+            await self._refuse(payment, source, f"top-up {top_up_id}: {judged.why}")
+            if top_up.payment_intent_id in (None, payment.payment_intent_id):
+                await self._store.record_state(top_up_id, "refused", "mismatch", judged.why)
             return "refused", top_up_id
         if top_up.payment_intent_id is None:
             await self._store.attach_payment(top_up_id, payment.payment_intent_id)
@@ -136,8 +162,7 @@ class PaymentDesk:
             return "credited", top_up_id
         if credit.outcome == "already_credited":
             return "already_credited", top_up_id
-        refusals.warning("payment %s (%s) not credited to top-up %s: %s", payment.payment_intent_id, source,
-                         top_up_id, credit.outcome)
+        await self._refuse(payment, source, f"top-up {top_up_id}: {credit.outcome}")
         return "refused", top_up_id
 
     async def _record(self, top_up: TopUp, payment: Payment, state: str) -> None:
@@ -145,14 +170,31 @@ class PaymentDesk:
         reason = top_ups.plain_decline(payment.failure_code) if state == "failed" else ""
         if top_up.origin == "auto" and state in ("failed", "requires_action") and top_up.state != state:
             code = payment.failure_code or ("authentication_required" if state == "requires_action" else "")
-            await self._store.auto_failed(top_up_id, state, code, top_ups.plain_decline(code), self._link(top_up_id))
+            await self._store.auto_failed(top_up_id, state, code, top_ups.plain_decline(code),
+                                          self._link(top_up.contractor_id, top_up_id))
             return
         if top_up.state != state:
             await self._store.record_state(top_up_id, state, payment.failure_code, reason, payment.card_brand,
                                            payment.card_last4)
 
-    def _link(self, top_up_id: str) -> str:
-        return f"{self._dashboard_url}/wallet/top-ups/{top_up_id}"
+    def _link(self, contractor_id: str, top_up_id: str) -> str:
+        """The web app's page of the top-up, where the contractor finishes a payment their bank wants confirmed."""
+        return f"{self._dashboard_url}/app/c/{quote(contractor_id, safe='')}/money/topups/{top_up_id}"
+
+    async def to_finish(self, top_up: TopUp) -> tuple[str, str]:
+        """(client secret, saved card) with which the contractor, present, finishes a payment their bank wants
+        confirmed; ('', '') when there is none to finish."""
+        if top_up.state != "requires_action" or not top_up.payment_intent_id:
+            return "", ""
+        payment_intent_id = top_up.payment_intent_id
+        payment = await self._ask(lambda: self.provider.payment(payment_intent_id))
+        if payment.status not in ("requires_action", "requires_payment_method", "requires_confirmation"):
+            return "", ""
+        method = ""
+        if top_up.origin == "auto":
+            settings = await self._store.auto_settings(top_up.contractor_id)
+            method = settings.payment_method_id if settings is not None else ""
+        return payment.client_secret, method
 
     async def sweep_once(self) -> int:
         """Asks the provider about every top-up still open, so a lost webhook never loses money."""
@@ -205,8 +247,10 @@ class PaymentDesk:
                 return
             state = "requires_action" if err.kind == "authentication_required" else "failed"
             log.info("auto top-up %s of %s: %s", top_up_id, top_up.contractor_id, err)
+            if err.payment_intent_id:  # Stripe keeps it, for the contractor to confirm while present
+                await self._store.attach_payment(top_up_id, err.payment_intent_id)
             await self._store.auto_failed(top_up_id, state, err.code, top_ups.plain_decline(err.code),
-                                          self._link(top_up_id))
+                                          self._link(top_up.contractor_id, top_up_id))
             return
         self._fault.crash_point()
         fresh = await self._store.attach_payment(top_up_id, payment.payment_intent_id)
@@ -244,7 +288,8 @@ class PaymentDesk:
         if not customer_id:
             created = await self._ask(lambda: self.provider.create_customer(contractor_id, email))
             customer_id = await self._store.keep_customer(contractor_id, created)
-        setup_id, secret = await self._ask(lambda: self.provider.create_card_setup(contractor_id, customer_id))
+        setup_id, secret = await self._ask(lambda: self.provider.create_card_setup(contractor_id, customer_id,
+                                                                                   str(uuid.uuid4())))
         await self._store.add_card_setup(setup_id, contractor_id, customer_id)
         return setup_id, secret
 

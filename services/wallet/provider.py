@@ -17,11 +17,13 @@ class ProviderError(Exception):
     wants the cardholder present), transient (retry later), not_found, invalid (a request the provider will never
     accept)."""
 
-    def __init__(self, kind: str, code: str, message: str) -> None:
+    def __init__(self, kind: str, code: str, message: str, payment_intent_id: str = "") -> None:
         super().__init__(f"{kind}: {code}: {message}")
         self.kind = kind
         self.code = code
         self.message = message
+        # The PaymentIntent a refused charge made (Stripe names it in the error), if any.
+        self.payment_intent_id = payment_intent_id
 
 
 def _sorted_error(err: stripe.StripeError) -> ProviderError:
@@ -29,7 +31,10 @@ def _sorted_error(err: stripe.StripeError) -> ProviderError:
     message = getattr(err, "user_message", None) or str(err)
     status = err.http_status or 0
     if code == "authentication_required":
-        return ProviderError("authentication_required", code, message)
+        body_of_auth: Any = err.json_body or {}
+        intent: Any = (body_of_auth.get("error") or {}).get("payment_intent") or {}
+        return ProviderError("authentication_required", code, message,
+                             str(intent.get("id") or "") if isinstance(intent, dict) else "")
     if isinstance(err, stripe.CardError) or status == 402:
         body: Any = err.json_body or {}
         decline = (body.get("error") or {}).get("decline_code")
@@ -126,6 +131,10 @@ class PaymentProvider:
             params=params, options={"idempotency_key": f"top-up:{top_up_id}"}))
         return payment_of(pi)
 
+    async def cancel_payment(self, payment_intent_id: str) -> None:
+        """Cancels a PaymentIntent nobody should pay (one that lost a race to be a top-up's)."""
+        await self._call("cancel PaymentIntent", self._client.v1.payment_intents.cancel_async(payment_intent_id))
+
     async def charge_saved_card(self, amount_cents: int, currency: str, contractor_id: str, top_up_id: str,
                                 customer_id: str, payment_method_id: str) -> Payment:
         """An off-session PaymentIntent, confirmed at once. A decline or a bank asking for authentication is
@@ -178,10 +187,12 @@ class PaymentProvider:
         ))
         return str(customer["id"])
 
-    async def create_card_setup(self, contractor_id: str, customer_id: str) -> tuple[str, str]:
-        """A SetupIntent for off-session use: (its id, its client secret)."""
+    async def create_card_setup(self, contractor_id: str, customer_id: str, setup_key: str) -> tuple[str, str]:
+        """A SetupIntent for off-session use: (its id, its client secret). setup_key is fresh per card setup, so a
+        network-level retry of this one request cannot make a second SetupIntent at Stripe."""
         setup = await self._call("create SetupIntent", self._client.v1.setup_intents.create_async(
-            params={"customer": customer_id, "usage": "off_session", "metadata": {"contractor_id": contractor_id}}))
+            params={"customer": customer_id, "usage": "off_session", "metadata": {"contractor_id": contractor_id}},
+            options={"idempotency_key": f"card-setup:{setup_key}"}))
         return str(setup["id"]), str(setup["client_secret"])
 
     async def card_setup(self, setup_intent_id: str) -> dict[str, Any]:

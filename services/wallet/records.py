@@ -243,15 +243,16 @@ class CardCredit:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StoredAutoTopUp:
-    """A contractor's stored auto top-up settings (wallet.auto_top_ups) as saving a card reads them: the provider
-    Customer its cards are saved on ('' until one is made). The settings shown are read with the wallet
-    (AutoTopUp)."""
+    """A contractor's stored auto top-up settings (wallet.auto_top_ups) as saving a card and finishing a payment
+    read them: the provider Customer its cards are saved on ('' until one is made), and the card saved. The
+    settings shown are read with the wallet (AutoTopUp)."""
 
     customer_id: str
+    payment_method_id: str = ""  # '' while no card is saved
 
     @classmethod
     def from_row(cls, row: Any) -> StoredAutoTopUp:
-        return cls(row["customer_id"])
+        return cls(row["customer_id"], row["payment_method_id"])
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

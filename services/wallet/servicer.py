@@ -229,7 +229,13 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
         if top_up is None or top_up.contractor_id != request.contractor_id:
             raise NotFound(f"contractor {request.contractor_id!r} has no top-up {request.top_up_id!r}",
                            reason="NO_TOP_UP")
-        return pb.GetTopUpResponse(top_up=mappers.top_up(top_up))
+        reply = pb.GetTopUpResponse(top_up=mappers.top_up(top_up))
+        # The means to pay goes to the contractor alone (the gateway says whom it calls for), never to an operator.
+        if ("x-callersync-role", "contractor") in tuple(context.invocation_metadata() or ()):
+            reply.client_secret, reply.payment_method_id = await self._payments.to_finish(top_up)
+            if reply.client_secret:
+                reply.publishable_key = self._payments.provider.publishable_key
+        return reply
 
     async def StartCardSetup(
         self, request: pb.StartCardSetupRequest, context: grpc.aio.ServicerContext

@@ -170,6 +170,35 @@ async def quiet(servers: Servers, settings: Settings, wallet_config: WalletConfi
 
 
 @pytest.fixture(scope="session")
+def racing_stripe() -> Iterator[LocalStripe]:
+    server = LocalStripe()
+    server.wait_ready()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+async def racing(servers: Servers, settings: Settings, wallet_config: WalletConfig,
+                 racing_stripe: LocalStripe) -> AsyncIterator[PayStack]:
+    """Webhooks and the sweeper both on: the sweeper asks about every pending top-up every 2 s, and localstripe's
+    webhook comes about a second after a payment, so either may be first."""
+    url = await fresh_database(servers)
+    wallet_settings = payment_settings(settings, racing_stripe.url, database_url=url)
+    config = dataclasses.replace(payment_config(wallet_config, payment_sweep_after_ms=0),
+                                 payment_sweep_interval_ms=2000)
+    async with serving(await WALLET.build(wallet_settings, 0, config)) as target:
+        gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target))
+        port = await gateway.start(0)
+        gateway_url = f"http://127.0.0.1:{port}"
+        racing_stripe.webhook("callersync", f"{gateway_url}/v1/stripe/webhook", WEBHOOK_SECRET)
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=4)
+        async with grpc.aio.insecure_channel(target) as channel:
+            yield PayStack(racing_stripe, wallet_pb2_grpc.WalletServiceStub(channel), pool, target, url, gateway_url)
+        await pool.close()
+        await gateway.stop(1)
+
+
+@pytest.fixture(scope="session")
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession() as session:
         yield session

@@ -5,43 +5,14 @@ or a runaway, and a payment the bank wants authenticated is not retried off-sess
 from __future__ import annotations
 
 import asyncio
-import uuid
+import re
 
 import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
-from tests.payments.conftest import credits, eventually
+from tests.payments.conftest import contractor_headers, credits, eventually, operator_headers
+from tests.payments.support import auto, auto_top_ups, charge, funded, save_card
 from tests.wallet.support import expect_error
-
-
-async def funded(stack, contractor: str, cents: int = 10_000, pause_cents: int = 1000) -> None:
-    await stack.wallet.TopUp(pb.TopUpRequest(contractor_id=contractor, amount_cents=cents, reason="opening credit",
-                                             payment_reference=f"open-{contractor}",
-                                             idempotency_key=f"open-{contractor}"))
-    await stack.wallet.SetPauseThreshold(pb.SetPauseThresholdRequest(contractor_id=contractor,
-                                                                     threshold_cents=pause_cents))
-
-
-async def save_card(stack, contractor: str, card: str = "visa") -> None:
-    setup = await stack.wallet.StartCardSetup(pb.StartCardSetupRequest(contractor_id=contractor,
-                                                                       email=f"{contractor}@example.com"))
-    assert setup.client_secret and setup.setup_intent_id.startswith("seti_")
-    stack.stripe.save_card(setup.setup_intent_id, card)
-
-
-def auto(contractor: str, threshold: int = 5000, amount: int = 5000, per_day: int = 50_000, enabled: bool = True):
-    return pb.SetAutoTopUpRequest(contractor_id=contractor, enabled=enabled, threshold_cents=threshold,
-                                  amount_cents=amount, max_per_day_cents=per_day, email=f"{contractor}@example.com")
-
-
-async def charge(stack, contractor: str, cents: int) -> None:
-    await stack.wallet.Charge(pb.ChargeRequest(contractor_id=contractor, amount_cents=cents,
-                                               idempotency_key=uuid.uuid4().hex, reference="booking"))
-
-
-async def auto_top_ups(stack, contractor: str):
-    return await stack.db.fetch("SELECT * FROM wallet.top_ups WHERE contractor_id = $1 AND origin = 'auto'"
-                                " ORDER BY created_at", contractor)
 
 
 async def test_auto_top_up_is_off_by_default_needs_a_card_and_stays_above_the_pause_line(hooked, contractor):
@@ -145,7 +116,7 @@ async def _count(stack, contractor, state, n):
     return rows if len(rows) == n else None
 
 
-async def test_a_payment_the_bank_wants_authenticated_is_not_retried_off_session(hooked, smtp, contractor):
+async def test_a_payment_the_bank_wants_authenticated_is_not_retried_off_session(hooked, smtp, http, contractor):
     await funded(hooked, contractor, cents=10_000)
     await save_card(hooked, contractor)
     await hooked.wallet.SetAutoTopUp(auto(contractor, threshold=5000, amount=5000))
@@ -156,10 +127,23 @@ async def test_a_payment_the_bank_wants_authenticated_is_not_retried_off_session
     await charge(hooked, contractor, 6000)
     await eventually(lambda: _states(hooked, contractor, "requires_action"))
     mail = await eventually(lambda: _mail(smtp, f"{contractor}@example.com", b"confirm"))
-    assert b"/wallet/top-ups/" in mail[0]
+    [held] = await auto_top_ups(hooked, contractor)
+    # The link is the web app's page of this top-up (tests/web/test_finish_payment.py pays there).
+    [link] = re.findall(rb"https?://\S+", mail[0])
+    assert link.decode().endswith(f"/app/c/{contractor}/money/topups/{held['top_up_id']}")
     await asyncio.sleep(0.5)
     assert len(await auto_top_ups(hooked, contractor)) == 1  # no off-session retry
     assert await hooked.db.fetchval("SELECT attempts FROM wallet.top_ups WHERE contractor_id = $1", contractor) == 1
+    # What that page needs to finish the payment goes to the contractor, and to nobody else.
+    path = f"{hooked.gateway_url}/v1/wallets/{contractor}/topUps/{held['top_up_id']}"
+    async with http.get(path, headers=contractor_headers(contractor)) as reply:
+        mine = await reply.json()
+    assert mine["topUp"]["state"] == "TOP_UP_STATE_REQUIRES_ACTION"
+    assert mine["clientSecret"].startswith(held["payment_intent_id"] + "_secret")
+    assert mine["publishableKey"] == "pk_test_callersync" and mine["paymentMethodId"].startswith("pm_")
+    async with http.get(path, headers=operator_headers()) as reply:
+        theirs = await reply.json()
+    assert theirs["topUp"]["state"] == "TOP_UP_STATE_REQUIRES_ACTION" and theirs["clientSecret"] == ""
 
 
 async def test_the_runaway_breaker_turns_it_off_after_three_in_an_hour(hooked, smtp, contractor):

@@ -138,13 +138,23 @@ payment goes through.</p>
 
     async def top_up_state(ctx: Ctx) -> web.StreamResponse:
         cid, top_up_id = ctx.request.match_info["contractor_id"], ctx.request.match_info["top_up_id"]
-        top_up = (await ctx.api.get(f"/v1/wallets/{seg(cid)}/topUps/{seg(top_up_id)}"))["topUp"]
+        reply = await ctx.api.get(f"/v1/wallets/{seg(cid)}/topUps/{seg(top_up_id)}")
+        top_up = reply["topUp"]
         wallet = (await ctx.api.get(f"/v1/wallets/{seg(cid)}"))["wallet"]
         label, tone = TOP_UP_STATES.get(top_up.get("state", ""), ("Unknown", "info"))
-        waiting = top_up.get("state") in ("TOP_UP_STATE_PENDING", "TOP_UP_STATE_REQUIRES_ACTION")
+        # A client secret comes only to the contractor whose bank waits for them: the page then offers to finish
+        # the payment here (and does not reload itself under the bank's confirmation).
+        finish = reply.get("clientSecret", "")
+        waiting = not finish and top_up.get("state") in ("TOP_UP_STATE_PENDING", "TOP_UP_STATE_REQUIRES_ACTION")
         failure = f"<p>{esc(top_up.get('failureReason'))}</p>" if top_up.get("failureReason") else ""
+        here = f"/app/c/{seg(cid)}/money/topups/{seg(top_up_id)}"
+        action = f"""<form id="pay" class="stack" data-mode="confirm" data-key="{esc(reply.get("publishableKey", ""))}"
+ data-secret="{esc(finish)}" data-method="{esc(reply.get("paymentMethodId", ""))}" data-done="{esc(here)}">
+<p>Your bank wants you to confirm this payment of {money(top_up.get("amountCents"))} yourself (3-D Secure).</p>
+<p id="pay-error" role="alert" class="error"></p>
+<button type="submit">Confirm the payment</button></form>""" if finish else ""
         body = f"""<div data-refresh-ms="{1500 if waiting else 0}"></div>
-<p data-testid="top-up-state">{badge(label, tone)}</p>{failure}
+<p data-testid="top-up-state">{badge(label, tone)}</p>{failure}{action}
 <dl class="facts"><dt>Amount</dt><dd>{money(top_up.get("amountCents"))}</dd>
 <dt>Credited</dt><dd>{money(top_up.get("creditedCents"))}</dd>
 <dt>Card</dt><dd>{esc((top_up.get("cardBrand", "") + " " + top_up.get("cardLast4", "")).strip() or "—")}</dd>
@@ -152,6 +162,8 @@ payment goes through.</p>
 <p>Balance now: <strong data-testid="balance">{money(wallet.get("balanceCents"))}</strong></p>
 <p>{"This page refreshes by itself until the payment is settled. " if waiting else ""}
 <a href="/app/c/{seg(cid)}/money">Back to Money</a></p>"""
+        if finish:
+            return payment_page(ctx, site, "Top-up", body)
         response = ctx.page("Top-up", body, current=f"/app/c/{seg(cid)}/money")
         response.headers.update(SECURITY_HEADERS)
         return response

@@ -563,6 +563,7 @@ DECLARE
     t wallet.top_ups;
     w wallet.wallets;
     e wallet.entries;
+    receipt_to text;
 BEGIN
     SELECT * INTO t FROM wallet.top_ups x WHERE x.top_up_id = p_top_up_id FOR UPDATE;
     IF NOT FOUND THEN
@@ -604,9 +605,16 @@ BEGIN
            payment_intent_id = p_payment_intent_id, card_brand = p_card_brand, card_last4 = p_card_last4,
            failure_code = '', failure_reason = '', updated_at = now()
      WHERE x.top_up_id = t.top_up_id;
-    IF t.email <> '' THEN
+    -- Every successful top-up gets a receipt: one started without an address (an API client's) goes to the
+    -- contractor's contact address.
+    receipt_to := t.email;
+    IF receipt_to = '' THEN
+        SELECT c.email INTO receipt_to FROM wallet.contacts c WHERE c.contractor_id = t.contractor_id;
+        receipt_to := coalesce(receipt_to, '');
+    END IF;
+    IF receipt_to <> '' THEN
         INSERT INTO wallet.outbox (topic, payload) VALUES ('wallet.payment_email', jsonb_build_object(
-            'kind', 'receipt', 'contractor_id', t.contractor_id, 'email', t.email, 'top_up_id', t.top_up_id,
+            'kind', 'receipt', 'contractor_id', t.contractor_id, 'email', receipt_to, 'top_up_id', t.top_up_id,
             'origin', t.origin, 'amount_cents', p_received_cents, 'card_brand', p_card_brand,
             'card_last4', p_card_last4, 'balance_cents', e.balance_after_cents));
     END IF;

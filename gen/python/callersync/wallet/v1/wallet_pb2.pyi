@@ -1675,16 +1675,30 @@ class GetTopUpResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TOP_UP_FIELD_NUMBER: _builtins.int
+    CLIENT_SECRET_FIELD_NUMBER: _builtins.int
+    PUBLISHABLE_KEY_FIELD_NUMBER: _builtins.int
+    PAYMENT_METHOD_ID_FIELD_NUMBER: _builtins.int
+    client_secret: _builtins.str
+    """Set only for the contractor the top-up belongs to (through the gateway), while their bank waits for them
+    to confirm it (REQUIRES_ACTION, 3-D Secure): what Stripe.js needs to finish the payment in their browser
+    (stripe.confirmCardPayment). Empty otherwise.
+    """
+    publishable_key: _builtins.str
+    payment_method_id: _builtins.str
+    """The saved card an auto top-up was charged to, to confirm with again; empty for a card top-up."""
     @_builtins.property
     def top_up(self) -> Global___TopUp: ...
     def __init__(
         self,
         *,
         top_up: Global___TopUp | None = ...,
+        client_secret: _builtins.str = ...,
+        publishable_key: _builtins.str = ...,
+        payment_method_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["top_up", b"top_up"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["top_up", b"top_up"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_secret", b"client_secret", "payment_method_id", b"payment_method_id", "publishable_key", b"publishable_key", "top_up", b"top_up"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
