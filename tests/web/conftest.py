@@ -23,6 +23,7 @@ from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway.app import Gateway
+from services.gateway.media.resolver import MediaConfig
 from services.gateway.web.config import WebConfig
 from services.routing.app import build as build_routing
 from services.routing.config import RoutingConfig
@@ -40,6 +41,8 @@ AXE = pathlib.Path(__file__).parent / "vendor" / "axe.min.js"
 OPERATOR_EMAIL = "ops@callersync.test"
 SECOND_OPERATOR_EMAIL = "ops2@callersync.test"
 PHONE = {"width": 375, "height": 812}
+SIGNING_KEY = "web-test-signing-key-32-bytes-long-enough"
+UNREACHABLE_S3 = "http://127.0.0.1:1"
 
 
 @pytest.fixture(scope="session")
@@ -57,20 +60,25 @@ class Stack:
     billing: Any
     routing: Any
     smtp: SmtpInbox
+    media_dir: pathlib.Path  # development recordings and transcripts the gateway serves (file:// URIs)
 
 
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, wallet_target: str, billing_target: str, web_routing_target: str,
-                smtp: SmtpInbox) -> AsyncIterator[Stack]:
-    gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-signing-key-32-bytes-long-enough")
+                smtp: SmtpInbox, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    gateway_settings = dataclasses.replace(settings, jwt_secret=SIGNING_KEY)
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
-    gateway = Gateway(gateway_settings, targets=targets,
+    media_dir = tmp_path_factory.mktemp("media")
+    # s3:// recordings are presigned for an endpoint nothing listens on: a redirect is checked, never followed.
+    media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
+                        s3_endpoint=UNREACHABLE_S3, media_dir=str(media_dir))
+    gateway = Gateway(gateway_settings, targets=targets, media_config=media,
                       web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
     port = await gateway.start(0)
     async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
             grpc.aio.insecure_channel(web_routing_target) as r:
         yield Stack(f"http://127.0.0.1:{port}", gateway, wallet_pb2_grpc.WalletServiceStub(w),
-                    billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp)
+                    billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp, media_dir)
     await gateway.stop(1)
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import grpc
 from aiohttp import web
 
+from services.gateway.media.resolver import MediaResolver
 from services.gateway.tokens import Principal
 from services.runtime.config import Settings
 
@@ -27,6 +28,7 @@ class GatewayPort(Protocol):
 
     settings: Settings
     public_url: str
+    media: MediaResolver
 
     def channel(self, upstream: str) -> grpc.aio.Channel: ...
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.gateway.web import chart, csv_export, words
+from services.gateway.web import chart, csv_export, media_pages, words
 from services.gateway.web.api import ApiError, seg
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, seconds, table, when
 
@@ -153,11 +153,13 @@ def install(site: WebApp, app: web.Application) -> None:
         base = _base(cid)
         story = await ctx.api.get(f"/v1/contractors/{seg(cid)}/calls/{seg(call_id)}:explain")
         mine = [c for c in story.get("charges", []) if c.get("contractorId") == cid]
-        body = evidence_packet(story, cid)
+        media = await media_pages.section(site.gateway.media, story, media_pages.contractor_base(cid, call_id))
+        body = evidence_packet(story, cid, media)
         for charge in mine:
             body += charge_section(charge, base, site.config.refund_window_days, ctx.session.csrf)
-        return ctx.page(f"Call {call_id}", f'<p><a href="{base}/calls">← All calls and charges</a></p>' + body,
+        page = ctx.page(f"Call {call_id}", f'<p><a href="{base}/calls">← All calls and charges</a></p>' + body,
                         current=f"{base}/calls")
+        return media_pages.admit_media(page, site.gateway.media)
 
     async def request_refund(ctx: Ctx) -> web.StreamResponse:
         cid, call_id = _cid(ctx), ctx.request.match_info["call_id"]
@@ -215,9 +217,9 @@ def _plus(stamp: str, seconds_after: float) -> str:
     return moment.isoformat()
 
 
-def evidence_packet(story: dict[str, Any], cid: str) -> str:
+def evidence_packet(story: dict[str, Any], cid: str, media: str) -> str:
     """What the operator sees too: each leg's times, the 30-second mark, who hung up, ZIP and rate, recording,
-    transcript, the decision and billing's own account of it."""
+    transcript (`media`: media_pages.section), the decision and billing's own account of it."""
     call = story.get("call") or {}
     decision = story.get("decision") or {}
     legs = []
@@ -233,14 +235,6 @@ def evidence_packet(story: dict[str, Any], cid: str) -> str:
             esc(seconds(outcome.get("connectedMs"))), esc(words.HANGUP.get(leg.get("hangupSide", ""), "not known")),
             esc(words.RULES.get(outcome.get("rule", ""), "—")),
         ])
-    recording = call.get("recording") or {}
-    uri = recording.get("uri", "")
-    transcript = call.get("transcriptUri", "")
-    player = (f'<audio controls preload="none" src="{esc(uri)}"></audio><p><a href="{esc(uri)}">Recording</a> '
-              f'(disclosure to the caller {"played" if recording.get("disclosurePlayed") else "NOT played"})</p>'
-              if uri else "<p>No recording.</p>")
-    transcript_html = (f'<p><a href="{esc(transcript)}" data-testid="transcript">Transcript</a></p>' if transcript
-                       else "<p>No transcript.</p>")
     tone = "good" if not decision.get("billable") else "info"
     verdict = ("Billable" if decision.get("billable") else "Free") if decision else "Not rated"
     return f"""<section aria-labelledby="decision-h"><h2 id="decision-h">Decision</h2>
@@ -254,7 +248,7 @@ def evidence_packet(story: dict[str, Any], cid: str) -> str:
 <dt>Started</dt><dd>{esc(when(call.get("startedAt", "")))}</dd></dl>
 {table("Legs of the call", ["Leg", "Who", "Rang", "Answered", "30-second mark", "Ended", "Connected",
                              "Who hung up", "Outcome"], legs, empty="Nobody was rung.")}
-<h3>Recording and transcript</h3>{player}{transcript_html}</section>"""
+<h3>Recording and transcript</h3>{media}</section>"""
 
 
 def charge_section(charge: dict[str, Any], base: str, window_days: int, csrf: str) -> str:

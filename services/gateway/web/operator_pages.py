@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.gateway.web import words
+from services.gateway.web import media_pages, words
 from services.gateway.web.api import Api, ApiError, seg
 from services.gateway.web.contractor_pages import CHARGE_HEADERS, charge_rows, evidence_packet
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
@@ -80,7 +80,8 @@ def install(site: WebApp, app: web.Application) -> None:
         packet = ""
         if charge is not None:
             story = await ctx.api.get(f"/v1/calls/{seg(charge['callId'])}:explain")
-            packet = evidence_packet(story, c["contractorId"])
+            media = await media_pages.section(site.gateway.media, story, media_pages.operator_base(charge["callId"]))
+            packet = evidence_packet(story, c["contractorId"], media)
         label, tone = words.refund_state(c)
         asked = c.get("amountCents")
         first_amount = ""
@@ -115,7 +116,8 @@ def install(site: WebApp, app: web.Application) -> None:
 <dt>Their words</dt><dd>{esc(c.get("note") or "—")}</dd>
 <dt>Amount</dt><dd>{money(c.get("amountCents"))}</dd>
 <dt>Asked</dt><dd>{esc(when(c.get("requestedAt", "")))}</dd></dl>{waiting}{decide}{packet}"""
-        return ctx.page(f"Refund case {case_id[:8]}", body, current="/app/ops/")
+        return media_pages.admit_media(ctx.page(f"Refund case {case_id[:8]}", body, current="/app/ops/"),
+                                       site.gateway.media)
 
     async def resolve(ctx: Ctx) -> web.StreamResponse:
         case_id = ctx.request.match_info["case_id"]
