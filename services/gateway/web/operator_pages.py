@@ -71,11 +71,7 @@ def install(site: WebApp, app: web.Application) -> None:
 
     async def case(ctx: Ctx) -> web.StreamResponse:
         case_id = ctx.request.match_info["case_id"]
-        found = [c for c in (await ctx.api.get("/v1/refundCases", pageSize=500)).get("refundCases", [])
-                 if c["refundCaseId"] == case_id]
-        if not found:
-            raise ApiError(404, f"no refund case {case_id} among the latest 500")
-        c = found[0]
+        c = (await ctx.api.get(f"/v1/refundCases/{seg(case_id)}"))["refundCase"]
         charge = await charge_of(ctx.api, c["contractorId"], c["chargeId"])
         packet = ""
         if charge is not None:
