@@ -18,7 +18,7 @@ async def test_a_billable_call_is_refunded_after_an_operator_approves_it(stack, 
     assert await phone.get_by_test_id("balance").inner_text() == "$155.00"
 
     await phone.get_by_role("link", name="Calls & charges").click()
-    await phone.get_by_role("link", name=decision.call_id).click()
+    await phone.get_by_role("link", name=decision.call_id).first.click()
     await phone.wait_for_url(re.compile(f".*/calls/{decision.call_id}$"))
     assert "connected 47.0 s" in await phone.get_by_test_id("decision").inner_text()
     transcript = phone.get_by_test_id("transcript")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -130,17 +131,34 @@ def install(site: WebApp, app: web.Application) -> None:
         return ctx.page("Overview", body, current=f"{base}/")
 
     async def calls(ctx: Ctx) -> web.StreamResponse:
+        """Every call that rang the contractor, free ones too, and their charges (bookings among them), each list
+        paged on its own."""
         cid = _cid(ctx)
         base = _base(cid)
-        token = ctx.request.query.get("page_token", "")
-        reply = await ctx.api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=PAGE_SIZE, pageToken=token)
-        more = reply.get("nextPageToken", "")
-        pager = (f'<p><a class="button secondary" href="{base}/calls?page_token={esc(more)}">Older charges</a></p>'
-                 if more else "")
-        body = (f'<p>Every billable call and booking, newest first. Open a call for its evidence and to ask for a '
-                f'refund. <a href="{base}/calls.csv" download>Download as CSV</a></p>'
-                + table("Charges", CHARGE_HEADERS, charge_rows(reply["charges"], base), empty="No charges yet.")
-                + pager)
+        query = ctx.request.query
+        calls_token, charges_token = query.get("calls_token", ""), query.get("page_token", "")
+        rang = await ctx.api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=PAGE_SIZE, pageToken=calls_token)
+        charged = await ctx.api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=PAGE_SIZE,
+                                    pageToken=charges_token)
+
+        def older(label: str, calls_at: str, charges_at: str) -> str:
+            tokens = {k: v for k, v in (("calls_token", calls_at), ("page_token", charges_at)) if v}
+            href = f"{base}/calls?{urllib.parse.urlencode(tokens)}"
+            return f'<p><a class="button secondary" href="{esc(href)}">{esc(label)}</a></p>'
+
+        more_calls = (older("Older calls", rang["nextPageToken"], charges_token)
+                      if rang.get("nextPageToken") else "")
+        more_charges = (older("Older charges", calls_token, charged["nextPageToken"])
+                        if charged.get("nextPageToken") else "")
+        body = ('<p>Every call that rang you, billable or free, newest first. Open a call for its evidence and '
+                'to ask for a refund.</p><section aria-labelledby="calls-h"><h2 id="calls-h">Calls</h2>'
+                + table("Calls, billable and free", CALL_HEADERS, call_rows(rang.get("calls", []), base),
+                        empty="No calls yet.") + more_calls
+                + '</section><section aria-labelledby="charges-h"><h2 id="charges-h">Charges</h2>'
+                f'<p>What you paid, calls and AI bookings, with each refund\'s state. '
+                f'<a href="{base}/calls.csv" download>Download as CSV</a></p>'
+                + table("Charges", CHARGE_HEADERS, charge_rows(charged["charges"], base), empty="No charges yet.")
+                + more_charges + "</section>")
         return ctx.page("Calls & charges", body, current=f"{base}/calls")
 
     async def calls_csv(ctx: Ctx) -> web.StreamResponse:

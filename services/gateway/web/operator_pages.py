@@ -11,7 +11,13 @@ from aiohttp import web
 
 from services.gateway.web import media_pages, words
 from services.gateway.web.api import Api, ApiError, seg
-from services.gateway.web.contractor_pages import CHARGE_HEADERS, charge_rows, evidence_packet
+from services.gateway.web.contractor_pages import (
+    CALL_HEADERS,
+    CHARGE_HEADERS,
+    call_rows,
+    charge_rows,
+    evidence_packet,
+)
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
 
 if TYPE_CHECKING:
@@ -141,6 +147,7 @@ def install(site: WebApp, app: web.Application) -> None:
                 raise
             wallet = None
         claims = (await api.get(f"/v1/contractors/{seg(cid)}/claims", pageSize=500))["claims"]
+        calls = (await api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=20)).get("calls", [])
         charges = (await api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=20))["charges"]
         entries = ((await api.get(f"/v1/wallets/{seg(cid)}/entries", pageSize=20))["entries"] if wallet else [])
         summary = ("<p>No wallet.</p>" if wallet is None else
@@ -157,6 +164,8 @@ def install(site: WebApp, app: web.Application) -> None:
         base = f"/app/c/{seg(cid)}"
         body = (form + f"<h2>{esc(cid)}</h2>" + summary
                 + "<h2>Claims</h2>" + table("Claims", ["ZIP", "Position", "Rate"], claim_rows, empty="No claims.")
+                + "<h2>Recent calls</h2>" + table("Calls, billable and free", CALL_HEADERS, call_rows(calls, base),
+                                                  empty="No calls yet.")
                 + "<h2>Recent charges</h2>" + table("Charges", CHARGE_HEADERS, charge_rows(charges, base))
                 + "<h2>Recent ledger entries</h2>"
                 + table("Ledger", ["When", "Kind", "Amount", "Balance after", "Reference"], entry_rows)
