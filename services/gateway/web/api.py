@@ -82,6 +82,9 @@ class Api:
     async def send(self, http_method: str, path: str, body: dict[str, Any]) -> Any:
         return await self._call(http_method, path, None, body)
 
+    async def delete(self, path: str, **query: Any) -> Any:
+        return await self._call("DELETE", path, query, None)
+
 
 def seg(value: str) -> str:
     """One path segment, percent-encoded."""
