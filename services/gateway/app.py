@@ -93,7 +93,9 @@ class Gateway:
         self.keys = tokens.keys_of(settings.jwt_secret)
         self.jwks = tokens.jwks_client(settings.jwt_jwks_url)
         self.origins = {o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()}
-        self.openapi_body = json.dumps(openapi.document(self.routes.bindings), indent=1).encode()
+        document = openapi.document(self.routes.bindings)
+        document["paths"].update(media_http.openapi_paths())
+        self.openapi_body = json.dumps(document, indent=1).encode()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[tuple[str, str], Any] = {}
         self._runner: web.AppRunner | None = None

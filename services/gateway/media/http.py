@@ -74,3 +74,28 @@ async def transcript_text(resolver: MediaResolver, story: dict[str, Any]) -> tup
         return await resolver.text(uri), ""
     except Unopenable as err:
         return "", str(err)
+
+
+def openapi_paths() -> dict[str, Any]:
+    """The media routes in the OpenAPI document: they are the gateway's own, not a proto's annotation."""
+    paths: dict[str, Any] = {}
+    for prefix, scope in (("/v1/calls/{call_id}", "operators any call; a contractor a call that rang them"),
+                          ("/v1/contractors/{contractor_id}/calls/{call_id}", "a contractor their own calls")):
+        names = ["contractor_id", "call_id"] if "contractor_id" in prefix else ["call_id"]
+        for kind in KINDS:
+            paths[f"{prefix}/{kind}"] = {"get": {
+                "operationId": f"CallMedia_{kind}{'_own' if 'contractor_id' in prefix else ''}",
+                "tags": ["CallMedia"],
+                "summary": f"The call's {kind}",
+                "description": f"The call's {kind}, for whoever may ExplainCall the call ({scope}): a redirect to "
+                               "a URL a browser opens, or the development file. Access: as ExplainCall.",
+                "parameters": [{"name": n, "in": "path", "required": True, "schema": {"type": "string"}}
+                               for n in names],
+                "responses": {
+                    "200": {"description": "The development media folder's file (range requests honoured)."},
+                    "302": {"description": "Location: a URL a browser opens (S3 presigned, or the stored https URL)."},
+                    "default": {"description": "404 when the call has none; 503 when the gateway cannot open "
+                                               "where it is stored."},
+                },
+            }}
+    return paths
