@@ -73,7 +73,9 @@ async def transcript_text(resolver: MediaResolver, story: dict[str, Any]) -> tup
     try:
         return await resolver.text(uri), ""
     except Unopenable as err:
-        return "", str(err)
+        # The reason names settings and stores: for the log, not for a contractor's page.
+        log.warning("cannot show the transcript at %s: %s", uri, err)
+        return "", "it could not be read just now"
 
 
 def openapi_paths() -> dict[str, Any]:

@@ -40,8 +40,8 @@ async def section(resolver: MediaResolver, story: dict[str, Any], media_base: st
     if not media_http.uri_of(story, "transcript"):
         return player + "<p>No transcript.</p>"
     text, problem = await media_http.transcript_text(resolver, story)
-    shown = (f'<pre data-testid="transcript-text">{esc(text)}</pre>' if text else
-             f'<p role="status">The transcript is stored but cannot be shown here: {esc(problem)}</p>')
+    shown = (f'<p role="status">The transcript is stored but cannot be shown here: {esc(problem)}.</p>' if problem
+             else f'<pre data-testid="transcript-text">{esc(text) or "(empty)"}</pre>')
     return (player + "<h4>Transcript</h4>" + shown
             + f'<p><a class="button secondary" href="{media_base}/transcript" data-testid="transcript">'
             "Open the transcript on its own</a></p>")
