@@ -31,6 +31,7 @@ from services.runtime.background import within
 from services.runtime.config import Settings
 from tests.conftest import SmtpInbox, serving
 from tests.payments.conftest import hooked, hooked_stripe  # noqa: F401  (fixtures: a wallet on localstripe)
+from tests.web import fake_s3
 
 log = logging.getLogger("tests.web")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -42,7 +43,6 @@ OPERATOR_EMAIL = "ops@callersync.test"
 SECOND_OPERATOR_EMAIL = "ops2@callersync.test"
 PHONE = {"width": 375, "height": 812}
 SIGNING_KEY = "web-test-signing-key-32-bytes-long-enough"
-UNREACHABLE_S3 = "http://127.0.0.1:1"
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +61,7 @@ class Stack:
     routing: Any
     smtp: SmtpInbox
     media_dir: pathlib.Path  # development recordings and transcripts the gateway serves (file:// URIs)
+    s3_url: str  # the stand-in S3 (tests/web/fake_s3.py) the gateway presigns s3:// recordings for
 
 
 @pytest.fixture(scope="session")
@@ -69,17 +70,19 @@ async def stack(settings: Settings, wallet_target: str, billing_target: str, web
     gateway_settings = dataclasses.replace(settings, jwt_secret=SIGNING_KEY)
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
     media_dir = tmp_path_factory.mktemp("media")
-    # s3:// recordings are presigned for an endpoint nothing listens on: a redirect is checked, never followed.
-    media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
-                        s3_endpoint=UNREACHABLE_S3, media_dir=str(media_dir))
-    gateway = Gateway(gateway_settings, targets=targets, media_config=media,
-                      web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
-    port = await gateway.start(0)
-    async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
-            grpc.aio.insecure_channel(web_routing_target) as r:
-        yield Stack(f"http://127.0.0.1:{port}", gateway, wallet_pb2_grpc.WalletServiceStub(w),
-                    billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp, media_dir)
-    await gateway.stop(1)
+    async with fake_s3.running() as s3_url:
+        # s3:// recordings (the engine's, in tests/billing/calls.py) are presigned for the stand-in S3.
+        media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
+                            s3_endpoint=s3_url, media_dir=str(media_dir))
+        gateway = Gateway(gateway_settings, targets=targets, media_config=media,
+                          web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
+        port = await gateway.start(0)
+        async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
+                grpc.aio.insecure_channel(web_routing_target) as r:
+            yield Stack(f"http://127.0.0.1:{port}", gateway, wallet_pb2_grpc.WalletServiceStub(w),
+                        billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp,
+                        media_dir, s3_url)
+        await gateway.stop(1)
 
 
 @pytest.fixture(scope="session")

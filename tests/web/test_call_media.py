@@ -9,7 +9,8 @@ import aiohttp
 from callersync.billing.v1 import billing_pb2 as bpb
 from services.gateway import tokens
 from tests.billing.calls import call, connected
-from tests.web.conftest import SIGNING_KEY, UNREACHABLE_S3, check, sign_in
+from tests.web.conftest import SIGNING_KEY, check, sign_in
+from tests.web.fake_s3 import transcript_of
 from tests.web.seed import billable_call, claim, contractor_with_wallet, five_minutes_ago, recorded_call
 
 TRANSCRIPT = "Caller: Hi, my roof is leaking over the back bedroom.\nContractor: I can come tomorrow at nine."
@@ -55,7 +56,7 @@ async def test_an_s3_recording_redirects_to_a_presigned_url_and_an_https_one_pas
     assert status == 302 and headers["Cache-Control"] == "no-store"
     location = urllib.parse.urlsplit(headers["Location"])
     assert f"{location.scheme}://{location.netloc}{location.path}" == (
-        f"{UNREACHABLE_S3}/recordings/{s3_call.call_id}.wav")
+        f"{stack.s3_url}/recordings/{s3_call.call_id}.wav")
     query = dict(urllib.parse.parse_qsl(location.query))
     assert query["X-Amz-Algorithm"] == "AWS4-HMAC-SHA256" and query["X-Amz-Credential"].startswith("test-key-id/")
 
@@ -83,25 +84,49 @@ async def test_the_call_page_plays_the_recording_and_shows_the_transcript(stack,
         media_statuses: list[tuple[str, int]] = []
         page.on("response", lambda r: media_statuses.append((r.url, r.status)) if "/recording" in r.url else None)
         reply = await page.goto(f"{stack.url}/app/c/{cid}/calls/{decision.call_id}")
-        assert f"media-src 'self' {UNREACHABLE_S3} https:;" in reply.headers["content-security-policy"]
+        assert f"media-src 'self' {stack.s3_url} https:;" in reply.headers["content-security-policy"]
         assert await page.get_by_test_id("transcript-text").inner_text() == TRANSCRIPT
-        duration = await page.evaluate("""async () => {
-            const audio = document.querySelector('audio');
-            if (audio.readyState < 1) {
-                await new Promise((ok, fail) => {
-                    audio.addEventListener('loadedmetadata', ok, {once: true});
-                    audio.addEventListener('error', () => fail(new Error('media error ' + audio.error.code)));
-                    audio.load();
-                });
-            }
-            return audio.duration;
-        }""")
-        assert abs(duration - 1.0) < 0.05
+        assert abs(await _audio_duration(page) - 1.0) < 0.05
         assert any(url.endswith(f"/calls/{decision.call_id}/recording") and status in (200, 206)
                    for url, status in media_statuses), media_statuses
         transcript = page.get_by_test_id("transcript")
         assert re.fullmatch(f".*/app/c/{cid}/calls/{decision.call_id}/transcript",
                             await transcript.get_attribute("href"))
+    finally:
+        await context.close()
+
+
+async def _audio_duration(page) -> float:
+    return await page.evaluate("""async () => {
+        const audio = document.querySelector('audio');
+        if (audio.readyState < 1) {
+            await new Promise((ok, fail) => {
+                audio.addEventListener('loadedmetadata', ok, {once: true});
+                audio.addEventListener('error', () => fail(new Error('media error ' + audio.error.code)));
+                audio.load();
+            });
+        }
+        return audio.duration;
+    }""")
+
+
+async def test_an_s3_recording_plays_through_its_presigned_redirect_and_its_transcript_shows(stack, browser):
+    cid, address = await contractor_with_wallet(stack)
+    decision = await billable_call(stack, cid, await claim(stack, cid, 4500))
+    context = await browser.new_context(viewport={"width": 375, "height": 812})  # the page's CSP applies
+    try:
+        page = await context.new_page()
+        page.set_default_timeout(10_000)
+        await sign_in(page, stack, address)
+        redirects: list[str] = []
+        page.on("response", lambda r: redirects.append(r.headers.get("location", "")) if r.status == 302 else None)
+        await page.goto(f"{stack.url}/app/c/{cid}/calls/{decision.call_id}")
+        # Read by the gateway through a presigned URL, for the page.
+        assert await page.get_by_test_id("transcript-text").inner_text() == transcript_of(
+            "transcripts", f"{decision.call_id}.txt")
+        # Played by the browser: the gateway's redirect to the presigned URL, admitted by the page's media-src.
+        assert abs(await _audio_duration(page) - 0.5) < 0.05
+        assert any(r.startswith(f"{stack.s3_url}/recordings/{decision.call_id}.wav?X-Amz-") for r in redirects)
     finally:
         await context.close()
 
