@@ -20,6 +20,10 @@ PATH_KIND = "{kind:recording|transcript}"
 CONTENT_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".txt": "text/plain"}
 
 
+class NotFound(Exception):
+    """The call has no media of that kind: 404."""
+
+
 def uri_of(story: dict[str, Any], kind: str) -> str:
     """The stored URI of one of the call's media in ExplainCall's JSON answer; "" when there is none."""
     call = story.get("call") or {}
@@ -42,10 +46,6 @@ def answer(resolver: MediaResolver, story: dict[str, Any], kind: str, call_id: s
         return web.FileResponse(where.path, headers=headers)
     # A presigned URL expires: the redirect must not outlive it in a cache.
     return web.Response(status=302, headers={"Location": where.url, "Cache-Control": "no-store"})
-
-
-class NotFound(Exception):
-    pass
 
 
 def respond(resolver: MediaResolver, story: dict[str, Any], kind: str, call_id: str) -> web.StreamResponse:
