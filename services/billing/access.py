@@ -18,6 +18,7 @@ ACCESS: dict[str, frozenset[str]] = {
     "ExplainCall": frozenset({GATEWAY, OPERATOR}),
     "RequestRefund": frozenset({GATEWAY, OPERATOR}),
     "ResolveRefund": frozenset({GATEWAY, OPERATOR}),
+    "GetRefundCase": frozenset({GATEWAY, OPERATOR}),
     "ListRefundCases": frozenset({GATEWAY, OPERATOR}),
     "ListCharges": frozenset({GATEWAY, OPERATOR}),
     "ListContractorCalls": frozenset({GATEWAY, OPERATOR}),

@@ -13,6 +13,7 @@ from services.billing.refund_credit import RefundCredit
 from services.billing.storage import BillingStore
 from services.runtime import paging
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from services.runtime.validation import require_id
 
 # How far back the double-bill check reads a contractor's ledger (pages of 500 entries).
 LEDGER_PAGES = 4
@@ -171,6 +172,15 @@ class RefundDesk:
             )
         if case.credit_state == "settling":
             case = await self._settlement.credit_refund(case)
+        return case
+
+    async def get_case(self, request: pb.GetRefundCaseRequest) -> RefundCase:
+        require_id("refund_case_id", request.refund_case_id)
+        case = await self._store.get_case(request.refund_case_id)
+        # Another contractor's case is answered as an unknown one: its id tells a contractor nothing.
+        if case is None or (request.contractor_id and case.contractor_id != request.contractor_id):
+            whose = f" for contractor {request.contractor_id!r}" if request.contractor_id else ""
+            raise NotFound(f"no refund case {request.refund_case_id!r}{whose}", reason="NO_REFUND_CASE")
         return case
 
     async def list_cases(self, request: pb.ListRefundCasesRequest) -> tuple[list[RefundCase], str]:

@@ -229,6 +229,11 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     ) -> pb.ResolveRefundResponse:
         return pb.ResolveRefundResponse(refund_case=mappers.refund_case(await self._desk.resolve(request)))
 
+    async def GetRefundCase(
+        self, request: pb.GetRefundCaseRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetRefundCaseResponse:
+        return pb.GetRefundCaseResponse(refund_case=mappers.refund_case(await self._desk.get_case(request)))
+
     async def ListRefundCases(
         self, request: pb.ListRefundCasesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRefundCasesResponse:

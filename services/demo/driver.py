@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import os
+import pathlib
 import random
 import re
 import secrets
@@ -24,7 +25,7 @@ from callersync.routing.v1 import routing_pb2 as rpb
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.demo import payments, scenario
+from services.demo import payments, recordings, scenario
 from services.demo.legs import LegSpec, ai_leg, describe, human_leg, lay_out, stamp
 from services.demo.report import Tally, skip_lines, table
 from services.demo.scenario import CallPlan, Ring, TopUp
@@ -94,6 +95,7 @@ class Demo:
         self.calls = 0
         self.billable_calls = 0
         self.channels: list[grpc.aio.Channel] = []
+        self.media_dir: pathlib.Path | None = None  # set by connect(): the running `up`'s media folder
 
     # ------------------------------------------------------------ plumbing
 
@@ -140,6 +142,7 @@ class Demo:
             self.channels += engine
             self.engine_billing = billing_pb2_grpc.BillingServiceStub(engine[0])
             self.engine_routing = routing_pb2_grpc.RoutingServiceStub(engine[1])
+        self.media_dir = recordings.media_dir(self.settings)
         base = await asyncio.to_thread(payments.provider_base, self.settings)
         self.browser = payments.Browser(base, self.settings.stripe_api_key) if base else None
         print(f"payments: {'by card through ' + base if base else 'no payment provider: operators credit by hand'}",
@@ -424,10 +427,7 @@ class Demo:
             legs=pb_legs,
         )
         if plan.recorded and legs:
-            call.recording.CopyFrom(
-                bpb.Recording(uri=f"s3://callersync-demo/{self.run_id}/{call_id}.wav", disclosure_played=True)
-            )
-            call.transcript_uri = f"s3://callersync-demo/{self.run_id}/{call_id}.txt"
+            recordings.attach(call, self.media_dir, self.run_id, plan.spam)
         decision = (await self.engine_billing.RateCall(bpb.RateCallRequest(call=call), timeout=TIMEOUT_S)).decision
         for leg in decision.legs:
             tally = self.by_id.get(leg.contractor_id)

@@ -65,6 +65,8 @@ POLICY: dict[str, Access] = {
     "callersync.billing.v1.BillingService.RequestRefund": Access.OWN,
     "callersync.billing.v1.BillingService.ResolveRefund": Access.OPERATOR,
     "callersync.billing.v1.BillingService.ListRefundCases": Access.OWN,
+    # A contractor's request carries their contractor_id, and billing answers only with a case of theirs.
+    "callersync.billing.v1.BillingService.GetRefundCase": Access.OWN,
     "callersync.billing.v1.BillingService.ListCharges": Access.OWN,
     # The calls that rang the contractor (free ones too) and their per-day counts: their own only.
     "callersync.billing.v1.BillingService.ListContractorCalls": Access.OWN,

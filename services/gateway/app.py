@@ -30,6 +30,8 @@ from opentelemetry import propagate, trace
 
 from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
+from services.gateway.media import http as media_http
+from services.gateway.media.resolver import MediaConfig, MediaResolver
 from services.gateway.slow_clients import GuardedSite
 from services.gateway.web import routes as web_routes
 from services.gateway.web.config import WebConfig
@@ -81,6 +83,7 @@ class Gateway:
         bindings: list[Binding] | None = None,
         targets: Mapping[str, str] | None = None,
         web_config: WebConfig | None = None,
+        media_config: MediaConfig | None = None,
     ) -> None:
         self.settings = settings
         self.routes = RouteTable(bindings if bindings is not None else bindings_of(discover_services()))
@@ -90,7 +93,9 @@ class Gateway:
         self.keys = tokens.keys_of(settings.jwt_secret)
         self.jwks = tokens.jwks_client(settings.jwt_jwks_url)
         self.origins = {o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()}
-        self.openapi_body = json.dumps(openapi.document(self.routes.bindings), indent=1).encode()
+        document = openapi.document(self.routes.bindings)
+        document["paths"].update(media_http.openapi_paths())
+        self.openapi_body = json.dumps(document, indent=1).encode()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._calls: dict[tuple[str, str], Any] = {}
         self._runner: web.AppRunner | None = None
@@ -98,6 +103,7 @@ class Gateway:
         self._latency = telemetry.rpc_latency_histogram("gateway")
         self.public_url = ""
         self._redis = redis_asyncio.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        self.media = MediaResolver(media_config or MediaConfig.from_env())
         web_config = web_config or WebConfig.from_env()
         self.web = WebApp(self, web_config, WebSessions(self._redis, link_ttl_s=web_config.link_ttl_s,
                                                         session_ttl_s=web_config.session_ttl_s)
@@ -118,6 +124,9 @@ class Gateway:
         app.router.add_get("/openapi.json", self._openapi)
         web_routes.install(self.web, app)
         app.router.add_post(stripe_webhook.PATH, self._stripe_webhook)
+        app.router.add_get("/v1/calls/{call_id}/" + media_http.PATH_KIND, self._call_media)
+        app.router.add_get("/v1/contractors/{contractor_id}/calls/{call_id}/" + media_http.PATH_KIND,
+                           self._call_media)
         app.router.add_route("*", "/{tail:.*}", self._api)
         return app
 
@@ -221,6 +230,24 @@ class Gateway:
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self.openapi_body, content_type="application/json")
+
+    async def _call_media(self, request: web.Request) -> web.StreamResponse:
+        """A call's recording or transcript: whoever may ExplainCall this call (the same path with :explain, so
+        the same scopes) gets a URL their browser can open."""
+        principal = await self._authenticate(request)
+        if isinstance(principal, web.Response):
+            return principal
+        kind = request.match_info["kind"]
+        explain_path = request.rel_url.raw_path.removesuffix(f"/{kind}") + ":explain"
+
+        async def no_body() -> bytes:
+            return b""
+
+        reply = await self.dispatch(principal, "GET", explain_path, [], no_body, request_id=uuid.uuid4().hex)
+        if reply.status != 200:
+            return reply
+        assert isinstance(reply.body, bytes)
+        return media_http.respond(self.media, json.loads(reply.body), kind, request.match_info["call_id"])
 
     # ------------------------------------------------------------------ the API
 

@@ -188,6 +188,8 @@ class Supervisor:
             self.env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
             self.embedded.append(sink)
         self.env.setdefault("CALLERSYNC_OPERATOR_EMAILS", DEV_OPERATOR)
+        # Development recordings and transcripts (the demo writes them): served by the gateway from here.
+        self.env.setdefault("CALLERSYNC_MEDIA_DIR", str(self.data_dir / "media"))
 
     def write_state(self) -> None:
         s = self.settings
@@ -207,6 +209,8 @@ class Supervisor:
             tls={"ca": s.tls_ca_file, "cert": s.tls_cert_file, "key": s.tls_key_file} if self.with_tls else None,
             # Simulated payments (no Stripe key): localstripe's address, for `callersync demo` and `reconcile`.
             payments={"simulated": True, "api_base": self.simulated_payments} if self.simulated_payments else None,
+            # Where `callersync demo` writes its calls' recordings and transcripts for the gateway to serve.
+            media_dir=self.env.get("CALLERSYNC_MEDIA_DIR", ""),
         )
 
     def spawn(self, child: Child) -> None:

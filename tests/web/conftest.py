@@ -24,6 +24,7 @@ from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway import access
 from services.gateway.app import Gateway
+from services.gateway.media.resolver import MediaConfig
 from services.gateway.web.config import WebConfig
 from services.routing.app import build as build_routing
 from services.routing.config import RoutingConfig
@@ -31,6 +32,7 @@ from services.runtime.background import within
 from services.runtime.config import Settings
 from tests.conftest import SmtpInbox, serving
 from tests.payments.conftest import hooked, hooked_stripe  # noqa: F401  (fixtures: a wallet on localstripe)
+from tests.web import fake_s3
 
 log = logging.getLogger("tests.web")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -41,6 +43,7 @@ AXE = pathlib.Path(__file__).parent / "vendor" / "axe.min.js"
 OPERATOR_EMAIL = "ops@callersync.test"
 SECOND_OPERATOR_EMAIL = "ops2@callersync.test"
 PHONE = {"width": 375, "height": 812}
+SIGNING_KEY = "web-test-signing-key-32-bytes-long-enough"
 
 
 @pytest.fixture(scope="session")
@@ -58,21 +61,29 @@ class Stack:
     billing: Any
     routing: Any
     smtp: SmtpInbox
+    media_dir: pathlib.Path  # development recordings and transcripts the gateway serves (file:// URIs)
+    s3_url: str  # the stand-in S3 (tests/web/fake_s3.py) the gateway presigns s3:// recordings for
 
 
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, wallet_target: str, billing_target: str, web_routing_target: str,
-                smtp: SmtpInbox) -> AsyncIterator[Stack]:
-    gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-signing-key-32-bytes-long-enough")
+                smtp: SmtpInbox, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    gateway_settings = dataclasses.replace(settings, jwt_secret=SIGNING_KEY)
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
-    gateway = Gateway(gateway_settings, targets=targets,
-                      web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
-    port = await gateway.start(0)
-    async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
-            grpc.aio.insecure_channel(web_routing_target) as r:
-        yield Stack(f"http://127.0.0.1:{port}", gateway, wallet_pb2_grpc.WalletServiceStub(w),
-                    billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp)
-    await gateway.stop(1)
+    media_dir = tmp_path_factory.mktemp("media")
+    async with fake_s3.running() as s3_url:
+        # s3:// recordings (the engine's, in tests/billing/calls.py) are presigned for the stand-in S3.
+        media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
+                            s3_endpoint=s3_url, media_dir=str(media_dir))
+        gateway = Gateway(gateway_settings, targets=targets, media_config=media,
+                          web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
+        port = await gateway.start(0)
+        async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
+                grpc.aio.insecure_channel(web_routing_target) as r:
+            yield Stack(f"http://127.0.0.1:{port}", gateway, wallet_pb2_grpc.WalletServiceStub(w),
+                        billing_pb2_grpc.BillingServiceStub(b), routing_pb2_grpc.RoutingServiceStub(r), smtp,
+                        media_dir, s3_url)
+        await gateway.stop(1)
 
 
 @pytest.fixture(scope="session")

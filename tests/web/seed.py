@@ -64,3 +64,15 @@ async def free_call(stack: Any, cid: str, zip_code: str, days_ago: int = 0,
 
 async def balance(stack: Any, cid: str) -> int:
     return (await stack.wallet.GetWallet(wpb.GetWalletRequest(contractor_id=cid))).wallet.balance_cents
+
+
+async def recorded_call(stack: Any, cid: str, zip_code: str, transcript: str) -> bpb.RatingDecision:
+    """A billable call whose recording (a WAV tone) and transcript are files in the gateway's media folder, as
+    `callersync up` and the demo keep them."""
+    from services.gateway.media.dev_media import write_call_media
+
+    started = five_minutes_ago()
+    finished = call(connected(cid, 47.0, start=started), zip_code=zip_code, start=started)
+    recording_uri, transcript_uri = write_call_media(stack.media_dir, finished.call_id, transcript)
+    finished.recording.uri, finished.transcript_uri = recording_uri, transcript_uri
+    return (await stack.billing.RateCall(bpb.RateCallRequest(call=finished))).decision

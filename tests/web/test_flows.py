@@ -19,11 +19,11 @@ async def test_a_billable_call_is_refunded_after_an_operator_approves_it(stack, 
     assert await phone.get_by_test_id("balance").inner_text() == "$155.00"
 
     await phone.get_by_role("link", name="Calls & charges").click()
-    await phone.get_by_role("link", name=decision.call_id).click()
+    await phone.get_by_role("link", name=decision.call_id).first.click()
     await phone.wait_for_url(re.compile(f".*/calls/{decision.call_id}$"))
     assert "connected 47.0 s" in await phone.get_by_test_id("decision").inner_text()
     transcript = phone.get_by_test_id("transcript")
-    assert await transcript.get_attribute("href") == f"s3://transcripts/{decision.call_id}.txt"
+    assert await transcript.get_attribute("href") == f"/app/c/{cid}/calls/{decision.call_id}/transcript"
     assert "30 days left to ask for a refund" in await phone.content() or "29 days left" in await phone.content()
     assert await phone.get_by_test_id("refund-state").inner_text() == "✓ No refund requested".replace("✓", "•")
     await check(phone, "call-evidence")
@@ -106,9 +106,13 @@ async def test_no_contractor_page_needs_operator_scope(stack, phone):
     decision = await billable_call(stack, cid, zip_code)
     await sign_in(phone, stack, address)
     stack.gateway.web.api_calls.clear()
-    for path in ("/", "/calls", "/calls.csv", f"/calls/{decision.call_id}", "/ledger", "/ledger.csv", "/zips",
-                 "/money"):
-        if path.endswith(".csv"):
+    for path in ("/", "/calls", "/calls.csv", f"/calls/{decision.call_id}", f"/calls/{decision.call_id}/transcript",
+                 "/ledger", "/ledger.csv", "/zips", "/money"):
+        if path.endswith("/transcript"):
+            # The transcript of this call is stored at s3://: the gateway redirects to a presigned URL.
+            reply = await phone.request.get(f"{stack.url}/app/c/{cid}{path}", max_redirects=0)
+            assert reply.status == 302, path
+        elif path.endswith(".csv"):
             reply = await phone.request.get(f"{stack.url}/app/c/{cid}{path}")
             assert reply.status == 200, path
             rows = list(csv.reader(io.StringIO(await reply.text())))
@@ -132,9 +136,9 @@ async def test_no_contractor_page_needs_operator_scope(stack, phone):
     await phone.get_by_role("button", name="Save alert").click()
     await phone.get_by_text("Alert on below $60.00").wait_for()
     assert_contractor_scope(stack.gateway, {
-        "contractor.overview", "contractor.calls", "contractor.calls_csv", "contractor.call", "contractor.ledger",
-        "contractor.ledger_csv", "contractor.zips", "contractor.money", "contractor.request_refund",
-        "contractor.save_auto", "contractor.save_alert"})
+        "contractor.overview", "contractor.calls", "contractor.calls_csv", "contractor.call", "contractor.call_media",
+        "contractor.ledger", "contractor.ledger_csv", "contractor.zips", "contractor.money",
+        "contractor.request_refund", "contractor.save_auto", "contractor.save_alert"})
 
 
 async def test_an_ai_mode_contractor_sees_the_cost_per_booking_by_zip(stack, phone):

@@ -5,6 +5,7 @@ import asyncio
 import re
 import signal
 
+from services.runtime import stack_file
 from tests.conftest import free_port
 from tests.system.processes import Process, callersync_env
 from tests.web.conftest import check
@@ -25,6 +26,9 @@ async def test_up_prints_links_that_sign_in_and_the_dev_mail_page_shows_new_link
         contractor_url = re.search(r"sign in as contractor demo-contractor \S+: (\S+)", output).group(1)
         operator_url = operator_line.split(": ")[-1].strip()
         assert f"http://127.0.0.1:{gateway_port}/app/" in output
+        # The demo finds up's media folder here and writes its calls' recordings and transcripts into it.
+        state = stack_file.read((tmp_path / "data").resolve())
+        assert state is not None and state["media_dir"] == str((tmp_path / "data" / "media").resolve())
 
         await page.goto(operator_url)
         await page.get_by_role("button", name="Sign in").click()

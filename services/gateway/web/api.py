@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import grpc
 from aiohttp import web
 
+from services.gateway.media.resolver import MediaResolver
 from services.gateway.tokens import Principal
 from services.runtime.config import Settings
 
@@ -27,6 +28,7 @@ class GatewayPort(Protocol):
 
     settings: Settings
     public_url: str
+    media: MediaResolver
 
     def channel(self, upstream: str) -> grpc.aio.Channel: ...
 
@@ -79,6 +81,9 @@ class Api:
 
     async def send(self, http_method: str, path: str, body: dict[str, Any]) -> Any:
         return await self._call(http_method, path, None, body)
+
+    async def delete(self, path: str, **query: Any) -> Any:
+        return await self._call("DELETE", path, query, None)
 
 
 def seg(value: str) -> str:

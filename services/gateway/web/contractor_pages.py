@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+import urllib.parse
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.gateway.web import chart, csv_export, words
+from services.gateway.web import chart, csv_export, media_pages, words
 from services.gateway.web.api import ApiError, seg
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, seconds, table, when
 
@@ -130,17 +131,34 @@ def install(site: WebApp, app: web.Application) -> None:
         return ctx.page("Overview", body, current=f"{base}/")
 
     async def calls(ctx: Ctx) -> web.StreamResponse:
+        """Every call that rang the contractor, free ones too, and their charges (bookings among them), each list
+        paged on its own."""
         cid = _cid(ctx)
         base = _base(cid)
-        token = ctx.request.query.get("page_token", "")
-        reply = await ctx.api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=PAGE_SIZE, pageToken=token)
-        more = reply.get("nextPageToken", "")
-        pager = (f'<p><a class="button secondary" href="{base}/calls?page_token={esc(more)}">Older charges</a></p>'
-                 if more else "")
-        body = (f'<p>Every billable call and booking, newest first. Open a call for its evidence and to ask for a '
-                f'refund.</p><p><a class="button secondary" href="{base}/calls.csv" download>Download as CSV</a></p>'
-                + table("Charges", CHARGE_HEADERS, charge_rows(reply["charges"], base), empty="No charges yet.")
-                + pager)
+        query = ctx.request.query
+        calls_token, charges_token = query.get("calls_token", ""), query.get("page_token", "")
+        rang = await ctx.api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=PAGE_SIZE, pageToken=calls_token)
+        charged = await ctx.api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=PAGE_SIZE,
+                                    pageToken=charges_token)
+
+        def older(label: str, calls_at: str, charges_at: str) -> str:
+            tokens = {k: v for k, v in (("calls_token", calls_at), ("page_token", charges_at)) if v}
+            href = f"{base}/calls?{urllib.parse.urlencode(tokens)}"
+            return f'<p><a class="button secondary" href="{esc(href)}">{esc(label)}</a></p>'
+
+        more_calls = (older("Older calls", rang["nextPageToken"], charges_token)
+                      if rang.get("nextPageToken") else "")
+        more_charges = (older("Older charges", calls_token, charged["nextPageToken"])
+                        if charged.get("nextPageToken") else "")
+        body = ('<p>Every call that rang you, billable or free, newest first. Open a call for its evidence and '
+                'to ask for a refund.</p><section aria-labelledby="calls-h"><h2 id="calls-h">Calls</h2>'
+                + table("Calls, billable and free", CALL_HEADERS, call_rows(rang.get("calls", []), base),
+                        empty="No calls yet.") + more_calls
+                + '</section><section aria-labelledby="charges-h"><h2 id="charges-h">Charges</h2>'
+                f'<p>What you paid, calls and AI bookings, with each refund\'s state.</p>'
+                f'<p><a class="button secondary" href="{base}/calls.csv" download>Download as CSV</a></p>'
+                + table("Charges", CHARGE_HEADERS, charge_rows(charged["charges"], base), empty="No charges yet.")
+                + more_charges + "</section>")
         return ctx.page("Calls & charges", body, current=f"{base}/calls")
 
     async def calls_csv(ctx: Ctx) -> web.StreamResponse:
@@ -153,11 +171,13 @@ def install(site: WebApp, app: web.Application) -> None:
         base = _base(cid)
         story = await ctx.api.get(f"/v1/contractors/{seg(cid)}/calls/{seg(call_id)}:explain")
         mine = [c for c in story.get("charges", []) if c.get("contractorId") == cid]
-        body = evidence_packet(story, cid)
+        media = await media_pages.section(site.gateway.media, story, media_pages.contractor_base(cid, call_id))
+        body = evidence_packet(story, cid, media)
         for charge in mine:
             body += charge_section(charge, base, site.config.refund_window_days, ctx.session.csrf)
-        return ctx.page(f"Call {call_id}", f'<p><a href="{base}/calls">← All calls and charges</a></p>' + body,
+        page = ctx.page(f"Call {call_id}", f'<p><a href="{base}/calls">← All calls and charges</a></p>' + body,
                         current=f"{base}/calls")
+        return media_pages.admit_media(page, site.gateway.media)
 
     async def request_refund(ctx: Ctx) -> web.StreamResponse:
         cid, call_id = _cid(ctx), ctx.request.match_info["call_id"]
@@ -215,10 +235,10 @@ def _plus(stamp: str, seconds_after: float) -> str:
     return moment.isoformat()
 
 
-def evidence_packet(story: dict[str, Any], cid: str, *, operator: bool = False) -> str:
+def evidence_packet(story: dict[str, Any], cid: str, media: str, *, operator: bool = False) -> str:
     """The same facts for contractor `cid` and for an operator: each leg's times, the 30-second mark, who hung up,
-    ZIP and rate, recording, transcript, the decision and billing's own account of it. Only the names differ: the
-    contractor reads "you", an operator reads contractor ids."""
+    ZIP and rate, recording, transcript (`media`: media_pages.section), the decision and billing's own account of
+    it. Only the names differ: the contractor reads "you", an operator reads contractor ids."""
     call = story.get("call") or {}
     decision = story.get("decision") or {}
     legs = []
@@ -235,14 +255,6 @@ def evidence_packet(story: dict[str, Any], cid: str, *, operator: bool = False) 
             esc(seconds(outcome.get("connectedMs"))), esc(words.hangup(leg.get("hangupSide", ""), who)),
             esc(words.rule(outcome.get("rule", ""), who)),
         ])
-    recording = call.get("recording") or {}
-    uri = recording.get("uri", "")
-    transcript = call.get("transcriptUri", "")
-    player = (f'<audio controls preload="none" src="{esc(uri)}"></audio><p><a href="{esc(uri)}">Recording</a> '
-              f'(disclosure to the caller {"played" if recording.get("disclosurePlayed") else "NOT played"})</p>'
-              if uri else "<p>No recording.</p>")
-    transcript_html = (f'<p><a href="{esc(transcript)}" data-testid="transcript">Transcript</a></p>' if transcript
-                       else "<p>No transcript.</p>")
     reader = words.named(cid) if operator else words.YOU
     tone = "good" if not decision.get("billable") else "info"
     verdict = ("Billable" if decision.get("billable") else "Free") if decision else "Not rated"
@@ -257,7 +269,7 @@ def evidence_packet(story: dict[str, Any], cid: str, *, operator: bool = False) 
 <dt>Started</dt><dd>{esc(when(call.get("startedAt", "")))}</dd></dl>
 {table("Legs of the call", ["Leg", "Who", "Rang", "Answered", "30-second mark", "Ended", "Connected",
                              "Who hung up", "Outcome"], legs, empty="Nobody was rung.")}
-<h3>Recording and transcript</h3>{player}{transcript_html}</section>"""
+<h3>Recording and transcript</h3>{media}</section>"""
 
 
 def charge_section(charge: dict[str, Any], base: str, window_days: int, csrf: str) -> str:

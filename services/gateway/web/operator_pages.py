@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from services.gateway.web import words
+from services.gateway.web import blocked_pages, media_pages, rate_preview, words
 from services.gateway.web.api import Api, ApiError, seg
-from services.gateway.web.contractor_pages import CHARGE_HEADERS, charge_rows, evidence_packet
+from services.gateway.web.contractor_pages import (
+    CALL_HEADERS,
+    CHARGE_HEADERS,
+    call_rows,
+    charge_rows,
+    evidence_packet,
+)
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
 
 if TYPE_CHECKING:
@@ -57,6 +63,46 @@ def _waiting(stamp: str) -> str:
     return f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h"
 
 
+def utc_moment(raw: str) -> dt.datetime | None:
+    """A datetime-local field's value, read as UTC; None when empty."""
+    if not raw:
+        return None
+    try:
+        return dt.datetime.fromisoformat(raw).replace(tzinfo=dt.UTC)
+    except ValueError:
+        raise ApiError(400, f"{raw!r} is not a date and time like 2025-06-01T09:00") from None
+
+
+async def scheduled_rates(api: Api, now: dt.datetime) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """ZIP rate and booking fee versions that take effect after now (the rate card with its history)."""
+    rates: list[dict[str, Any]] = []
+    fees: list[dict[str, Any]] = []
+    token = ""
+    for _ in range(20):
+        reply = await api.get("/v1/rateCard", includeHistory="true", pageSize=1000, pageToken=token)
+        rates += [r for r in reply.get("rates", []) if _after(r.get("effectiveFrom", ""), now)]
+        fees = [f for f in reply.get("bookingFeeHistory", []) if _after(f.get("effectiveFrom", ""), now)]
+        token = reply.get("nextPageToken", "")
+        if not token:
+            break
+    return rates, fees
+
+
+def _after(stamp: str, now: dt.datetime) -> bool:
+    return bool(stamp) and dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) > now
+
+
+async def scheduled_rows(api: Api, now: dt.datetime) -> list[list[str]]:
+    rates, fees = await scheduled_rates(api, now)
+    rows = [(r.get("effectiveFrom", ""), [esc(r["zip"]), esc(money(r.get("rateCents"))),
+                                          esc(when(r.get("effectiveFrom", ""))), esc(r.get("setBy", ""))])
+            for r in rates]
+    rows += [(f.get("effectiveFrom", ""), [esc("AI booking fee"), esc(money(f.get("feeCents"))),
+                                           esc(when(f.get("effectiveFrom", ""))), esc(f.get("setBy", ""))])
+             for f in fees]
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
+
+
 def install(site: WebApp, app: web.Application) -> None:
     async def queue(ctx: Ctx) -> web.StreamResponse:
         cases = await pending_oldest_first(ctx.api)
@@ -71,16 +117,13 @@ def install(site: WebApp, app: web.Application) -> None:
 
     async def case(ctx: Ctx) -> web.StreamResponse:
         case_id = ctx.request.match_info["case_id"]
-        found = [c for c in (await ctx.api.get("/v1/refundCases", pageSize=500)).get("refundCases", [])
-                 if c["refundCaseId"] == case_id]
-        if not found:
-            raise ApiError(404, f"no refund case {case_id} among the latest 500")
-        c = found[0]
+        c = (await ctx.api.get(f"/v1/refundCases/{seg(case_id)}"))["refundCase"]
         charge = await charge_of(ctx.api, c["contractorId"], c["chargeId"])
         packet = ""
         if charge is not None:
             story = await ctx.api.get(f"/v1/calls/{seg(charge['callId'])}:explain")
-            packet = evidence_packet(story, c["contractorId"], operator=True)
+            media = await media_pages.section(site.gateway.media, story, media_pages.operator_base(charge["callId"]))
+            packet = evidence_packet(story, c["contractorId"], media, operator=True)
         label, tone = words.refund_state(c)
         asked = c.get("amountCents")
         first_amount = ""
@@ -115,7 +158,8 @@ def install(site: WebApp, app: web.Application) -> None:
 <dt>Their words</dt><dd>{esc(c.get("note") or "—")}</dd>
 <dt>Amount</dt><dd>{money(c.get("amountCents"))}</dd>
 <dt>Asked</dt><dd>{esc(when(c.get("requestedAt", "")))}</dd></dl>{waiting}{decide}{packet}"""
-        return ctx.page(f"Refund case {case_id[:8]}", body, current="/app/ops/")
+        return media_pages.admit_media(ctx.page(f"Refund case {case_id[:8]}", body, current="/app/ops/"),
+                                       site.gateway.media)
 
     async def resolve(ctx: Ctx) -> web.StreamResponse:
         case_id = ctx.request.match_info["case_id"]
@@ -143,6 +187,7 @@ def install(site: WebApp, app: web.Application) -> None:
                 raise
             wallet = None
         claims = (await api.get(f"/v1/contractors/{seg(cid)}/claims", pageSize=500))["claims"]
+        calls = (await api.get(f"/v1/contractors/{seg(cid)}/calls", pageSize=20)).get("calls", [])
         charges = (await api.get(f"/v1/contractors/{seg(cid)}/charges", pageSize=20))["charges"]
         entries = ((await api.get(f"/v1/wallets/{seg(cid)}/entries", pageSize=20))["entries"] if wallet else [])
         summary = ("<p>No wallet.</p>" if wallet is None else
@@ -159,6 +204,8 @@ def install(site: WebApp, app: web.Application) -> None:
         base = f"/app/c/{seg(cid)}"
         body = (form + f"<h2>{esc(cid)}</h2>" + summary
                 + "<h2>Claims</h2>" + table("Claims", ["ZIP", "Position", "Rate"], claim_rows, empty="No claims.")
+                + "<h2>Recent calls</h2>" + table("Calls, billable and free", CALL_HEADERS, call_rows(calls, base),
+                                                  empty="No calls yet.")
                 + "<h2>Recent charges</h2>"
                 + table("Charges", CHARGE_HEADERS, charge_rows(charges, base, words.named(cid)))
                 + "<h2>Recent ledger entries</h2>"
@@ -185,43 +232,21 @@ The reason is shown in their ledger.</p>
             "reason": f"{str(form.get('reason', ''))} (by {ctx.principal.subject})"})
         raise web.HTTPSeeOther(f"/app/ops/contractors?id={seg(cid)}")
 
-    async def rate_preview(ctx: Ctx, zip_code: str, rate_cents: int) -> str:
-        """Who a rate change would pause: each claimant's pause line becomes the dearest of their ZIPs' rates with
-        this one at the new rate (an AI-mode fee floor aside); a balance below it pauses them."""
-        claims = (await ctx.api.get(f"/v1/zips/{seg(zip_code)}/claims", pageSize=500))["claims"]
-        rows = []
-        for claim in claims:
-            cid = claim["contractorId"]
-            theirs = (await ctx.api.get(f"/v1/contractors/{seg(cid)}/claims", pageSize=500))["claims"]
-            line = max([rate_cents] + [cents(c.get("rateCents")) for c in theirs if c["zip"] != zip_code])
-            try:
-                wallet = (await ctx.api.get(f"/v1/wallets/{seg(cid)}"))["wallet"]
-            except ApiError as err:
-                if err.status != 404:
-                    raise
-                wallet = {}
-            balance = cents(wallet.get("balanceCents"))
-            if wallet.get("paused"):
-                verdict = badge("Paused already", "info")
-            elif balance < line:
-                verdict = badge(f"Would pause ({money(balance)} below {money(line)})", "bad")
-            else:
-                verdict = badge("Keeps receiving calls", "good")
-            rows.append([f'<a href="/app/ops/contractors?id={seg(cid)}">{esc(cid)}</a>', esc(money(balance)),
-                         esc(money(wallet.get("pauseThresholdCents"))), esc(money(line)), verdict])
-        return (f"<h2>If ZIP {esc(zip_code)} cost {money(rate_cents)}</h2>"
-                + table("Who would pause", ["Contractor", "Balance", "Pause line now", "Pause line then", "Outcome"],
-                        rows, empty="Nobody claims this ZIP."))
-
     async def rates(ctx: Ctx) -> web.StreamResponse:
+        query = ctx.request.query
+        now = dt.datetime.now(dt.UTC)
         preview = ""
-        if ctx.request.query.get("zip") and ctx.request.query.get("rate"):
-            preview = await rate_preview(ctx, ctx.request.query["zip"], dollars_to_cents(ctx.request.query["rate"]))
+        if query.get("zip") and query.get("rate"):
+            preview = await rate_preview.preview(ctx.api, query["zip"], dollars_to_cents(query["rate"]),
+                                                 utc_moment(query.get("from", "")) or now, now)
         card = await ctx.api.get("/v1/rateCard", pageSize=1000)
         rows = [[esc(r["zip"]), esc(money(r.get("rateCents"))), esc(when(r.get("effectiveFrom", ""))),
                  esc(r.get("setBy", ""))] for r in card.get("rates", [])]
         body = f"""<p>Booking fee (AI agent mode): {money(card.get("bookingFee", {}).get("feeCents"))}.</p>
 {table("Rates in effect", ["ZIP", "Rate", "In effect from", "Set by"], rows, empty="No ZIP is priced.")}
+<h2>Scheduled</h2>
+{table("Scheduled rates", ["ZIP", "Rate", "Takes effect", "Set by"], await scheduled_rows(ctx.api, now),
+       empty="No rate or fee change is scheduled.")}
 <h2>Set a rate</h2>
 <form method="post" action="/app/ops/rates" class="stack">{csrf_field(ctx.session.csrf)}
 <label for="zip">ZIP</label><input id="zip" name="zip" inputmode="numeric" pattern="[0-9]{{5}}" required>
@@ -235,39 +260,19 @@ The reason is shown in their ledger.</p>
  value="{esc(ctx.request.query.get("zip", ""))}">
 <label for="prate">New rate (dollars)</label><input id="prate" name="rate" type="number" min="0.01" step="0.01" required
  value="{esc(ctx.request.query.get("rate", ""))}">
+<label for="pfrom">In effect from (UTC; empty for now)</label>
+<input id="pfrom" name="from" type="datetime-local" value="{esc(ctx.request.query.get("from", ""))}">
 <button type="submit" class="button secondary">Show who would pause</button></form>{preview}"""
         return ctx.page("Rate card", body, current="/app/ops/rates")
 
     async def set_rate(ctx: Ctx) -> web.StreamResponse:
         form = await ctx.request.post()
         rate_cents = dollars_to_cents(str(form.get("rate", "")))
-        raw_from = str(form.get("from", ""))
-        moment = (dt.datetime.fromisoformat(raw_from).replace(tzinfo=dt.UTC) if raw_from
-                  else dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1))
+        moment = utc_moment(str(form.get("from", ""))) or dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
         await ctx.api.send("PUT", f"/v1/zips/{seg(str(form.get('zip', '')))}/rate", {
             "rateCents": str(rate_cents), "effectiveFrom": moment.isoformat().replace("+00:00", "Z"),
             "setBy": ctx.principal.subject})
         raise web.HTTPSeeOther("/app/ops/rates")
-
-    async def blocked(ctx: Ctx) -> web.StreamResponse:
-        reply = await ctx.api.get("/v1/blockedCallers", pageSize=200)
-        rows = [[esc(b.get("callerNumber", "")), esc(b.get("source", "").removeprefix("BLOCK_SOURCE_").title()),
-                 esc(b.get("blockedBy", "")), esc(b.get("note", "")), esc(when(b.get("blockedAt", "")))]
-                for b in reply.get("blockedCallers", [])]
-        body = (table("Blocked callers", ["Caller", "Source", "By", "Note", "When"], rows,
-                      empty="Nobody is blocked.")
-                + f"""<h2>Block a caller</h2><form method="post" action="/app/ops/blocked" class="stack">
-{csrf_field(ctx.session.csrf)}<label for="caller">Caller number (E.164, e.g. +14155550123)</label>
-<input id="caller" name="caller" type="tel" required><label for="bnote">Why</label>
-<input id="bnote" name="note" required><button type="submit">Block caller</button></form>""")
-        return ctx.page("Blocked callers", body, current="/app/ops/blocked")
-
-    async def block(ctx: Ctx) -> web.StreamResponse:
-        form = await ctx.request.post()
-        await ctx.api.send("POST", "/v1/blockedCallers", {
-            "callerNumber": str(form.get("caller", "")), "blockedBy": ctx.principal.subject,
-            "note": str(form.get("note", ""))})
-        raise web.HTTPSeeOther("/app/ops/blocked")
 
     def add(path: str, name: str, handler: Any, method: str = "GET") -> None:
         app.router.add_route(method, "/app/ops" + path, site.guarded(name, handler, operator=True))
@@ -279,5 +284,4 @@ The reason is shown in their ledger.</p>
     add("/contractors/{contractor_id}/credit", "operator.credit", credit, "POST")
     add("/rates", "operator.rates", rates)
     add("/rates", "operator.set_rate", set_rate, "POST")
-    add("/blocked", "operator.blocked", blocked)
-    add("/blocked", "operator.block", block, "POST")
+    blocked_pages.install(add)

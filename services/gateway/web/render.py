@@ -15,7 +15,7 @@ from services.gateway.tokens import Principal
 # a URL from leaking to another site (same-origin, not no-referrer: with no-referrer a browser sends
 # `Origin: null` on form posts, and the CSRF check reads Origin).
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' https: http:; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' https:; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from services.gateway.web import auth_pages, contractor_pages, operator_pages
+from services.gateway.web import auth_pages, contractor_pages, media_pages, operator_pages
 from services.gateway.web.site import WebApp
 
 
@@ -14,3 +14,4 @@ def install(site: WebApp, app: web.Application) -> None:
     auth_pages.install(site, app)
     contractor_pages.install(site, app)
     operator_pages.install(site, app)
+    media_pages.install(site, app)

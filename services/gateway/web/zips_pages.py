@@ -17,6 +17,32 @@ MODES = {"CONTRACTOR_MODE_HUMAN": "You answer (billed per call connected 30 s or
          "CONTRACTOR_MODE_AI_AGENT": "AI agent answers (billed per booked appointment)"}
 
 
+WEEKDAYS = ["MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY"]
+
+
+def _clock(minute: int) -> str:
+    return f"{minute // 60:02d}:{minute % 60:02d}"
+
+
+def schedule_rows(schedule: dict[str, Any]) -> list[list[str]]:
+    """Each day of the week and the hours routing may ring the contractor then, in their time zone."""
+    by_day: dict[str, list[tuple[int, int]]] = {day: [] for day in WEEKDAYS}
+    for window in schedule.get("weeklyHours", []):
+        day = str(window.get("day", "")).removeprefix("WEEKDAY_")
+        if day in by_day:
+            by_day[day].append((int(window.get("startMinute") or 0), int(window.get("endMinute") or 0)))
+    return [[esc(day.title()), esc(", ".join(f"{_clock(a)}–{_clock(b)}" for a, b in sorted(windows))
+                                   if windows else "Not rung")] for day, windows in by_day.items()]
+
+
+def schedule_html(schedule: dict[str, Any]) -> str:
+    if not schedule.get("weeklyHours"):
+        return "<p>Any hour of any day.</p>"
+    zone = schedule.get("timeZone") or "UTC"
+    return (f"<p>Times in {esc(zone)}.</p>"
+            + table(f"Weekly hours ({zone})", ["Day", "Hours"], schedule_rows(schedule)))
+
+
 def pause_simulator(claims: list[dict[str, Any]], floor_cents: int) -> list[list[str]]:
     """For each claim: the pause line if it were released (the dearest of the rest, or the AI fee floor)."""
     rows = []
@@ -69,7 +95,6 @@ def install(site: WebApp, add: Callable[..., None]) -> None:
                                           else f"Backup #{int(c.get('backupRank') or 0)}"),
                        esc(money(c.get("rateCents"))), esc(when(c.get("claimedAt", "")))] for c in claims]
         caps = profile.get("caps", {})
-        hours = profile.get("schedule", {}).get("weeklyHours", [])
         caps_words = ", ".join(f"{label}: {int(caps.get(key) or 0) or 'no limit'}" for key, label in (
             ("dailyMaxConnectedCalls", "per day"), ("monthlyMaxConnectedCalls", "per month"),
             ("maxConcurrentCalls", "at once"))) if caps else "no limits set"
@@ -80,11 +105,10 @@ def install(site: WebApp, add: Callable[..., None]) -> None:
 </section>
 <section aria-labelledby="mode-h"><h2 id="mode-h">How you take calls</h2>
 <dl class="facts"><dt>Mode</dt><dd>{esc(MODES.get(mode, mode))}</dd>
-<dt>Schedule</dt><dd>{esc(f"{len(hours)} weekly windows, {profile.get('schedule', {}).get('timeZone', '')}"
-                          if hours else "Any hour of any day")}</dd>
 <dt>Caps</dt><dd>{esc(caps_words)}</dd>
 <dt>Connected today / this month</dt><dd>{int(profile.get("connectedCallsToday") or 0)} /
-{int(profile.get("connectedCallsThisMonth") or 0)}</dd></dl></section>
+{int(profile.get("connectedCallsThisMonth") or 0)}</dd></dl>
+<h3>When you are rung</h3>{schedule_html(profile.get("schedule", {}))}</section>
 <section aria-labelledby="sim-h"><h2 id="sim-h">Pause simulator</h2>
 <p>Your pause line is the rate of your most expensive ZIP{" (or the AI booking fee, if higher)" if fee else ""}:
 below it, routing stops offering you calls.</p>

@@ -1450,6 +1450,53 @@ class ResolveRefundResponse(_message.Message):
 Global___ResolveRefundResponse: _TypeAlias = ResolveRefundResponse  # noqa: Y015
 
 @_typing.final
+class GetRefundCaseRequest(_message.Message):
+    """Reads one refund case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_CASE_ID_FIELD_NUMBER: _builtins.int
+    CONTRACTOR_ID_FIELD_NUMBER: _builtins.int
+    refund_case_id: _builtins.str
+    contractor_id: _builtins.str
+    """Empty for an operator's lookup; set, the case must be this contractor's."""
+    def __init__(
+        self,
+        *,
+        refund_case_id: _builtins.str = ...,
+        contractor_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["contractor_id", b"contractor_id", "refund_case_id", b"refund_case_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRefundCaseRequest: _TypeAlias = GetRefundCaseRequest  # noqa: Y015
+
+@_typing.final
+class GetRefundCaseResponse(_message.Message):
+    """The case."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_CASE_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund_case(self) -> Global___RefundCase: ...
+    def __init__(
+        self,
+        *,
+        refund_case: Global___RefundCase | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["refund_case", b"refund_case"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["refund_case", b"refund_case"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetRefundCaseResponse: _TypeAlias = GetRefundCaseResponse  # noqa: Y015
+
+@_typing.final
 class ListRefundCasesRequest(_message.Message):
     """Lists refund cases, newest first."""
 

@@ -87,6 +87,11 @@ class BillingServiceStub:
                 request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundRequest.SerializeToString,
                 response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundResponse.FromString,
                 _registered_method=True)
+        self.GetRefundCase = channel.unary_unary(
+                '/callersync.billing.v1.BillingService/GetRefundCase',
+                request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseRequest.SerializeToString,
+                response_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseResponse.FromString,
+                _registered_method=True)
         self.ListRefundCases = channel.unary_unary(
                 '/callersync.billing.v1.BillingService/ListRefundCases',
                 request_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ListRefundCasesRequest.SerializeToString,
@@ -204,6 +209,14 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRefundCase(self, request, context):
+        """One refund case by its id, however old. With contractor_id set, only that contractor's case: another's
+        is NOT_FOUND, as an unknown id is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListRefundCases(self, request, context):
         """Refund cases, newest first: the ops console's review queue.
         """
@@ -289,6 +302,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ResolveRefund,
                     request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundRequest.FromString,
                     response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundResponse.SerializeToString,
+            ),
+            'GetRefundCase': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRefundCase,
+                    request_deserializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseRequest.FromString,
+                    response_serializer=callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseResponse.SerializeToString,
             ),
             'ListRefundCases': grpc.unary_unary_rpc_method_handler(
                     servicer.ListRefundCases,
@@ -567,6 +585,33 @@ class BillingService:
             '/callersync.billing.v1.BillingService/ResolveRefund',
             callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundRequest.SerializeToString,
             callersync_dot_billing_dot_v1_dot_billing__pb2.ResolveRefundResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRefundCase(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/callersync.billing.v1.BillingService/GetRefundCase',
+            callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseRequest.SerializeToString,
+            callersync_dot_billing_dot_v1_dot_billing__pb2.GetRefundCaseResponse.FromString,
             options,
             channel_credentials,
             insecure,

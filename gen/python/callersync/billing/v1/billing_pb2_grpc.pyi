@@ -83,6 +83,10 @@ class BillingServiceStub:
     """An operator approves or denies a case waiting for review. Approval credits the
     wallet exactly once; an approved spam refund publishes CallerBlockRequested.
     """
+    GetRefundCase: _grpc.UnaryUnaryMultiCallable[_billing_pb2.GetRefundCaseRequest, _billing_pb2.GetRefundCaseResponse]
+    """One refund case by its id, however old. With contractor_id set, only that contractor's case: another's
+    is NOT_FOUND, as an unknown id is.
+    """
     ListRefundCases: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListRefundCasesRequest, _billing_pb2.ListRefundCasesResponse]
     """Refund cases, newest first: the ops console's review queue."""
     ListCharges: _grpc.UnaryUnaryMultiCallable[_billing_pb2.ListChargesRequest, _billing_pb2.ListChargesResponse]
@@ -153,6 +157,10 @@ class BillingServiceAsyncStub(BillingServiceStub):
     ResolveRefund: _aio.UnaryUnaryMultiCallable[_billing_pb2.ResolveRefundRequest, _billing_pb2.ResolveRefundResponse]  # type: ignore[assignment]
     """An operator approves or denies a case waiting for review. Approval credits the
     wallet exactly once; an approved spam refund publishes CallerBlockRequested.
+    """
+    GetRefundCase: _aio.UnaryUnaryMultiCallable[_billing_pb2.GetRefundCaseRequest, _billing_pb2.GetRefundCaseResponse]  # type: ignore[assignment]
+    """One refund case by its id, however old. With contractor_id set, only that contractor's case: another's
+    is NOT_FOUND, as an unknown id is.
     """
     ListRefundCases: _aio.UnaryUnaryMultiCallable[_billing_pb2.ListRefundCasesRequest, _billing_pb2.ListRefundCasesResponse]  # type: ignore[assignment]
     """Refund cases, newest first: the ops console's review queue."""
@@ -275,6 +283,16 @@ class BillingServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_billing_pb2.ResolveRefundResponse, _abc.Awaitable[_billing_pb2.ResolveRefundResponse]]:
         """An operator approves or denies a case waiting for review. Approval credits the
         wallet exactly once; an approved spam refund publishes CallerBlockRequested.
+        """
+
+    @_abc_1.abstractmethod
+    def GetRefundCase(
+        self,
+        request: _billing_pb2.GetRefundCaseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_billing_pb2.GetRefundCaseResponse, _abc.Awaitable[_billing_pb2.GetRefundCaseResponse]]:
+        """One refund case by its id, however old. With contractor_id set, only that contractor's case: another's
+        is NOT_FOUND, as an unknown id is.
         """
 
     @_abc_1.abstractmethod
