@@ -9,17 +9,16 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
 
 import asyncpg
 from opentelemetry import metrics
 
 from services.runtime.background import Loop, Waker
+from services.runtime.outbox_rows import Row
 from services.runtime.redis_pipe import RedisPipe, pack
 
 log = logging.getLogger("callersync.outbox")
 
-Row: TypeAlias = asyncpg.Record
 Handler = Callable[[Sequence[Row]], Awaitable[None]]
 
 
