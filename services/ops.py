@@ -16,7 +16,7 @@ from services.runtime.config import Settings
 from services.runtime.db import redact
 from services.runtime.processes import process_title, set_title
 from services.runtime.server import stop_on_signals
-from services.runtime.service import ServiceDef, migrate_services
+from services.runtime.service import GatewayDef, ServiceDef, migrate_services
 from services.runtime.startup import wait_for_dependencies
 from services.wallet.app import WALLET
 from services.wallet.storage import reconcile as reconcile_wallets
@@ -24,6 +24,20 @@ from services.wallet.storage import reconcile as reconcile_wallets
 SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
 
 EXIT_OK, EXIT_WRONG, EXIT_CANNOT = 0, 1, 2
+
+
+def gateway_for_up() -> GatewayDef:
+    """What `callersync up` needs of the gateway, imported only when `up` runs (the web app is not light)."""
+    from services.gateway import app, tokens
+    from services.gateway.config import GatewayConfig
+    from services.gateway.web.dev import DEV_OPERATOR, MailSink, web_banner
+
+    config = GatewayConfig.from_env()
+    return GatewayDef(
+        wait_healthy=app.wait_healthy, jwt_secret_configured=bool(config.jwt_secret), jwt_issuer=config.jwt_issuer,
+        jwt_audience=config.jwt_audience, dev_secret=tokens.dev_secret, mail_sink=MailSink, dev_operator=DEV_OPERATOR,
+        banner=web_banner,
+    )
 
 
 async def migrate_all(database_url: str, names: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ T = TypeVar("T")
 SERVICE_PORTS = {"wallet": 50051, "billing": 50052, "routing": 50053}
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def int_from_env(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -55,23 +55,8 @@ class Settings:
     wallet_target: str = ""  # where billing and routing find the wallet; default host:wallet_port
     billing_target: str = ""  # where the gateway (and others) find billing; default host:billing_port
     routing_target: str = ""  # where the gateway (and others) find routing; default host:routing_port
-    # The HTTP/JSON gateway: its port, the HS256 key(s) of bearer tokens (comma-separated: the first signs,
-    # all verify, so keys rotate without downtime) and the web origins allowed by CORS (comma-separated, or *).
+    # The HTTP/JSON gateway's port (`up` starts it there); its other knobs are in services/gateway/config.py.
     gateway_port: int = 8080
-    jwt_secret: str = ""
-    # A token must name this issuer (`iss`) and this audience (`aud`): a token minted with the same key for
-    # another service or by another issuer is refused. Empty turns that check off.
-    jwt_issuer: str = "callersync"
-    jwt_audience: str = "callersync-gateway"
-    cors_origins: str = ""
-    # A client must finish its first request's headers within this many seconds (slow clients hold sockets);
-    # an idle or half-sent kept-alive connection is closed this long after its last response.
-    gateway_header_timeout_s: int = 10
-    gateway_keepalive_s: int = 75
-    # Bearer tokens from an identity provider: its published keys (JWKS, RS256/ES256), and the longest
-    # lifetime (exp - iat) a token may claim. CALLERSYNC_JWT_SECRET's HS256 keys remain for development.
-    jwt_jwks_url: str = ""
-    jwt_max_lifetime_s: int = 24 * 3600
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
     tls_cert_file: str = ""
@@ -101,10 +86,8 @@ class Settings:
     smtp_sender: str = "alerts@callersync.local"
     # The payment provider of the stack (Stripe, or localstripe when `callersync up` runs without a key): the
     # wallet pays through it, `callersync reconcile` and the demo ask it, `up` starts localstripe without a key.
-    # The webhook secret is the gateway's (it verifies Stripe-Signature).
+    # The publishable key is the wallet's (services/wallet/config.py), the webhook secret the gateway's.
     stripe_api_key: str = ""
-    stripe_publishable_key: str = ""
-    stripe_webhook_secret: str = ""
     stripe_api_base: str = "https://api.stripe.com"
 
     def has_payment_provider(self) -> bool:
@@ -130,40 +113,30 @@ class Settings:
             database_url=env.get("CALLERSYNC_DATABASE_URL", d.database_url),
             redis_url=env.get("CALLERSYNC_REDIS_URL", d.redis_url),
             host=env.get("CALLERSYNC_HOST", d.host),
-            wallet_port=_int(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
-            billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
-            routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
+            wallet_port=int_from_env(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
+            billing_port=int_from_env(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
+            routing_port=int_from_env(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
             wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
             billing_target=env.get("CALLERSYNC_BILLING_TARGET", d.billing_target),
             routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
-            gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
-            jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
-            jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
-            jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
-            cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
-            gateway_header_timeout_s=_int(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S", d.gateway_header_timeout_s),
-            gateway_keepalive_s=_int(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
-            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
-            jwt_max_lifetime_s=_int(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
+            gateway_port=int_from_env(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
             trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
             insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
-            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
-            startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
+            health_port=int_from_env(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
+            startup_wait_s=int_from_env(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
             log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
             log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
-            shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
-            max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
+            shutdown_grace_s=int_from_env(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            db_pool_size=int_from_env(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
+            max_concurrent_rpcs=int_from_env(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
+            outbox_poll_ms=int_from_env(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
-            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
+            smtp_port=int_from_env(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
             stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
-            stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
-            stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
             stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
         )

@@ -34,7 +34,7 @@ async def build(settings: Settings, port: int, config: WalletConfig | None = Non
     pipe = RedisPipe.like(redis_client)  # idempotency scripts and outbox batches
     store = WalletStore(pool)
     idempotency = IdempotencyCache(pipe, "wallet", config.idempotency_retention_s)
-    provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_publishable_key)
+    provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, config.stripe_publishable_key)
     payments = PaymentDesk(
         PaymentStore(pool), provider, dashboard_url=config.dashboard_url,
         sweep_interval_ms=config.payment_sweep_interval_ms, sweep_after_ms=config.payment_sweep_after_ms,

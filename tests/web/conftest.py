@@ -23,6 +23,7 @@ from callersync.billing.v1 import billing_pb2_grpc
 from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway.app import Gateway
+from services.gateway.config import GatewayConfig
 from services.gateway.web.config import WebConfig
 from services.routing.app import build as build_routing
 from services.routing.config import RoutingConfig
@@ -62,9 +63,9 @@ class Stack:
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, wallet_target: str, billing_target: str, web_routing_target: str,
                 smtp: SmtpInbox) -> AsyncIterator[Stack]:
-    gateway_settings = dataclasses.replace(settings, jwt_secret="web-test-signing-key-32-bytes-long-enough")
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
-    gateway = Gateway(gateway_settings, targets=targets,
+    gateway = Gateway(settings, targets=targets,
+                      config=GatewayConfig(jwt_secret="web-test-signing-key-32-bytes-long-enough"),
                       web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
     port = await gateway.start(0)
     async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \
