@@ -5,7 +5,6 @@ so that nothing below the command line imports the command line."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import asyncpg
 
@@ -19,6 +18,7 @@ from services.runtime.server import stop_on_signals
 from services.runtime.service import GatewayDef, ServiceDef, migrate_services
 from services.runtime.startup import wait_for_dependencies
 from services.wallet.app import WALLET
+from services.wallet.records import Violation
 from services.wallet.storage import reconcile as reconcile_wallets
 
 SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
@@ -75,7 +75,7 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
             return EXIT_CANNOT
-        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
+        problems = await reconcile_wallets(conn)
         wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
         entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
         legacy = await conn.fetchval(
@@ -90,16 +90,16 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
 
             provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
             try:
-                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
-                    conn, provider)
+                uncredited, asked = await uncredited_payments(conn, provider)
             finally:
                 await provider.close()
+            problems["a PaymentIntent that succeeded and is not credited"] = [Violation(p) for p in uncredited]
     finally:
         await conn.close()
     failed = {name: rows for name, rows in problems.items() if rows}
     for name, rows in failed.items():
         for row in rows:
-            print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+            print(f"FAIL {name}: {row}")
     if legacy:
         print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
     for row in refused:

@@ -174,3 +174,17 @@ class Unsettled:
     calls: list[str]
     bookings: list[str]
     refunds: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallDay:
+    """One UTC day of a contractor's calls: those they paid for (and how much), and those that were free."""
+
+    day: dt.date
+    billable_calls: int
+    billable_cents: int
+    free_calls: int
+
+    @classmethod
+    def from_row(cls, row: Any) -> CallDay:
+        return _from_row(cls, row)

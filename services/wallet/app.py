@@ -67,7 +67,7 @@ async def build(settings: Settings, port: int, config: WalletConfig | None = Non
         settings.outbox_poll_ms,
         batch_size=1,
     )
-    paused = PausedContractors(pool)
+    paused = PausedContractors(store.count_paused)
     events.start()
     emails.start()
     paused.start()

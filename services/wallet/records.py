@@ -258,3 +258,13 @@ class Payment:
     failure_code: str
     failure_message: str
     client_secret: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Violation:
+    """What one reconcile check found wrong: the columns naming it, which differ from check to check."""
+
+    facts: dict[str, Any]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.facts.items())
