@@ -4,10 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Mapping
 
-from services.runtime.config import int_from_env
+from services.runtime.config import service_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,18 +33,5 @@ class GatewayConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> GatewayConfig:
-        # Read as Settings read them: a variable set empty is empty (an empty issuer turns its check off).
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
-            jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
-            jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
-            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
-            jwt_max_lifetime_s=int_from_env(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
-            cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
-            gateway_header_timeout_s=int_from_env(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S",
-                                                  d.gateway_header_timeout_s),
-            gateway_keepalive_s=int_from_env(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
-            stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
-        )
+        # An issuer or audience set empty turns its check off, so an empty variable is a value here.
+        return service_config(cls, "CALLERSYNC_", env, empty_text_is_a_value=True)

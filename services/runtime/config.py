@@ -13,7 +13,7 @@ T = TypeVar("T")
 SERVICE_PORTS = {"wallet": 50051, "billing": 50052, "routing": 50053}
 
 
-def int_from_env(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -23,14 +23,19 @@ def int_from_env(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
 
 
-def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
+def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None, *,
+                   empty_text_is_a_value: bool = False) -> T:
     """A service's own knobs: a frozen dataclass whose every field has a default, read from <prefix><FIELD NAME>
-    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default."""
+    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default, except
+    that with empty_text_is_a_value a text knob set empty is empty (where empty turns something off)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = prefix + field.name.upper()
         raw = env.get(name, "")
+        if field.type == "str" and empty_text_is_a_value and name in env:
+            values[field.name] = raw
+            continue
         if not raw:
             continue
         if field.type == "str":
@@ -113,29 +118,29 @@ class Settings:
             database_url=env.get("CALLERSYNC_DATABASE_URL", d.database_url),
             redis_url=env.get("CALLERSYNC_REDIS_URL", d.redis_url),
             host=env.get("CALLERSYNC_HOST", d.host),
-            wallet_port=int_from_env(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
-            billing_port=int_from_env(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
-            routing_port=int_from_env(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
+            wallet_port=_int(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
+            billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
+            routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
             wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
             billing_target=env.get("CALLERSYNC_BILLING_TARGET", d.billing_target),
             routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
-            gateway_port=int_from_env(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
+            gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
             tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
             tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
             tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
             trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
             insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
-            health_port=int_from_env(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
-            startup_wait_s=int_from_env(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
+            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
+            startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
             log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
             log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
             data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
-            shutdown_grace_s=int_from_env(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            db_pool_size=int_from_env(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
-            max_concurrent_rpcs=int_from_env(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            outbox_poll_ms=int_from_env(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
+            shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
+            db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
+            max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
+            outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
             smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
-            smtp_port=int_from_env(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
+            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
             smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
             stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
             stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
