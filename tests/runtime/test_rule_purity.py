@@ -27,6 +27,7 @@ RULE_MODULES = [
     "services.routing.cascade",
     "services.wallet.ledger",
     "services.wallet.top_ups",
+    "services.wallet.forecast",
 ]
 IO_LIBRARIES = ["asyncpg", "redis", "stripe", "aiohttp", "opentelemetry"]
 # What a rule module may lean on in services/runtime: values and checks, no connections.
