@@ -38,6 +38,9 @@ def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = No
             continue
         if not raw:
             continue
+        if field.type == "bool":
+            values[field.name] = raw in ("1", "true", "yes")
+            continue
         if field.type == "str":
             values[field.name] = raw
             continue
@@ -112,36 +115,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            database_url=env.get("CALLERSYNC_DATABASE_URL", d.database_url),
-            redis_url=env.get("CALLERSYNC_REDIS_URL", d.redis_url),
-            host=env.get("CALLERSYNC_HOST", d.host),
-            wallet_port=_int(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
-            billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
-            routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
-            wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
-            billing_target=env.get("CALLERSYNC_BILLING_TARGET", d.billing_target),
-            routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
-            gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
-            tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
-            tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
-            tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
-            trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
-            insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
-            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
-            startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
-            log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
-            log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
-            data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
-            shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
-            max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
-            smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
-            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
-            smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
-            stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
-        )
+        settings = service_config(cls, "CALLERSYNC_", env, empty_text_is_a_value=True)
+        # Set empty, these two mean their default: there is no empty trust domain or API address.
+        return dataclasses.replace(settings, trust_domain=settings.trust_domain or cls.trust_domain,
+                                   stripe_api_base=settings.stripe_api_base or cls.stripe_api_base)

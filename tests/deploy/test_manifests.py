@@ -18,9 +18,9 @@ from services.runtime.config import SERVICE_PORTS, Settings
 from services.wallet.access import ACCESS as WALLET_ACCESS
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
-CONFIG_SOURCE = (pathlib.Path(__file__).resolve().parents[2] / "services/runtime/config.py").read_text()
-KNOWN_VARS = set(re.findall(r'"(CALLERSYNC_[A-Z0-9_]+)"', CONFIG_SOURCE)) | {
-    f"CALLERSYNC_{field.name.upper()}" for field in dataclasses.fields(GatewayConfig)}  # read by service_config
+# Settings and the gateway's config read CALLERSYNC_<FIELD NAME> (config.service_config).
+KNOWN_VARS = {f"CALLERSYNC_{field.name.upper()}" for cls in (Settings, GatewayConfig)
+              for field in dataclasses.fields(cls)}
 PORTS = {**SERVICE_PORTS, "gateway": Settings().gateway_port}
 HEALTH_PORT = 8086
 ACCESS_TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}

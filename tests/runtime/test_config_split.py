@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
 from services.gateway.config import GatewayConfig
 from services.runtime.config import Settings
 from services.wallet.config import WalletConfig
@@ -38,3 +40,15 @@ def test_the_publishable_key_is_the_wallets():
 def test_the_shared_settings_hold_no_knob_of_one_process():
     shared = {f.name for f in dataclasses.fields(Settings)}
     assert not shared & ({f.name for f in dataclasses.fields(GatewayConfig)} | {"stripe_publishable_key"})
+
+
+def test_the_shared_settings_read_their_variables_as_before():
+    s = Settings.from_env({"CALLERSYNC_HOST": "", "CALLERSYNC_TRUST_DOMAIN": "", "CALLERSYNC_STRIPE_API_BASE": "",
+                           "CALLERSYNC_INSECURE_LISTEN": "yes", "CALLERSYNC_WALLET_PORT": "", "CALLERSYNC_LOG_LEVEL":
+                           "DEBUG", "CALLERSYNC_DB_POOL_SIZE": "3"})
+    assert (s.host, s.trust_domain, s.stripe_api_base) == ("", Settings.trust_domain, Settings.stripe_api_base)
+    assert (s.insecure_listen, s.wallet_port, s.log_level, s.db_pool_size) == (True, Settings.wallet_port, "DEBUG", 3)
+    assert not Settings.from_env({"CALLERSYNC_INSECURE_LISTEN": "no"}).insecure_listen
+    assert Settings.from_env({}) == Settings()
+    with pytest.raises(SystemExit, match="CALLERSYNC_HEALTH_PORT='x' is not an integer"):
+        Settings.from_env({"CALLERSYNC_HEALTH_PORT": "x"})
