@@ -17,9 +17,9 @@ from services.runtime.processes import process_title, set_title
 from services.runtime.server import stop_on_signals
 from services.runtime.service import GatewayDef, ServiceDef, migrate_services
 from services.runtime.startup import wait_for_dependencies
+from services.wallet import storage as wallet_storage
 from services.wallet.app import WALLET
 from services.wallet.records import Violation
-from services.wallet.storage import reconcile as reconcile_wallets
 
 SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
 
@@ -72,18 +72,11 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         print(f"reconcile: could not check: cannot connect to {redact(database_url)}: {err}", file=sys.stderr)
         return EXIT_CANNOT
     try:
-        if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
+        if not await wallet_storage.has_schema(conn):
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
             return EXIT_CANNOT
-        problems = await reconcile_wallets(conn)
-        wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
-        entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
-        legacy = await conn.fetchval(
-            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
-        # A PaymentIntent that did not match its top-up (another contractor, currency or amount) credited nothing
-        # on purpose; an operator settles it (a manual credit with a reason, or a refund at Stripe).
-        refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
-                                   " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
+        problems = await wallet_storage.reconcile(conn)
+        summary = await wallet_storage.ledger_summary(conn)
         if settings.has_payment_provider():
             from services.wallet.payment_audit import uncredited_payments
             from services.wallet.provider import PaymentProvider
@@ -100,13 +93,12 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
     for name, rows in failed.items():
         for row in rows:
             print(f"FAIL {name}: {row}")
-    if legacy:
-        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
-    for row in refused:
-        print(f"review: top-up {row['top_up_id']} of {row['contractor_id']} refused {row['payment_intent_id']}: "
-              f"{row['failure_reason']}")
+    if summary.legacy_credits:
+        print(f"note: {summary.legacy_credits} credit(s) predate payment verification (credit_source legacy)")
+    for t in summary.refused:
+        print(f"review: top-up {t.top_up_id} of {t.contractor_id} refused {t.payment_intent_id}: {t.failure_reason}")
     if asked is None:
         print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
-    checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
+    checked = f"{summary.wallets} wallets, {summary.entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
     return EXIT_WRONG if failed else EXIT_OK

@@ -268,3 +268,24 @@ class Violation:
 
     def __str__(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self.facts.items())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class RefusedTopUp:
+    """A PaymentIntent that did not match its top-up (another contractor, currency or amount) and credited
+    nothing on purpose; an operator settles it (a manual credit with a reason, or a refund at the provider)."""
+
+    top_up_id: uuid.UUID
+    contractor_id: str
+    payment_intent_id: str
+    failure_reason: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """What reconcile reports beside its checks."""
+
+    wallets: int
+    entries: int
+    legacy_credits: int  # top-ups credited before payments were verified (credit_source 'legacy')
+    refused: list[RefusedTopUp]

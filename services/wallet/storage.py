@@ -12,7 +12,17 @@ from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
 from services.wallet.forecast import Day
 from services.wallet.ledger import EntryOp, SettleOp
-from services.wallet.records import Entry, Posted, Reservation, Reserved, Routability, Violation, Wallet
+from services.wallet.records import (
+    Entry,
+    LedgerSummary,
+    Posted,
+    RefusedTopUp,
+    Reservation,
+    Reserved,
+    Routability,
+    Violation,
+    Wallet,
+)
 
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
@@ -316,6 +326,23 @@ RECONCILE_CHECKS = {
         WHERE t.state = 'credited' AND (e.entry_id IS NULL OR e.reference <> t.payment_intent_id
                                         OR e.contractor_id <> t.contractor_id)""",
 }
+
+
+async def has_schema(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval("SELECT to_regclass('wallet.wallets')") is not None
+
+
+async def ledger_summary(conn: asyncpg.Connection) -> LedgerSummary:
+    refused = await conn.fetch("SELECT top_up_id, contractor_id, payment_intent_id, failure_reason"
+                               " FROM wallet.top_ups WHERE state = 'refused' ORDER BY created_at")
+    return LedgerSummary(
+        wallets=await conn.fetchval("SELECT count(*) FROM wallet.wallets"),
+        entries=await conn.fetchval("SELECT count(*) FROM wallet.entries"),
+        legacy_credits=await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'"),
+        refused=[RefusedTopUp(r["top_up_id"], r["contractor_id"], r["payment_intent_id"], r["failure_reason"])
+                 for r in refused],
+    )
 
 
 async def reconcile(conn: asyncpg.Connection) -> dict[str, list[Violation]]:
