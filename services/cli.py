@@ -17,7 +17,7 @@ import sys
 
 import asyncpg
 
-from services.ops import EXIT_CANNOT, EXIT_OK, SERVICES, migrate_all, reconcile, serve
+from services.ops import EXIT_CANNOT, EXIT_OK, SERVICES, gateway_for_up, migrate_all, reconcile, serve
 from services.runtime import authz, certs, logs, stack_file
 from services.runtime.config import Settings
 from services.runtime.db import redact
@@ -73,9 +73,10 @@ def with_simulated_payments(args: argparse.Namespace, settings: Settings) -> Set
     return dataclasses.replace(settings, stripe_api_base=api_base) if api_base else settings
 
 
-def token(args: argparse.Namespace, settings: Settings) -> int:
+def token(args: argparse.Namespace) -> int:
     """Prints a bearer token the running gateway accepts, signed with the key the gateway uses."""
     from services.gateway import tokens
+    from services.gateway.config import GatewayConfig
 
     if args.role == "contractor" and not args.contractor_id:
         print("token: a contractor token needs --contractor-id (it reaches only that contractor's data)",
@@ -85,7 +86,8 @@ def token(args: argparse.Namespace, settings: Settings) -> int:
         print("token: --contractor-id is for contractor tokens; an operator token reaches every contractor",
               file=sys.stderr)
         return EXIT_CANNOT
-    issuer, audience, secret = settings.jwt_issuer, settings.jwt_audience, settings.jwt_secret
+    config = GatewayConfig.from_env()
+    issuer, audience, secret = config.jwt_issuer, config.jwt_audience, config.jwt_secret
     if not secret:
         data_dir = stack_file.find_data_dir(args.data_dir)
         state = stack_file.read(data_dir) if data_dir is not None else None
@@ -221,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
         data_dir = args.data_dir
         if data_dir == pathlib.Path(Settings.data_dir):
             data_dir = pathlib.Path(settings.data_dir)
-        sys.exit(up(settings, data_dir, args.tls, SERVICES.values()))
+        sys.exit(up(settings, data_dir, args.tls, SERVICES.values(), gateway_for_up()))
     if args.command == "certs":
         sys.exit(write_certs(args, settings))
     if args.command == "serve" and args.service == "gateway":
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
 
         sys.exit(run(demo(args, settings)))
     if args.command == "token":
-        sys.exit(token(args, settings))
+        sys.exit(token(args))
     database_url = database_url_or_exit(args, settings)
     if args.command == "migrate":
         try:

@@ -5,7 +5,6 @@ so that nothing below the command line imports the command line."""
 from __future__ import annotations
 
 import sys
-from typing import Any
 
 import asyncpg
 
@@ -16,14 +15,29 @@ from services.runtime.config import Settings
 from services.runtime.db import redact
 from services.runtime.processes import process_title, set_title
 from services.runtime.server import stop_on_signals
-from services.runtime.service import ServiceDef, migrate_services
+from services.runtime.service import GatewayDef, ServiceDef, migrate_services
 from services.runtime.startup import wait_for_dependencies
+from services.wallet import storage as wallet_storage
 from services.wallet.app import WALLET
-from services.wallet.storage import reconcile as reconcile_wallets
+from services.wallet.records import Violation
 
 SERVICES: dict[str, ServiceDef] = {s.name: s for s in (WALLET, BILLING, ROUTING)}
 
 EXIT_OK, EXIT_WRONG, EXIT_CANNOT = 0, 1, 2
+
+
+def gateway_for_up() -> GatewayDef:
+    """What `callersync up` needs of the gateway, imported only when `up` runs (the web app is not light)."""
+    from services.gateway import app, tokens
+    from services.gateway.config import GatewayConfig
+    from services.gateway.web.dev import DEV_OPERATOR, MailSink, web_banner
+
+    config = GatewayConfig.from_env()
+    return GatewayDef(
+        wait_healthy=app.wait_healthy, jwt_secret_configured=bool(config.jwt_secret), jwt_issuer=config.jwt_issuer,
+        jwt_audience=config.jwt_audience, dev_secret=tokens.dev_secret, mail_sink=MailSink, dev_operator=DEV_OPERATOR,
+        banner=web_banner,
+    )
 
 
 async def migrate_all(database_url: str, names: list[str] | None = None) -> None:
@@ -58,14 +72,11 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         print(f"reconcile: could not check: cannot connect to {redact(database_url)}: {err}", file=sys.stderr)
         return EXIT_CANNOT
     try:
-        if await conn.fetchval("SELECT to_regclass('wallet.wallets')") is None:
+        if not await wallet_storage.has_schema(conn):
             print(f"reconcile: no wallet schema in {redact(database_url)}; run `callersync migrate` first")
             return EXIT_CANNOT
-        problems: dict[str, list[Any]] = dict(await reconcile_wallets(conn))
-        wallets = await conn.fetchval("SELECT count(*) FROM wallet.wallets")
-        entries = await conn.fetchval("SELECT count(*) FROM wallet.entries")
-        legacy = await conn.fetchval(
-            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'")
+        problems = await wallet_storage.reconcile(conn)
+        summary = await wallet_storage.ledger_summary(conn)
         from services.wallet.payment_audit import refused_payments_paid, uncredited_payments
         from services.wallet.provider import PaymentProvider
 
@@ -75,27 +86,27 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         if settings.has_payment_provider():
             provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, "")
             try:
-                problems["a PaymentIntent that succeeded and is not credited"], asked = await uncredited_payments(
-                    conn, provider)
-                problems[refused_paid] = await refused_payments_paid(conn, provider)
+                uncredited, asked = await uncredited_payments(conn, provider)
+                problems["a PaymentIntent that succeeded and is not credited"] = [Violation(p) for p in uncredited]
+                problems[refused_paid] = [Violation(p) for p in await refused_payments_paid(conn, provider)]
             finally:
                 await provider.close()
         else:
-            problems[refused_paid] = await refused_payments_paid(conn, None)
+            problems[refused_paid] = [Violation(p) for p in await refused_payments_paid(conn, None)]
     finally:
         await conn.close()
     failed = {name: rows for name, rows in problems.items() if rows}
     for name, rows in failed.items():
         for row in rows:
-            print(f"FAIL {name}: " + ", ".join(f"{k}={v}" for k, v in dict(row).items()))
+            print(f"FAIL {name}: {row}")
     if failed.get(refused_paid):
         print("To settle a refused PaymentIntent: refund it at Stripe, or credit the contractor by hand (TopUp with "
               "a reason); then write what you did: UPDATE wallet.refused_payments SET settled_note = '<what and "
               "who>' WHERE payment_intent_id = '<pi_...>' (docs/payments.md)")
-    if legacy:
-        print(f"note: {legacy} credit(s) predate payment verification (credit_source legacy)")
+    if summary.legacy_credits:
+        print(f"note: {summary.legacy_credits} credit(s) predate payment verification (credit_source legacy)")
     if asked is None:
         print("note: no payment provider configured (CALLERSYNC_STRIPE_API_KEY / _API_BASE): PaymentIntents not asked")
-    checked = f"{wallets} wallets, {entries} ledger entries, {len(problems)} invariants"
+    checked = f"{summary.wallets} wallets, {summary.entries} ledger entries, {len(problems)} invariants"
     print(f"reconcile: {'FAILED' if failed else 'ok'} ({checked})")
     return EXIT_WRONG if failed else EXIT_OK

@@ -18,13 +18,11 @@ from services.billing.refund_desk import RefundDesk
 from services.billing.servicer import BillingServicer
 from services.billing.storage import OUTBOX_TABLE, SCHEMA, BillingStore
 from services.billing.sweeper import Sweeper
+from services.runtime.assembly import Plumbing
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
-from services.runtime.db import create_pool
 from services.runtime.fault import FaultHook
 from services.runtime.outbox import OutboxRelay, stream_publisher
-from services.runtime.redis_client import create_redis
-from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
@@ -33,14 +31,13 @@ SERVICE_NAME = billing_pb2.DESCRIPTOR.services_by_name["BillingService"].full_na
 
 async def build(settings: Settings, port: int, config: BillingConfig | None = None) -> GrpcServer:
     config = config or BillingConfig.from_env()
-    pool = await create_pool(settings.database_url, settings.db_pool_size)
-    redis_client = create_redis(settings.redis_url)
-    pipe = RedisPipe.like(redis_client)  # CallRated and other outbox batches
+    base = await Plumbing.open(settings)
+    pool = base.pool
     store = BillingStore(pool)
     relay = OutboxRelay(
         pool,
         OUTBOX_TABLE,
-        {events.TOPIC: stream_publisher(pipe, events.EVENTS_STREAM, events.encode)},
+        {events.TOPIC: stream_publisher(base.pipe, events.EVENTS_STREAM, events.encode)},
         settings.outbox_poll_ms,
     )
     relay.start()
@@ -59,16 +56,9 @@ async def build(settings: Settings, port: int, config: BillingConfig | None = No
     rater = Rater(store, wallet, calls, relay.nudge, limits)
     servicer = BillingServicer(store, rater, bookings, desk, ContractorCalls(pool), on_event=relay.nudge,
                                limits=limits)
-    return GrpcServer(
-        "billing",
-        SERVICE_NAME,
-        lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server),
-        host=settings.host,
-        port=port,
-        max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        access=ACCESS,
-        cleanups=[pool.close, redis_client.aclose, pipe.aclose, wallet.close, relay.stop, sweeper.stop],
-    )
+    return base.server("billing", SERVICE_NAME,
+                       lambda server: billing_pb2_grpc.add_BillingServiceServicer_to_server(servicer, server), port,
+                       ACCESS, [wallet.close, relay.stop, sweeper.stop])
 
 
 BILLING = ServiceDef("billing", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

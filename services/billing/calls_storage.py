@@ -9,7 +9,7 @@ from typing import Any
 
 import asyncpg
 
-from services.billing.records import RatedCall
+from services.billing.records import CallDay, RatedCall
 from services.runtime.db import storage_errors
 
 
@@ -51,11 +51,10 @@ class ContractorCalls:
             )
         return [RatedCall.from_row(r) for r in rows]
 
-    async def per_day(self, contractor_id: str, first_day: dt.date, days: int) -> list[asyncpg.Record]:
-        """(day, billable_calls, billable_cents, free_calls) for each UTC day from first_day on, days without
-        calls included."""
+    async def per_day(self, contractor_id: str, first_day: dt.date, days: int) -> list[CallDay]:
+        """Each UTC day from first_day on, days without calls included."""
         async with storage_errors():
-            return await self._pool.fetch(
+            rows = await self._pool.fetch(
                 "SELECT g.day,"
                 " count(c.call_id) FILTER (WHERE c.payer) AS billable_calls,"
                 " coalesce(sum(c.charged_cents) FILTER (WHERE c.payer), 0)::bigint AS billable_cents,"
@@ -67,3 +66,4 @@ class ContractorCalls:
                 " GROUP BY g.day ORDER BY g.day",
                 contractor_id, first_day, days,
             )
+        return [CallDay.from_row(r) for r in rows]

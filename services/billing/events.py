@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from callersync.billing.v1 import events_pb2
-from services.runtime.outbox import Row
+from services.runtime.outbox_rows import Row
 from services.runtime.timestamps import set_stamp
 
 EVENTS_STREAM = "callersync.billing.events"

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from typing import Any, TypeVar
-
-T = TypeVar("T")
+from typing import Any, Self
 
 
-def _from_row(cls: type[T], row: Any) -> T:
-    return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+class FromRow:
+    """A record read by its fields' names: from_row(row) picks each field's column."""
+
+    __slots__ = ()
+
+    @classmethod
+    def from_row(cls, row: Any) -> Self:
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class ZipRate:
+class ZipRate(FromRow):
     """A version of a ZIP's rate: in effect from effective_from until the next version's (None: still)."""
 
     zip: str
@@ -27,13 +31,9 @@ class ZipRate:
     set_by: str
     created_at: dt.datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> ZipRate:
-        return _from_row(cls, row)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class BookingFee:
+class BookingFee(FromRow):
     """A version of the booking fee, like ZipRate."""
 
     fee_cents: int
@@ -42,13 +42,9 @@ class BookingFee:
     set_by: str
     created_at: dt.datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> BookingFee:
-        return _from_row(cls, row)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class RatedCall:
+class RatedCall(FromRow):
     """A stored rating decision (billing.rated_calls): 'settling' until the wallet moved its money."""
 
     call_id: str
@@ -68,10 +64,6 @@ class RatedCall:
     decided_at: dt.datetime
 
     @classmethod
-    def from_row(cls, row: Any) -> RatedCall:
-        return _from_row(cls, row)
-
-    @classmethod
     def decided(cls, row: dict[str, Any], decided_at: dt.datetime) -> RatedCall:
         """A decision as just stored: the row inserted, with the database's decision time."""
         return cls(row["call_id"], row["facts_hash"], row["facts"], row["zip"], row["caller_number"],
@@ -87,7 +79,7 @@ class RatedCall:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Booking:
+class Booking(FromRow):
     """A booking fee (billing.bookings): 'settling' until the wallet charged it."""
 
     booking_id: str
@@ -103,13 +95,9 @@ class Booking:
     wallet_entry_id: int | None
     recorded_at: dt.datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> Booking:
-        return _from_row(cls, row)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Charge:
+class Charge(FromRow):
     """A settled debit of a wallet (billing.charges): a billable call or a booking, with its evidence."""
 
     charge_id: str
@@ -126,13 +114,9 @@ class Charge:
     refunded_cents: int
     charged_at: dt.datetime
 
-    @classmethod
-    def from_row(cls, row: Any) -> Charge:
-        return _from_row(cls, row)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class RefundCase:
+class RefundCase(FromRow):
     """A refund request and its verdict (billing.refund_cases); an approval is 'settling' until credited."""
 
     refund_case_id: str
@@ -162,10 +146,6 @@ class RefundCase:
     first_approved_at: dt.datetime | None
     first_approved_cents: int | None
 
-    @classmethod
-    def from_row(cls, row: Any) -> RefundCase:
-        return _from_row(cls, row)
-
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Unsettled:
@@ -174,3 +154,13 @@ class Unsettled:
     calls: list[str]
     bookings: list[str]
     refunds: list[str]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallDay(FromRow):
+    """One UTC day of a contractor's calls: those they paid for (and how much), and those that were free."""
+
+    day: dt.date
+    billable_calls: int
+    billable_cents: int
+    free_calls: int

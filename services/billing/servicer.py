@@ -193,8 +193,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         first, days = contractor_calls.stats_period(request.days, dt.datetime.now(dt.UTC).date())
         rows = await self._calls.per_day(request.contractor_id, first, days)
         return pb.GetContractorCallStatsResponse(days=[
-            pb.CallDay(date=r["day"].isoformat(), billable_calls=r["billable_calls"],
-                       billable_cents=r["billable_cents"], free_calls=r["free_calls"]) for r in rows])
+            pb.CallDay(date=r.day.isoformat(), billable_calls=r.billable_calls,
+                       billable_cents=r.billable_cents, free_calls=r.free_calls) for r in rows])
 
     # ------------------------------------------------------------ bookings
 

@@ -30,6 +30,7 @@ from opentelemetry import propagate, trace
 
 from services.gateway import access, openapi, stripe_webhook, tokens, transcoding
 from services.gateway.bindings import Binding, RouteTable, bindings_of, discover_services
+from services.gateway.config import GatewayConfig
 from services.gateway.media import http as media_http
 from services.gateway.media.resolver import MediaConfig, MediaResolver
 from services.gateway.slow_clients import GuardedSite
@@ -84,15 +85,17 @@ class Gateway:
         targets: Mapping[str, str] | None = None,
         web_config: WebConfig | None = None,
         media_config: MediaConfig | None = None,
+        config: GatewayConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.config = config = config or GatewayConfig.from_env()
         self.routes = RouteTable(bindings if bindings is not None else bindings_of(discover_services()))
         access.check_policy(self.routes.bindings)
         upstreams = sorted({b.upstream for b in self.routes.bindings})
         self.targets = {name: (targets or {}).get(name) or settings.target_of(name) for name in upstreams}
-        self.keys = tokens.keys_of(settings.jwt_secret)
-        self.jwks = tokens.jwks_client(settings.jwt_jwks_url)
-        self.origins = {o.strip().rstrip("/") for o in settings.cors_origins.split(",") if o.strip()}
+        self.keys = tokens.keys_of(config.jwt_secret)
+        self.jwks = tokens.jwks_client(config.jwt_jwks_url)
+        self.origins = {o.strip().rstrip("/") for o in config.cors_origins.split(",") if o.strip()}
         document = openapi.document(self.routes.bindings)
         document["paths"].update(media_http.openapi_paths())
         self.openapi_body = json.dumps(document, indent=1).encode()
@@ -135,11 +138,11 @@ class Gateway:
             # TLS / mutual TLS from the settings and trace context on every call, as every service's.
             self._channels[name] = client_channel(target, "gateway", self.settings)
         self._runner = web.AppRunner(self.application(), access_log=None, handle_signals=False,
-                                     keepalive_timeout=float(self.settings.gateway_keepalive_s))
+                                     keepalive_timeout=float(self.config.gateway_keepalive_s))
         await self._runner.setup()
         site = GuardedSite(
             self._runner, self.settings.host, port, shutdown_timeout=float(self.settings.shutdown_grace_s),
-            header_timeout_s=float(self.settings.gateway_header_timeout_s),
+            header_timeout_s=float(self.config.gateway_header_timeout_s),
         )
         await site.start()
         bound = int(self._runner.addresses[0][1])
@@ -226,7 +229,7 @@ class Gateway:
 
     async def _stripe_webhook(self, request: web.Request) -> web.Response:
         """Authenticated by its Stripe-Signature, not a bearer token: see stripe_webhook."""
-        return await stripe_webhook.handle(request, self.settings.stripe_webhook_secret, self._channels.get("wallet"))
+        return await stripe_webhook.handle(request, self.config.stripe_webhook_secret, self._channels.get("wallet"))
 
     async def _openapi(self, request: web.Request) -> web.Response:
         return web.Response(body=self.openapi_body, content_type="application/json")
@@ -272,8 +275,8 @@ class Gateway:
         )
 
     def _verify(self, token: str) -> dict[str, Any]:
-        return tokens.verify(token, self.keys, issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience,
-                             max_lifetime_s=self.settings.jwt_max_lifetime_s, jwks=self.jwks)
+        return tokens.verify(token, self.keys, issuer=self.config.jwt_issuer, audience=self.config.jwt_audience,
+                             max_lifetime_s=self.config.jwt_max_lifetime_s, jwks=self.jwks)
 
     async def _authenticate(self, request: web.Request) -> tokens.Principal | web.Response:
         header = request.headers.get("Authorization", "")

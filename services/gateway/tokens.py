@@ -34,10 +34,10 @@ from typing import Any
 
 import jwt
 
-from services.runtime.config import Settings
+from services.gateway.config import GatewayConfig
 
 ROLES = ("contractor", "operator")
-ISSUER, AUDIENCE = Settings.jwt_issuer, Settings.jwt_audience  # the configuration's defaults
+ISSUER, AUDIENCE = GatewayConfig.jwt_issuer, GatewayConfig.jwt_audience  # the configuration's defaults
 LEEWAY_S = 30
 DEV_SECRET_FILE = "jwt_secret"
 

@@ -22,11 +22,9 @@ from services.routing.servicer import RoutingServicer
 from services.routing.storage import SCHEMA, RoutingStore
 from services.routing.streams import StreamConsumer
 from services.routing.thresholds import ThresholdRelay
+from services.runtime.assembly import Plumbing
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
-from services.runtime.db import create_pool
-from services.runtime.redis_client import create_redis
-from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 
@@ -39,14 +37,13 @@ BACKGROUND_TIMEOUT_S = 5.0
 
 async def build(settings: Settings, port: int, config: RoutingConfig | None = None) -> GrpcServer:
     config = config or RoutingConfig.from_env()
-    pool = await create_pool(settings.database_url, settings.db_pool_size)
-    redis_client = create_redis(settings.redis_url, max_connections=64)
+    base = await Plumbing.open(settings, redis_connections=64)
+    pool, redis_client, pipe = base.pool, base.redis, base.pipe  # the pipe: the hot path's scripts
     wallet_channel = client_channel(settings.target_of_wallet(), "routing", settings)
     billing_channel = client_channel(settings.target_of("billing"), "routing", settings)
     wallet = wallet_pb2_grpc.WalletServiceStub(wallet_channel)
     store = RoutingStore(pool)
     directory = Directory(store)
-    pipe = RedisPipe.like(redis_client)  # the hot path's scripts
     live = LiveState(redis_client, pipe, burst_window_s=config.burst_window_s, session_ttl_s=config.session_ttl_s,
                      slot_ttl_s=config.live_slot_ttl_s)
     thresholds = ThresholdRelay(store, clients.WalletClient(wallet, BACKGROUND_TIMEOUT_S), settings.outbox_poll_ms)
@@ -81,19 +78,10 @@ async def build(settings: Settings, port: int, config: RoutingConfig | None = No
         await wallet_channel.close()
         await billing_channel.close()
 
-    server = GrpcServer(
-        "routing",
-        SERVICE_NAME,
-        lambda s: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, s),
-        host=settings.host,
-        port=port,
-        max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        access=ACCESS,
-        # Newest first: stop the consumers and the relay, then the channels and pools they use.
-        cleanups=[pool.close, redis_client.aclose, pipe.aclose, close_channels, thresholds.stop, rate_card.stop,
-                  replay.stop, events.stop, steps.stop],
-    )
-    return server
+    # Newest first: stop the consumers and the relay, then the channels and pools they use.
+    return base.server("routing", SERVICE_NAME,
+                       lambda s: routing_pb2_grpc.add_RoutingServiceServicer_to_server(servicer, s), port, ACCESS,
+                       [close_channels, thresholds.stop, rate_card.stop, replay.stop, events.stop, steps.stop])
 
 
 ROUTING = ServiceDef("routing", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

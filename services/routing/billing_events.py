@@ -21,6 +21,7 @@ from services.routing.streams import Entry
 from services.runtime.background import UntilDone
 from services.runtime.errors import DomainError
 from services.runtime.timestamps import to_datetime
+from services.runtime.validation import is_e164, is_zip
 
 log = logging.getLogger("callersync.routing.billing_events")
 
@@ -56,11 +57,11 @@ def validate(update: BillingUpdate) -> None:
     """Refuses what would break the projection; such entries go to routing.rejected_events."""
     if update.event_id <= 0:
         raise ValueError("event_id must be positive")
-    if update.kind == "zip_rate" and (len(update.zip) != 5 or not update.zip.isdigit() or update.cents <= 0):
+    if update.kind == "zip_rate" and (not is_zip(update.zip) or update.cents <= 0):
         raise ValueError(f"zip_rate_changed needs a five-digit zip and a positive rate: {update.zip!r} {update.cents}")
     if update.kind == "booking_fee" and update.cents <= 0:
         raise ValueError("booking_fee_changed needs a positive fee")
-    if update.kind == "block" and not update.caller_number.startswith("+"):
+    if update.kind == "block" and not is_e164(update.caller_number):
         raise ValueError(f"caller_block_requested needs an E.164 number: {update.caller_number!r}")
     if update.kind == "call_rated" and not update.call_id:
         raise ValueError("call_rated needs a call_id")

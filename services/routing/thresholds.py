@@ -9,17 +9,16 @@ import logging
 
 from services.routing.clients import WalletClient
 from services.routing.storage import RoutingStore
-from services.runtime.background import Loop, Waker
+from services.runtime.background import NudgedLoop
 
 log = logging.getLogger("callersync.routing")
 
 
-class ThresholdRelay:
+class ThresholdRelay(NudgedLoop):
     def __init__(self, store: RoutingStore, wallet: WalletClient, poll_ms: int) -> None:
         self._store = store
         self._wallet = wallet
-        self._waker = Waker(poll_ms / 1000.0)
-        self._loop = Loop("pause-threshold relay", self.drain, self._waker.wait)
+        super().__init__("pause-threshold relay", self.drain, poll_ms)
 
     async def push(self, contractor_id: str) -> int | None:
         """Pushes now if a push is due; the threshold pushed, or None when none was due."""
@@ -52,12 +51,3 @@ class ThresholdRelay:
                 break  # all due rows are held by a concurrent push, which will mark them
             pushed += done
         return pushed
-
-    def nudge(self) -> None:
-        self._waker.nudge()
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def stop(self) -> None:
-        await self._loop.stop()

@@ -90,6 +90,24 @@ class Loop:
             await self._wait()
 
 
+class NudgedLoop:
+    """A loop whose round runs every poll_ms, or at once when a write that left it work nudges it (the outbox
+    relays, routing's pause-threshold relay)."""
+
+    def __init__(self, name: str, round_: Callable[[], Awaitable[object]], poll_ms: int) -> None:
+        self._waker = Waker(poll_ms / 1000.0)
+        self._loop = Loop(name, round_, self._waker.wait)
+
+    def nudge(self) -> None:
+        self._waker.nudge()
+
+    def start(self) -> None:
+        self._loop.start()
+
+    async def stop(self) -> None:
+        await self._loop.stop()
+
+
 class UntilDone:
     """One step run in the background until it succeeds (a re-read, a replay request), waiting twice as long
     after each failure up to max_retry_s, so a peer that is down for long is asked once a minute, not every two

@@ -23,15 +23,23 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise SystemExit(f"{name}={raw!r} is not an integer") from None
 
 
-def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None) -> T:
+def service_config(cls: type[T], prefix: str, env: Mapping[str, str] | None = None, *,
+                   empty_text_is_a_value: bool = False) -> T:
     """A service's own knobs: a frozen dataclass whose every field has a default, read from <prefix><FIELD NAME>
-    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default."""
+    (CALLERSYNC_REFUND_WINDOW_DAYS for refund_window_days); an unset or empty variable keeps the default, except
+    that with empty_text_is_a_value a text knob set empty is empty (where empty turns something off)."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     for field in dataclasses.fields(cls):  # type: ignore[arg-type]
         name = prefix + field.name.upper()
         raw = env.get(name, "")
+        if field.type == "str" and empty_text_is_a_value and name in env:
+            values[field.name] = raw
+            continue
         if not raw:
+            continue
+        if field.type == "bool":
+            values[field.name] = raw in ("1", "true", "yes")
             continue
         if field.type == "str":
             values[field.name] = raw
@@ -55,23 +63,8 @@ class Settings:
     wallet_target: str = ""  # where billing and routing find the wallet; default host:wallet_port
     billing_target: str = ""  # where the gateway (and others) find billing; default host:billing_port
     routing_target: str = ""  # where the gateway (and others) find routing; default host:routing_port
-    # The HTTP/JSON gateway: its port, the HS256 key(s) of bearer tokens (comma-separated: the first signs,
-    # all verify, so keys rotate without downtime) and the web origins allowed by CORS (comma-separated, or *).
+    # The HTTP/JSON gateway's port (`up` starts it there); its other knobs are in services/gateway/config.py.
     gateway_port: int = 8080
-    jwt_secret: str = ""
-    # A token must name this issuer (`iss`) and this audience (`aud`): a token minted with the same key for
-    # another service or by another issuer is refused. Empty turns that check off.
-    jwt_issuer: str = "callersync"
-    jwt_audience: str = "callersync-gateway"
-    cors_origins: str = ""
-    # A client must finish its first request's headers within this many seconds (slow clients hold sockets);
-    # an idle or half-sent kept-alive connection is closed this long after its last response.
-    gateway_header_timeout_s: int = 10
-    gateway_keepalive_s: int = 75
-    # Bearer tokens from an identity provider: its published keys (JWKS, RS256/ES256), and the longest
-    # lifetime (exp - iat) a token may claim. CALLERSYNC_JWT_SECRET's HS256 keys remain for development.
-    jwt_jwks_url: str = ""
-    jwt_max_lifetime_s: int = 24 * 3600
     # TLS between services (PEM file paths). cert+key: serve and call over TLS. ca as well: mutual TLS, so a
     # server refuses clients without a certificate signed by that CA, and clients verify servers against it.
     tls_cert_file: str = ""
@@ -101,10 +94,8 @@ class Settings:
     smtp_sender: str = "alerts@callersync.local"
     # The payment provider of the stack (Stripe, or localstripe when `callersync up` runs without a key): the
     # wallet pays through it, `callersync reconcile` and the demo ask it, `up` starts localstripe without a key.
-    # The webhook secret is the gateway's (it verifies Stripe-Signature).
+    # The publishable key is the wallet's (services/wallet/config.py), the webhook secret the gateway's.
     stripe_api_key: str = ""
-    stripe_publishable_key: str = ""
-    stripe_webhook_secret: str = ""
     stripe_api_base: str = "https://api.stripe.com"
 
     def has_payment_provider(self) -> bool:
@@ -124,46 +115,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        d = cls()
-        return cls(
-            database_url=env.get("CALLERSYNC_DATABASE_URL", d.database_url),
-            redis_url=env.get("CALLERSYNC_REDIS_URL", d.redis_url),
-            host=env.get("CALLERSYNC_HOST", d.host),
-            wallet_port=_int(env, "CALLERSYNC_WALLET_PORT", d.wallet_port),
-            billing_port=_int(env, "CALLERSYNC_BILLING_PORT", d.billing_port),
-            routing_port=_int(env, "CALLERSYNC_ROUTING_PORT", d.routing_port),
-            wallet_target=env.get("CALLERSYNC_WALLET_TARGET", d.wallet_target),
-            billing_target=env.get("CALLERSYNC_BILLING_TARGET", d.billing_target),
-            routing_target=env.get("CALLERSYNC_ROUTING_TARGET", d.routing_target),
-            gateway_port=_int(env, "CALLERSYNC_GATEWAY_PORT", d.gateway_port),
-            jwt_secret=env.get("CALLERSYNC_JWT_SECRET", d.jwt_secret),
-            jwt_issuer=env.get("CALLERSYNC_JWT_ISSUER", d.jwt_issuer),
-            jwt_audience=env.get("CALLERSYNC_JWT_AUDIENCE", d.jwt_audience),
-            cors_origins=env.get("CALLERSYNC_CORS_ORIGINS", d.cors_origins),
-            gateway_header_timeout_s=_int(env, "CALLERSYNC_GATEWAY_HEADER_TIMEOUT_S", d.gateway_header_timeout_s),
-            gateway_keepalive_s=_int(env, "CALLERSYNC_GATEWAY_KEEPALIVE_S", d.gateway_keepalive_s),
-            jwt_jwks_url=env.get("CALLERSYNC_JWT_JWKS_URL", d.jwt_jwks_url),
-            jwt_max_lifetime_s=_int(env, "CALLERSYNC_JWT_MAX_LIFETIME_S", d.jwt_max_lifetime_s),
-            tls_cert_file=env.get("CALLERSYNC_TLS_CERT_FILE", d.tls_cert_file),
-            tls_key_file=env.get("CALLERSYNC_TLS_KEY_FILE", d.tls_key_file),
-            tls_ca_file=env.get("CALLERSYNC_TLS_CA_FILE", d.tls_ca_file),
-            trust_domain=env.get("CALLERSYNC_TRUST_DOMAIN", d.trust_domain) or d.trust_domain,
-            insecure_listen=env.get("CALLERSYNC_INSECURE_LISTEN", "") in ("1", "true", "yes"),
-            health_port=_int(env, "CALLERSYNC_HEALTH_PORT", d.health_port),
-            startup_wait_s=_int(env, "CALLERSYNC_STARTUP_WAIT_S", d.startup_wait_s),
-            log_level=env.get("CALLERSYNC_LOG_LEVEL", d.log_level),
-            log_format=env.get("CALLERSYNC_LOG_FORMAT", d.log_format),
-            data_dir=env.get("CALLERSYNC_DATA_DIR", d.data_dir),
-            shutdown_grace_s=_int(env, "CALLERSYNC_SHUTDOWN_GRACE_S", d.shutdown_grace_s),
-            db_pool_size=_int(env, "CALLERSYNC_DB_POOL_SIZE", d.db_pool_size),
-            max_concurrent_rpcs=_int(env, "CALLERSYNC_MAX_CONCURRENT_RPCS", d.max_concurrent_rpcs),
-            outbox_poll_ms=_int(env, "CALLERSYNC_OUTBOX_POLL_MS", d.outbox_poll_ms),
-            smtp_host=env.get("CALLERSYNC_SMTP_HOST", d.smtp_host),
-            smtp_port=_int(env, "CALLERSYNC_SMTP_PORT", d.smtp_port),
-            smtp_sender=env.get("CALLERSYNC_SMTP_SENDER", d.smtp_sender),
-            stripe_api_key=env.get("CALLERSYNC_STRIPE_API_KEY", d.stripe_api_key),
-            stripe_publishable_key=env.get("CALLERSYNC_STRIPE_PUBLISHABLE_KEY", d.stripe_publishable_key),
-            stripe_webhook_secret=env.get("CALLERSYNC_STRIPE_WEBHOOK_SECRET", d.stripe_webhook_secret),
-            stripe_api_base=env.get("CALLERSYNC_STRIPE_API_BASE", "") or d.stripe_api_base,
-        )
+        settings = service_config(cls, "CALLERSYNC_", env, empty_text_is_a_value=True)
+        # Set empty, these two mean their default: there is no empty trust domain or API address.
+        return dataclasses.replace(settings, trust_domain=settings.trust_domain or cls.trust_domain,
+                                   stripe_api_base=settings.stripe_api_base or cls.stripe_api_base)

@@ -4,10 +4,11 @@ A first attempt goes straight to the storage module, whose unique constraint on 
 and rebuilds the same answer, so a first attempt needs nothing from Redis. A request that says it is a retry
 (`x-retry-attempt`, which our clients set, or `grpc-previous-rpc-attempts`, which gRPC's own retry policy sets)
 is answered from Redis when Redis holds the answer, and its answer is stored there, so a retry storm after an
-outage lands on Redis and not on the ledger. Consulting Redis on every attempt cost each Charge a claim and a
-store on Redis before and after its commit, for answers almost never read (docs/performance.md: without them,
-1,456-1,709 -> 1,831-1,909 charges/s in alternating runs). Redis may lose keys (FLUSHALL, restart, eviction,
-TTL): a retry then reaches PostgreSQL, which answers it. A Redis outage degrades to the PostgreSQL path."""
+outage lands on Redis and not on the ledger. A first attempt does not ask Redis because a claim and a store
+around every commit are two round trips for answers almost never read, a large share of the wallet's CPU per
+Charge (docs/performance.md, "A first attempt ... goes to PostgreSQL alone"). Redis may lose keys (FLUSHALL,
+restart, eviction, TTL): a retry then reaches PostgreSQL, which answers it. A Redis outage degrades to the
+PostgreSQL path."""
 
 from __future__ import annotations
 

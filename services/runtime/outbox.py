@@ -9,21 +9,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeAlias
 
 import asyncpg
 from opentelemetry import metrics
 
-from services.runtime.background import Loop, Waker
+from services.runtime.background import NudgedLoop
+from services.runtime.outbox_rows import Row
 from services.runtime.redis_pipe import RedisPipe, pack
 
 log = logging.getLogger("callersync.outbox")
 
-Row: TypeAlias = asyncpg.Record
 Handler = Callable[[Sequence[Row]], Awaitable[None]]
 
 
-class OutboxRelay:
+class OutboxRelay(NudgedLoop):
     def __init__(
         self, pool: asyncpg.Pool, table: str, handlers: dict[str, Handler], poll_ms: int, batch_size: int = 200
     ) -> None:
@@ -31,8 +30,7 @@ class OutboxRelay:
         self._table = table
         self._handlers = handlers
         self._batch_size = batch_size
-        self._waker = Waker(poll_ms / 1000.0)
-        self._loop = Loop(f"outbox relay {table}", self.drain, self._waker.wait)
+        super().__init__(f"outbox relay {table}", self.drain, poll_ms)
         # How long events waited between their commit and their publication: the relay's health at a glance.
         # One sample per relayed batch, its oldest event's (the worst wait, which is what an alert watches): a
         # sample per event cost ~7 µs each with metrics on, one per rated call in billing.
@@ -66,16 +64,6 @@ class OutboxRelay:
             while n := await self.relay_once(topic):
                 total += n
         return total
-
-    def nudge(self) -> None:
-        self._waker.nudge()
-
-    def start(self) -> None:
-        self._loop.start()
-
-    async def stop(self) -> None:
-        await self._loop.stop()
-
 
 def stream_publisher(
     pipe: RedisPipe, stream: str, encode: Callable[[Row], dict[str, bytes | int | str]], maxlen: int = 1_000_000

@@ -31,7 +31,7 @@ from services.runtime.event_loop import run
 from services.runtime.health import wait_healthy
 from services.runtime.ports import port_is_free
 from services.runtime.processes import die_with_parent, set_title
-from services.runtime.service import ServiceDef, migrate_services
+from services.runtime.service import GatewayDef, ServiceDef, migrate_services
 from services.runtime.watchdog import Watchdog
 
 log = logging.getLogger("callersync.up")
@@ -84,10 +84,11 @@ def _describe_exit(code: int) -> str:
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, data_dir: pathlib.Path, with_tls: bool = False,
+    def __init__(self, settings: Settings, data_dir: pathlib.Path, gateway: GatewayDef, with_tls: bool = False,
                  services: Iterable[ServiceDef] = ()) -> None:
         self.settings = settings
         self.services = list(services)  # whose migrations `up` applies before starting anything
+        self.gateway = gateway
         self.with_tls = with_tls
         self.pki: certs.DevPki | None = None
         self.identity_env: dict[str, dict[str, str]] = {}  # per child: the certificate it presents
@@ -180,14 +181,13 @@ class Supervisor:
             print(f"Payments are SIMULATED: localstripe at {payments.url} (no card is charged; test card "
                   "4242 4242 4242 4242). Set CALLERSYNC_STRIPE_API_KEY for real payments (docs/payments.md).",
                   flush=True)
-        from services.gateway.web.dev import DEV_OPERATOR, MailSink
-
         if not self.settings.smtp_host:  # a local mail sink: sign-in links and alerts readable at /app/dev/mail
-            sink = MailSink(self.data_dir / "mail")
+            folder = self.data_dir / "mail"
+            sink = self.gateway.mail_sink(folder)
             self.env["CALLERSYNC_SMTP_HOST"], self.env["CALLERSYNC_SMTP_PORT"] = "127.0.0.1", str(sink.start())
-            self.env["CALLERSYNC_DEV_MAIL_DIR"] = str(sink.folder)
+            self.env["CALLERSYNC_DEV_MAIL_DIR"] = str(folder)
             self.embedded.append(sink)
-        self.env.setdefault("CALLERSYNC_OPERATOR_EMAILS", DEV_OPERATOR)
+        self.env.setdefault("CALLERSYNC_OPERATOR_EMAILS", self.gateway.dev_operator)
         # Development recordings and transcripts (the demo writes them): served by the gateway from here.
         self.env.setdefault("CALLERSYNC_MEDIA_DIR", str(self.data_dir / "media"))
 
@@ -202,9 +202,10 @@ class Supervisor:
             targets={name: f"{s.host}:{s.port_of(name)}" for name in SERVICE_NAMES},
             gateway_url=f"http://{s.host}:{s.gateway_port}",
             # Where the gateway's key is, never the key itself: `callersync token` reads it from there.
-            jwt_secret="CALLERSYNC_JWT_SECRET" if s.jwt_secret else str(self.data_dir / "jwt_secret"),
-            jwt_issuer=s.jwt_issuer,
-            jwt_audience=s.jwt_audience,
+            jwt_secret="CALLERSYNC_JWT_SECRET" if self.gateway.jwt_secret_configured
+            else str(self.data_dir / "jwt_secret"),
+            jwt_issuer=self.gateway.jwt_issuer,
+            jwt_audience=self.gateway.jwt_audience,
             # --tls: the files an operator's grpcurl needs (-cacert, -cert, -key).
             tls={"ca": s.tls_ca_file, "cert": s.tls_cert_file, "key": s.tls_key_file} if self.with_tls else None,
             # Simulated payments (no Stripe key): localstripe's address, for `callersync demo` and `reconcile`.
@@ -234,9 +235,6 @@ class Supervisor:
             self._sleep(0.2)
 
     def start(self) -> None:
-        from services.gateway import app as gateway
-        from services.gateway import tokens as gateway_tokens
-
         self.preflight()
         if self.with_tls:
             self.make_certificates()
@@ -244,8 +242,8 @@ class Supervisor:
         self._check_stop()
         run(migrate_services(self.env["CALLERSYNC_DATABASE_URL"], self.services))
         self._check_stop()
-        if not self.settings.jwt_secret:  # a dev key kept in the data dir; `callersync token` reads it there
-            self.env["CALLERSYNC_JWT_SECRET"] = gateway_tokens.dev_secret(self.data_dir)
+        if not self.gateway.jwt_secret_configured:  # a dev key kept in the data dir; `callersync token` reads it
+            self.env["CALLERSYNC_JWT_SECRET"] = self.gateway.dev_secret(self.data_dir)
         self.write_state()
         serve = [sys.executable, "-m", "services.cli", "serve"]
         # One after the other, in dependency order (billing calls the wallet; routing calls both at start):
@@ -262,7 +260,7 @@ class Supervisor:
         self.children["gateway"] = Child("gateway", [*serve, "gateway"])
         self.spawn(self.children["gateway"])
         host, port = self.settings.host, self.settings.gateway_port
-        self.wait_until("gateway", lambda: gateway.wait_healthy(host, port, 0.5), list(self.children))
+        self.wait_until("gateway", lambda: self.gateway.wait_healthy(host, port, 0.5), list(self.children))
         self.up = True
         self.write_state()
 
@@ -342,14 +340,15 @@ def banner(settings: Settings, data_dir: pathlib.Path, pki: certs.DevPki | None 
     )
 
 
-def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool, services: Iterable[ServiceDef]) -> int:
+def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool, services: Iterable[ServiceDef],
+       gateway: GatewayDef) -> int:
     if tls.enabled(settings):
         # One certificate would give every service the same identity, which no access table allows.
         print("callersync up: CALLERSYNC_TLS_* name one certificate, but each service needs its own identity: "
               "use `callersync up --tls` (development certificates, one per identity) or run each service with "
               "`callersync serve` and its own certificate", file=sys.stderr)
         return 2
-    supervisor = Supervisor(settings, data_dir, with_tls, services)
+    supervisor = Supervisor(settings, data_dir, gateway, with_tls, services)
     set_title(f"callersync up data={supervisor.data_dir}")
     signal.signal(signal.SIGINT, supervisor._on_signal)
     signal.signal(signal.SIGTERM, supervisor._on_signal)
@@ -357,9 +356,7 @@ def up(settings: Settings, data_dir: pathlib.Path, with_tls: bool, services: Ite
     try:
         supervisor.start()
         print(banner(supervisor.settings, supervisor.data_dir, supervisor.pki), flush=True)
-        from services.gateway.web.dev import web_banner
-
-        print(web_banner(supervisor.env, supervisor.settings), flush=True)
+        print(gateway.banner(supervisor.env, supervisor.settings), flush=True)
         supervisor.supervise()
     except Stopping:
         pass

@@ -100,9 +100,9 @@ def instrument_libraries() -> None:
 def tracing_enabled() -> bool:
     """True once an SDK tracer provider is installed (by configure() or a test); the API's default records
     nothing, so work done only for spans can be skipped. Asked several times per call: reads the provider the
-    API holds once set (trace.set_tracer_provider), where trace.get_tracer_provider() would look
-    OTEL_PYTHON_TRACER_PROVIDER up in the environment every time (1 µs -> 0.1 µs; py-spy put that lookup at
-    2.6% of the wallet's CPU per Charge without a tracer provider)."""
+    API holds once set (trace.set_tracer_provider), because trace.get_tracer_provider() looks
+    OTEL_PYTHON_TRACER_PROVIDER up in the environment every time, a lookup that shows in the wallet's profile
+    per Charge (docs/performance.md)."""
     return isinstance(getattr(trace, "_TRACER_PROVIDER", None), SdkTracerProvider)
 
 

@@ -28,16 +28,25 @@ _ZIP = re.compile(r"[0-9]{5}")
 _E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 
 
+def is_zip(value: str) -> bool:
+    """A 5-digit US ZIP code, ASCII digits only."""
+    return _ZIP.fullmatch(value) is not None
+
+
+def is_e164(value: str) -> bool:
+    return _E164.fullmatch(value) is not None
+
+
 def require_zip(value: str, field: str = "zip", reason: str = "MALFORMED_ZIP") -> str:
     """A 5-digit US ZIP code. `reason` stays what each service has always answered (clients may match it)."""
-    if not _ZIP.fullmatch(value):
+    if not is_zip(value):
         raise InvalidArgument(f"{field} must be a US ZIP code of five digits, e.g. 94103; got {value!r}",
                               reason=reason, field=field)
     return value
 
 
 def require_e164(value: str, field: str = "caller_number", reason: str = "MALFORMED_FIELD") -> str:
-    if not _E164.fullmatch(value):
+    if not is_e164(value):
         raise InvalidArgument(
             f"{field} must be an E.164 number: a plus, the country code and the number, digits only, "
             f"e.g. +14155550123; got {value!r}",

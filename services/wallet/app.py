@@ -5,13 +5,11 @@ from __future__ import annotations
 import pathlib
 
 from callersync.wallet.v1 import wallet_pb2, wallet_pb2_grpc
+from services.runtime.assembly import Plumbing
 from services.runtime.config import Settings
-from services.runtime.db import create_pool
 from services.runtime.fault import FaultHook
 from services.runtime.idempotency import IdempotencyCache
 from services.runtime.outbox import OutboxRelay, stream_publisher
-from services.runtime.redis_client import create_redis
-from services.runtime.redis_pipe import RedisPipe
 from services.runtime.server import GrpcServer
 from services.runtime.service import ServiceDef
 from services.wallet import alerts, payment_emails
@@ -31,12 +29,11 @@ SERVICE_NAME = wallet_pb2.DESCRIPTOR.services_by_name["WalletService"].full_name
 
 async def build(settings: Settings, port: int, config: WalletConfig | None = None) -> GrpcServer:
     config = config or WalletConfig.from_env()
-    pool = await create_pool(settings.database_url, settings.db_pool_size)
-    redis_client = create_redis(settings.redis_url)
-    pipe = RedisPipe.like(redis_client)  # idempotency scripts and outbox batches
+    base = await Plumbing.open(settings)
+    pool, pipe = base.pool, base.pipe
     store = WalletStore(pool)
     idempotency = IdempotencyCache(pipe, "wallet", config.idempotency_retention_s)
-    provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, settings.stripe_publishable_key)
+    provider = PaymentProvider(settings.stripe_api_key, settings.stripe_api_base, config.stripe_publishable_key)
     payments = PaymentDesk(
         PaymentStore(pool), provider, dashboard_url=config.dashboard_url,
         sweep_interval_ms=config.payment_sweep_interval_ms, sweep_after_ms=config.payment_sweep_after_ms,
@@ -69,23 +66,15 @@ async def build(settings: Settings, port: int, config: WalletConfig | None = Non
         settings.outbox_poll_ms,
         batch_size=1,
     )
-    paused = PausedContractors(pool)
+    paused = PausedContractors(store.count_paused)
     events.start()
     emails.start()
     paused.start()
     payments.start()
     servicer = WalletServicer(store, Postings(store, idempotency), CallSettlement(store), config, payments)
-    return GrpcServer(
-        "wallet",
-        SERVICE_NAME,
-        lambda server: wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, server),
-        host=settings.host,
-        port=port,
-        max_concurrent_rpcs=settings.max_concurrent_rpcs,
-        access=ACCESS,
-        cleanups=[pool.close, redis_client.aclose, pipe.aclose, events.stop, emails.stop, paused.stop,
-                  payments.stop],
-    )
+    return base.server("wallet", SERVICE_NAME,
+                       lambda server: wallet_pb2_grpc.add_WalletServiceServicer_to_server(servicer, server), port,
+                       ACCESS, [events.stop, emails.stop, paused.stop, payments.stop])
 
 
 WALLET = ServiceDef("wallet", SCHEMA, pathlib.Path(__file__).parent / "migrations", build)

@@ -1,5 +1,5 @@
-"""The wallet's own knobs, read from CALLERSYNC_* variables (shared settings, the payment provider's keys and
-SMTP among them, stay in the runtime)."""
+"""The wallet's own knobs, read from CALLERSYNC_* variables (shared settings, the payment provider's secret key
+and SMTP among them, stay in the runtime)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,9 @@ class WalletConfig:
     auto_top_up_max_per_hour: int = 3
     # How long a wallet process owns an auto top-up's provider call before another may retry it (after a crash).
     auto_top_up_lease_ms: int = 60_000
+    # The payment provider's publishable key, handed to the web page that collects a card (the secret key is
+    # shared: reconcile and the demo ask the provider too).
+    stripe_publishable_key: str = ""
     # Tests only: the crash hook's file (services/runtime/fault.py); empty turns it off.
     fault_file: str = ""
 

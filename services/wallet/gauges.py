@@ -4,8 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
-import asyncpg
 from opentelemetry.metrics import CallbackOptions, Observation
 
 from services.runtime import telemetry
@@ -26,14 +26,14 @@ telemetry.meter("wallet").create_observable_gauge(
 
 
 class PausedContractors:
-    def __init__(self, pool: asyncpg.Pool, every_s: float = 15.0) -> None:
-        self._pool = pool
+    def __init__(self, count_paused: Callable[[], Awaitable[int]], every_s: float = 15.0) -> None:
+        self._count_paused = count_paused  # WalletStore.count_paused
         self._count: int | None = None
         self._loop = Loop("paused-contractors gauge", self.refresh, lambda: asyncio.sleep(every_s))
         _current.append(self)
 
     async def refresh(self) -> int:
-        self._count = await self._pool.fetchval("SELECT count(*) FROM wallet.wallets WHERE paused")
+        self._count = await self._count_paused()
         return self._count
 
     def start(self) -> None:

@@ -3,11 +3,12 @@ async client: what the wallet asks it, with its failures sorted into what the wa
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
 import stripe
+
+from services.wallet.records import Payment
 
 log = logging.getLogger("callersync.wallet.provider")
 
@@ -47,24 +48,6 @@ def _sorted_error(err: stripe.StripeError) -> ProviderError:
         # Our key is wrong: nothing a retry of the same request fixes, but an operator will, so keep trying.
         return ProviderError("transient", "authentication", message)
     return ProviderError("invalid", code or type(err).__name__, message)
-
-
-@dataclasses.dataclass(frozen=True)
-class Payment:
-    """A PaymentIntent as the provider describes it, reduced to what the wallet verifies."""
-
-    payment_intent_id: str
-    status: str  # requires_payment_method, requires_confirmation, requires_action, processing, succeeded, canceled
-    amount_cents: int
-    received_cents: int
-    currency: str
-    metadata: dict[str, str]
-    customer_id: str
-    card_brand: str
-    card_last4: str
-    failure_code: str
-    failure_message: str
-    client_secret: str
 
 
 def payment_of(pi: dict[str, Any]) -> Payment:

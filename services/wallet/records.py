@@ -1,5 +1,5 @@
 """The wallet's stored rows as typed records: what storage.py and payment_storage.py hand to the servicer, the
-payment desk and the mappers.
+payment desk and the mappers; and the provider's PaymentIntent (`Payment`), which the top-up rules judge.
 
 Each record names the columns the code reads; `from_row` picks them by name, so a migration that adds a column
 changes nothing here until code needs it."""
@@ -265,3 +265,40 @@ class CardSetup:
     @classmethod
     def from_row(cls, row: Any) -> CardSetup:
         return cls(row["contractor_id"], row["customer_id"])
+
+
+@dataclasses.dataclass(frozen=True)
+class Payment:
+    """A PaymentIntent as the provider describes it, reduced to what the wallet verifies."""
+
+    payment_intent_id: str
+    status: str  # requires_payment_method, requires_confirmation, requires_action, processing, succeeded, canceled
+    amount_cents: int
+    received_cents: int
+    currency: str
+    metadata: dict[str, str]
+    customer_id: str
+    card_brand: str
+    card_last4: str
+    failure_code: str
+    failure_message: str
+    client_secret: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Violation:
+    """What one reconcile check found wrong: the columns naming it, which differ from check to check."""
+
+    facts: dict[str, Any]
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.facts.items())
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    """What reconcile reports beside its checks."""
+
+    wallets: int
+    entries: int
+    legacy_credits: int  # top-ups credited before payments were verified (credit_source 'legacy')

@@ -12,7 +12,18 @@ from services.runtime.db import storage_errors
 from services.runtime.group_commit import GroupCommitter
 from services.wallet.forecast import Day
 from services.wallet.ledger import EntryOp, SettleOp
-from services.wallet.records import DONE, Entry, Outcome, Posted, Reservation, Reserved, Routability, Wallet
+from services.wallet.records import (
+    DONE,
+    Entry,
+    LedgerSummary,
+    Outcome,
+    Posted,
+    Reservation,
+    Reserved,
+    Routability,
+    Violation,
+    Wallet,
+)
 
 SCHEMA = "wallet"
 OUTBOX_TABLE = "wallet.outbox"
@@ -175,6 +186,11 @@ class WalletStore:
             row = await self._pool.fetchrow(_WALLET + " WHERE w.contractor_id = $1", contractor_id)
         return Wallet.from_row(row) if row is not None else None
 
+    async def count_paused(self) -> int:
+        """Contractors paused for low balance, for the wallet.paused_contractors gauge."""
+        async with storage_errors():
+            return int(await self._pool.fetchval("SELECT count(*) FROM wallet.wallets WHERE paused"))
+
     async def list_entries(self, contractor_id: str, before_entry_id: int | None, limit: int) -> list[Entry]:
         async with storage_errors():
             rows = await self._pool.fetch(
@@ -314,7 +330,20 @@ RECONCILE_CHECKS = {
 }
 
 
-async def reconcile(conn: asyncpg.Connection) -> dict[str, list[asyncpg.Record]]:
+async def has_schema(conn: asyncpg.Connection) -> bool:
+    return await conn.fetchval("SELECT to_regclass('wallet.wallets')") is not None
+
+
+async def ledger_summary(conn: asyncpg.Connection) -> LedgerSummary:
+    return LedgerSummary(
+        wallets=await conn.fetchval("SELECT count(*) FROM wallet.wallets"),
+        entries=await conn.fetchval("SELECT count(*) FROM wallet.entries"),
+        legacy_credits=await conn.fetchval(
+            "SELECT count(*) FROM wallet.entries WHERE kind = 'top_up' AND credit_source = 'legacy'"),
+    )
+
+
+async def reconcile(conn: asyncpg.Connection) -> dict[str, list[Violation]]:
     """Runs every invariant check in one snapshot, so concurrent traffic cannot produce a false alarm."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
-        return {name: await conn.fetch(sql) for name, sql in RECONCILE_CHECKS.items()}
+        return {name: [Violation(dict(r)) for r in await conn.fetch(sql)] for name, sql in RECONCILE_CHECKS.items()}

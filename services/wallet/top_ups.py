@@ -9,7 +9,7 @@ from services.runtime.errors import InvalidArgument
 from services.runtime.money import dollars
 from services.runtime.validation import require_id, require_text
 from services.wallet import ledger
-from services.wallet.provider import Payment
+from services.wallet.records import Payment
 
 CURRENCY = "usd"
 # A card payment's reference is its PaymentIntent id: only the wallet credits those, after asking the provider.

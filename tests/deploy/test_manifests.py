@@ -2,6 +2,7 @@
 every variable they set is one the code reads, every port and probe is the one the service listens on,
 and every workload runs the image the Dockerfile builds, with a command the CLI accepts."""
 
+import dataclasses
 import pathlib
 import re
 
@@ -10,14 +11,16 @@ import yaml
 
 from services.billing.access import ACCESS as BILLING_ACCESS
 from services.cli import build_parser
+from services.gateway.config import GatewayConfig
 from services.routing.access import ACCESS as ROUTING_ACCESS
 from services.runtime import authz
 from services.runtime.config import SERVICE_PORTS, Settings
 from services.wallet.access import ACCESS as WALLET_ACCESS
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
-CONFIG_SOURCE = (pathlib.Path(__file__).resolve().parents[2] / "services/runtime/config.py").read_text()
-KNOWN_VARS = set(re.findall(r'"(CALLERSYNC_[A-Z0-9_]+)"', CONFIG_SOURCE))
+# Settings and the gateway's config read CALLERSYNC_<FIELD NAME> (config.service_config).
+KNOWN_VARS = {f"CALLERSYNC_{field.name.upper()}" for cls in (Settings, GatewayConfig)
+              for field in dataclasses.fields(cls)}
 PORTS = {**SERVICE_PORTS, "gateway": Settings().gateway_port}
 HEALTH_PORT = 8086
 ACCESS_TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}

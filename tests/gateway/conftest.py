@@ -15,6 +15,7 @@ import pytest
 from services.gateway import tokens
 from services.gateway.app import Gateway
 from services.gateway.bindings import discover_services
+from services.gateway.config import GatewayConfig
 from services.runtime.config import Settings
 
 SIGNING_KEY = "gateway-test-signing-key-new-32-bytes-long"
@@ -91,9 +92,8 @@ def recorder(recorder_server: RecorderServer) -> Recorder:
 
 
 @pytest.fixture(scope="session")
-def gateway_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(
-        settings,
+def gateway_config() -> GatewayConfig:
+    return GatewayConfig(
         jwt_secret=f"{SIGNING_KEY},{OLD_KEY}",
         cors_origins=f"{ALLOWED_ORIGIN}, https://ops.callersync.test",
     )
@@ -107,21 +107,21 @@ async def _started(gateway: Gateway) -> AsyncIterator[str]:
 
 @pytest.fixture(scope="session")
 async def gateway_url(
-    gateway_settings: Settings, wallet_target: str, recorder_server: RecorderServer
+    settings: Settings, gateway_config: GatewayConfig, wallet_target: str, recorder_server: RecorderServer
 ) -> AsyncIterator[str]:
     """Wallet calls reach the real wallet; billing and routing calls reach the recorder."""
     targets = {"wallet": wallet_target, "billing": recorder_server.target, "routing": recorder_server.target}
-    async for url in _started(Gateway(gateway_settings, targets=targets)):
+    async for url in _started(Gateway(settings, targets=targets, config=gateway_config)):
         yield url
 
 
 @pytest.fixture(scope="session")
 async def recorded_gateway_url(
-    gateway_settings: Settings, recorder_server: RecorderServer
+    settings: Settings, gateway_config: GatewayConfig, recorder_server: RecorderServer
 ) -> AsyncIterator[str]:
     """Every upstream is the recorder: shows exactly which gRPC call an HTTP request became."""
     targets = dict.fromkeys(("wallet", "billing", "routing"), recorder_server.target)
-    async for url in _started(Gateway(gateway_settings, targets=targets)):
+    async for url in _started(Gateway(settings, targets=targets, config=gateway_config)):
         yield url
 
 

@@ -18,6 +18,7 @@ from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from services.gateway import tokens
 from services.gateway.app import Gateway
+from services.gateway.config import GatewayConfig
 from services.runtime.config import Settings
 from tests.gateway.conftest import SIGNING_KEY, RecorderServer, bearer
 
@@ -39,11 +40,11 @@ async def test_nesting_inside_strings_does_not_count(call, contractor, operator)
     assert status == 200, reply
 
 
-async def test_a_client_that_never_finishes_its_headers_is_disconnected(gateway_settings, wallet_target,
+async def test_a_client_that_never_finishes_its_headers_is_disconnected(settings, gateway_config, wallet_target,
                                                                          recorder_server: RecorderServer):
-    settings = dataclasses.replace(gateway_settings, gateway_header_timeout_s=1)
+    config = dataclasses.replace(gateway_config, gateway_header_timeout_s=1)
     gateway = Gateway(settings, targets={"wallet": wallet_target, "billing": recorder_server.target,
-                                         "routing": recorder_server.target})
+                                         "routing": recorder_server.target}, config=config)
     port = await gateway.start(0)
     try:
         def half_a_request() -> float:
@@ -113,10 +114,11 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture
-async def idp_gateway(gateway_settings: Settings, wallet_target, recorder_server, issuer) -> AsyncIterator[str]:
-    settings = dataclasses.replace(gateway_settings, jwt_jwks_url=issuer.url)
+async def idp_gateway(settings: Settings, gateway_config: GatewayConfig, wallet_target, recorder_server,
+                      issuer) -> AsyncIterator[str]:
+    config = dataclasses.replace(gateway_config, jwt_jwks_url=issuer.url)
     gateway = Gateway(settings, targets={"wallet": wallet_target, "billing": recorder_server.target,
-                                         "routing": recorder_server.target})
+                                         "routing": recorder_server.target}, config=config)
     port = await gateway.start(0)
     yield f"http://127.0.0.1:{port}"
     await gateway.stop(1)
@@ -200,14 +202,14 @@ class _nothing:
         return False
 
 
-async def test_an_unreachable_issuer_is_503_not_401(call, gateway_settings, wallet_target, recorder_server,
+async def test_an_unreachable_issuer_is_503_not_401(call, settings, gateway_config, wallet_target, recorder_server,
                                                    issuer, contractor):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = s.getsockname()[1]
-    settings = dataclasses.replace(gateway_settings, jwt_jwks_url=f"http://127.0.0.1:{dead}/jwks.json")
+    config = dataclasses.replace(gateway_config, jwt_jwks_url=f"http://127.0.0.1:{dead}/jwks.json")
     gateway = Gateway(settings, targets={"wallet": wallet_target, "billing": recorder_server.target,
-                                         "routing": recorder_server.target})
+                                         "routing": recorder_server.target}, config=config)
     port = await gateway.start(0)
     try:
         status, body, _ = await call("GET", f"/v1/wallets/{contractor}", base=f"http://127.0.0.1:{port}",

@@ -24,6 +24,7 @@ from bench.common import free_port
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway.app import Gateway
+from services.gateway.config import GatewayConfig
 from services.runtime.config import Settings
 from services.wallet.app import WALLET
 from services.wallet.config import WalletConfig
@@ -113,13 +114,17 @@ def quiet_stripe() -> Iterator[LocalStripe]:
 
 def payment_settings(settings: Settings, stripe_url: str, **changes: Any) -> Settings:
     return dataclasses.replace(
-        settings, stripe_api_key=API_KEY, stripe_publishable_key=PUBLISHABLE_KEY, stripe_api_base=stripe_url,
-        stripe_webhook_secret=WEBHOOK_SECRET, jwt_secret=f"{SIGNING_KEY},{OLD_KEY}", **changes,
+        settings, stripe_api_key=API_KEY, stripe_api_base=stripe_url, **changes,
     )
 
 
+# The gateway in front of the hooked wallet: it verifies localstripe's webhooks and signs the tests' tokens.
+GATEWAY_CONFIG = GatewayConfig(stripe_webhook_secret=WEBHOOK_SECRET, jwt_secret=f"{SIGNING_KEY},{OLD_KEY}")
+
+
 def payment_config(config: WalletConfig, **changes: Any) -> WalletConfig:
-    return dataclasses.replace(config, payment_sweep_interval_ms=100, payment_retry_base_ms=200, **changes)
+    return dataclasses.replace(config, payment_sweep_interval_ms=100, payment_retry_base_ms=200,
+                               stripe_publishable_key=PUBLISHABLE_KEY, **changes)
 
 
 @dataclasses.dataclass
@@ -143,7 +148,8 @@ async def hooked(servers: Servers, settings: Settings, wallet_config: WalletConf
     wallet_settings = payment_settings(settings, hooked_stripe.url, database_url=url)
     config = payment_config(wallet_config, payment_sweep_after_ms=3_600_000)
     async with serving(await WALLET.build(wallet_settings, 0, config)) as target:
-        gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target))
+        gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target),
+                          config=GATEWAY_CONFIG)
         port = await gateway.start(0)
         gateway_url = f"http://127.0.0.1:{port}"
         hooked_stripe.webhook("callersync", f"{gateway_url}/v1/stripe/webhook", WEBHOOK_SECRET)

@@ -11,6 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from callersync.wallet.v1 import wallet_pb2 as pb
 from services.wallet.app import WALLET
 from services.wallet.gauges import PausedContractors
+from services.wallet.storage import WalletStore
 from tests.wallet.support import charge, top_up
 
 
@@ -62,7 +63,7 @@ async def test_wallet_metrics_record_latency_money_lag_and_pauses(reader, settin
 
 async def test_the_paused_gauge_counts_paused_wallets(reader, wallet, db, contractor):
     await wallet.SetPauseThreshold(pb.SetPauseThresholdRequest(contractor_id=contractor, threshold_cents=4000))
-    gauge = PausedContractors(db)
+    gauge = PausedContractors(WalletStore(db).count_paused)
     expected = await db.fetchval("SELECT count(*) FROM wallet.wallets WHERE paused")
     assert expected >= 1
     assert await gauge.refresh() == expected

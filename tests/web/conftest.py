@@ -24,6 +24,7 @@ from callersync.routing.v1 import routing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2_grpc
 from services.gateway import access
 from services.gateway.app import Gateway
+from services.gateway.config import GatewayConfig
 from services.gateway.media.resolver import MediaConfig
 from services.gateway.web.config import WebConfig
 from services.routing.app import build as build_routing
@@ -68,14 +69,13 @@ class Stack:
 @pytest.fixture(scope="session")
 async def stack(settings: Settings, wallet_target: str, billing_target: str, web_routing_target: str,
                 smtp: SmtpInbox, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    gateway_settings = dataclasses.replace(settings, jwt_secret=SIGNING_KEY)
     targets = {"wallet": wallet_target, "billing": billing_target, "routing": web_routing_target}
     media_dir = tmp_path_factory.mktemp("media")
     async with fake_s3.running() as s3_url:
         # s3:// recordings (the engine's, in tests/billing/calls.py) are presigned for the stand-in S3.
         media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
                             s3_endpoint=s3_url, media_dir=str(media_dir))
-        gateway = Gateway(gateway_settings, targets=targets, media_config=media,
+        gateway = Gateway(settings, targets=targets, media_config=media, config=GatewayConfig(jwt_secret=SIGNING_KEY),
                           web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
         port = await gateway.start(0)
         async with grpc.aio.insecure_channel(wallet_target) as w, grpc.aio.insecure_channel(billing_target) as b, \

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from services.gateway.web import words
 from services.gateway.web.api import Api
+from services.gateway.web.render import cents
+from services.runtime.money import decimal_dollars
 
 MAX_ROWS = 20_000  # a spreadsheet's worth; the API pages beyond it still answer
 # A direct charge is a booking fee or a call rated without a hold; its description says which.
@@ -46,25 +48,21 @@ def response(filename: str, rows: Iterable[list[Any]]) -> web.Response:
                                  "Cache-Control": "no-store"})
 
 
-def _dollars(value: Any) -> str:
-    amount = int(value or 0)
-    return f"{'-' if amount < 0 else ''}{abs(amount) // 100}.{abs(amount) % 100:02d}"
-
-
 def charge_rows(charges: list[dict[str, Any]]) -> Iterable[list[Any]]:
     yield ["charged_at", "charge_id", "call_id", "kind", "zip", "amount_usd", "decision", "connected_s",
            "refunded_usd", "refund_state"]
     for c in charges:
         d = c.get("decision") or {}
         yield [c.get("chargedAt", ""), c.get("chargeId", ""), c.get("callId", ""),
-               c.get("kind", "").removeprefix("CHARGE_KIND_").lower(), c.get("zip", ""), _dollars(c.get("amountCents")),
+               c.get("kind", "").removeprefix("CHARGE_KIND_").lower(), c.get("zip", ""),
+               decimal_dollars(cents(c.get("amountCents"))),
                words.rule(d.get("rule", ""), default="booking fee"), f"{int(d.get('connectedMs') or 0) / 1000:.3f}",
-               _dollars(c.get("refundedCents")), words.refund_state(c.get("refund"))[0]]
+               decimal_dollars(cents(c.get("refundedCents"))), words.refund_state(c.get("refund"))[0]]
 
 
 def entry_rows(entries: list[dict[str, Any]]) -> Iterable[list[Any]]:
     yield ["created_at", "entry_id", "kind", "amount_usd", "balance_after_usd", "reference", "description"]
     for e in entries:
         yield [e.get("createdAt", ""), e.get("entryId", ""), ENTRY_KINDS.get(e.get("kind", ""), ""),
-               _dollars(e.get("amountCents")), _dollars(e.get("balanceAfterCents")), e.get("reference", ""),
-               e.get("description", "")]
+               decimal_dollars(cents(e.get("amountCents"))), decimal_dollars(cents(e.get("balanceAfterCents"))),
+               e.get("reference", ""), e.get("description", "")]

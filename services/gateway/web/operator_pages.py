@@ -19,6 +19,7 @@ from services.gateway.web.contractor_pages import (
     evidence_packet,
 )
 from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
+from services.runtime.money import decimal_dollars
 
 if TYPE_CHECKING:
     from services.gateway.web.site import Ctx, WebApp
@@ -129,7 +130,7 @@ def install(site: WebApp, app: web.Application) -> None:
         first_amount = ""
         waiting = ""
         if c.get("firstApprover"):
-            first_amount = f"{cents(c.get('firstApprovedCents')) / 100:.2f}"
+            first_amount = decimal_dollars(cents(c.get("firstApprovedCents")))
             waiting = ("<p data-testid=\"first-approval\">" + badge(
                 f"Approved by {c['firstApprover']} for {money(c.get('firstApprovedCents'))}: "
                 "waiting for a second operator to confirm", "wait") + "</p>")
@@ -146,7 +147,7 @@ def install(site: WebApp, app: web.Application) -> None:
 <div class="choice"><input type="radio" id="deny" name="resolution" value="REFUND_RESOLUTION_DENY">
 <label for="deny">Reject</label></div></fieldset>
 <label for="amount">Approve in part: dollars to refund (empty for all {money(asked)})</label>
-<input id="amount" name="amount" type="number" min="0.01" step="0.01" max="{cents(asked) / 100:.2f}"
+<input id="amount" name="amount" type="number" min="0.01" step="0.01" max="{decimal_dollars(cents(asked))}"
  inputmode="decimal" value="{first_amount}">
 <label for="note">Reason (the contractor reads this)</label>
 <textarea id="note" name="note" rows="3" required maxlength="2000"></textarea>

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from services.gateway.tokens import Principal
+from services.runtime.money import MINUS_SIGN, dollars
 
 # No inline script or style anywhere, so the policy can forbid both; Referrer-Policy keeps a sign-in token in
 # a URL from leaking to another site (same-origin, not no-referrer: with no-referrer a browser sends
@@ -34,10 +35,7 @@ def cents(value: Any) -> int:
 
 
 def money(value: Any) -> str:
-    amount = cents(value)
-    sign = "−" if amount < 0 else ""
-    amount = abs(amount)
-    return f"{sign}${amount // 100:,}.{amount % 100:02d}"
+    return dollars(cents(value), minus=MINUS_SIGN)
 
 
 def when(stamp: str) -> str:

@@ -28,9 +28,10 @@ END $$;
 -- change, its new settings (NULL: keep), and re-derives their flags; a flip of the paused flag and a downward
 -- crossing of an armed alert become outbox rows in the caller's transaction (per wallet in contractor order,
 -- the pause before the alert), and a wallet with auto top-up on is judged for it (wallet.judge_auto_top_up).
--- Every balance change goes through here: a batch's wallets in two statements, not a few per wallet (64
--- wallets: ~50 µs per wallet -> ~10). A batch applies each wallet's total once, which crosses a pause or alert
--- line exactly when item-by-item changes of one sign would; its events carry the batch's final balance.
+-- Every balance change goes through here: a batch's wallets in two statements, because a few statements per
+-- wallet cost several times as much per wallet (docs/performance.md, "A batch applies its wallets' balances in
+-- one statement"). A batch applies each wallet's total once, which crosses a pause or alert line exactly when
+-- item-by-item changes of one sign would; its events carry the batch's final balance.
 DROP FUNCTION IF EXISTS wallet.apply_balances(text[], bigint[]);
 CREATE OR REPLACE FUNCTION wallet.apply_balances(
     p_contractors text[], p_deltas bigint[], p_pause_cents bigint[] DEFAULT NULL, p_alert_cents bigint[] DEFAULT NULL,
