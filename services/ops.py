@@ -77,7 +77,7 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
             return EXIT_CANNOT
         problems = await wallet_storage.reconcile(conn)
         summary = await wallet_storage.ledger_summary(conn)
-        from services.wallet.payment_audit import refused_payments_paid, uncredited_payments
+        from services.wallet.payment_audit import HOW_TO_SETTLE, refused_payments_paid, uncredited_payments
         from services.wallet.provider import PaymentProvider
 
         # A refused PaymentIntent credited nothing on purpose, but if it succeeded a card was charged: reconcile
@@ -100,9 +100,7 @@ async def reconcile(database_url: str, settings: Settings | None = None) -> int:
         for row in rows:
             print(f"FAIL {name}: {row}")
     if failed.get(refused_paid):
-        print("To settle a refused PaymentIntent: refund it at Stripe, or credit the contractor by hand (TopUp with "
-              "a reason); then write what you did: UPDATE wallet.refused_payments SET settled_note = '<what and "
-              "who>' WHERE payment_intent_id = '<pi_...>' (docs/payments.md)")
+        print(HOW_TO_SETTLE)
     if summary.legacy_credits:
         print(f"note: {summary.legacy_credits} credit(s) predate payment verification (credit_source legacy)")
     if asked is None:

@@ -1,4 +1,4 @@
-"""The rules of ZIP claims and pause thresholds, as plain functions (no I/O)."""
+"""The rules of ZIP claims, as plain functions (no I/O); the pause line is services/runtime/pause_line.py."""
 
 from __future__ import annotations
 
@@ -79,13 +79,3 @@ def _ranked(backups: list[str]) -> list[Slot]:
 def cascade_order(slots: list[Slot]) -> list[Slot]:
     """Primary first, then backups by rank."""
     return sorted(slots, key=lambda s: (s.position != PRIMARY, s.backup_rank))
-
-
-def pause_threshold_cents(claimed_rates_cents: list[int], ai_mode: bool, booking_fee_cents: int) -> int:
-    """The rate of the most expensive claimed ZIP; in AI mode the booking fee if that is higher.
-
-    Without claims nobody can be offered a call, so there is nothing to pause for: 0."""
-    if not claimed_rates_cents:
-        return 0
-    top = max(claimed_rates_cents)
-    return max(top, booking_fee_cents) if ai_mode else top

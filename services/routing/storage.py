@@ -16,6 +16,7 @@ from services.routing.records import BlockedCaller, MissedStep, StoredClaim, Sto
 from services.routing.schedule import Profile, Window
 from services.runtime.db import storage_errors
 from services.runtime.errors import FailedPrecondition, NotFound
+from services.runtime.pause_line import pause_threshold_cents
 
 SCHEMA = "routing"
 DEFAULT_BOOKING_FEE_CENTS = 2500  # billing's fee until one is first set (GetRateCardResponse.booking_fee)
@@ -295,7 +296,7 @@ class RoutingStore:
             "       WHERE c.contractor_id = $1) AS rates",
             contractor_id, DEFAULT_BOOKING_FEE_CENTS)
         rates = [r for r in row["rates"] if r is not None]
-        return rules.pause_threshold_cents(rates, row["mode"] == "ai_agent", row["fee"])
+        return pause_threshold_cents(rates, row["mode"] == "ai_agent", row["fee"])
 
     # ------------------------------------------------------------ blocklist
 

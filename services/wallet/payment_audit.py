@@ -8,6 +8,11 @@ import asyncpg
 
 from services.wallet.provider import PaymentProvider, ProviderError
 
+# Settling is an operator's act at the provider or by a manual credit; the note records who did what.
+HOW_TO_SETTLE = ("To settle a refused PaymentIntent: refund it at Stripe, or credit the contractor by hand (TopUp "
+                 "with a reason); then write what you did: UPDATE wallet.refused_payments SET settled_note = "
+                 "'<what and who>' WHERE payment_intent_id = '<pi_...>' (docs/payments.md)")
+
 
 async def uncredited_payments(conn: asyncpg.Connection, provider: PaymentProvider) -> tuple[list[dict], int]:
     """(problems, how many PaymentIntents were asked about). A top-up the wallet refused is no exception: if its

@@ -10,6 +10,7 @@ from services.routing import cascade, claims, schedule
 from services.routing.cascade import Counters, Entry, Session
 from services.routing.claims import BACKUP, PRIMARY, Slot
 from services.routing.schedule import Profile, Window
+from services.runtime import pause_line
 from services.runtime.errors import FailedPrecondition, InvalidArgument
 
 
@@ -54,10 +55,10 @@ def test_any_sequence_of_claims_and_releases_keeps_one_primary_and_dense_backup_
 
 
 def test_the_threshold_is_the_dearest_claimed_rate_and_in_ai_mode_the_fee_if_higher():
-    assert claims.pause_threshold_cents([2000, 6500, 3000], False, 2500) == 6500
-    assert claims.pause_threshold_cents([1500], True, 2500) == 2500
-    assert claims.pause_threshold_cents([9000], True, 2500) == 9000
-    assert claims.pause_threshold_cents([], True, 2500) == 0  # nothing claimed: no call to pause
+    assert pause_line.pause_threshold_cents([2000, 6500, 3000], False, 2500) == 6500
+    assert pause_line.pause_threshold_cents([1500], True, 2500) == 2500
+    assert pause_line.pause_threshold_cents([9000], True, 2500) == 9000
+    assert pause_line.pause_threshold_cents([], True, 2500) == 0  # nothing claimed: no call to pause
 
 
 @pytest.mark.parametrize("number,ok", [("+14155550123", True), ("+442071838750", True), ("14155550123", False),

@@ -28,10 +28,11 @@ RULE_MODULES = [
     "services.wallet.ledger",
     "services.wallet.top_ups",
     "services.wallet.forecast",
+    "services.runtime.pause_line",
 ]
 IO_LIBRARIES = ["asyncpg", "redis", "stripe", "aiohttp", "opentelemetry"]
 # What a rule module may lean on in services/runtime: values and checks, no connections.
-PURE_RUNTIME = {"errors", "money", "timestamps", "validation", "outbox_rows"}
+PURE_RUNTIME = {"errors", "money", "timestamps", "validation", "outbox_rows", "pause_line"}
 # What a service's rule module may load of its own service: other rules, typed records, ids.
 PURE_SERVICE = {"records", "charge_ids", "facts", "events"}
 

@@ -1,5 +1,5 @@
 """The rate card editor's "who would pause": each claimant's pause line at the moment a new rate would take
-effect, by routing's rule (services/routing/claims.pause_threshold_cents), against their balance now."""
+effect, by routing's own rule (services/runtime/pause_line.py), against their balance now."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 from services.gateway.web.api import Api, ApiError, seg
 from services.gateway.web.render import badge, cents, esc, money, table, when
-from services.routing.claims import pause_threshold_cents
+from services.runtime.pause_line import pause_threshold_cents
 
 AI_MODE = "CONTRACTOR_MODE_AI_AGENT"
 
