@@ -280,3 +280,20 @@ def test_the_dockerfile_exposes_every_port_and_runs_the_cli():
     assert exposed == set(PORTS.values()) | {HEALTH_PORT}
     assert 'ENTRYPOINT ["callersync"]' in text
     assert text.count("FROM ") == 2, "multi-stage: build wheels, then a slim runtime image"
+
+
+def test_the_gateway_in_kubernetes_verifies_the_identity_providers_tokens_and_holds_no_shared_key():
+    """Production's bearer tokens are an identity provider's, verified against its published keys (JWKS) with its
+    issuer and our audience, short-lived; HS256 shared keys are for development, so none is deployed."""
+    (spec,) = [s for n, s in workloads() if n == "gateway"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CALLERSYNC_JWT_JWKS_URL"].startswith("https://"), env
+    assert env["CALLERSYNC_JWT_ISSUER"] and env["CALLERSYNC_JWT_AUDIENCE"], env
+    assert 0 < int(env["CALLERSYNC_JWT_MAX_LIFETIME_S"]) <= Settings().jwt_max_lifetime_s
+    settings = Settings.from_env(env)  # what the gateway reads from them
+    assert settings.jwt_jwks_url == env["CALLERSYNC_JWT_JWKS_URL"] and settings.jwt_secret == ""
+    for name, pod in workloads():
+        for each in pod["containers"]:
+            assert "CALLERSYNC_JWT_SECRET" not in {e["name"] for e in each.get("env", [])}, name
+    assert "CALLERSYNC_JWT_SECRET" not in config_map()
