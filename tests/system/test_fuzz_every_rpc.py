@@ -13,12 +13,17 @@ from google.protobuf import message_factory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.billing.access import ACCESS as BILLING_ACCESS
 from services.gateway.bindings import discover_services
+from services.routing.access import ACCESS as ROUTING_ACCESS
+from services.runtime import authz
 from services.runtime.interceptors import _timestamp_paths
+from services.wallet.access import ACCESS as WALLET_ACCESS
 from tests.conftest import fresh_database
-from tests.system.stack import Fingerprinter, start_stack
+from tests.system.stack import Fingerprinter, identity_for, start_stack, use_mtls
 
 MODULES = ("wallet", "billing", "routing")
+ACCESS_TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}
 # Every RPC of every service in the generated code (callersync.<service>.v1): a new RPC is fuzzed unasked.
 METHODS = [
     (service.full_name.split(".")[1], method)
@@ -126,12 +131,18 @@ def fill(msg, values: dict) -> None:
 @pytest.fixture(scope="module")
 def stack(servers):
     url = asyncio.run(fresh_database(servers))
-    running = start_stack(url, urllib.parse.urlsplit(servers.redis_url)._replace(path="/9").geturl())
+    running = start_stack(url, urllib.parse.urlsplit(servers.redis_url)._replace(path="/9").geturl(),
+                          mtls=use_mtls(True))
     running.fingerprint = Fingerprinter(url)
     running.last_call_ok = True
-    running.channels = {name: grpc.insecure_channel(running.target(name), options=[
-        # What a client accepts by default, said out loud: the servers must keep their statuses under it.
-        ("grpc.max_metadata_size", 16 * 1024)]) for name in MODULES}
+    # One channel per service and identity the fuzzed methods are called with (under mutual TLS each method is
+    # called as an identity its access table admits, so the request reaches the handler).
+    running.channels = {
+        (name, identity): running.sync_channel(name, identity, options=[
+            # What a client accepts by default, said out loud: the servers must keep their statuses under it.
+            ("grpc.max_metadata_size", 16 * 1024)])
+        for name, identity in {(service, caller(service, m)) for service, m in METHODS}
+    }
     yield running
     for channel in running.channels.values():
         channel.close()
@@ -139,8 +150,15 @@ def stack(servers):
     running.stop()
 
 
+def caller(service: str, method: d.MethodDescriptor) -> str:
+    """An identity the method's access table admits: an operator where operators may, else the service's
+    caller (the telephony engine, billing, routing)."""
+    roles = ACCESS_TABLES[service][method.name]
+    return identity_for(authz.OPERATOR if authz.OPERATOR in roles else min(roles))
+
+
 def invoke(stack, service: str, method: d.MethodDescriptor, request):
-    call = stack.channels[service].unary_unary(
+    call = stack.channels[service, caller(service, method)].unary_unary(
         f"/{method.containing_service.full_name}/{method.name}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=lambda raw: raw,
@@ -306,3 +324,4 @@ def test_every_string_64k_and_every_timestamp_out_of_range(stack, service, metho
         bad_stamp_codes = {check(stack, service, method, build(desc, saturated(
             desc, lambda f: f"fz-{f.name}", lambda f, s=s, n=n: {"seconds": s, "nanos": n}))) for s, n in BAD_STAMPS}
         assert bad_stamp_codes <= expected, bad_stamp_codes
+

@@ -1,7 +1,8 @@
 """The whole system under mutual TLS, as real processes each presenting its own certificate: the demo's day
 (operator and telephony-engine calls, billing settling with the wallet, routing reserving) runs and reconciles,
 a fault test (SIGKILL the wallet mid-load) still applies every operation exactly once, and what is refused is
-refused by the real processes. CALLERSYNC_TEST_MTLS=1 runs every system and fault test this way."""
+refused by the real processes. The fault and fuzz tests run under mutual TLS too (tests/system/stack.py's
+use_mtls; CALLERSYNC_TEST_MTLS=1 adds the demo's own stack)."""
 
 import asyncio
 import json
