@@ -31,7 +31,8 @@ def write_certs(args: argparse.Namespace, settings: Settings) -> int:
             print(f"certs: {identity!r} is no identity: use one of {', '.join(sorted(authz.ROLES - {authz.OPERATOR}))}"
                   " or operator/<name>", file=sys.stderr)
             return 2
-    pki = certs.write_dev_pki(args.out, identities, trust_domain=settings.trust_domain, valid_days=args.days)
+    pki = certs.write_dev_pki(args.out, identities, trust_domain=settings.trust_domain, valid_days=args.days,
+                              per_identity=args.per_identity)
     print(f"CA: {pki.ca_file} (its key beside it: keep it to issue more, never ship it)")
     for issued in pki.issued.values():
         print(f"{issued.uri}: {issued.cert_file} {issued.key_file}")
@@ -158,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     certs_cmd.add_argument("--identities", nargs="+", default=None,
                            help=f"default: {' '.join(certs.DEFAULT_IDENTITIES)}; operators are operator/<name>")
     certs_cmd.add_argument("--days", type=int, default=30, help="how long the certificates are valid")
+    certs_cmd.add_argument("--per-identity", action="store_true",
+                           help="a folder per identity (<identity>/: its certificate, key and ca.pem) and the CA in "
+                                "ca/, so each container can be given only its own folder (deploy/docker-compose.yml)")
     serve_cmd = command(
         "serve", "run one service (for deployments)",
         "Needs CALLERSYNC_DATABASE_URL and CALLERSYNC_REDIS_URL; applies the service's pending migrations,\n"

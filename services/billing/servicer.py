@@ -206,9 +206,6 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         require_id("contractor_id", request.contractor_id)
         if not request.HasField("scheduled_at"):
             raise InvalidArgument("scheduled_at is required: the bill is raised for that moment", field="scheduled_at")
-        if request.scheduled_at.seconds < 946_684_800:
-            raise InvalidArgument("scheduled_at is before 2000-01-01; send the moment the appointment was booked",
-                                  field="scheduled_at")
         freshness.check_booking(request, self._limits)
         row, replayed = await self._bookings.record(request)
         charge = await self._store.get_charge(row.charge_id)

@@ -11,9 +11,9 @@ machine is trusted, which is why a service refuses to listen beyond loopback wit
 Health and reflection are registered outside the table and stay open to any caller that completed the
 handshake, i.e. holds a certificate from the CA.
 
-Implemented as a wrapper built once per method around the already-wrapped handler (like
-services/runtime/interceptors.py, and for the same reason: a grpc.aio ServerInterceptor rebuilds the handler
-on every call), outermost, so a refused call is answered before its request is even parsed.
+The check is built once per method and run by the runtime's handler wrapping (services/runtime/interceptors.py,
+which a grpc.aio ServerInterceptor would rebuild on every call): after the call has its request id, before its
+request is parsed.
 """
 
 from __future__ import annotations
@@ -21,12 +21,11 @@ from __future__ import annotations
 import ipaddress
 import logging
 from collections.abc import Iterable, Mapping
-from typing import Any
 
 import grpc
 
 from services.runtime.errors import DomainError
-from services.runtime.interceptors import status_details
+from services.runtime.interceptors import CallerCheck
 
 log = logging.getLogger("callersync.authz")
 
@@ -106,60 +105,45 @@ class Gate:
         return known
 
 
-def authorize_handler(gate: Gate, method: str, allowed: frozenset[str],
-                      handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    if handler.unary_unary is None:
-        # Fail closed: a streaming method would otherwise be registered without the check.
-        raise ValueError(f"{method}: only unary methods are authorized by services/runtime/authz.py")
-    inner = handler.unary_unary
+def method_check(gate: Gate, method: str, allowed: frozenset[str]) -> CallerCheck:
+    """Raises PermissionDenied (after logging who called what) unless the caller's role may call `method`. Run by
+    the runtime's handler wrapping once the call has its request id and before the request is parsed, so a
+    refusal carries the id in its reply and its log line, and is counted and traced like any other status."""
     who_may = ", ".join(sorted(allowed)) or "nobody"
 
-    async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    def check(context: grpc.aio.ServicerContext) -> None:
         if not gate.enforcing:
-            return await inner(request, context)
+            return
         name, role = gate.identify(context)
         if role in allowed:
-            return await inner(request, context)
+            return
         log.warning("permission denied: %s may not call %s (allowed: %s)", name, method, who_may,
                     extra={"identity": name, "rpc_method": method})
-        refusal = PermissionDenied(
+        raise PermissionDenied(
             f"{name} may not call {method}: it is for {who_may}. Call it with one of those identities' "
             f"certificates (spiffe://{gate.trust_domain}/<identity>); see docs/security.md",
             reason="CALLER_NOT_ALLOWED",
             identity=name,
             method=method,
         )
-        await context.abort(refusal.code, refusal.message,
-                            trailing_metadata=(("grpc-status-details-bin", status_details(refusal)),))
 
-    return grpc.unary_unary_rpc_method_handler(
-        unary_unary,
-        request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer,
-    )
+    return check
 
 
-class AuthorizingServer:
-    """Stands between the WrappingRegistrar and the real server: wraps each (already wrapped) handler with its
-    table entry, then registers it."""
+class Authorizer:
+    """A service's access table behind its gate: the check for each method the service registers."""
 
-    def __init__(self, server: grpc.aio.Server, gate: Gate, table: AccessTable) -> None:
-        self._server = server
+    def __init__(self, gate: Gate, table: AccessTable) -> None:
         self._gate = gate
         self._table = table
 
-    def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self._server.add_generic_rpc_handlers(handlers)
-
-    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+    def checks(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> dict[str, CallerCheck]:
         check_table(service, handlers, self._table)
-        wrapped = {
-            name: authorize_handler(self._gate, f"/{service}/{name}", self._table[name], handler)
-            for name, handler in handlers.items()
-        }
-        # WrappingRegistrar registers the same handlers generically as well: both must be the checked ones.
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))
-        self._server.add_registered_method_handlers(service, wrapped)
+        for name, handler in handlers.items():
+            if handler.unary_unary is None:
+                # Fail closed: a streaming method would otherwise be registered without the check.
+                raise ValueError(f"/{service}/{name}: only unary methods are authorized by services/runtime/authz.py")
+        return {name: method_check(self._gate, f"/{service}/{name}", self._table[name]) for name in handlers}
 
 
 def is_loopback(host: str) -> bool:

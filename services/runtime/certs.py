@@ -25,6 +25,7 @@ DEFAULT_TRUST_DOMAIN = "callersync.local"
 DEFAULT_IDENTITIES = ("wallet", "billing", "routing", "gateway", "routing-engine", "operator/oncall")
 CA_FILE = "ca.pem"
 CA_KEY_FILE = "ca-key.pem"
+CA_FOLDER = "ca"  # with per_identity: the CA's own folder, which no identity's folder contains
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +135,7 @@ def _issue(directory: pathlib.Path, identity: str, trust_domain: str, ca: x509.C
         .sign(ca_key, hashes.SHA256())
     )
     stem = file_stem(identity)
+    directory.mkdir(parents=True, exist_ok=True)
     cert_file, key_file = directory / f"{stem}.pem", directory / f"{stem}-key.pem"
     _write(cert_file, cert.public_bytes(serialization.Encoding.PEM))
     _write(key_file, _key_pem(key), private=True)
@@ -148,20 +150,30 @@ def write_dev_pki(
     valid_days: int = 30,
     not_before: datetime.datetime | None = None,
     ca_name: str = "CallerSync development CA",
+    per_identity: bool = False,
 ) -> DevPki:
     """Writes <identity>.pem and <identity>-key.pem for each identity (operator/alice -> operator-alice.pem),
     signed by the CA in `directory` (ca.pem, ca-key.pem), which is made first if it is not there yet: so a second
     call adds identities under the same CA. `not_before` in the past with a short `valid_days` makes an expired
-    certificate; another directory makes another CA."""
+    certificate; another directory makes another CA.
+
+    `per_identity` writes one folder per identity instead (<stem>/ with its certificate, its key and a copy of
+    ca.pem) and keeps the CA in ca/, so a container can be given exactly its own folder: never another
+    identity's key, never the CA's (deploy/docker-compose.yml)."""
     folder = pathlib.Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
+    ca_folder = folder / CA_FOLDER if per_identity else folder
+    ca_folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     start = not_before or now - datetime.timedelta(minutes=5)  # a little slack for clocks
-    loaded = _load_ca(folder)
-    ca, ca_key = loaded or _new_ca(folder, ca_name, now - datetime.timedelta(days=1), max(valid_days, 365))
-    issued = {identity: _issue(folder, identity, trust_domain, ca, ca_key, start, valid_days)
-              for identity in identities}
-    return DevPki(folder / CA_FILE, issued)
+    loaded = _load_ca(ca_folder)
+    ca, ca_key = loaded or _new_ca(ca_folder, ca_name, now - datetime.timedelta(days=1), max(valid_days, 365))
+    issued = {}
+    for identity in identities:
+        out = folder / file_stem(identity) if per_identity else folder
+        issued[identity] = _issue(out, identity, trust_domain, ca, ca_key, start, valid_days)
+        if per_identity:
+            _write(out / CA_FILE, ca.public_bytes(serialization.Encoding.PEM))
+    return DevPki(ca_folder / CA_FILE, issued)
 
 
 def tls_env(pki: DevPki, identity: str) -> dict[str, str]:

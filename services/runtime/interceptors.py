@@ -7,8 +7,8 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import any_pb2, descriptor_pool, duration_pb2
@@ -28,6 +28,8 @@ REQUEST_ID_KEY = "x-request-id"
 # A caller's own request id (the gateway's, a client's) is kept when it looks like one; anything else is
 # replaced, so a log line never carries a 64 KB or multi-line "id".
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# Raises (PermissionDenied) unless the call's verified caller may call the method.
+CallerCheck = Callable[[grpc.aio.ServicerContext], None]
 # How long a shed caller should wait before trying again (google.rpc.RetryInfo).
 SHED_RETRY_MS = 250
 
@@ -185,13 +187,17 @@ def _parse(parse: Callable[[bytes], Any] | None, raw: Any, method: str) -> Any:
 
 
 def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler,
-                 admission: Admission | None = None, input_type: d.Descriptor | None = None) -> grpc.RpcMethodHandler:
+                 admission: Admission | None = None, input_type: d.Descriptor | None = None,
+                 authorize: CallerCheck | None = None) -> grpc.RpcMethodHandler:
     """The handler with the runtime's behaviour around it, built once per method (a grpc.aio interceptor
     would rebuild it on every call, ~75 µs of CPU each here): load shedding past the server's concurrency
-    limit, a request id in the reply's trailers and the call's log lines, every Timestamp of the request
+    limit, a request id in the reply's trailers and the call's log lines, the caller's identity checked
+    (`authorize`, services/runtime/authz.py) before the request is parsed, every Timestamp of the request
     checked, domain and infrastructure errors to statuses with ErrorInfo, a latency sample per method and
     status, and a span that joins the caller's trace when tracing is on."""
     if handler.unary_unary is None:
+        if authorize is not None:
+            raise ValueError(f"{method}: only unary methods can be authorized")
         return handler
     inner = handler.unary_unary
     parse = handler.request_deserializer
@@ -217,6 +223,8 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler,
         token = logs.REQUEST_ID.set(request_id)
         try:
             context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+            if authorize is not None:
+                authorize(context)
             message = _parse(parse, request, method)
             if stamps:
                 check_timestamps(message, stamps)
@@ -288,14 +296,23 @@ def wrap_handler(service_name: str, method: str, handler: grpc.RpcMethodHandler,
     )
 
 
+class Authorizer(Protocol):
+    """services/runtime/authz.Authorizer: each method's caller check, from the service's access table."""
+
+    def checks(self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]) -> dict[str, CallerCheck]: ...
+
+
 class WrappingRegistrar:
     """Stands in for the server when generated `add_XServicer_to_server` code registers a servicer: takes its
-    method handlers, wraps each once, and registers the wrapped ones on the real server."""
+    method handlers, wraps each once (with its caller check when an authorizer is given), and registers the
+    wrapped ones on the real server."""
 
-    def __init__(self, server: grpc.aio.Server, service_name: str, admission: Admission | None = None) -> None:
+    def __init__(self, server: grpc.aio.Server, service_name: str, admission: Admission | None = None,
+                 authorizer: Authorizer | None = None) -> None:
         self._server = server
         self._service_name = service_name
         self._admission = admission
+        self._authorizer = authorizer
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
         """The generated code passes the same handlers again, generically: registered below instead."""
@@ -305,9 +322,10 @@ class WrappingRegistrar:
             methods = descriptor_pool.Default().FindServiceByName(service).methods_by_name
         except KeyError:
             methods = {}
+        checks = self._authorizer.checks(service, handlers) if self._authorizer is not None else {}
         wrapped = {
             name: wrap_handler(self._service_name, f"/{service}/{name}", handler, self._admission,
-                               methods[name].input_type if name in methods else None)
+                               methods[name].input_type if name in methods else None, checks.get(name))
             for name, handler in handlers.items()
         }
         self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, wrapped),))

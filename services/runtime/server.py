@@ -6,7 +6,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -60,8 +59,8 @@ class GrpcServer:
         # Who may call which method (services/<name>/access.py), checked once TLS gives callers an identity.
         self._gate = authz.Gate()
         self._access = access
-        target: Any = self.server if access is None else authz.AuthorizingServer(self.server, self._gate, access)
-        add_servicer(WrappingRegistrar(target, name, self.admission))  # type: ignore[arg-type]
+        authorizer = None if access is None else authz.Authorizer(self._gate, access)
+        add_servicer(WrappingRegistrar(self.server, name, self.admission, authorizer))  # type: ignore[arg-type]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         # From the descriptors with the protos' comments: `grpcurl describe` shows what each call and field means.
         reflection.enable_server_reflection(

@@ -12,6 +12,7 @@ from callersync.billing.v1 import billing_pb2_grpc
 from callersync.wallet.v1 import wallet_pb2 as wpb
 from services.billing.app import BILLING
 from services.billing.config import BillingConfig
+from services.runtime.interceptors import error_reason
 from tests.billing.calls import call, connected
 from tests.billing.support import at, set_rate, stream_events, unique_zip
 from tests.conftest import serving
@@ -87,6 +88,20 @@ async def test_a_booking_in_the_future_is_refused_and_charges_nothing(billing, w
     near.appointment_at.FromDatetime(dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(days=90))
     await billing.RecordBooking(near)
     assert await ledger(db, contractor) == (10_000 - 2 * 2500, 3, 10_000 - 2 * 2500)
+
+
+async def test_a_booking_before_any_fee_was_in_effect_is_refused_and_charges_nothing(billing, wallet, db, contractor):
+    """No fee existed before CALLERSYNC_RATE_EARLIEST_S (2020-01-01), so no booking from then is charged (the fee
+    lookup would otherwise take the first fee)."""
+    await top_up(wallet, contractor, 10_000)
+    for when in (dt.datetime(2019, 12, 31, 23, 59, tzinfo=dt.UTC), dt.datetime(1, 1, 1, 1, tzinfo=dt.UTC)):
+        req = booking_request(contractor, when)
+        err = await expect_error(billing.RecordBooking(req), grpc.StatusCode.INVALID_ARGUMENT)
+        assert "scheduled_at is before 2020-01-01" in err.details()
+        assert error_reason(err) == "TIMESTAMP_TOO_EARLY"
+        assert await db.fetchval("SELECT count(*) FROM billing.bookings WHERE booking_id = $1", req.booking_id) == 0
+    await billing.RecordBooking(booking_request(contractor, dt.datetime(2020, 1, 1, tzinfo=dt.UTC)))
+    assert await ledger(db, contractor) == (10_000 - 2500, 2, 10_000 - 2500)
 
 
 async def _fee_in_effect_when_scheduled(billing, wallet, contractor):

@@ -8,9 +8,10 @@ import re
 
 import pytest
 import yaml
+from cryptography import x509
 
 from services.billing.access import ACCESS as BILLING_ACCESS
-from services.cli import build_parser
+from services.cli import build_parser, write_certs
 from services.gateway.config import GatewayConfig
 from services.routing.access import ACCESS as ROUTING_ACCESS
 from services.runtime import authz
@@ -137,18 +138,76 @@ def test_compose_runs_every_service_from_the_same_image_and_publishes_no_grpc_po
             assert published.startswith("127.0.0.1:") or name == "gateway", (name, published)
 
 
-def test_compose_runs_every_service_under_mutual_tls_with_its_own_certificate():
-    compose = documents(DEPLOY / "docker-compose.yml")[0]["services"]
-    made = compose["certs"]["command"]
-    assert made[:3] == ["certs", "--out", "/app/pki"]
-    assert build_parser().parse_args(made).identities == made[4:]
+def compose_services() -> dict[str, dict]:
+    return documents(DEPLOY / "docker-compose.yml")[0]["services"]
+
+
+def pki_mounts(service: dict) -> list[tuple[str, str]]:
+    """(where in the container, which folder of the pki volume: '' for all of it), short and long syntax."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str):
+            source, target = volume.split(":")[:2]
+            if source == "pki":
+                mounts.append((target, ""))
+        elif volume.get("source") == "pki":
+            mounts.append((volume["target"], volume.get("volume", {}).get("subpath", "")))
+    return mounts
+
+
+@pytest.fixture(scope="module")
+def compose_pki(tmp_path_factory) -> pathlib.Path:
+    """The pki volume as compose's `certs` step fills it: its own command line, run by the CLI, into a folder
+    standing in for the volume."""
+    made = compose_services()["certs"]["command"]
+    out = tmp_path_factory.mktemp("pki-volume")
+    args = build_parser().parse_args([out.as_posix() if a == "/app/pki" else a for a in made])
+    assert write_certs(args, Settings()) == 0
+    return out
+
+
+def visible_files(service: dict, volume: pathlib.Path) -> dict[str, pathlib.Path]:
+    """Every file of the pki volume the service's container can read, by its path in the container."""
+    seen = {}
+    for target, subpath in pki_mounts(service):
+        root = volume / subpath
+        for path in root.rglob("*"):
+            if path.is_file():
+                seen[f"{target}/{path.relative_to(root).as_posix()}"] = path
+    return seen
+
+
+def test_compose_runs_every_service_under_mutual_tls_with_its_own_certificate(compose_pki):
+    compose = compose_services()
+    made = build_parser().parse_args(compose["certs"]["command"])
+    assert made.out == pathlib.Path("/app/pki") and made.per_identity
     for name in PORTS:
         env = compose[name]["environment"]
-        assert env["CALLERSYNC_TLS_CERT_FILE"] == f"/app/pki/{name}.pem", name
-        assert env["CALLERSYNC_TLS_KEY_FILE"] == f"/app/pki/{name}-key.pem", name
-        assert env["CALLERSYNC_TLS_CA_FILE"] == "/app/pki/ca.pem", name
-        assert name in made and "pki:/app/pki:ro" in compose[name]["volumes"]
+        files = visible_files(compose[name], compose_pki)
+        for var in ("CALLERSYNC_TLS_CERT_FILE", "CALLERSYNC_TLS_KEY_FILE", "CALLERSYNC_TLS_CA_FILE"):
+            assert env[var] in files, (name, var, sorted(files))
+        cert = x509.load_pem_x509_certificate(files[env["CALLERSYNC_TLS_CERT_FILE"]].read_bytes())
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+        assert uris == [f"spiffe://{Settings().trust_domain}/{name}"], name
+        assert files[env["CALLERSYNC_TLS_CA_FILE"]].read_bytes() == (compose_pki / "ca" / "ca.pem").read_bytes()
         assert compose[name]["depends_on"]["certs"] == {"condition": "service_completed_successfully"}
+        assert all(v["read_only"] for v in compose[name]["volumes"] if isinstance(v, dict))
+
+
+def test_no_compose_container_but_certs_can_read_another_identitys_key_or_the_cas(compose_pki):
+    """Each service container sees its own folder of the pki volume and nothing else of it: one stolen container
+    is one identity, not all of them (and never the CA, which could mint any)."""
+    for name, service in compose_services().items():
+        if name == "certs":
+            continue
+        keys = {path.name for path in visible_files(service, compose_pki).values() if path.name.endswith("-key.pem")}
+        assert keys <= {f"{name}-key.pem"}, (name, sorted(keys))
+        if name in PORTS:
+            assert keys == {f"{name}-key.pem"}, name
+    # The volume's top holds only folders: an engine that ignored `subpath` would mount it whole, and the services
+    # would then find no certificate at /app/pki/<name>.pem and refuse to start instead of serving with every key.
+    assert all(path.is_dir() for path in compose_pki.iterdir())
 
 
 def test_no_default_secret_anywhere_in_deploy():
@@ -159,6 +218,13 @@ def test_no_default_secret_anywhere_in_deploy():
                         compose["gateway"]["environment"]["CALLERSYNC_JWT_SECRET"])
     assert re.fullmatch(r"\$\{POSTGRES_PASSWORD:\?[^}]+\}", compose["postgres"]["environment"]["POSTGRES_PASSWORD"])
     assert "${POSTGRES_PASSWORD" in compose["wallet"]["environment"]["CALLERSYNC_DATABASE_URL"]
+    # Redis asks for a password, which the services send in their URL.
+    redis_password = r"\$\{REDIS_PASSWORD:\?[^}]+\}"
+    assert compose["redis"]["command"][-2] == "--requirepass"
+    assert re.fullmatch(redis_password, compose["redis"]["command"][-1])
+    for name in PORTS:
+        url = compose[name]["environment"]["CALLERSYNC_REDIS_URL"]
+        assert re.fullmatch(rf"redis://:{redis_password}@redis:6379/0", url), name
     # In the cluster, secrets come from Secrets created out of band, never from a manifest.
     assert not [o for o in k8s_objects() if o.get("kind") == "Secret"]
 
@@ -217,3 +283,20 @@ def test_the_dockerfile_exposes_every_port_and_runs_the_cli():
     assert exposed == set(PORTS.values()) | {HEALTH_PORT}
     assert 'ENTRYPOINT ["callersync"]' in text
     assert text.count("FROM ") == 2, "multi-stage: build wheels, then a slim runtime image"
+
+
+def test_the_gateway_in_kubernetes_verifies_the_identity_providers_tokens_and_holds_no_shared_key():
+    """Production's bearer tokens are an identity provider's, verified against its published keys (JWKS) with its
+    issuer and our audience, short-lived; HS256 shared keys are for development, so none is deployed."""
+    (spec,) = [s for n, s in workloads() if n == "gateway"]
+    (container,) = spec["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["CALLERSYNC_JWT_JWKS_URL"].startswith("https://"), env
+    assert env["CALLERSYNC_JWT_ISSUER"] and env["CALLERSYNC_JWT_AUDIENCE"], env
+    assert 0 < int(env["CALLERSYNC_JWT_MAX_LIFETIME_S"]) <= Settings().jwt_max_lifetime_s
+    settings = Settings.from_env(env)  # what the gateway reads from them
+    assert settings.jwt_jwks_url == env["CALLERSYNC_JWT_JWKS_URL"] and settings.jwt_secret == ""
+    for name, pod in workloads():
+        for each in pod["containers"]:
+            assert "CALLERSYNC_JWT_SECRET" not in {e["name"] for e in each.get("env", [])}, name
+    assert "CALLERSYNC_JWT_SECRET" not in config_map()

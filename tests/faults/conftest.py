@@ -11,7 +11,7 @@ import pytest
 
 from services.runtime.embedded import EmbeddedPostgres, EmbeddedValkey
 from tests.system.processes import callersync_env, run_cli
-from tests.system.stack import start_stack
+from tests.system.stack import start_stack, use_mtls
 
 
 @pytest.fixture(scope="package")
@@ -34,6 +34,6 @@ def own_servers():
 @pytest.fixture(scope="package")
 def stack(own_servers):
     _, _, db_url, redis_url = own_servers
-    running = start_stack(db_url, redis_url)
+    running = start_stack(db_url, redis_url, mtls=use_mtls(True))
     yield running
     running.stop()

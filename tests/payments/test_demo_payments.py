@@ -9,7 +9,7 @@ import redis.asyncio as redis
 from tests.conftest import fresh_database
 from tests.payments.conftest import API_KEY
 from tests.system.processes import run_cli
-from tests.system.stack import start_stack
+from tests.system.stack import start_stack, use_mtls
 
 
 async def test_the_demo_pays_by_card_and_auto_tops_up(servers, quiet_stripe):
@@ -19,7 +19,7 @@ async def test_the_demo_pays_by_card_and_auto_tops_up(servers, quiet_stripe):
     await client.flushdb()
     await client.aclose()
     provider = {"CALLERSYNC_STRIPE_API_KEY": API_KEY, "CALLERSYNC_STRIPE_API_BASE": quiet_stripe.url}
-    stack = start_stack(url, redis_url, CALLERSYNC_PAYMENT_SWEEP_INTERVAL_MS="100",
+    stack = start_stack(url, redis_url, mtls=use_mtls(False), CALLERSYNC_PAYMENT_SWEEP_INTERVAL_MS="100",
                         CALLERSYNC_PAYMENT_SWEEP_AFTER_MS="200", **provider)
     try:
         result = run_cli("demo", "--seed", "7", env=stack.env, timeout=180)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import json
 import logging
 import shutil
 
@@ -26,8 +27,8 @@ from services.gateway.access import GATEWAY_OWN_CALLS
 from services.gateway.access import POLICY as GATEWAY_POLICY
 from services.routing.access import ACCESS as ROUTING_ACCESS
 from services.routing.app import build as build_routing
-from services.runtime import authz, certs, tls
-from services.runtime.interceptors import error_reason
+from services.runtime import authz, certs, logs, tls
+from services.runtime.interceptors import error_info, error_reason, wrap_handler
 from services.runtime.server import GrpcServer
 from services.wallet.access import ACCESS as WALLET_ACCESS
 from services.wallet.app import WALLET
@@ -309,5 +310,34 @@ async def test_the_health_port_answers_health_in_plaintext_and_nothing_else(sett
 
 def test_a_streaming_method_is_refused_at_registration_rather_than_served_unchecked():
     streaming = grpc.unary_stream_rpc_method_handler(lambda request, context: iter(()))
+    authorizer = authz.Authorizer(authz.Gate(), {"Watch": frozenset({authz.OPERATOR})})
     with pytest.raises(ValueError, match="only unary methods"):
-        authz.authorize_handler(authz.Gate(), "/x.v1.S/Watch", frozenset({authz.OPERATOR}), streaming)
+        authorizer.checks("x.v1.S", {"Watch": streaming})
+    with pytest.raises(ValueError, match="only unary methods"):
+        wrap_handler("x", "/x.v1.S/Watch", streaming, authorize=lambda context: None)
+
+
+@pytest.mark.parametrize("callers_id", ["req-from-the-gateway-0001", None])
+async def test_a_refusal_carries_the_request_id_in_its_reply_and_its_log_line(targets, pki, callers_id):
+    """Like every other reply: the x-request-id trailer, the ErrorInfo's request_id, and the WARNING line (as the
+    services write it, JSON) all name the same id, the caller's own when it sent one."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    formatter = logs.JsonFormatter("wallet")
+    handler.emit = lambda record: lines.append(formatter.format(record))  # type: ignore[method-assign]
+    authz.log.addHandler(handler)
+    metadata = (("x-request-id", callers_id),) if callers_id else ()
+    try:
+        async with grpc.aio.secure_channel(targets["wallet"], credentials(pki, "billing")) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await wallet_pb2_grpc.WalletServiceStub(channel).Reserve(
+                    wallet_pb2.ReserveRequest(contractor_id="ctr-x", call_id="c-1", amount_cents=100),
+                    metadata=metadata, timeout=5)
+    finally:
+        authz.log.removeHandler(handler)
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    request_id = dict(info.value.trailing_metadata()).get("x-request-id")
+    assert request_id and (request_id == callers_id or callers_id is None)
+    assert error_info(info.value).metadata["request_id"] == request_id
+    logged = [json.loads(line) for line in lines if "permission denied" in line]
+    assert [entry["request_id"] for entry in logged] == [request_id], lines

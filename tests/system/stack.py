@@ -8,21 +8,33 @@ import dataclasses
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from services.runtime import certs
+from services.runtime import authz, certs
 from tests.conftest import free_port
 from tests.system.processes import Process, callersync_env
 
 SCHEMAS = ("wallet", "billing", "routing")
-# CALLERSYNC_TEST_MTLS=1 runs every stack of the system and fault tests under mutual TLS, each process with its own
-# certificate (tests/system/test_mtls_stack.py runs the demo and a fault that way in every run regardless).
-MTLS_BY_DEFAULT = os.environ.get("CALLERSYNC_TEST_MTLS", "") == "1"
 OPERATOR = "operator/tests"
 IDENTITIES = (*SCHEMAS, "gateway", "routing-engine", OPERATOR)
+
+
+def use_mtls(default: bool) -> bool:
+    """Whether a stack of the system and fault tests runs under mutual TLS, each process with its own
+    certificate: the stack's own default (the fault and fuzz tests: yes, as in production; the demo's: no, so
+    the plaintext path stays tested), unless CALLERSYNC_TEST_MTLS says 1 (every stack) or 0 (none, e.g. to
+    grpcurl -plaintext into a fault test's stack). tests/system/test_mtls_stack.py is under mutual TLS always."""
+    return {"1": True, "0": False}.get(os.environ.get("CALLERSYNC_TEST_MTLS", ""), default)
+
+
+def identity_for(role: str) -> str:
+    """The stack's identity holding `role` (services/runtime/authz.py's roles; operators are people)."""
+    return OPERATOR if role == authz.OPERATOR else role
 
 
 def tls_env(pki: certs.DevPki, identity: str) -> dict[str, str]:
@@ -52,17 +64,19 @@ class Stack:
         return grpc.ssl_channel_credentials(self.pki.ca_file.read_bytes(), issued.key_file.read_bytes(),
                                             issued.cert_file.read_bytes())
 
-    def channel(self, service: str, identity: str = OPERATOR) -> grpc.aio.Channel:
+    def channel(self, service: str, identity: str = OPERATOR, options: Sequence[tuple[str, Any]] = ()
+                ) -> grpc.aio.Channel:
         """A grpc.aio channel to `service`, presenting `identity`'s certificate under mutual TLS (plaintext
         otherwise, when every caller is trusted)."""
         if self.pki is None:
-            return grpc.aio.insecure_channel(self.target(service))
-        return grpc.aio.secure_channel(self.target(service), self.credentials(identity))
+            return grpc.aio.insecure_channel(self.target(service), options=options)
+        return grpc.aio.secure_channel(self.target(service), self.credentials(identity), options=options)
 
-    def sync_channel(self, service: str, identity: str = OPERATOR) -> grpc.Channel:
+    def sync_channel(self, service: str, identity: str = OPERATOR, options: Sequence[tuple[str, Any]] = ()
+                     ) -> grpc.Channel:
         if self.pki is None:
-            return grpc.insecure_channel(self.target(service))
-        return grpc.secure_channel(self.target(service), self.credentials(identity))
+            return grpc.insecure_channel(self.target(service), options=options)
+        return grpc.secure_channel(self.target(service), self.credentials(identity), options=options)
 
     def start(self, service: str) -> None:
         env = self.env | (tls_env(self.pki, service) if self.pki else {})
@@ -79,11 +93,11 @@ class Stack:
             shutil.rmtree(self.pki.ca_file.parent, ignore_errors=True)
 
 
-def start_stack(database_url: str, redis_url: str, *, mtls: bool | None = None, **extra_env: str) -> Stack:
-    """The three services as processes; under mutual TLS when `mtls` (default: CALLERSYNC_TEST_MTLS=1)."""
+def start_stack(database_url: str, redis_url: str, *, mtls: bool, **extra_env: str) -> Stack:
+    """The three services as processes; under mutual TLS when `mtls` (see use_mtls)."""
     ports = {name: free_port() for name in SCHEMAS}
     pki = None
-    if MTLS_BY_DEFAULT if mtls is None else mtls:
+    if mtls:
         pki = certs.write_dev_pki(tempfile.mkdtemp(prefix="callersync-pki-"), IDENTITIES)
         engine = pki["routing-engine"]
         extra_env = {

@@ -18,7 +18,7 @@ from services.demo.legs import GAP_NS, ai_leg, human_leg, lay_out, stamp
 from services.demo.scenario import Ring
 from tests.conftest import fresh_database
 from tests.system.processes import run_cli
-from tests.system.stack import start_stack
+from tests.system.stack import start_stack, use_mtls
 
 NAMES = (
     "Acme Plumbing",
@@ -37,7 +37,7 @@ async def stack(servers):
     client = redis.Redis.from_url(redis_url)
     await client.flushdb()
     await client.aclose()
-    running = start_stack(url, redis_url)
+    running = start_stack(url, redis_url, mtls=use_mtls(False))
     yield running
     running.stop()
 

@@ -3,8 +3,10 @@ nasties, answers only with documented status codes, never UNKNOWN or INTERNAL, a
 refuses. The services run as real processes on a database of their own."""
 
 import asyncio
+import datetime as dt
 import time
 import urllib.parse
+import uuid
 
 import grpc
 import pytest
@@ -13,12 +15,21 @@ from google.protobuf import message_factory
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from callersync.billing.v1 import billing_pb2
+from callersync.wallet.v1 import wallet_pb2
+from services.billing.access import ACCESS as BILLING_ACCESS
 from services.gateway.bindings import discover_services
+from services.routing.access import ACCESS as ROUTING_ACCESS
+from services.runtime import authz
 from services.runtime.interceptors import _timestamp_paths
+from services.wallet.access import ACCESS as WALLET_ACCESS
+from tests.billing.calls import call, connected
+from tests.billing.support import at
 from tests.conftest import fresh_database
-from tests.system.stack import Fingerprinter, start_stack
+from tests.system.stack import Fingerprinter, identity_for, start_stack, use_mtls
 
 MODULES = ("wallet", "billing", "routing")
+ACCESS_TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}
 # Every RPC of every service in the generated code (callersync.<service>.v1): a new RPC is fuzzed unasked.
 METHODS = [
     (service.full_name.split(".")[1], method)
@@ -126,12 +137,18 @@ def fill(msg, values: dict) -> None:
 @pytest.fixture(scope="module")
 def stack(servers):
     url = asyncio.run(fresh_database(servers))
-    running = start_stack(url, urllib.parse.urlsplit(servers.redis_url)._replace(path="/9").geturl())
+    running = start_stack(url, urllib.parse.urlsplit(servers.redis_url)._replace(path="/9").geturl(),
+                          mtls=use_mtls(True))
     running.fingerprint = Fingerprinter(url)
     running.last_call_ok = True
-    running.channels = {name: grpc.insecure_channel(running.target(name), options=[
-        # What a client accepts by default, said out loud: the servers must keep their statuses under it.
-        ("grpc.max_metadata_size", 16 * 1024)]) for name in MODULES}
+    # One channel per service and identity the fuzzed methods are called with (under mutual TLS each method is
+    # called as an identity its access table admits, so the request reaches the handler).
+    running.channels = {
+        (name, identity): running.sync_channel(name, identity, options=[
+            # What a client accepts by default, said out loud: the servers must keep their statuses under it.
+            ("grpc.max_metadata_size", 16 * 1024)])
+        for name, identity in {(service, caller(service, m)) for service, m in METHODS}
+    }
     yield running
     for channel in running.channels.values():
         channel.close()
@@ -139,8 +156,15 @@ def stack(servers):
     running.stop()
 
 
+def caller(service: str, method: d.MethodDescriptor) -> str:
+    """An identity the method's access table admits: an operator where operators may, else the service's
+    caller (the telephony engine, billing, routing)."""
+    roles = ACCESS_TABLES[service][method.name]
+    return identity_for(authz.OPERATOR if authz.OPERATOR in roles else min(roles))
+
+
 def invoke(stack, service: str, method: d.MethodDescriptor, request):
-    call = stack.channels[service].unary_unary(
+    call = stack.channels[service, caller(service, method)].unary_unary(
         f"/{method.containing_service.full_name}/{method.name}",
         request_serializer=lambda m: m.SerializeToString(),
         response_deserializer=lambda raw: raw,
@@ -306,3 +330,86 @@ def test_every_string_64k_and_every_timestamp_out_of_range(stack, service, metho
         bad_stamp_codes = {check(stack, service, method, build(desc, saturated(
             desc, lambda f: f"fz-{f.name}", lambda f, s=s, n=n: {"seconds": s, "nanos": n}))) for s, n in BAD_STAMPS}
         assert bad_stamp_codes <= expected, bad_stamp_codes
+
+
+# Moments no fact may claim (services/billing/freshness.py): later than now plus the clock skew, or before
+# CallerSync priced anything (2020-01-01), down to year 1. Each is a whole fact moved in time (a call's start and
+# every leg), so the request is otherwise one the service bills.
+def fact_moments() -> dict[str, dt.datetime]:
+    now = dt.datetime.now(dt.UTC)
+    return {"an hour ahead": now + dt.timedelta(hours=1), "year 9999": dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC),
+            "2019": dt.datetime(2019, 12, 31, 12, tzinfo=dt.UTC), "year 1": dt.datetime(1, 1, 1, 1, tzinfo=dt.UTC)}
+
+
+REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
+BY_NAME = {(service, method.name): method for service, method in METHODS}
+
+
+def call_ok(stack, service: str, name: str, request):
+    """Calls a method that must answer OK; returns its decoded reply."""
+    method = BY_NAME[service, name]
+    rpc = stack.channels[service, caller(service, method)].unary_unary(
+        f"/{method.containing_service.full_name}/{name}", request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=message_factory.GetMessageClass(method.output_type).FromString)
+    reply = rpc(request, timeout=20)
+    stack.last_call_ok = True
+    return reply
+
+
+@pytest.fixture(scope="module")
+def priced(stack):
+    """A contractor with money and a ZIP with a price since 2020, so a fact at a plausible moment is billed."""
+    contractor, zip_code = f"ctr-facts-{uuid.uuid4().hex[:8]}", f"{uuid.uuid4().int % 100_000:05d}"
+    call_ok(stack, "wallet", "TopUp", wallet_pb2.TopUpRequest(
+        contractor_id=contractor, amount_cents=1_000_000, payment_reference=f"wire-{contractor}",
+        idempotency_key=f"k-{contractor}", reason="fuzz facts"))
+    call_ok(stack, "billing", "SetZipRate", billing_pb2.SetZipRateRequest(
+        zip=zip_code, rate_cents=4500, effective_from=at("2020-01-01T00:00:00+00:00"), set_by="fuzz"))
+    return contractor, zip_code
+
+
+def fact_request(name: str, contractor: str, zip_code: str, moment: dt.datetime):
+    if name == "RecordBooking":
+        return billing_pb2.RecordBookingRequest(booking_id=f"bk-{uuid.uuid4().hex[:10]}", call_id="call-ai-fz",
+                                                contractor_id=contractor, scheduled_at=at(moment))
+    finished = call(connected(contractor, 60.0, start=moment), zip_code=zip_code, start=moment)
+    if name == "RateCalls":
+        return billing_pb2.RateCallsRequest(calls=[finished])
+    return billing_pb2.RateCallRequest(call=finished)
+
+
+@pytest.mark.parametrize("name", ["RateCall", "RateCalls", "RecordBooking"])
+def test_a_fact_from_the_future_or_before_2020_is_refused_and_bills_nothing(stack, priced, name):
+    contractor, zip_code = priced
+    billed = settled_fingerprint(stack)
+    reply = call_ok(stack, "billing", name, fact_request(name, contractor, zip_code, dt.datetime.now(dt.UTC)
+                                                         - dt.timedelta(minutes=5)))
+    assert name != "RateCalls" or reply.results[0].decision.billable, reply
+    assert settled_fingerprint(stack) != billed, f"{name}: the plausible fact was not billed, so this proves nothing"
+    for label, moment in fact_moments().items():
+        request = fact_request(name, contractor, zip_code, moment)
+        if name != "RateCalls":
+            check(stack, "billing", BY_NAME["billing", name], request, REFUSED)
+            continue
+        # A batch refuses the item, in an OK reply.
+        before = settled_fingerprint(stack)
+        (result,) = call_ok(stack, "billing", name, request).results
+        assert result.code in {code.value[0] for code in REFUSED}, (label, result)
+        assert stack.fingerprint() == before, f"RateCalls wrote for a call at {label}"
+
+
+@pytest.mark.parametrize("name", ["SetZipRate", "SetBookingFee"])
+def test_a_price_effective_before_2020_is_refused_and_changes_nothing(stack, name):
+    def request(moment: dt.datetime):
+        if name == "SetBookingFee":
+            return billing_pb2.SetBookingFeeRequest(fee_cents=2500, effective_from=at(moment), set_by="fuzz")
+        return billing_pb2.SetZipRateRequest(zip=f"{uuid.uuid4().int % 100_000:05d}", rate_cents=4500,
+                                             effective_from=at(moment), set_by="fuzz")
+
+    # Accepted at a plausible moment: a new ZIP's first price from the earliest allowed one; the booking fee (which
+    # earlier tests' bookings have already used, so it cannot change in the past) from tomorrow.
+    tomorrow = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
+    call_ok(stack, "billing", name, request(tomorrow if name == "SetBookingFee" else dt.datetime(2020, 1, 1,
+                                                                                                  tzinfo=dt.UTC)))
+    for label in ("2019", "year 1"):
+        check(stack, "billing", BY_NAME["billing", name], request(fact_moments()[label]), REFUSED)

@@ -1,9 +1,11 @@
 """The whole system under mutual TLS, as real processes each presenting its own certificate: the demo's day
 (operator and telephony-engine calls, billing settling with the wallet, routing reserving) runs and reconciles,
 a fault test (SIGKILL the wallet mid-load) still applies every operation exactly once, and what is refused is
-refused by the real processes. CALLERSYNC_TEST_MTLS=1 runs every system and fault test this way."""
+refused by the real processes. The fault and fuzz tests run under mutual TLS too (tests/system/stack.py's
+use_mtls; CALLERSYNC_TEST_MTLS=1 adds the demo's own stack)."""
 
 import asyncio
+import json
 import re
 import signal
 import urllib.parse
@@ -80,6 +82,8 @@ async def test_the_real_wallet_refuses_and_logs_an_identity_outside_its_table(st
         await asyncio.sleep(0.1)
     line = next(line for line in logged.output().splitlines() if "permission denied" in line)
     assert "spiffe://callersync.local/billing" in line and "Reserve" in line and "WARNING" in line
+    request_id = dict(info.value.trailing_metadata())["x-request-id"]
+    assert json.loads(line)["request_id"] == request_id
 
 
 async def test_a_plaintext_client_is_refused_by_the_real_processes(stack):
