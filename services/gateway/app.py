@@ -38,7 +38,7 @@ from services.gateway.web import routes as web_routes
 from services.gateway.web.config import WebConfig
 from services.gateway.web.sessions import WebSessions
 from services.gateway.web.site import WebApp
-from services.runtime import telemetry
+from services.runtime import authz, telemetry
 from services.runtime.channels import client_channel
 from services.runtime.config import Settings
 from services.runtime.errors import clip_message
@@ -416,7 +416,7 @@ class Gateway:
         metadata = (
             ("x-request-id", request_id),
             ("x-callersync-subject", principal.subject),
-            ("x-callersync-role", principal.role),
+            (authz.FORWARDED_ROLE, principal.role),
         )
         try:
             reply = await self._callable(binding)(message, timeout=deadline_s, metadata=metadata)

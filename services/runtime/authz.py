@@ -130,6 +130,20 @@ def method_check(gate: Gate, method: str, allowed: frozenset[str]) -> CallerChec
     return check
 
 
+FORWARDED_ROLE = "x-callersync-role"
+
+
+def forwarded_role(context: grpc.aio.ServicerContext) -> str:
+    """The role of the person the gateway calls for (its x-callersync-role header), or "" when the caller is not
+    the gateway: under mutual TLS only the gateway's own certificate may speak for someone, so an operator's
+    grpcurl cannot claim to be a contractor. Without TLS (loopback) every local caller is trusted anyway."""
+    sans = [san for san in context.peer_identities() or () if san.startswith(b"spiffe://")]
+    if sans and not (len(sans) == 1 and sans[0].split(b"/", 3)[3:] == [GATEWAY.encode()]):
+        return ""
+    return next((v for k, v in context.invocation_metadata() or () if k == FORWARDED_ROLE and isinstance(v, str)),
+                "")
+
+
 class Authorizer:
     """A service's access table behind its gate: the check for each method the service registers."""
 

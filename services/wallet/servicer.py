@@ -9,7 +9,7 @@ import grpc
 
 from callersync.wallet.v1 import wallet_pb2 as pb
 from callersync.wallet.v1 import wallet_pb2_grpc
-from services.runtime import paging
+from services.runtime import authz, paging
 from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from services.runtime.idempotency import fingerprint, is_retry
 from services.runtime.validation import require_text
@@ -231,7 +231,7 @@ class WalletServicer(wallet_pb2_grpc.WalletServiceServicer):
                            reason="NO_TOP_UP")
         reply = pb.GetTopUpResponse(top_up=mappers.top_up(top_up))
         # The means to pay goes to the contractor alone (the gateway says whom it calls for), never to an operator.
-        if ("x-callersync-role", "contractor") in tuple(context.invocation_metadata() or ()):
+        if authz.forwarded_role(context) == "contractor":
             reply.client_secret, reply.payment_method_id = await self._payments.to_finish(top_up)
             if reply.client_secret:
                 reply.publishable_key = self._payments.provider.publishable_key

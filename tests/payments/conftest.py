@@ -193,7 +193,8 @@ async def racing(servers: Servers, settings: Settings, wallet_config: WalletConf
     config = dataclasses.replace(payment_config(wallet_config, payment_sweep_after_ms=0),
                                  payment_sweep_interval_ms=2000)
     async with serving(await WALLET.build(wallet_settings, 0, config)) as target:
-        gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target))
+        gateway = Gateway(wallet_settings, targets=dict.fromkeys(("wallet", "billing", "routing"), target),
+                          config=GATEWAY_CONFIG)
         port = await gateway.start(0)
         gateway_url = f"http://127.0.0.1:{port}"
         racing_stripe.webhook("callersync", f"{gateway_url}/v1/stripe/webhook", WEBHOOK_SECRET)

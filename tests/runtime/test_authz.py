@@ -10,12 +10,14 @@ import dataclasses
 import datetime
 import json
 import logging
+import re
 import shutil
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from opentelemetry import trace
 
 from callersync.billing.v1 import billing_pb2
 from callersync.routing.v1 import routing_pb2
@@ -337,7 +339,43 @@ async def test_a_refusal_carries_the_request_id_in_its_reply_and_its_log_line(ta
         authz.log.removeHandler(handler)
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     request_id = dict(info.value.trailing_metadata()).get("x-request-id")
-    assert request_id and (request_id == callers_id or callers_id is None)
+    # A traced call's id is its trace id (request_id_of); tracing is on once any earlier test set a provider.
+    traced = not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
+    if callers_id and not traced:
+        assert request_id == callers_id
+    else:
+        assert request_id and re.fullmatch(r"[0-9a-f]{32}", request_id), request_id
     assert error_info(info.value).metadata["request_id"] == request_id
     logged = [json.loads(line) for line in lines if "permission denied" in line]
     assert [entry["request_id"] for entry in logged] == [request_id], lines
+
+
+@pytest.mark.parametrize(("caller", "role_seen"), [("gateway", "contractor"), ("operator/alice", ""),
+                                                   ("billing", ""), (None, "contractor")])
+async def test_only_the_gateway_may_say_whom_it_calls_for(pki, caller, role_seen):
+    """x-callersync-role decides, for example, whether GetTopUp hands out the means to pay: under mutual TLS only
+    the gateway's certificate may set it (an operator's grpcurl claiming 'contractor' is not believed); without
+    TLS, on loopback, every local caller is trusted as the module says. A probe method answers what it saw."""
+    async def probe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        return authz.forwarded_role(context).encode()
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("probe.Probe", {
+        "Who": grpc.unary_unary_rpc_method_handler(probe)})])
+    if caller is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        issued = pki["ours"]["wallet"]
+        port = server.add_secure_port("localhost:0", grpc.ssl_server_credentials(
+            [(issued.key_file.read_bytes(), issued.cert_file.read_bytes())],
+            root_certificates=pki["ours"].ca_file.read_bytes(), require_client_auth=True))
+    await server.start()
+    try:
+        channel = (grpc.aio.insecure_channel(f"127.0.0.1:{port}") if caller is None
+                   else grpc.aio.secure_channel(f"localhost:{port}", credentials(pki, caller)))
+        async with channel:
+            who = channel.unary_unary("/probe.Probe/Who")
+            seen = await who(b"", metadata=((authz.FORWARDED_ROLE, "contractor"),), timeout=5)
+    finally:
+        await server.stop(0)
+    assert seen.decode() == role_seen

@@ -96,7 +96,7 @@ def test_an_outcome_with_no_words_of_its_own_is_still_refused():
 
 
 @pytest.mark.parametrize(("outcome", "kind", "reason", "quoted"), [
-    ("no_wallet", NotFound, "NO_WALLET", "top up first"),
+    ("no_wallet", NotFound, "NO_WALLET", "the first top-up creates it"),
     ("paused", FailedPrecondition, "PAUSED", "balance 100 cents is below the pause threshold 4500 cents"),
     ("insufficient_available", FailedPrecondition, "INSUFFICIENT_AVAILABLE", "has 300 cents available"),
     ("call_reserved", AlreadyExists, "CALL_ALREADY_RESERVED", "'call-1'"),

@@ -90,7 +90,7 @@ async def test_the_zips_page_shows_the_caps_and_why_calls_were_missed(stack, pho
         daily_max_connected_calls=5, monthly_max_connected_calls=90, max_concurrent_calls=2)))
     routed = await stack.routing.RouteCall(rpb.RouteCallRequest(call_id=f"call-{uuid.uuid4().hex[:8]}", zip=zip_code,
                                                                 caller_number="+14155550123"))
-    assert [s.contractor_id for s in routed.skipped] == [cid]
+    assert [s.contractor_id for s in routed.skipped] == [cid], routed
     await sign_in(phone, stack, address)
     await phone.get_by_role("link", name="ZIPs").click()
     assert "per day: 5, per month: 90, at once: 2" in await phone.content()
