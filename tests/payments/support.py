@@ -1,10 +1,12 @@
-"""What the auto top-up tests do again and again: a funded wallet, a saved card, the settings, a charge."""
+"""What the payment tests do again and again: a funded wallet, a saved card, the settings, a charge, a stranger's
+payment naming my top-up."""
 
 from __future__ import annotations
 
 import uuid
 
 from callersync.wallet.v1 import wallet_pb2 as pb
+from tests.payments.conftest import start_top_up
 
 
 async def funded(stack, contractor: str, cents: int = 10_000, pause_cents: int = 1000) -> None:
@@ -35,3 +37,16 @@ async def charge(stack, contractor: str, cents: int) -> None:
 async def auto_top_ups(stack, contractor: str):
     return await stack.db.fetch("SELECT * FROM wallet.top_ups WHERE contractor_id = $1 AND origin = 'auto'"
                                 " ORDER BY created_at", contractor)
+
+
+async def strangers_payment(stack, contractor: str):
+    """My $50 top-up, and a PaymentIntent someone else made naming it for another contractor, paid and refused:
+    (my StartTopUp reply, the stranger's PaymentIntent)."""
+    mine = await start_top_up(stack.wallet, contractor, 5000)
+    stranger = stack.stripe.client.v1.payment_intents.create(params={
+        "amount": 5000, "currency": "usd", "payment_method_types": ["card"],
+        "metadata": {"contractor_id": "someone-else", "top_up_id": mine.top_up.top_up_id}})
+    stack.stripe.pay(stranger.id)
+    reply = await stack.wallet.ApplyPaymentEvent(pb.ApplyPaymentEventRequest(object_id=stranger.id))
+    assert reply.outcome == pb.PAYMENT_EVENT_OUTCOME_REFUSED
+    return mine, stranger

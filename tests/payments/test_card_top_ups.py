@@ -17,6 +17,7 @@ from tests.payments.conftest import (
     signed,
     start_top_up,
 )
+from tests.payments.support import strangers_payment
 from tests.wallet.support import expect_error
 
 
@@ -104,14 +105,8 @@ async def test_forged_stale_or_unsigned_webhooks_are_refused_and_credit_nothing(
 
 
 async def test_a_payment_intent_for_another_contractor_or_a_changed_amount_is_refused(hooked, contractor):
-    mine = await start_top_up(hooked.wallet, contractor, 5000)
     # Someone makes their own PaymentIntent naming my top-up but another contractor, and pays it.
-    stranger = hooked.stripe.client.v1.payment_intents.create(params={
-        "amount": 5000, "currency": "usd", "payment_method_types": ["card"],
-        "metadata": {"contractor_id": "someone-else", "top_up_id": mine.top_up.top_up_id}})
-    hooked.stripe.pay(stranger.id)
-    reply = await hooked.wallet.ApplyPaymentEvent(pb.ApplyPaymentEventRequest(object_id=stranger.id))
-    assert reply.outcome == pb.PAYMENT_EVENT_OUTCOME_REFUSED
+    mine, stranger = await strangers_payment(hooked, contractor)
     # The amount of my own PaymentIntent changed after we made it (a client tampering with it): refused.
     hooked.stripe.client.v1.payment_intents.update(mine.top_up.payment_intent_id, params={"amount": 2_000_000})
     hooked.stripe.pay(mine.top_up.payment_intent_id)

@@ -13,6 +13,7 @@ import pytest
 from callersync.wallet.v1 import wallet_pb2 as pb
 from tests.conftest import fresh_database
 from tests.payments.conftest import API_KEY, start_top_up
+from tests.payments.support import strangers_payment
 from tests.system.processes import callersync_env, run_cli
 
 NOT_CREDITED = "FAIL a PaymentIntent that succeeded and is not credited"
@@ -40,13 +41,7 @@ async def ledger(servers):
 
 
 async def test_a_payment_refused_for_another_contractor_that_succeeded_fails_reconcile(hooked, contractor):
-    mine = await start_top_up(hooked.wallet, contractor, 5000)
-    stranger = hooked.stripe.client.v1.payment_intents.create(params={
-        "amount": 5000, "currency": "usd", "payment_method_types": ["card"],
-        "metadata": {"contractor_id": "someone-else", "top_up_id": mine.top_up.top_up_id}})
-    hooked.stripe.pay(stranger.id)
-    reply = await hooked.wallet.ApplyPaymentEvent(pb.ApplyPaymentEventRequest(object_id=stranger.id))
-    assert reply.outcome == pb.PAYMENT_EVENT_OUTCOME_REFUSED
+    mine, stranger = await strangers_payment(hooked, contractor)
     row = await hooked.db.fetchrow("SELECT * FROM wallet.refused_payments WHERE payment_intent_id = $1", stranger.id)
     assert (row["status"], row["received_cents"], row["contractor_id"]) == ("succeeded", 5000, "someone-else")
     assert "paid by " + mine.top_up.payment_intent_id in row["reason"]

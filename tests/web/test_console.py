@@ -19,6 +19,18 @@ async def _open_case(desk, stack, cid) -> None:
     await desk.get_by_role("row").filter(has_text=cid).get_by_role("link", name="Review").click()
 
 
+async def _case_under_review(stack, phone, desk):
+    """A $45 charge whose contractor asked for a refund, open in the operator's console; its contractor."""
+    cid, address = await contractor_with_wallet(stack, 20_000)
+    zip_code = await claim(stack, cid, 4500)
+    decision = await billable_call(stack, cid, zip_code)
+    await sign_in(phone, stack, address)
+    await _ask_refund(stack, phone, cid, decision.call_id)
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    await _open_case(desk, stack, cid)
+    return cid
+
+
 async def test_a_large_refund_waits_for_a_second_operator(stack, phone, desk, browser):
     cid, address = await contractor_with_wallet(stack, 50_000)
     zip_code = await claim(stack, cid, 15_000)
@@ -50,13 +62,7 @@ async def test_a_large_refund_waits_for_a_second_operator(stack, phone, desk, br
 
 
 async def test_an_operator_approves_in_part_and_credits_by_hand(stack, phone, desk):
-    cid, address = await contractor_with_wallet(stack, 20_000)
-    zip_code = await claim(stack, cid, 4500)
-    decision = await billable_call(stack, cid, zip_code)
-    await sign_in(phone, stack, address)
-    await _ask_refund(stack, phone, cid, decision.call_id)
-    await sign_in(desk, stack, OPERATOR_EMAIL)
-    await _open_case(desk, stack, cid)
+    cid = await _case_under_review(stack, phone, desk)
     await desk.get_by_role("radio", name=re.compile("^Approve")).check()
     await desk.get_by_label(re.compile("Approve in part")).fill("20")
     await desk.get_by_label("Reason (the contractor reads this)").fill("Half the call was our fault.")
@@ -134,13 +140,7 @@ async def test_the_queue_puts_the_case_waiting_longest_first(stack, desk):
 
 
 async def test_the_contractor_reads_the_reason_an_operator_gave_for_rejecting(stack, phone, desk):
-    cid, address = await contractor_with_wallet(stack, 20_000)
-    zip_code = await claim(stack, cid, 4500)
-    decision = await billable_call(stack, cid, zip_code)
-    await sign_in(phone, stack, address)
-    await _ask_refund(stack, phone, cid, decision.call_id)
-    await sign_in(desk, stack, OPERATOR_EMAIL)
-    await _open_case(desk, stack, cid)
+    cid = await _case_under_review(stack, phone, desk)
     await desk.get_by_role("radio", name="Reject").check()
     await desk.get_by_label("Reason (the contractor reads this)").fill("The caller booked a job: not a bug.")
     await desk.get_by_role("button", name="Record decision").click()
