@@ -2,26 +2,57 @@
 every variable they set is one the code reads, every port and probe is the one the service listens on,
 and every workload runs the image the Dockerfile builds, with a command the CLI accepts."""
 
-import dataclasses
 import pathlib
 import re
+import urllib.parse
 
 import pytest
 import yaml
 from cryptography import x509
 
 from services.billing.access import ACCESS as BILLING_ACCESS
+from services.billing.config import BillingConfig
 from services.cli import build_parser, write_certs
 from services.gateway.config import GatewayConfig
+from services.gateway.media.resolver import MediaConfig
+from services.gateway.web.config import WebConfig
 from services.routing.access import ACCESS as ROUTING_ACCESS
+from services.routing.config import RoutingConfig
 from services.runtime import authz
 from services.runtime.config import SERVICE_PORTS, Settings
 from services.wallet.access import ACCESS as WALLET_ACCESS
+from services.wallet.config import WalletConfig
+from tests.deploy import container_env
 
 DEPLOY = pathlib.Path(__file__).resolve().parents[2] / "deploy"
-# Settings and the gateway's config read CALLERSYNC_<FIELD NAME> (config.service_config).
-KNOWN_VARS = {f"CALLERSYNC_{field.name.upper()}" for cls in (Settings, GatewayConfig)
-              for field in dataclasses.fields(cls)}
+OPERATIONS_DOC = DEPLOY.parent / "docs" / "operations.md"
+CONFIGS = (Settings, GatewayConfig, WebConfig, MediaConfig, WalletConfig, BillingConfig, RoutingConfig)
+
+
+class _VariablesAskedFor(dict):
+    """An empty environment that remembers which variables a config's from_env looked up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def get(self, key, default=None):
+        self.names.add(key)
+        return default
+
+    def __contains__(self, key) -> bool:
+        self.names.add(key)
+        return False
+
+
+def variables_the_code_reads() -> set[str]:
+    env = _VariablesAskedFor()
+    for config in CONFIGS:
+        config.from_env(env)
+    return env.names
+
+
+KNOWN_VARS = variables_the_code_reads()
 PORTS = {**SERVICE_PORTS, "gateway": Settings().gateway_port}
 HEALTH_PORT = 8086
 ACCESS_TABLES = {"wallet": WALLET_ACCESS, "billing": BILLING_ACCESS, "routing": ROUTING_ACCESS}
@@ -288,9 +319,7 @@ def test_the_dockerfile_exposes_every_port_and_runs_the_cli():
 def test_the_gateway_in_kubernetes_verifies_the_identity_providers_tokens_and_holds_no_shared_key():
     """Production's bearer tokens are an identity provider's, verified against its published keys (JWKS) with its
     issuer and our audience, short-lived; HS256 shared keys are for development, so none is deployed."""
-    (spec,) = [s for n, s in workloads() if n == "gateway"]
-    (container,) = spec["containers"]
-    env = {e["name"]: e.get("value") for e in container["env"]}
+    env = deployed_env("k8s", "gateway")
     assert env["CALLERSYNC_JWT_JWKS_URL"].startswith("https://"), env
     assert env["CALLERSYNC_JWT_ISSUER"] and env["CALLERSYNC_JWT_AUDIENCE"], env
     assert 0 < int(env["CALLERSYNC_JWT_MAX_LIFETIME_S"]) <= GatewayConfig().jwt_max_lifetime_s
@@ -300,3 +329,92 @@ def test_the_gateway_in_kubernetes_verifies_the_identity_providers_tokens_and_ho
         for each in pod["containers"]:
             assert "CALLERSYNC_JWT_SECRET" not in {e["name"] for e in each.get("env", [])}, name
     assert "CALLERSYNC_JWT_SECRET" not in config_map()
+
+
+def deployed_env(where: str, name: str) -> dict[str, str]:
+    """What the process `name` finds in its environment in Kubernetes ("k8s") or compose."""
+    if where == "k8s":
+        (spec,) = [s for n, s in workloads() if n == name]
+        (container,) = spec["containers"]
+        return container_env.k8s(container, config_map())
+    return container_env.compose(compose_services()[name]["environment"])
+
+
+@pytest.mark.parametrize("where", ["k8s", "compose"])
+def test_the_web_app_and_card_payments_get_every_setting_they_need(where):
+    gateway_env, wallet_env = deployed_env(where, "gateway"), deployed_env(where, "wallet")
+    gateway, web = Settings.from_env(gateway_env), WebConfig.from_env(gateway_env)
+    # Sign-in links and sessions live in Redis: without its URL every /app/ page says sign-in is not available.
+    assert container_env.supplied_out_of_band(gateway.redis_url), gateway.redis_url
+    # Without the webhook secret every Stripe event is refused and top-ups wait for the wallet's sweeper.
+    assert container_env.supplied_out_of_band(GatewayConfig.from_env(gateway_env).stripe_webhook_secret)
+    # Someone signs in as an operator: addresses, or (compose) a variable it refuses to start without.
+    assert web.operator_emails
+    assert all("@" in a or container_env.supplied_out_of_band(a) for a in web.operator_emails)
+    assert gateway.smtp_host and "@" in gateway.smtp_sender
+    # Sign-in links are <public_url>/app/signin/...; unset, they would name the pod's own 0.0.0.0:8080.
+    public = urllib.parse.urlsplit(web.public_url)
+    assert public.netloc and not public.path and public.hostname not in ("0.0.0.0", "127.0.0.1"), web.public_url
+    if where == "k8s":
+        assert public.scheme == "https"  # the ingress ends TLS; session cookies are Secure off loopback
+    else:
+        published = compose_services()["gateway"]["ports"][0].split(":")[0]
+        assert (public.scheme, str(public.port)) == ("http", published), web.public_url
+    wallet, wallet_config = Settings.from_env(wallet_env), WalletConfig.from_env(wallet_env)
+    # The 3-D Secure email's link is <dashboard_url>/app/c/{contractor}/money/topups/{id}: the same web app.
+    assert wallet_config.dashboard_url == web.public_url
+    assert container_env.supplied_out_of_band(wallet.stripe_api_key), wallet.stripe_api_key
+    assert wallet_config.stripe_publishable_key
+    assert wallet.has_payment_provider() and wallet.stripe_api_base == Settings.stripe_api_base
+    assert wallet.smtp_host and "@" in wallet.smtp_sender
+    # The pages state billing's refund rules in words: the gateway must read the same numbers billing does.
+    billing = BillingConfig.from_env(deployed_env(where, "billing"))
+    assert (web.second_approval_cents, web.refund_window_days) == (
+        billing.refund_second_approval_cents, billing.refund_window_days)
+
+
+def test_the_gateway_in_kubernetes_opens_recordings_in_s3():
+    """Operators decide refunds on the recording and transcript (s3:// addresses from the telephony engine)."""
+    media = MediaConfig.from_env(deployed_env("k8s", "gateway"))
+    assert media.s3_region
+    assert container_env.supplied_out_of_band(media.s3_access_key_id)
+    assert container_env.supplied_out_of_band(media.s3_secret_access_key)
+
+
+def secret_keys_the_docs_create() -> set[str]:
+    (command,) = re.findall(r"kubectl -n callersync create secret generic callersync-secrets(.*?)```",
+                            OPERATIONS_DOC.read_text(), re.DOTALL)
+    return set(re.findall(r"--from-literal=([a-z0-9-]+)=", command))
+
+
+def test_every_credential_comes_from_the_secret_in_kubernetes_and_a_required_variable_in_compose():
+    used = set()
+    for name, pod in workloads():
+        for container in pod["containers"]:
+            for entry in container.get("env", []):
+                ref = entry.get("valueFrom", {}).get("secretKeyRef")
+                if container_env.CREDENTIAL.search(entry["name"]):
+                    assert ref and ref["name"] == container_env.SECRET, (name, entry)
+                if ref:
+                    used.add(ref["key"])
+    assert not [var for var in config_map() if container_env.CREDENTIAL.search(var)]
+    # docs/operations.md's `kubectl create secret` makes every key a pod reads, and none that nothing reads.
+    assert used == secret_keys_the_docs_create()
+    for name, service in compose_services().items():
+        for var, value in service.get("environment", {}).items():
+            if container_env.CREDENTIAL.search(var):
+                refs = container_env.interpolations(str(value))
+                assert refs and all(operator == ":?" for _, operator in refs), (name, var, value)
+
+
+REDIS_PORT = 6379  # the redis-url in docs/operations.md
+
+
+def test_no_network_policy_keeps_the_gateway_from_redis():
+    """The web app's sessions are in Redis: a policy restricting the gateway's egress must let that through."""
+    for policy in (o["spec"] for o in k8s_objects() if o["kind"] == "NetworkPolicy"):
+        labels = policy["podSelector"].get("matchLabels", {})
+        if "Egress" not in policy.get("policyTypes", []) or labels not in ({}, {"app.kubernetes.io/name": "gateway"}):
+            continue
+        assert any(not rule.get("ports") or {"port": REDIS_PORT, "protocol": "TCP"} in rule["ports"]
+                   for rule in policy.get("egress", [])), policy
