@@ -186,8 +186,16 @@ class PaymentDesk:
         confirmed; ('', '') when there is none to finish."""
         if top_up.state != "requires_action" or not top_up.payment_intent_id:
             return "", ""
-        payment_intent_id = top_up.payment_intent_id
-        payment = await self._ask(lambda: self.provider.payment(payment_intent_id))
+        if not self.provider.configured:
+            return "", ""
+        try:
+            payment = await self.provider.payment(top_up.payment_intent_id)
+        except ProviderError as err:
+            # The top-up itself is ours to show; only the means to finish it needs the provider, so an outage
+            # costs the contractor the button, not the page.
+            log.warning("top-up %s: cannot ask the provider how to finish %s: %s", top_up.top_up_id,
+                        top_up.payment_intent_id, err)
+            return "", ""
         if payment.status not in ("requires_action", "requires_payment_method", "requires_confirmation"):
             return "", ""
         method = ""

@@ -76,3 +76,25 @@ async def test_an_unreachable_provider_is_retried_with_backoff_and_charges_nothi
     finally:
         await provider.close()
         await pool.close()
+
+
+async def test_a_top_up_awaiting_authentication_reads_without_the_provider(servers, contractor):
+    """GetTopUp asks the provider only for the means to finish a payment: with the provider unreachable the
+    contractor still reads the top-up, without the button, instead of UNAVAILABLE."""
+    url = await fresh_database(servers)
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
+    provider = PaymentProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", "pk_test_x")
+    desk = PaymentDesk(PaymentStore(pool), provider, dashboard_url="http://dash", sweep_interval_ms=60_000,
+                       sweep_after_ms=60_000, retry_base_ms=4000)
+    try:
+        await pool.execute("INSERT INTO wallet.wallets (contractor_id) VALUES ($1)", contractor)
+        top_up_id = uuid.uuid4()
+        await pool.execute("INSERT INTO wallet.top_ups (top_up_id, contractor_id, origin, amount_cents, state,"
+                           " payment_intent_id, email) VALUES ($1, $2, 'card', 9000, 'requires_action', 'pi_held',"
+                           " 'x@example.com')", top_up_id, contractor)
+        top_up = await desk.top_up(str(top_up_id))
+        assert top_up is not None and top_up.state == "requires_action"
+        assert await desk.to_finish(top_up) == ("", "")
+    finally:
+        await provider.close()
+        await pool.close()
