@@ -61,7 +61,13 @@ def test_with_an_endpoint_s3_is_addressed_path_style():
     where = resolver.resolve("s3://recordings/call-1.wav")
     assert isinstance(where, Redirect)
     assert where.url.startswith("http://127.0.0.1:9000/recordings/call-1.wav?X-Amz-Algorithm=")
-    assert resolver.config.extra_media_origin() == "http://127.0.0.1:9000"
+    assert resolver.config.media_sources() == ["http://127.0.0.1:9000"]
+
+
+def test_a_pages_media_sources_are_the_store_and_the_allowlisted_hosts_only():
+    config = MediaConfig(s3_region="eu-west-1", allowed_hosts=frozenset({"media.example.com", "cdn.test"}))
+    assert config.media_sources() == ["https://*.s3.eu-west-1.amazonaws.com", "https://cdn.test",
+                                      "https://media.example.com"]
 
 
 def test_s3_without_credentials_says_what_to_set():

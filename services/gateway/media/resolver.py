@@ -62,10 +62,15 @@ class MediaConfig:
             allowed_hosts=hosts_of(env.get("CALLERSYNC_MEDIA_ALLOWED_HOSTS", "")),
         )
 
-    def extra_media_origin(self) -> str:
-        """An S3 endpoint on plain http (MinIO in development) that pages must admit as a media source; https
-        sources are admitted already."""
-        return self.s3_endpoint if self.s3_endpoint.startswith("http://") else ""
+    def media_sources(self) -> list[str]:
+        """Where the gateway's media redirects can land, for a page's media-src: the S3 store (the configured
+        endpoint's origin, else AWS's buckets in the region) and the allowlisted hosts. Nowhere else."""
+        if self.s3_endpoint:
+            endpoint = urllib.parse.urlsplit(self.s3_endpoint)
+            store = f"{endpoint.scheme}://{endpoint.netloc}"
+        else:
+            store = f"https://*.s3.{self.s3_region}.amazonaws.com"
+        return [store, *(f"https://{host}" for host in sorted(self.allowed_hosts))]
 
 
 def hosts_of(raw: str) -> frozenset[str]:

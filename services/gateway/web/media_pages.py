@@ -49,12 +49,11 @@ async def section(resolver: MediaResolver, story: dict[str, Any], media_base: st
 
 
 def admit_media(response: web.StreamResponse, resolver: MediaResolver) -> web.StreamResponse:
-    """Adds a plain-http S3 endpoint (MinIO in development) to the page's media-src: the player follows the
-    gateway's redirect there, and the policy checks where it lands."""
-    origin = resolver.config.extra_media_origin()
-    if origin:
-        policy = response.headers["Content-Security-Policy"]
-        response.headers["Content-Security-Policy"] = policy.replace("media-src 'self'", f"media-src 'self' {origin}")
+    """Adds where the gateway's media redirects land (the S3 store, the allowlisted hosts) to the page's
+    media-src: the player follows the redirect there, and the policy checks where it lands."""
+    policy = response.headers["Content-Security-Policy"]
+    sources = " ".join(resolver.config.media_sources())
+    response.headers["Content-Security-Policy"] = policy.replace("media-src 'self'", f"media-src 'self' {sources}")
     return response
 
 
