@@ -105,7 +105,8 @@ def openapi_paths() -> dict[str, Any]:
                                for n in names],
                 "responses": {
                     "200": {"description": "The development media folder's file (range requests honoured)."},
-                    "302": {"description": "Location: a URL a browser opens (S3 presigned, or the stored https URL)."},
+                    "302": {"description": "Location: a URL a browser opens (S3 presigned, or the stored https URL "
+                                               "on a CALLERSYNC_MEDIA_ALLOWED_HOSTS host)."},
                     "default": {"description": "404 when the call has none; 503 when the gateway cannot open "
                                                "where it is stored."},
                 },
