@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -51,6 +51,8 @@ PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json")
 DEADLINE_S = 15.0
 CORS_ALLOW_HEADERS = "Authorization, Content-Type, X-Request-Id"
 CORS_MAX_AGE_S = 600
+# (request, request id, [routed gRPC method]) -> the answer
+ApiAnswer = Callable[[web.Request, str, list[str]], Awaitable[web.StreamResponse]]
 
 
 def _json(payload: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -188,7 +190,8 @@ class Gateway:
             return error_response(grpc.StatusCode.PERMISSION_DENIED, f"origin {origin} is not allowed")
         path = request.rel_url.raw_path
         wanted = request.headers["Access-Control-Request-Method"].upper()
-        methods = {"GET", "HEAD"} if path in PUBLIC_PATHS else self._methods_of(path)
+        gateways_own = path in PUBLIC_PATHS or media_http.MEDIA_PATH.fullmatch(path)
+        methods = {"GET", "HEAD"} if gateways_own else self._methods_of(path)
         if not methods:
             return error_response(grpc.StatusCode.NOT_FOUND, f"no API call at {path}")
         headers = {
@@ -237,6 +240,9 @@ class Gateway:
     async def _call_media(self, request: web.Request) -> web.StreamResponse:
         """A call's recording or transcript: whoever may ExplainCall this call (the same path with :explain, so
         the same scopes) gets a URL their browser can open."""
+        return await self._as_api_call(request, self._media_of)
+
+    async def _media_of(self, request: web.Request, request_id: str, routed: list[str]) -> web.StreamResponse:
         principal = await self._authenticate(request)
         if isinstance(principal, web.Response):
             return principal
@@ -246,11 +252,13 @@ class Gateway:
         async def no_body() -> bytes:
             return b""
 
-        reply = await self.dispatch(principal, "GET", explain_path, [], no_body, request_id=uuid.uuid4().hex)
+        reply = await self.dispatch(principal, "GET", explain_path, [], no_body, request_id=request_id,
+                                    routed=routed)
         if reply.status != 200:
             return reply
         assert isinstance(reply.body, bytes)
-        return media_http.respond(self.media, json.loads(reply.body), kind, request.match_info["call_id"])
+        return media_http.respond(self.media, json.loads(reply.body), kind, request.match_info["call_id"],
+                                  request_id)
 
     # ------------------------------------------------------------------ the API
 
@@ -327,6 +335,11 @@ class Gateway:
         return call
 
     async def _api(self, request: web.Request) -> web.StreamResponse:
+        return await self._as_api_call(request, self._transcode_and_call)
+
+    async def _as_api_call(self, request: web.Request, answer: ApiAnswer) -> web.StreamResponse:
+        """What every API answer gets: a request id (the client's or a new one), a trace span, the latency
+        histogram, and no caching unless the answer says otherwise."""
         # A client's own id is kept when it looks like one (it is echoed in a header and sent to the services).
         request_id = request.headers.get("X-Request-Id", "")
         if not REQUEST_ID.match(request_id):
@@ -337,7 +350,7 @@ class Gateway:
             f"HTTP {request.method}", context=propagate.extract(request.headers), kind=telemetry.SERVER_KIND
         ) as span:
             routed = ["unrouted"]  # the gRPC method, once known, for the latency histogram
-            response = await self._transcode_and_call(request, request_id, routed)
+            response = await answer(request, request_id, routed)
             span.set_attribute("http.request.method", request.method)
             span.set_attribute("http.response.status_code", response.status)
             if response.status >= 500:

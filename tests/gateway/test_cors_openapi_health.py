@@ -22,6 +22,16 @@ async def test_a_preflight_from_an_allowed_origin_is_answered_without_a_token(ca
     assert int(reply["Access-Control-Max-Age"]) > 0
 
 
+async def test_a_preflight_for_the_gateways_own_media_routes_allows_get(call, contractor):
+    headers = {"Origin": ALLOWED_ORIGIN, "Access-Control-Request-Method": "GET",
+               "Access-Control-Request-Headers": "authorization"}
+    for path in ("/v1/calls/call-1/recording", f"/v1/contractors/{contractor}/calls/call-1/transcript"):
+        status, _, reply = await call("OPTIONS", path, headers=headers)
+        assert status == 204, path
+        assert reply["Access-Control-Allow-Origin"] == ALLOWED_ORIGIN
+        assert reply["Access-Control-Allow-Methods"] == "GET, HEAD"
+
+
 async def test_a_preflight_from_another_origin_is_refused(call, contractor):
     headers = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
     status, body, reply = await call("OPTIONS", f"/v1/wallets/{contractor}", headers=headers)

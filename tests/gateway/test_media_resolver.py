@@ -1,5 +1,6 @@
 """Recordings and transcripts a browser can open: SigV4 presigning checked against AWS's published example, and
-each kind of stored address resolved (s3:// presigned, http(s):// as it is, file:// only inside the media folder)."""
+each kind of stored address resolved (s3:// presigned, https:// as it is on an allowlisted host, file:// only
+inside the media folder)."""
 
 import datetime as dt
 import pathlib
@@ -60,7 +61,13 @@ def test_with_an_endpoint_s3_is_addressed_path_style():
     where = resolver.resolve("s3://recordings/call-1.wav")
     assert isinstance(where, Redirect)
     assert where.url.startswith("http://127.0.0.1:9000/recordings/call-1.wav?X-Amz-Algorithm=")
-    assert resolver.config.extra_media_origin() == "http://127.0.0.1:9000"
+    assert resolver.config.media_sources() == ["http://127.0.0.1:9000"]
+
+
+def test_a_pages_media_sources_are_the_store_and_the_allowlisted_hosts_only():
+    config = MediaConfig(s3_region="eu-west-1", allowed_hosts=frozenset({"media.example.com", "cdn.test"}))
+    assert config.media_sources() == ["https://*.s3.eu-west-1.amazonaws.com", "https://cdn.test",
+                                      "https://media.example.com"]
 
 
 def test_s3_without_credentials_says_what_to_set():
@@ -68,9 +75,23 @@ def test_s3_without_credentials_says_what_to_set():
         MediaResolver(MediaConfig()).resolve("s3://recordings/call-1.wav")
 
 
-def test_http_addresses_pass_through():
-    where = MediaResolver(MediaConfig()).resolve("https://media.example.com/call-1.wav?sig=x")
-    assert where == Redirect("https://media.example.com/call-1.wav?sig=x")
+def test_https_addresses_on_an_allowlisted_host_pass_through_and_others_are_refused():
+    resolver = MediaResolver(MediaConfig(allowed_hosts=frozenset({"media.example.com"})))
+    where = resolver.resolve("https://media.example.com/call-1.wav?sig=x")
+    assert where == Redirect("https://media.example.com/call-1.wav?sig=x", external=True)
+    with pytest.raises(Unopenable, match="CALLERSYNC_MEDIA_ALLOWED_HOSTS"):
+        resolver.resolve("https://intranet.example.com/call-1.wav")
+    with pytest.raises(Unopenable, match="plain http"):
+        resolver.resolve("http://media.example.com/call-1.wav")
+
+
+@pytest.mark.parametrize("uri", ["http://[::1/x", "https://a..b/x", "https://media.example.com:port/x",
+                                 "s3://Not_A_Bucket/x.wav", "s3://x@127.0.0.1:80/x.wav", "file:///tmp/%00x"])
+def test_malformed_addresses_are_unopenable_not_an_error(uri: str):
+    resolver = MediaResolver(MediaConfig(s3_access_key_id="a", s3_secret_access_key="b", media_dir="/tmp",
+                                         allowed_hosts=frozenset({"media.example.com"})))
+    with pytest.raises(Unopenable):
+        resolver.resolve(uri)
 
 
 def test_file_addresses_open_only_inside_the_media_folder(tmp_path: pathlib.Path):
@@ -82,6 +103,8 @@ def test_file_addresses_open_only_inside_the_media_folder(tmp_path: pathlib.Path
     for outside in ((tmp_path / "secret.txt").as_uri(), f"{folder.as_uri()}/../secret.txt", "file:///etc/passwd"):
         with pytest.raises(Unopenable, match="outside the media folder"):
             resolver.resolve(outside)
+    with pytest.raises(Unopenable, match="names another host \\(otherhost\\)"):
+        resolver.resolve(f"file://otherhost{folder.resolve()}/call-1.wav")
     with pytest.raises(Unopenable, match="CALLERSYNC_MEDIA_DIR"):
         MediaResolver(MediaConfig()).resolve(recording_uri)
 

@@ -74,7 +74,8 @@ async def stack(settings: Settings, wallet_target: str, billing_target: str, web
     async with fake_s3.running() as s3_url:
         # s3:// recordings (the engine's, in tests/billing/calls.py) are presigned for the stand-in S3.
         media = MediaConfig(s3_access_key_id="test-key-id", s3_secret_access_key="test-secret",
-                            s3_endpoint=s3_url, media_dir=str(media_dir))
+                            s3_endpoint=s3_url, media_dir=str(media_dir),
+                            allowed_hosts=frozenset({"media.example.com"}))
         gateway = Gateway(settings, targets=targets, media_config=media, config=GatewayConfig(jwt_secret=SIGNING_KEY),
                           web_config=WebConfig(operator_emails=frozenset({OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL})))
         port = await gateway.start(0)

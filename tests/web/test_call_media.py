@@ -1,10 +1,12 @@
 """A call's recording and transcript open in a browser: the API's media routes (with ExplainCall's scopes) and
 the call page's player and inline transcript, under the page's real Content-Security-Policy."""
 
+import json
 import re
 import urllib.parse
 
 import aiohttp
+from multidict import CIMultiDict
 
 from callersync.billing.v1 import billing_pb2 as bpb
 from services.gateway import tokens
@@ -21,9 +23,9 @@ def _bearer(role: str, contractor_id: str = "") -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+async def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes, CIMultiDict[str]]:
     async with aiohttp.ClientSession() as http, http.get(url, headers=headers or {}, allow_redirects=False) as reply:
-        return reply.status, await reply.read(), dict(reply.headers)
+        return reply.status, await reply.read(), CIMultiDict(reply.headers)
 
 
 async def test_the_api_serves_a_calls_media_to_whoever_may_explain_the_call(stack):
@@ -84,7 +86,9 @@ async def test_the_call_page_plays_the_recording_and_shows_the_transcript(stack,
         media_statuses: list[tuple[str, int]] = []
         page.on("response", lambda r: media_statuses.append((r.url, r.status)) if "/recording" in r.url else None)
         reply = await page.goto(f"{stack.url}/app/c/{cid}/calls/{decision.call_id}")
-        assert f"media-src 'self' {stack.s3_url} https:;" in reply.headers["content-security-policy"]
+        # The store and the allowlisted host, not every https origin.
+        assert f"media-src 'self' {stack.s3_url} https://media.example.com;" in reply.headers[
+            "content-security-policy"]
         assert await page.get_by_test_id("transcript-text").inner_text() == TRANSCRIPT
         assert abs(await _audio_duration(page) - 1.0) < 0.05
         assert any(url.endswith(f"/calls/{decision.call_id}/recording") and status in (200, 206)
@@ -150,3 +154,46 @@ async def test_the_operators_case_page_shows_the_transcript(stack, phone, desk):
     reply = await desk.request.get(stack.url + src)
     assert reply.status == 200 and (await reply.body())[:4] == b"RIFF"
     await check(desk, "operator-case-transcript")
+
+
+async def _stored_call(stack, cid: str, zip_code: str, recording_uri: str, transcript_uri: str) -> str:
+    started = five_minutes_ago()
+    finished = call(connected(cid, 40.0, start=started), zip_code=zip_code, start=started)
+    finished.recording.uri, finished.transcript_uri = recording_uri, transcript_uri
+    await stack.billing.RateCall(bpb.RateCallRequest(call=finished))
+    return finished.call_id
+
+
+async def test_an_address_the_gateway_cannot_open_is_a_503_naming_only_a_request_id(stack):
+    cid, _ = await contractor_with_wallet(stack)
+    call_id = await _stored_call(stack, cid, await claim(stack, cid, 4500), "file:///etc/passwd",
+                                 "http://[::1/x")
+    own = f"{stack.url}/v1/contractors/{cid}/calls/{call_id}"
+    for kind in ("recording", "transcript"):
+        status, body, headers = await _get(f"{own}/{kind}", _bearer("contractor", cid))
+        assert status == 503, (kind, body)
+        assert headers["Cache-Control"] == "no-store"
+        message = json.loads(body)["message"]
+        assert message == (f"call {call_id}'s {kind} cannot be opened just now; the operators can look it up by "
+                           f"request id {headers['X-Request-Id']}")
+
+
+async def test_malformed_addresses_leave_the_call_and_case_pages_showing(stack, phone, desk):
+    from tests.web.conftest import OPERATOR_EMAIL
+
+    cid, address = await contractor_with_wallet(stack)
+    zip_code = await claim(stack, cid, 4500)
+    call_id = await _stored_call(stack, cid, zip_code, "http://[::1/x", "https://a..b/x")
+    own = f"{stack.url}/v1/contractors/{cid}/calls/{call_id}"
+    for kind in ("recording", "transcript"):
+        assert (await _get(f"{own}/{kind}", _bearer("contractor", cid)))[0] == 503
+    await sign_in(phone, stack, address)
+    reply = await phone.goto(f"{stack.url}/app/c/{cid}/calls/{call_id}")
+    assert reply.status == 200
+    assert "The transcript is stored but cannot be shown here" in await phone.content()
+    await phone.get_by_label(re.compile("Spam call that got through")).check()
+    await phone.get_by_role("button", name=re.compile("Request a refund")).click()
+    await phone.wait_for_url(re.compile(".*#refund$"))
+    await sign_in(desk, stack, OPERATOR_EMAIL)
+    await desk.get_by_role("row").filter(has_text=cid).get_by_role("link", name="Review").click()
+    assert "The transcript is stored but cannot be shown here" in await desk.content()

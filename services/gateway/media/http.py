@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from typing import Any
 
 import grpc
@@ -17,6 +18,8 @@ log = logging.getLogger("callersync.gateway.media")
 
 KINDS = ("recording", "transcript")
 PATH_KIND = "{kind:recording|transcript}"
+# The gateway's own media routes, for CORS preflight (they are not in the protos' route table).
+MEDIA_PATH = re.compile(r"/v1/(contractors/[^/]+/)?calls/[^/]+/(recording|transcript)")
 CONTENT_TYPES = {".wav": "audio/wav", ".mp3": "audio/mpeg", ".ogg": "audio/ogg", ".txt": "text/plain"}
 
 
@@ -48,16 +51,19 @@ def answer(resolver: MediaResolver, story: dict[str, Any], kind: str, call_id: s
     return web.Response(status=302, headers={"Location": where.url, "Cache-Control": "no-store"})
 
 
-def respond(resolver: MediaResolver, story: dict[str, Any], kind: str, call_id: str) -> web.StreamResponse:
+def respond(resolver: MediaResolver, story: dict[str, Any], kind: str, call_id: str,
+            request_id: str) -> web.StreamResponse:
     """The media, or the API's JSON error: 404 when the call has none, 503 when the gateway cannot open where it
-    is stored (the message says what to configure)."""
+    is stored. Why it cannot names folders, settings and stores: that goes to the log, under the request id the
+    caller is given, not to the caller."""
     try:
         return answer(resolver, story, kind, call_id)
     except NotFound as err:
         return _error(grpc.StatusCode.NOT_FOUND, str(err))
     except Unopenable as err:
-        log.warning("cannot open call %s's %s: %s", call_id, kind, err)
-        return _error(grpc.StatusCode.UNAVAILABLE, f"call {call_id}'s {kind} cannot be opened: {err}")
+        log.warning("cannot open call %s's %s (request_id=%s): %s", call_id, kind, request_id, err)
+        return _error(grpc.StatusCode.UNAVAILABLE, f"call {call_id}'s {kind} cannot be opened just now; the "
+                      f"operators can look it up by request id {request_id}")
 
 
 def _error(code: grpc.StatusCode, message: str) -> web.Response:
@@ -75,6 +81,10 @@ async def transcript_text(resolver: MediaResolver, story: dict[str, Any]) -> tup
     except Unopenable as err:
         # The reason names settings and stores: for the log, not for a contractor's page.
         log.warning("cannot show the transcript at %s: %s", uri, err)
+        return "", "it could not be read just now"
+    except Exception:
+        # Whatever else a stored address provokes, the rest of the call's page still shows.
+        log.exception("cannot show the transcript at %r", uri)
         return "", "it could not be read just now"
 
 
@@ -95,7 +105,8 @@ def openapi_paths() -> dict[str, Any]:
                                for n in names],
                 "responses": {
                     "200": {"description": "The development media folder's file (range requests honoured)."},
-                    "302": {"description": "Location: a URL a browser opens (S3 presigned, or the stored https URL)."},
+                    "302": {"description": "Location: a URL a browser opens (S3 presigned, or the stored https URL "
+                                               "on a CALLERSYNC_MEDIA_ALLOWED_HOSTS host)."},
                     "default": {"description": "404 when the call has none; 503 when the gateway cannot open "
                                                "where it is stored."},
                 },

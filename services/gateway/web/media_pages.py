@@ -4,6 +4,7 @@ browser's <audio> cannot send)."""
 
 from __future__ import annotations
 
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -48,12 +49,11 @@ async def section(resolver: MediaResolver, story: dict[str, Any], media_base: st
 
 
 def admit_media(response: web.StreamResponse, resolver: MediaResolver) -> web.StreamResponse:
-    """Adds a plain-http S3 endpoint (MinIO in development) to the page's media-src: the player follows the
-    gateway's redirect there, and the policy checks where it lands."""
-    origin = resolver.config.extra_media_origin()
-    if origin:
-        policy = response.headers["Content-Security-Policy"]
-        response.headers["Content-Security-Policy"] = policy.replace("media-src 'self'", f"media-src 'self' {origin}")
+    """Adds where the gateway's media redirects land (the S3 store, the allowlisted hosts) to the page's
+    media-src: the player follows the redirect there, and the policy checks where it lands."""
+    policy = response.headers["Content-Security-Policy"]
+    sources = " ".join(resolver.config.media_sources())
+    response.headers["Content-Security-Policy"] = policy.replace("media-src 'self'", f"media-src 'self' {sources}")
     return response
 
 
@@ -61,14 +61,21 @@ def install(site: WebApp, app: web.Application) -> None:
     async def contractor_media(ctx: Ctx) -> web.StreamResponse:
         cid, call_id = ctx.request.match_info["contractor_id"], ctx.request.match_info["call_id"]
         story = await ctx.api.get(f"/v1/contractors/{seg(cid)}/calls/{seg(call_id)}:explain")
-        return media_http.respond(site.gateway.media, story, ctx.request.match_info["kind"], call_id)
+        return _respond(site, story, ctx, call_id)
 
     async def operator_media(ctx: Ctx) -> web.StreamResponse:
         call_id = ctx.request.match_info["call_id"]
         story = await ctx.api.get(f"/v1/calls/{seg(call_id)}:explain")
-        return media_http.respond(site.gateway.media, story, ctx.request.match_info["kind"], call_id)
+        return _respond(site, story, ctx, call_id)
 
     app.router.add_get("/app/c/{contractor_id}/calls/{call_id}/" + media_http.PATH_KIND,
                        site.guarded("contractor.call_media", contractor_media))
     app.router.add_get("/app/ops/calls/{call_id}/" + media_http.PATH_KIND,
                        site.guarded("operator.call_media", operator_media, operator=True))
+
+
+def _respond(site: WebApp, story: dict[str, Any], ctx: Ctx, call_id: str) -> web.StreamResponse:
+    request_id = uuid.uuid4().hex
+    response = media_http.respond(site.gateway.media, story, ctx.request.match_info["kind"], call_id, request_id)
+    response.headers["X-Request-Id"] = request_id
+    return response

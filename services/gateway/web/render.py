@@ -14,9 +14,10 @@ from services.runtime.money import MINUS_SIGN, dollars
 
 # No inline script or style anywhere, so the policy can forbid both; Referrer-Policy keeps a sign-in token in
 # a URL from leaking to another site (same-origin, not no-referrer: with no-referrer a browser sends
-# `Origin: null` on form posts, and the CSRF check reads Origin).
+# `Origin: null` on form posts, and the CSRF check reads Origin). A page with a player adds where its media
+# redirects land to media-src (media_pages.admit_media); no other page needs any media source.
 SECURITY_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self' https:; "
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; media-src 'self'; "
                                "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "same-origin",
