@@ -12,6 +12,7 @@ from services.billing.records import Charge, RefundCase
 from services.billing.refund_credit import RefundCredit
 from services.billing.storage import BillingStore
 from services.runtime import paging
+from services.runtime.authz import PermissionDenied
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.validation import require_id
 
@@ -119,7 +120,7 @@ class RefundDesk:
             return ""
         return f"wallet-entry-{entry_ids[0]}"
 
-    async def resolve(self, request: pb.ResolveRefundRequest) -> RefundCase:
+    async def resolve(self, request: pb.ResolveRefundRequest, acting: str = "") -> RefundCase:
         if not request.refund_case_id:
             raise InvalidArgument("refund_case_id is required", field="refund_case_id")
         if request.resolution not in (pb.REFUND_RESOLUTION_APPROVE, pb.REFUND_RESOLUTION_DENY):
@@ -127,6 +128,11 @@ class RefundDesk:
                                   field="resolution")
         if not request.reviewer:
             raise InvalidArgument("reviewer is required: who decided, for the audit trail", field="reviewer")
+        if acting and request.reviewer != acting:
+            # The second-approval rule counts people: a reviewer is who signed in, not a name anyone may type.
+            raise PermissionDenied(f"reviewer must be you ({acting!r}), not {request.reviewer!r}: a decision is "
+                                   "recorded under the name of who made it", reason="REVIEWER_NOT_CALLER",
+                                   field="reviewer")
         if len(request.note) > refunds.MAX_NOTE_LEN:
             raise InvalidArgument(f"note must be at most {refunds.MAX_NOTE_LEN} characters", field="note")
         wanted = "approved" if request.resolution == pb.REFUND_RESOLUTION_APPROVE else "denied"

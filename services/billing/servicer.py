@@ -16,6 +16,7 @@ from services.billing.freshness import FactLimits
 from services.billing.rating import Rater
 from services.billing.refund_desk import RefundDesk
 from services.billing.storage import BillingStore
+from services.runtime import authz
 from services.runtime.errors import DomainError, InvalidArgument, NotFound
 from services.runtime.paging import decode_position, encode_position, page_of, page_size
 from services.runtime.timestamps import to_datetime
@@ -224,7 +225,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def ResolveRefund(
         self, request: pb.ResolveRefundRequest, context: grpc.aio.ServicerContext
     ) -> pb.ResolveRefundResponse:
-        return pb.ResolveRefundResponse(refund_case=mappers.refund_case(await self._desk.resolve(request)))
+        case = await self._desk.resolve(request, acting=authz.acting_person(context))
+        return pb.ResolveRefundResponse(refund_case=mappers.refund_case(case))
 
     async def GetRefundCase(
         self, request: pb.GetRefundCaseRequest, context: grpc.aio.ServicerContext

@@ -428,7 +428,7 @@ class Gateway:
             return error_response(grpc.StatusCode.INVALID_ARGUMENT, str(err))
         metadata = (
             ("x-request-id", request_id),
-            ("x-callersync-subject", principal.subject),
+            (authz.FORWARDED_SUBJECT, principal.subject),
             (authz.FORWARDED_ROLE, principal.role),
         )
         try:

@@ -131,17 +131,39 @@ def method_check(gate: Gate, method: str, allowed: frozenset[str]) -> CallerChec
 
 
 FORWARDED_ROLE = "x-callersync-role"
+FORWARDED_SUBJECT = "x-callersync-subject"
+
+
+def _spiffe_path(context: grpc.aio.ServicerContext) -> str | None:
+    """The path of the caller's single spiffe:// URI ("gateway", "operator/alice"); "" for a caller without a
+    certificate (plaintext on loopback, where every local caller is trusted); None for any other certificate."""
+    uris = [san for san in context.peer_identities() or () if san.startswith(b"spiffe://")]
+    if not uris:
+        return ""
+    parts = uris[0].decode(errors="replace").split("/", 3)
+    return parts[3] if len(uris) == 1 and len(parts) == 4 else None
+
+
+def _header(context: grpc.aio.ServicerContext, key: str) -> str:
+    return next((v for k, v in context.invocation_metadata() or () if k == key and isinstance(v, str)), "")
 
 
 def forwarded_role(context: grpc.aio.ServicerContext) -> str:
     """The role of the person the gateway calls for (its x-callersync-role header), or "" when the caller is not
     the gateway: under mutual TLS only the gateway's own certificate may speak for someone, so an operator's
     grpcurl cannot claim to be a contractor. Without TLS (loopback) every local caller is trusted anyway."""
-    sans = [san for san in context.peer_identities() or () if san.startswith(b"spiffe://")]
-    if sans and not (len(sans) == 1 and sans[0].split(b"/", 3)[3:] == [GATEWAY.encode()]):
-        return ""
-    return next((v for k, v in context.invocation_metadata() or () if k == FORWARDED_ROLE and isinstance(v, str)),
-                "")
+    return _header(context, FORWARDED_ROLE) if _spiffe_path(context) in ("", GATEWAY) else ""
+
+
+def acting_person(context: grpc.aio.ServicerContext) -> str:
+    """Who makes this call, for the records of who decided: the person the gateway signed in (its
+    x-callersync-subject header), or an operator's own certificate (`operator/alice`); "" when the call names
+    nobody (a service, or a plaintext caller on loopback that sent no header), and the request's own field
+    stands."""
+    path = _spiffe_path(context)
+    if path is not None and path.startswith("operator/"):
+        return path
+    return _header(context, FORWARDED_SUBJECT) if path in ("", GATEWAY) else ""
 
 
 class Authorizer:

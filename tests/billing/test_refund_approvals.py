@@ -5,6 +5,7 @@ import grpc
 
 from callersync.billing.v1 import billing_pb2 as pb
 from services.billing.refunds import approval_step
+from services.runtime import authz
 from tests.billing.test_bookings_and_refunds import billed_call, refund
 from tests.wallet.support import balance, expect_error
 
@@ -56,4 +57,27 @@ async def test_a_large_refund_needs_a_second_operator_for_the_same_amount(billin
     assert (await balance(wallet, contractor)).balance_cents == before, "no money moves on the first approval"
     done = (await billing.ResolveRefund(resolve(case.refund_case_id, "bob"))).refund_case
     assert (done.state, done.reviewer, done.amount_cents) == (pb.REFUND_STATE_APPROVED, "bob", 15_000)
+    assert (await balance(wallet, contractor)).balance_cents == before + 15_000
+
+
+async def test_one_signed_in_operator_cannot_confirm_their_own_approval_under_another_name(billing, wallet,
+                                                                                         contractor):
+    """The gateway forwards who signed in (x-callersync-subject; an operator's certificate names them the same
+    way): a reviewer is that person, so typing a second name does not make a second operator."""
+    _, decision = await billed_call(billing, wallet, contractor, cents=15_000)
+    asked = refund(contractor, decision.charge_id, pb.REFUND_REASON_SYSTEM_BUG)
+    case = (await billing.RequestRefund(asked)).refund_case
+    before = (await balance(wallet, contractor)).balance_cents
+
+    def signed_in(who: str):
+        return ((authz.FORWARDED_SUBJECT, who), (authz.FORWARDED_ROLE, "operator"))
+
+    first = await billing.ResolveRefund(resolve(case.refund_case_id, "alice"), metadata=signed_in("alice"))
+    assert first.refund_case.first_approver == "alice"
+    err = await expect_error(billing.ResolveRefund(resolve(case.refund_case_id, "bob"), metadata=signed_in("alice")),
+                             grpc.StatusCode.PERMISSION_DENIED)
+    assert "reviewer must be you ('alice')" in err.details()
+    assert (await balance(wallet, contractor)).balance_cents == before
+    done = (await billing.ResolveRefund(resolve(case.refund_case_id, "bob"), metadata=signed_in("bob"))).refund_case
+    assert (done.state, done.reviewer) == (pb.REFUND_STATE_APPROVED, "bob")
     assert (await balance(wallet, contractor)).balance_cents == before + 15_000

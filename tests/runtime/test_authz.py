@@ -350,14 +350,11 @@ async def test_a_refusal_carries_the_request_id_in_its_reply_and_its_log_line(ta
     assert [entry["request_id"] for entry in logged] == [request_id], lines
 
 
-@pytest.mark.parametrize(("caller", "role_seen"), [("gateway", "contractor"), ("operator/alice", ""),
-                                                   ("billing", ""), (None, "contractor")])
-async def test_only_the_gateway_may_say_whom_it_calls_for(pki, caller, role_seen):
-    """x-callersync-role decides, for example, whether GetTopUp hands out the means to pay: under mutual TLS only
-    the gateway's certificate may set it (an operator's grpcurl claiming 'contractor' is not believed); without
-    TLS, on loopback, every local caller is trusted as the module says. A probe method answers what it saw."""
+async def probe_as(pki, caller: str | None) -> tuple[str, str]:
+    """(forwarded_role, acting_person) as a service sees them when `caller` (None: plaintext) sends the
+    gateway's headers naming contractor ctr-9's user alice."""
     async def probe(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-        return authz.forwarded_role(context).encode()
+        return json.dumps([authz.forwarded_role(context), authz.acting_person(context)]).encode()
 
     server = grpc.aio.server()
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("probe.Probe", {
@@ -375,7 +372,20 @@ async def test_only_the_gateway_may_say_whom_it_calls_for(pki, caller, role_seen
                    else grpc.aio.secure_channel(f"localhost:{port}", credentials(pki, caller)))
         async with channel:
             who = channel.unary_unary("/probe.Probe/Who")
-            seen = await who(b"", metadata=((authz.FORWARDED_ROLE, "contractor"),), timeout=5)
+            seen = await who(b"", metadata=((authz.FORWARDED_ROLE, "contractor"),
+                                            (authz.FORWARDED_SUBJECT, "alice")), timeout=5)
     finally:
         await server.stop(0)
-    assert seen.decode() == role_seen
+    role, person = json.loads(seen)
+    return role, person
+
+
+@pytest.mark.parametrize(("caller", "role_seen", "person_seen"), [
+    ("gateway", "contractor", "alice"), ("operator/alice", "", "operator/alice"), ("billing", "", ""),
+    (None, "contractor", "alice")])
+async def test_only_the_gateway_may_say_whom_it_calls_for(pki, caller, role_seen, person_seen):
+    """x-callersync-role decides, for example, whether GetTopUp hands out the means to pay, and the acting person
+    is the reviewer a refund decision is recorded under: under mutual TLS only the gateway's certificate may set
+    them (an operator's grpcurl claiming 'contractor' is not believed, and is named by its own certificate);
+    without TLS, on loopback, every local caller is trusted as the module says."""
+    assert await probe_as(pki, caller) == (role_seen, person_seen)
