@@ -3,9 +3,11 @@ reached is asked again later, less and less often (top_ups.backoff_ms), without 
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import uuid
+from collections.abc import AsyncIterator
 
 import asyncpg
 
@@ -43,14 +45,22 @@ def test_backoff_doubles_from_the_base_and_stops_at_fifteen_minutes():
     assert top_ups.backoff_ms(60, 2000) == top_ups.MAX_BACKOFF_MS == 15 * 60 * 1000
 
 
-async def test_an_unreachable_provider_is_retried_with_backoff_and_charges_nothing(servers, contractor):
-    url = await fresh_database(servers)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    # Nothing listens there: every call is a connection error, what an outage of Stripe looks like from here.
+@contextlib.asynccontextmanager
+async def desk_without_provider(servers) -> AsyncIterator[tuple[PaymentDesk, asyncpg.Pool]]:
+    """A payment desk on a database of its own whose provider is down: nothing listens at its address, so every
+    call is a connection error, what an outage of Stripe looks like from here."""
+    pool = await asyncpg.create_pool(await fresh_database(servers), min_size=1, max_size=2)
     provider = PaymentProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", "pk_test_x")
-    desk = PaymentDesk(PaymentStore(pool), provider, dashboard_url="http://dash", sweep_interval_ms=60_000,
-                       sweep_after_ms=60_000, retry_base_ms=4000)
     try:
+        yield PaymentDesk(PaymentStore(pool), provider, dashboard_url="http://dash", sweep_interval_ms=60_000,
+                          sweep_after_ms=60_000, retry_base_ms=4000), pool
+    finally:
+        await provider.close()
+        await pool.close()
+
+
+async def test_an_unreachable_provider_is_retried_with_backoff_and_charges_nothing(servers, contractor):
+    async with desk_without_provider(servers) as (desk, pool):
         await pool.execute("INSERT INTO wallet.wallets (contractor_id) VALUES ($1)", contractor)
         await pool.execute(
             "INSERT INTO wallet.auto_top_ups (contractor_id, enabled, threshold_cents, amount_cents, max_per_day_cents,"
@@ -73,20 +83,12 @@ async def test_an_unreachable_provider_is_retried_with_backoff_and_charges_nothi
             await pool.execute("UPDATE wallet.top_ups SET next_attempt_at = now() WHERE top_up_id = $1", top_up_id)
         assert await pool.fetchval("SELECT count(*) FROM wallet.outbox WHERE topic = 'wallet.payment_email'") == 0
         assert await pool.fetchval("SELECT count(*) FROM wallet.entries") == 0
-    finally:
-        await provider.close()
-        await pool.close()
 
 
 async def test_a_top_up_awaiting_authentication_reads_without_the_provider(servers, contractor):
     """GetTopUp asks the provider only for the means to finish a payment: with the provider unreachable the
     contractor still reads the top-up, without the button, instead of UNAVAILABLE."""
-    url = await fresh_database(servers)
-    pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
-    provider = PaymentProvider("sk_test_x", f"http://127.0.0.1:{free_port()}", "pk_test_x")
-    desk = PaymentDesk(PaymentStore(pool), provider, dashboard_url="http://dash", sweep_interval_ms=60_000,
-                       sweep_after_ms=60_000, retry_base_ms=4000)
-    try:
+    async with desk_without_provider(servers) as (desk, pool):
         await pool.execute("INSERT INTO wallet.wallets (contractor_id) VALUES ($1)", contractor)
         top_up_id = uuid.uuid4()
         await pool.execute("INSERT INTO wallet.top_ups (top_up_id, contractor_id, origin, amount_cents, state,"
@@ -95,6 +97,3 @@ async def test_a_top_up_awaiting_authentication_reads_without_the_provider(serve
         top_up = await desk.top_up(str(top_up_id))
         assert top_up is not None and top_up.state == "requires_action"
         assert await desk.to_finish(top_up) == ("", "")
-    finally:
-        await provider.close()
-        await pool.close()
