@@ -39,3 +39,6 @@ async def test_free_calls_are_listed_with_the_billable_ones_a_page_at_a_time(sta
     looked_up = desk.get_by_role("region", name="Calls, billable and free")
     assert await looked_up.get_by_role("row").filter(has_text=free[0].call_id).count() == 1
     assert await looked_up.get_by_role("row").filter(has_text=billed.call_id).count() == 1
+    # Billing's explanation speaks to the contractor; the operator reads the rule naming the contractor instead.
+    billed_row = await looked_up.get_by_role("row").filter(has_text=billed.call_id).inner_text()
+    assert "you" not in billed_row.lower().split() and cid in billed_row, billed_row

@@ -85,14 +85,16 @@ CHARGE_HEADERS = ["Charged", "Call", "ZIP", "Amount", "Why", "Refund"]
 CALL_HEADERS = ["Started", "Call", "ZIP", "Decision", "Why", "Connected", "Charged"]
 
 
-def call_rows(calls: list[dict[str, Any]], base: str) -> list[list[str]]:
-    """Calls that rang the contractor, billable or free, each linking to its evidence packet."""
+def call_rows(calls: list[dict[str, Any]], base: str, who: words.Person = words.YOU) -> list[list[str]]:
+    """Calls that rang the contractor, billable or free, each linking to its evidence packet. Billing's
+    explanation speaks to the contractor ("you paid"); anyone else reads the rule in words naming them."""
     rows = []
     for c in calls:
         decision = badge("Billable", "info") if c.get("billable") else badge("Free", "good")
         call_link = f'<a href="{base}/calls/{seg(c["callId"])}">{esc(c["callId"])}</a>'
+        why = c.get("explanation", "") if who is words.YOU else words.rule(c.get("rule", ""), who)
         rows.append([esc(when(c.get("startedAt", ""))), call_link, esc(c.get("zip") or "—"), decision,
-                     esc(c.get("explanation", "")), esc(seconds(c.get("connectedMs"))),
+                     esc(why), esc(seconds(c.get("connectedMs"))),
                      esc(money(c.get("chargedCents")))])
     return rows
 

@@ -205,8 +205,9 @@ def install(site: WebApp, app: web.Application) -> None:
         base = f"/app/c/{seg(cid)}"
         body = (form + f"<h2>{esc(cid)}</h2>" + summary
                 + "<h2>Claims</h2>" + table("Claims", ["ZIP", "Position", "Rate"], claim_rows, empty="No claims.")
-                + "<h2>Recent calls</h2>" + table("Calls, billable and free", CALL_HEADERS, call_rows(calls, base),
-                                                  empty="No calls yet.")
+                + "<h2>Recent calls</h2>"
+                + table("Calls, billable and free", CALL_HEADERS, call_rows(calls, base, words.named(cid)),
+                        empty="No calls yet.")
                 + "<h2>Recent charges</h2>"
                 + table("Charges", CHARGE_HEADERS, charge_rows(charges, base, words.named(cid)))
                 + "<h2>Recent ledger entries</h2>"
