@@ -12,7 +12,6 @@ from services.billing.records import Charge, RefundCase
 from services.billing.refund_credit import RefundCredit
 from services.billing.storage import BillingStore
 from services.runtime import paging
-from services.runtime.authz import PermissionDenied
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from services.runtime.validation import require_id
 
@@ -126,13 +125,15 @@ class RefundDesk:
         if request.resolution not in (pb.REFUND_RESOLUTION_APPROVE, pb.REFUND_RESOLUTION_DENY):
             raise InvalidArgument("resolution must be REFUND_RESOLUTION_APPROVE or REFUND_RESOLUTION_DENY",
                                   field="resolution")
-        if not request.reviewer:
+        # The second-approval rule counts people: an identified caller (the gateway's signed-in person, an
+        # operator's certificate) is the reviewer, and may not type another name.
+        reviewer = request.reviewer or acting
+        if not reviewer:
             raise InvalidArgument("reviewer is required: who decided, for the audit trail", field="reviewer")
-        if acting and request.reviewer != acting:
-            # The second-approval rule counts people: a reviewer is who signed in, not a name anyone may type.
-            raise PermissionDenied(f"reviewer must be you ({acting!r}), not {request.reviewer!r}: a decision is "
-                                   "recorded under the name of who made it", reason="REVIEWER_NOT_CALLER",
-                                   field="reviewer")
+        if acting and reviewer != acting:
+            raise InvalidArgument(f"reviewer must be you ({acting!r}) or empty, not {request.reviewer!r}: a decision "
+                                  "is recorded under the name of who made it", reason="REVIEWER_NOT_CALLER",
+                                  field="reviewer")
         if len(request.note) > refunds.MAX_NOTE_LEN:
             raise InvalidArgument(f"note must be at most {refunds.MAX_NOTE_LEN} characters", field="note")
         wanted = "approved" if request.resolution == pb.REFUND_RESOLUTION_APPROVE else "denied"
@@ -150,9 +151,9 @@ class RefundDesk:
                     raise InvalidArgument(f"amount_cents must be 1 to {case.amount_cents} (what the contractor "
                                           "asked); 0 approves all of it", field="amount_cents")
                 step = refunds.approval_step(self._second_approval_cents, amount, case.first_approver,
-                                             case.first_approved_cents or 0, request.reviewer)
+                                             case.first_approved_cents or 0, reviewer)
                 if step in ("first", "repeat"):
-                    first = await self._store.first_approval(case.refund_case_id, request.reviewer, amount)
+                    first = await self._store.first_approval(case.refund_case_id, reviewer, amount)
                     found = first or await self._store.get_case(request.refund_case_id)
                     assert found is not None  # found above, and refund cases are never deleted
                     return found
@@ -166,7 +167,7 @@ class RefundDesk:
                         f"{case.first_approver} approved {case.first_approved_cents} cents; a second approval "
                         "confirms that amount (send it, or 0), or deny the case", reason="SECOND_APPROVAL_AMOUNT")
             note = request.note or ("Approved by an operator." if wanted == "approved" else "Denied by an operator.")
-            resolved = await self._store.resolve_case(case.refund_case_id, wanted, request.reviewer, note,
+            resolved = await self._store.resolve_case(case.refund_case_id, wanted, reviewer, note,
                                                       amount if amount != case.amount_cents else None)
             case = resolved or await self._store.get_case(request.refund_case_id)
             assert case is not None  # found above, and refund cases are never deleted

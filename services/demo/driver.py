@@ -573,7 +573,8 @@ class Demo:
                         bpb.ResolveRefundRequest(
                             refund_case_id=case.refund_case_id,
                             resolution=bpb.REFUND_RESOLUTION_APPROVE,
-                            reviewer=f"ops-{self.run_id}",
+                            # Under mutual TLS the operator certificate names the reviewer.
+                            reviewer="" if self.settings.tls_cert_file else f"ops-{self.run_id}",
                             note="recording confirms a robocall; caller blocked",
                         ),
                         timeout=TIMEOUT_S,

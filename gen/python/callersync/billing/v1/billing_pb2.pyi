@@ -1403,9 +1403,10 @@ class ResolveRefundRequest(_message.Message):
     """
     resolution: Global___RefundResolution.ValueType
     reviewer: _builtins.str
-    """Who decided. Through the gateway it must be the signed-in person (the token's subject), and with an
-    operator's certificate that certificate's identity (operator/<name>); another name is PERMISSION_DENIED
-    (REVIEWER_NOT_CALLER), since the second-approval rule counts people.
+    """Who decided; required from an unidentified caller. Through the gateway it is the signed-in person (the
+    token's subject), with an operator's certificate that certificate's identity (operator/<name>): leave it
+    empty or name them; another name is INVALID_ARGUMENT (REVIEWER_NOT_CALLER), since the second-approval
+    rule counts people.
     """
     note: _builtins.str
     """Shown to the contractor."""
