@@ -96,20 +96,22 @@ class LocalStripe:
             return f"error:{err.code}"
 
 
-@pytest.fixture(scope="session")
-def hooked_stripe() -> Iterator[LocalStripe]:
+def running_localstripe() -> Iterator[LocalStripe]:
+    """One localstripe process of a stack's own: its webhook configuration and its state are that stack's."""
     server = LocalStripe()
     server.wait_ready()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def hooked_stripe() -> Iterator[LocalStripe]:
+    yield from running_localstripe()
 
 
 @pytest.fixture(scope="session")
 def quiet_stripe() -> Iterator[LocalStripe]:
-    server = LocalStripe()
-    server.wait_ready()
-    yield server
-    server.stop()
+    yield from running_localstripe()
 
 
 def payment_settings(settings: Settings, stripe_url: str, **changes: Any) -> Settings:
@@ -177,10 +179,7 @@ async def quiet(servers: Servers, settings: Settings, wallet_config: WalletConfi
 
 @pytest.fixture(scope="session")
 def racing_stripe() -> Iterator[LocalStripe]:
-    server = LocalStripe()
-    server.wait_ready()
-    yield server
-    server.stop()
+    yield from running_localstripe()
 
 
 @pytest.fixture(scope="session")

@@ -159,6 +159,13 @@ async def emailed_link(smtp: SmtpInbox, address: str, seen: int) -> str:
     raise AssertionError(f"no sign-in email reached {address}")
 
 
+async def ask_refund(page: Any, reason: str = "System bug") -> None:
+    """On the call page open in `page`: the reason picked, "Request a refund" pressed, back at its section."""
+    await page.get_by_label(re.compile(reason)).check()
+    await page.get_by_role("button", name=re.compile("Request a refund")).click()
+    await page.wait_for_url(re.compile(".*#refund$"))
+
+
 async def sign_in(page: Any, stack: Stack, address: str) -> None:
     """The whole flow a person goes through: the form, the email, the link, the confirm button."""
     seen = len(stack.smtp.to(address))

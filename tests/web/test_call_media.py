@@ -11,7 +11,7 @@ from multidict import CIMultiDict
 from callersync.billing.v1 import billing_pb2 as bpb
 from services.gateway import tokens
 from tests.billing.calls import call, connected
-from tests.web.conftest import SIGNING_KEY, check, sign_in
+from tests.web.conftest import SIGNING_KEY, ask_refund, check, sign_in
 from tests.web.fake_s3 import transcript_of
 from tests.web.seed import billable_call, claim, contractor_with_wallet, five_minutes_ago, recorded_call
 
@@ -143,9 +143,7 @@ async def test_the_operators_case_page_shows_the_transcript(stack, phone, desk):
     decision = await recorded_call(stack, cid, zip_code, TRANSCRIPT)
     await sign_in(phone, stack, address)
     await phone.goto(f"{stack.url}/app/c/{cid}/calls/{decision.call_id}")
-    await phone.get_by_label(re.compile("Spam call that got through")).check()
-    await phone.get_by_role("button", name=re.compile("Request a refund")).click()
-    await phone.wait_for_url(re.compile(".*#refund$"))
+    await ask_refund(phone, "Spam call that got through")
     await sign_in(desk, stack, OPERATOR_EMAIL)
     await desk.get_by_role("row").filter(has_text=cid).get_by_role("link", name="Review").click()
     assert await desk.get_by_test_id("transcript-text").inner_text() == TRANSCRIPT
@@ -191,9 +189,7 @@ async def test_malformed_addresses_leave_the_call_and_case_pages_showing(stack, 
     reply = await phone.goto(f"{stack.url}/app/c/{cid}/calls/{call_id}")
     assert reply.status == 200
     assert "The transcript is stored but cannot be shown here" in await phone.content()
-    await phone.get_by_label(re.compile("Spam call that got through")).check()
-    await phone.get_by_role("button", name=re.compile("Request a refund")).click()
-    await phone.wait_for_url(re.compile(".*#refund$"))
+    await ask_refund(phone, "Spam call that got through")
     await sign_in(desk, stack, OPERATOR_EMAIL)
     await desk.get_by_role("row").filter(has_text=cid).get_by_role("link", name="Review").click()
     assert "The transcript is stored but cannot be shown here" in await desk.content()

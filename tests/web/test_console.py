@@ -3,15 +3,13 @@ reason that the contractor reads in their ledger."""
 
 import re
 
-from tests.web.conftest import OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL, check, sign_in
+from tests.web.conftest import OPERATOR_EMAIL, SECOND_OPERATOR_EMAIL, ask_refund, check, sign_in
 from tests.web.seed import balance, billable_call, claim, contractor_with_wallet
 
 
 async def _ask_refund(stack, phone, cid, call_id) -> None:
     await phone.goto(f"{stack.url}/app/c/{cid}/calls/{call_id}")
-    await phone.get_by_label(re.compile("System bug")).check()
-    await phone.get_by_role("button", name=re.compile("Request a refund")).click()
-    await phone.wait_for_url(re.compile(".*#refund$"))
+    await ask_refund(phone)
 
 
 async def _open_case(desk, stack, cid) -> None:

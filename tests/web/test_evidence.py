@@ -5,7 +5,7 @@ import re
 
 from callersync.billing.v1 import billing_pb2 as bpb
 from tests.billing.calls import call, connected, missed
-from tests.web.conftest import OPERATOR_EMAIL, check, sign_in
+from tests.web.conftest import OPERATOR_EMAIL, ask_refund, check, sign_in
 from tests.web.seed import claim, contractor_with_wallet, five_minutes_ago
 
 NAMED = ("Who", "Who hung up", "Outcome")
@@ -42,9 +42,7 @@ async def test_the_operator_reads_the_contractors_id_where_the_contractor_reads_
     await phone.goto(f"{stack.url}/app/c/{cid}/calls/{decision.call_id}")
     theirs = await _legs(phone)
     their_decision = await phone.get_by_test_id("decision").inner_text()
-    await phone.get_by_label(re.compile("System bug")).check()
-    await phone.get_by_role("button", name=re.compile("Request a refund")).click()
-    await phone.wait_for_url(re.compile(".*#refund$"))
+    await ask_refund(phone)
 
     await sign_in(desk, stack, OPERATOR_EMAIL)
     await desk.get_by_role("row").filter(has_text=cid).get_by_role("link", name="Review").click()
