@@ -12,7 +12,7 @@ from aiohttp import web
 
 from services.gateway.web import chart, csv_export, media_pages, words
 from services.gateway.web.api import ApiError, seg
-from services.gateway.web.render import badge, cents, csrf_field, esc, money, seconds, table, when
+from services.gateway.web.render import badge, cents, csrf_field, esc, moment, money, seconds, table, when
 
 if TYPE_CHECKING:
     from services.gateway.web.site import Ctx, WebApp
@@ -233,8 +233,7 @@ def install(site: WebApp, app: web.Application) -> None:
 
 
 def _plus(stamp: str, seconds_after: float) -> str:
-    moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) + dt.timedelta(seconds=seconds_after)
-    return moment.isoformat()
+    return (moment(stamp) + dt.timedelta(seconds=seconds_after)).isoformat()
 
 
 def evidence_packet(story: dict[str, Any], cid: str, media: str, *, operator: bool = False) -> str:
@@ -277,7 +276,7 @@ def evidence_packet(story: dict[str, Any], cid: str, media: str, *, operator: bo
 def charge_section(charge: dict[str, Any], base: str, window_days: int, csrf: str) -> str:
     case = charge.get("refund")
     label, tone = words.refund_state(case)
-    charged = dt.datetime.fromisoformat(charge["chargedAt"].replace("Z", "+00:00"))
+    charged = moment(charge["chargedAt"])
     days_left = window_days - (dt.datetime.now(dt.UTC) - charged).days
     refundable = cents(charge.get("amountCents")) - cents(charge.get("refundedCents"))
     state = f"""<p data-testid="refund-state">{badge(label, tone)}</p>"""

@@ -18,7 +18,7 @@ from services.gateway.web.contractor_pages import (
     charge_rows,
     evidence_packet,
 )
-from services.gateway.web.render import badge, cents, csrf_field, esc, money, table, when
+from services.gateway.web.render import badge, cents, csrf_field, esc, moment, money, stamp, table, when
 from services.runtime.money import decimal_dollars
 
 if TYPE_CHECKING:
@@ -59,8 +59,7 @@ def dollars_to_cents(text: str) -> int:
 
 
 def _waiting(stamp: str) -> str:
-    moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    hours = int((dt.datetime.now(dt.UTC) - moment).total_seconds() // 3600)
+    hours = int((dt.datetime.now(dt.UTC) - moment(stamp)).total_seconds() // 3600)
     return f"{hours // 24} d {hours % 24} h" if hours >= 24 else f"{hours} h"
 
 
@@ -90,7 +89,7 @@ async def scheduled_rates(api: Api, now: dt.datetime) -> tuple[list[dict[str, An
 
 
 def _after(stamp: str, now: dt.datetime) -> bool:
-    return bool(stamp) and dt.datetime.fromisoformat(stamp.replace("Z", "+00:00")) > now
+    return bool(stamp) and moment(stamp) > now
 
 
 async def scheduled_rows(api: Api, now: dt.datetime) -> list[list[str]]:
@@ -270,9 +269,9 @@ The reason is shown in their ledger.</p>
     async def set_rate(ctx: Ctx) -> web.StreamResponse:
         form = await ctx.request.post()
         rate_cents = dollars_to_cents(str(form.get("rate", "")))
-        moment = utc_moment(str(form.get("from", ""))) or dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        effective = utc_moment(str(form.get("from", ""))) or dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
         await ctx.api.send("PUT", f"/v1/zips/{seg(str(form.get('zip', '')))}/rate", {
-            "rateCents": str(rate_cents), "effectiveFrom": moment.isoformat().replace("+00:00", "Z"),
+            "rateCents": str(rate_cents), "effectiveFrom": stamp(effective),
             "setBy": ctx.principal.subject})
         raise web.HTTPSeeOther("/app/ops/rates")
 

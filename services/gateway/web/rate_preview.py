@@ -7,14 +7,10 @@ import datetime as dt
 from typing import Any
 
 from services.gateway.web.api import Api, ApiError, seg
-from services.gateway.web.render import badge, cents, esc, money, table, when
+from services.gateway.web.render import badge, cents, esc, money, stamp, table, when
 from services.runtime.pause_line import pause_threshold_cents
 
 AI_MODE = "CONTRACTOR_MODE_AI_AGENT"
-
-
-def stamp(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 class RatesAt:

@@ -39,12 +39,21 @@ def money(value: Any) -> str:
     return dollars(cents(value), minus=MINUS_SIGN)
 
 
+def moment(stamp: str) -> dt.datetime:
+    """The API's RFC 3339 timestamp (proto3 JSON: "...Z") as an aware datetime."""
+    return dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
+def stamp(at: dt.datetime) -> str:
+    """An aware datetime as the API writes timestamps: RFC 3339 in UTC, "...Z"."""
+    return at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
 def when(stamp: str) -> str:
     """An RFC 3339 timestamp as UTC to the second, or a dash."""
     if not stamp:
         return "—"
-    moment = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return moment(stamp).astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def seconds(ms: Any) -> str:
